@@ -1,0 +1,147 @@
+"""Robust image decoding: any file PIL can read becomes an upright 8-bit RGB image, or an ImageError.
+
+What is handled:
+- EXIF orientation is applied, so the pixels are upright as a viewer shows them;
+- grayscale, bilevel, palette, CMYK, YCbCr, LAB and HSV images are converted to RGB;
+- images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on white;
+- 16-bit and 32-bit integer images are scaled to 8 bits (65535 maps to 255), float images in [0, 1]
+  are scaled by 255;
+- multi-frame files (GIF, TIFF) give their first frame.
+
+What becomes an :class:`~deepfeat.errors.ImageError` naming the path and the reason: zero-byte files,
+files that are not images, truncated or corrupt images, and images with more pixels than
+``max_pixels`` (decompression bombs), which are refused from the header before any decoding.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deepfeat.errors import ImageError
+
+#: PIL's own default limit; larger images are refused unless the caller raises ``max_pixels``.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+#: Function from the upright (width, height) of an image to the smallest (width, height) the
+#: transform that follows needs; lets JPEG decoding skip resolution that would be thrown away.
+DraftRule = Callable[[int, int], tuple[int, int]]
+
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 or 270 degrees
+_WHITE = (255, 255, 255, 255)
+
+
+def load_image(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft: DraftRule | None = None,
+) -> Image.Image:
+    """Decode the image at ``path`` into an upright 8-bit RGB image.
+
+    ``draft`` lets JPEG files decode at a reduced scale (1/2, 1/4 or 1/8) that is still at least the
+    size the following transform needs. Raises :class:`ImageError` for anything that is not a
+    decodable image of at most ``max_pixels`` pixels.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise ImageError(str(path), "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except UnidentifiedImageError as exc:
+        raise ImageError(str(path), "not an image file PIL can identify") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(str(path), f"image too large for PIL's safety limit ({exc})") from exc
+    except OSError as exc:
+        raise ImageError(str(path), f"cannot open image ({exc})") from exc
+    with img:
+        return _decode(img, str(path), max_pixels=max_pixels, draft=draft)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a decoded PIL image of any mode to 8-bit RGB (alpha composited on white)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        mode = "RGBA" if "transparency" in img.info else "RGB"
+        img = img.convert(mode)
+        if mode == "RGB":
+            return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE)
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(img)
+    return img.convert("RGB")
+
+
+def _decode(img: Image.Image, where: str, *, max_pixels: int, draft: DraftRule | None) -> Image.Image:
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(
+            where,
+            f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{max_pixels} (raise max_pixels / --max-pixels to accept it)",
+        )
+    if width == 0 or height == 0:
+        raise ImageError(where, f"image has no pixels ({width}x{height})")
+    orientation = _orientation(img)
+    try:
+        if draft is not None and img.format == "JPEG":
+            upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
+            need_w, need_h = draft(*upright)
+            if orientation in _SWAPS_AXES:
+                need_w, need_h = need_h, need_w
+            img.draft("RGB", (max(1, need_w), max(1, need_h)))
+        img.load()
+    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
+        raise ImageError(where, f"truncated or corrupt image data ({exc})") from exc
+    if orientation not in (None, 1):
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as exc:
+            raise ImageError(where, f"cannot apply EXIF orientation {orientation} ({exc})") from exc
+    try:
+        return to_rgb(img)
+    except Exception as exc:
+        raise ImageError(where, f"cannot convert mode {img.mode!r} to RGB ({exc})") from exc
+
+
+def _orientation(img: Image.Image) -> int | None:
+    try:
+        value = img.getexif().get(0x0112)
+    except Exception:  # a damaged EXIF block must not cost the image
+        return None
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img)
+    if arr.ndim == 3:  # multi-channel high-depth modes reach here only through conversions
+        arr = arr[..., :3]
+    arr = arr.astype(np.float64)
+    if img.mode == "F":
+        finite = arr[np.isfinite(arr)]
+        top = float(finite.max()) if finite.size else 0.0
+        arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+        if top <= 1.0:
+            arr = arr * 255.0
+    elif img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr / 257.0
+    arr8 = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if arr8.ndim == 2:
+        arr8 = np.repeat(arr8[:, :, None], 3, axis=2)
+    return Image.fromarray(arr8)

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfeat.data.datasets import (
+    digits_dataset,
+    folder_dataset,
+    manifest_dataset,
+    open_dataset,
+)
+from deepfeat.errors import DataError, ImageError
+from tests.conftest import SHARED_DATASETS, photo, save
+
+
+def test_folder_tree(image_tree):
+    ds = folder_dataset(image_tree)
+    assert ds.classes == ["ants", "bees", "wasps"]
+    assert len(ds) == 12 and not ds.multilabel and ds.splits is None
+    assert ds.ids[0] == "ants/img0.jpg"
+    np.testing.assert_array_equal(np.bincount(ds.targets), [4, 4, 4])
+    img = ds.load(0)
+    assert img.mode == "RGB"
+
+
+def test_folder_tree_reports_hidden_and_loose_files(image_tree):
+    (image_tree / ".DS_Store").write_text("x")
+    (image_tree / "README.txt").write_text("x")
+    (image_tree / "ants" / ".hidden.jpg").write_text("x")
+    ds = folder_dataset(image_tree)
+    reasons = dict(ds.ignored)
+    assert reasons[str(image_tree / ".DS_Store")] == "hidden"
+    assert reasons[str(image_tree / "README.txt")] == "file outside any class folder"
+    assert reasons[str(image_tree / "ants" / ".hidden.jpg")] == "hidden"
+    assert len(ds) == 12
+
+
+def test_non_image_files_inside_classes_are_items(bad_tree):
+    """They are not dropped at listing: the extraction reports them by path."""
+    ds = folder_dataset(bad_tree)
+    assert "ants/notes.txt" in ds.ids and "ants/zero.jpg" in ds.ids
+    with pytest.raises(ImageError, match=r"notes\.txt"):
+        ds.load(ds.ids.index("ants/notes.txt"))
+
+
+def test_split_layout(tmp_path):
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            for i in range(2):
+                save(Image.fromarray(photo(i)), tmp_path / split / c / f"{i}.png")
+    ds = folder_dataset(tmp_path)
+    assert ds.classes == ["a", "b"]
+    assert sorted(set(ds.splits)) == ["train", "val"]
+    assert list(ds.splits).count("train") == 4
+
+
+def test_empty_class_folder_is_an_error(image_tree):
+    (image_tree / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: class folder holds no files"):
+        folder_dataset(image_tree)
+
+
+def test_folder_without_class_folders(tmp_path):
+    save(Image.fromarray(photo(0)), tmp_path / "x.png")
+    with pytest.raises(DataError, match="no class folders"):
+        folder_dataset(tmp_path)
+
+
+def test_fingerprint_changes_with_content_and_labels(image_tree):
+    a = folder_dataset(image_tree).fingerprint()
+    assert folder_dataset(image_tree).fingerprint() == a
+    target = image_tree / "bees" / "img1.png"
+    save(Image.fromarray(photo(99)), target)
+    os.utime(target, ns=(1, 1))
+    assert folder_dataset(image_tree).fingerprint() != a
+
+
+def test_manifest_csv_multilabel_with_difficult(tmp_path):
+    for i in range(3):
+        save(Image.fromarray(photo(i)), tmp_path / "img" / f"{i}.jpg")
+    (tmp_path / "m.csv").write_text(
+        "path,labels,difficult,split\n"
+        "img/0.jpg,cat;dog,,train\n"
+        "img/1.jpg,dog,cat,train\n"
+        "img/2.jpg,bird|cat,,test\n"
+    )
+    ds = manifest_dataset(tmp_path / "m.csv")
+    assert ds.multilabel and ds.classes == ["bird", "cat", "dog"]
+    np.testing.assert_array_equal(ds.targets, [[0, 1, 1], [0, 0, 1], [1, 1, 0]])
+    assert ds.difficult[1].tolist() == [False, True, False]
+    assert list(ds.splits) == ["train", "train", "test"]
+    assert ds.load(2).size == (96, 80)
+
+
+def test_manifest_jsonl_single_label(tmp_path):
+    save(Image.fromarray(photo(0)), tmp_path / "a.png")
+    lines = [{"path": str(tmp_path / "a.png"), "label": "x"}, {"path": "a.png", "label": 3}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    ds = open_dataset(tmp_path / "m.jsonl")
+    assert ds.classes == ["3", "x"] and ds.targets.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("file,label\n", "lists no images"),
+        ("img,label\na.png,x\n", "no image path column"),
+        ("path,klass\na.png,x\n", "no label column"),
+        ("path,label\na.png,\n", "line 2: empty label"),
+        ("path,label\na.png,x;y\n", "takes one class"),
+        ("path,label,split\na.png,x,train\nb.png,y,\n", "line 3: 'split' is empty"),
+    ],
+)
+def test_manifest_errors_name_the_problem(tmp_path, text, message):
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        manifest_dataset(tmp_path / "m.csv")
+
+
+def test_manifest_bad_json_line(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"path": "a", "label": "b"}\n{oops\n')
+    with pytest.raises(DataError, match="line 2: not valid JSON"):
+        manifest_dataset(tmp_path / "m.jsonl")
+
+
+def test_digits_default_dataset():
+    ds = digits_dataset()
+    assert len(ds) == 1797 and ds.classes == [str(i) for i in range(10)]
+    img = ds.load(0)
+    assert img.mode == "RGB" and img.size == (8, 8)
+    assert ds.images.max() == 255 and np.asarray(img)[..., 0].tolist() == ds.images[0].tolist()
+    assert ds.fingerprint() == digits_dataset().fingerprint()
+
+
+def test_open_dataset_unknown(tmp_path):
+    with pytest.raises(DataError, match="valid: 'digits'"):
+        open_dataset(tmp_path / "missing")
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SHARED_DATASETS / "hymenoptera").is_dir(), reason="../shared/datasets absent")
+def test_hymenoptera_layout():
+    ds = folder_dataset(SHARED_DATASETS / "hymenoptera")
+    assert ds.classes == ["ants", "bees"]
+    assert sorted(set(ds.splits)) == ["train", "val"]
+    assert "train/ants/formica.jpeg" in ds.ids and "train/ants/imageNotFound.gif" in ds.ids

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfeat.data.images import load_image, to_rgb
+from deepfeat.errors import ImageError
+from tests.conftest import photo, png_header_only, save, truncated_jpeg
+
+
+def test_rgb_jpeg_roundtrip(tmp_path):
+    arr = photo(1)
+    path = save(Image.fromarray(arr), tmp_path / "a.png")
+    img = load_image(path)
+    assert img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img), arr)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_applied(tmp_path, orientation):
+    arr = photo(2, (60, 40))  # stored 60 wide, 40 high
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    path = save(img, tmp_path / "o.jpg", exif=exif, quality=100)
+    out = load_image(path)
+    if orientation in (6, 8):  # rotated by 90 degrees: displayed 40 wide, 60 high
+        assert out.size == (40, 60)
+    else:
+        assert out.size == (60, 40)
+    # orientation 6 means "rotate 90 clockwise to display": compare to numpy's rotation
+    stored = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    expected = {3: np.rot90(stored, 2), 6: np.rot90(stored, -1), 8: np.rot90(stored, 1)}[orientation]
+    np.testing.assert_array_equal(np.asarray(out).astype(int), expected)
+
+
+def test_grayscale_bilevel_palette_cmyk(tmp_path):
+    arr = photo(3)
+    gray = Image.fromarray(arr).convert("L")
+    for mode in ("L", "1", "P", "CMYK"):
+        src = gray if mode == "L" else Image.fromarray(arr).convert(mode)
+        ext = "jpg" if mode == "CMYK" else "png"
+        out = load_image(save(src, tmp_path / f"{mode}.{ext}"))
+        assert out.mode == "RGB" and out.size == src.size
+    g = np.asarray(load_image(tmp_path / "L.png"))
+    np.testing.assert_array_equal(g[..., 0], np.asarray(gray))
+    np.testing.assert_array_equal(g[..., 0], g[..., 2])
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:5, :, 3] = 255  # top half opaque red-ish, bottom half transparent
+    out = np.asarray(load_image(save(Image.fromarray(rgba), tmp_path / "a.png")))
+    assert out[0, 0].tolist() == [200, 0, 0]
+    assert out[9, 9].tolist() == [255, 255, 255]
+    la = Image.merge("LA", (Image.fromarray(rgba[..., 0]), Image.fromarray(rgba[..., 3])))
+    out_la = np.asarray(load_image(save(la, tmp_path / "la.png")))
+    assert out_la[9, 9].tolist() == [255, 255, 255]
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (4, 4), 1)
+    img.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    img.info["transparency"] = 1
+    path = save(img, tmp_path / "p.png", transparency=1)
+    assert np.asarray(load_image(path))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_16_bit_scaled_not_clipped(tmp_path):
+    arr16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    path = save(Image.fromarray(arr16), tmp_path / "d16.png")
+    assert Image.open(path).mode.startswith("I")
+    out = np.asarray(load_image(path))[..., 0].astype(int)
+    expected = np.rint(arr16 / 257.0).astype(int)
+    np.testing.assert_array_equal(out, expected)
+    assert out.max() == 255 and out.min() == 0 and len(np.unique(out)) > 200
+
+
+def test_float_image_in_unit_range():
+    img = Image.fromarray(np.full((3, 3), 0.5, dtype=np.float32))
+    assert img.mode == "F"
+    assert np.asarray(to_rgb(img))[0, 0].tolist() == [128, 128, 128]
+
+
+def test_multiframe_gif_gives_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    out = np.asarray(load_image(path))
+    assert abs(int(out[0, 0, 0]) - 10) <= 2
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("zero.jpg", b"", "empty file"),
+        ("notes.jpg", b"this is text, not pixels", "not an image"),
+        ("trunc.jpg", truncated_jpeg(), "truncated"),
+        ("bomb.png", png_header_only(30000, 30000), "too large"),
+    ],
+)
+def test_bad_files_raise_image_error_with_path(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(path) in str(info.value)
+    assert reason in info.value.reason
+
+
+def test_max_pixels_limit_checked_before_decoding(tmp_path):
+    path = save(Image.fromarray(photo(4, (100, 100))), tmp_path / "big.png")
+    with pytest.raises(ImageError, match="exceeds the limit of 5000"):
+        load_image(path, max_pixels=5000)
+    assert load_image(path, max_pixels=10_000).size == (100, 100)
+
+
+def test_truncated_png(tmp_path):
+    path = save(Image.fromarray(photo(5, (200, 200))), tmp_path / "t.png")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_image(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="cannot read file"):
+        load_image(tmp_path / "nope.jpg")
+
+
+def test_jpeg_draft_decodes_smaller_but_enough(tmp_path):
+    path = save(Image.fromarray(photo(6, (1600, 1200))), tmp_path / "big.jpg", quality=90)
+    out = load_image(path, draft=lambda w, h: (w // 5, h // 5))
+    assert out.size == (400, 300)  # 1/4 scale: the largest reduction still >= 320x240
+    full = load_image(path)
+    assert full.size == (1600, 1200)
+
+
+def test_draft_respects_exif_rotation(tmp_path):
+    img = Image.fromarray(photo(7, (1600, 800)))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    path = save(img, tmp_path / "rot.jpg", exif=exif)
+    # upright the image is 800 wide x 1600 high; ask for at least 400 x 800 upright
+    out = load_image(path, draft=lambda w, h: (w // 2, h // 2))
+    assert out.size[0] >= 400 and out.size[1] >= 800
+    assert out.size[1] > out.size[0]

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepfeat.data.transforms import Preprocess, preset
+from deepfeat.errors import ConfigError, UnknownNameError
+from tests.conftest import photo
+
+
+def test_shorter_side_resize_and_centre_crop_match_torchvision():
+    from torchvision.transforms import v2 as T
+
+    img = Image.fromarray(photo(0, (300, 200)))
+    prep = Preprocess(resize="shorter", size=256, crop=224, interpolation="bilinear")
+    ours = prep(img)
+    assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
+    ref = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224)])(img)
+    np.testing.assert_array_equal(ours, np.asarray(ref))
+
+
+def test_decaf_warps_to_256_then_crops_224():
+    base = Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3)
+    decaf = preset("decaf", base)
+    assert decaf.resize == "warp" and decaf.size == 256 and decaf.crop == 224
+    assert decaf.mean == base.mean  # the network's own normalisation is kept
+    img = Image.fromarray(photo(1, (500, 100)))
+    assert decaf.resized_size(500, 100) == (256, 256)
+    ref = np.asarray(img.resize((256, 256), Image.Resampling.BILINEAR))[16:240, 16:240]
+    np.testing.assert_array_equal(decaf(img), ref)
+
+
+def test_to_batch_normalises_in_channels_last():
+    prep = Preprocess(crop=4, size=4, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    arr = np.zeros((4, 4, 3), np.uint8)
+    arr[..., 0] = 255
+    batch = prep.to_batch([arr, arr])
+    assert batch.shape == (2, 3, 4, 4) and batch.dtype == torch.float32
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(batch[0, :, 0, 0], torch.tensor([1.0, -1.0, 0.0]))
+    assert prep.to_batch([arr], channels_last=False).is_contiguous()
+
+
+def test_validation_errors():
+    with pytest.raises(UnknownNameError, match="valid: shorter, warp"):
+        Preprocess(resize="stretch")
+    with pytest.raises(ConfigError, match="crop must be"):
+        Preprocess(size=100, crop=200)
+    with pytest.raises(UnknownNameError, match="valid: backbone, decaf"):
+        preset("imagenet", Preprocess())
+
+
+def test_draft_size_is_the_resized_size():
+    prep = Preprocess(resize="shorter", size=256, crop=224)
+    assert prep.draft_size(1000, 500) == (512, 256)
