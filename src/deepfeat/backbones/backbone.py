@@ -1,0 +1,124 @@
+"""The Backbone: a network in inference mode, its layer catalog, preprocessing and weights identity."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deepfeat.backbones.layers import LayerCatalog
+from deepfeat.data.transforms import Preprocess
+from deepfeat.errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backbone:
+    """A pretrained (or randomly initialised) network ready for feature extraction.
+
+    ``weights_id`` identifies the weights: the sha256 of the weights file, or ``random:seed=<n>``
+    for a seeded random initialisation. It is part of the provenance of every feature.
+    """
+
+    name: str
+    module: nn.Module
+    catalog: LayerCatalog
+    preprocess: Preprocess
+    weights_id: str
+    weights_source: str
+    class_names: list[str] | None = None
+    channels_last: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def provenance(self) -> dict:
+        """Plain-JSON identity of the network (name and weights)."""
+        return {"backbone": self.name, "weights_id": self.weights_id}
+
+    def submodule(self, path: str) -> nn.Module:
+        """The submodule at dotted ``path``."""
+        return self.module.get_submodule(path)
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of the network's own output for a preprocessed batch."""
+        with torch.inference_mode():
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            return self.module(batch).softmax(dim=-1)
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.name!r}, layers={len(self.catalog)}, weights={self.weights_id[:19]})"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare_for_inference(module: nn.Module) -> nn.Module:
+    """Evaluation mode, no parameter gradients, and out-of-place activations.
+
+    Out-of-place activations keep every captured layer output intact (an in-place ReLU would
+    overwrite a convolution's output after it was captured) and allow backward passes through them.
+    """
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    for m in module.modules():
+        if hasattr(m, "inplace") and isinstance(m.inplace, bool):
+            m.inplace = False
+    return module
+
+
+def build_seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """Build a module with a seeded random initialisation, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict from a .pth/.pt file (plain, or wrapped under 'state_dict' / 'model')."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BackboneError(f"{path}: cannot read weights as a PyTorch state dict ({exc})") from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BackboneError(f"{path}: expected a dict of tensors (a state dict)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``module``; a mismatch names the first missing / unexpected keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            parts.append(
+                f"wrong shape {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:3]]}"
+            )
+        raise BackboneError(f"{where}: weights do not fit the architecture: {'; '.join(parts)}")
+    module.load_state_dict(state)

@@ -1,0 +1,106 @@
+"""The layer catalog of a backbone: canonical layer names with their kind, channels and stride."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from deepfeat.errors import ConfigError, UnknownNameError
+
+LAYER_KINDS = ("conv", "pool", "fc", "logits", "prob")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One extractable layer.
+
+    ``module`` is the dotted path of the submodule whose output is the layer (after its activation,
+    as Caffe's in-place ReLUs leave it), or ``None`` for a layer derived from another one
+    (``derived_from``; ``prob`` is the softmax of ``logits``). ``stride`` is the total downsampling
+    from the input for spatial layers and ``None`` for vector layers.
+    """
+
+    name: str
+    module: str | None
+    kind: str
+    channels: int
+    stride: int | None = None
+    derived_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAYER_KINDS:
+            raise UnknownNameError("layer kind", self.kind, LAYER_KINDS)
+        if (self.module is None) == (self.derived_from is None):
+            raise ConfigError(f"layer {self.name!r} needs exactly one of module or derived_from")
+
+    @property
+    def spatial(self) -> bool:
+        """True for layers with a spatial map (conv and spatial pool layers)."""
+        return self.stride is not None
+
+    def to_dict(self) -> dict:
+        """Plain-JSON description."""
+        return {
+            "name": self.name,
+            "module": self.module,
+            "kind": self.kind,
+            "channels": self.channels,
+            "stride": self.stride,
+            "derived_from": self.derived_from,
+        }
+
+
+class LayerCatalog(Sequence[LayerInfo]):
+    """Ordered catalog of a backbone's layers, from the input towards the output."""
+
+    def __init__(self, layers: Iterable[LayerInfo]):
+        self._layers = list(layers)
+        self._by_name = {layer.name: layer for layer in self._layers}
+        if len(self._by_name) != len(self._layers):
+            raise ConfigError("layer names in a catalog must be unique")
+        for layer in self._layers:
+            if layer.derived_from is not None and layer.derived_from not in self._by_name:
+                raise ConfigError(f"layer {layer.name!r} derives from unknown {layer.derived_from!r}")
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[LayerInfo]:
+        return iter(self._layers)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return self.get(key)
+        return self._layers[key]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    @property
+    def names(self) -> list[str]:
+        """Layer names in network order."""
+        return [layer.name for layer in self._layers]
+
+    def get(self, name: str) -> LayerInfo:
+        """The layer called ``name``; an error listing the valid names otherwise."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownNameError("layer", name, self.names) from None
+
+    def resolve(self, names: str | Iterable[str]) -> list[LayerInfo]:
+        """Validate layer names (a list, or a comma-separated string; ``"all"`` for every layer) and
+        return them in network order without duplicates."""
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        names = list(names)
+        if not names:
+            raise ConfigError(f"no layer given; valid: {', '.join(self.names)}")
+        if names == ["all"]:
+            return list(self._layers)
+        wanted = {self.get(n).name for n in names}
+        return [layer for layer in self._layers if layer.name in wanted]
+
+    def position(self, name: str) -> int:
+        """Index of layer ``name`` in network order."""
+        return self.names.index(self.get(name).name)

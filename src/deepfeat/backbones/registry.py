@@ -1,0 +1,48 @@
+"""Backbones by name: ``load_backbone`` and ``list_backbones``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from deepfeat.backbones import efficientnet_lite, torchvision_nets
+from deepfeat.backbones.backbone import Backbone
+from deepfeat.errors import UnknownNameError
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+_BUILDERS: dict[str, tuple[Callable[..., Backbone], str]] = {
+    "efficientnet_lite0": (efficientnet_lite.build, "ImageNet weights bundled (offline)"),
+    "alexnet": (
+        torchvision_nets.build_alexnet,
+        "torchvision AlexNet; weights from a file, else random",
+    ),
+    "vgg16": (torchvision_nets.build_vgg16, "torchvision VGG16; weights from a file, else random"),
+    "resnet50": (
+        torchvision_nets.build_resnet50,
+        "torchvision ResNet-50; weights from a file, else random",
+    ),
+}
+
+
+def list_backbones() -> dict[str, str]:
+    """Backbone names with a one-line description; any ``timm:<model>`` is accepted too."""
+    out = {name: text for name, (_, text) in _BUILDERS.items()}
+    out["timm:<model>"] = "any timm model by name; weights from a file, 'pretrained' (network) or random"
+    return out
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, seed: int = 0) -> Backbone:
+    """Build backbone ``name`` ready for extraction.
+
+    ``weights``: None for the default (bundled ImageNet weights for efficientnet_lite0, a seeded random
+    initialisation with a warning for the others), ``"random"`` for a seeded random initialisation,
+    or the path of a weights file (a PyTorch state dict).
+    """
+    if name.startswith("timm:"):
+        from deepfeat.backbones.timm_nets import build_timm
+
+        return build_timm(name.removeprefix("timm:"), weights=weights, seed=seed)
+    if name not in _BUILDERS:
+        raise UnknownNameError("backbone", name, list_backbones())
+    return _BUILDERS[name][0](weights=weights, seed=seed)
