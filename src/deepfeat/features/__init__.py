@@ -1,0 +1,23 @@
+"""Feature methods, one-pass extraction and the feature store."""
+
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.base import FeatureMethod, OutputSpec
+from deepfeat.features.capture import LayerCapture
+from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.pipeline import Extraction, FeatureExtractor, extract
+from deepfeat.features.pooling import POOLINGS, pool_maps
+from deepfeat.features.store import FeatureStore
+
+__all__ = [
+    "POOLINGS",
+    "Extraction",
+    "FeatureExtractor",
+    "FeatureMethod",
+    "FeatureSet",
+    "FeatureStore",
+    "LayerActivations",
+    "LayerCapture",
+    "OutputSpec",
+    "extract",
+    "pool_maps",
+]

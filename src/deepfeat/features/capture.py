@@ -1,0 +1,84 @@
+"""Capture the outputs of any set of layers in one forward pass, with forward hooks.
+
+Hooks are placed on the catalog modules of the requested layers and removed when the capture is
+closed. When no backward pass is needed, the forward pass stops as soon as the deepest requested
+layer has been computed, so asking for early layers costs only the early part of the network.
+Derived layers (``prob``) are computed from their source layer after the pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import torch
+
+from deepfeat.backbones.backbone import Backbone
+from deepfeat.backbones.layers import LayerInfo
+
+
+class _Done(Exception):
+    """Raised from a hook to end a forward pass once every requested layer is captured."""
+
+
+class LayerCapture:
+    """Context manager capturing the outputs of ``layers`` during forward passes of ``backbone``.
+
+    >>> with LayerCapture(backbone, backbone.catalog.resolve("stage6,head")) as cap:
+    ...     outputs = cap.run(batch)          # {"stage6": tensor, "head": tensor}
+
+    Spatial layers come out as (N, C, H, W) tensors, vector layers as (N, D).
+    ``stop_early`` ends the pass after the deepest requested layer (only without gradients).
+    """
+
+    def __init__(self, backbone: Backbone, layers: Iterable[LayerInfo], *, stop_early: bool = True):
+        self.backbone = backbone
+        self.layers = list(layers)
+        self.stop_early = stop_early
+        hooked = {layer.name: layer for layer in self.layers if layer.module is not None}
+        for layer in self.layers:  # derived layers need their source captured
+            if layer.derived_from is not None and layer.derived_from not in hooked:
+                hooked[layer.derived_from] = backbone.catalog.get(layer.derived_from)
+        self._hooked = list(hooked.values())
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> LayerCapture:
+        for layer in self._hooked:
+            module = self.backbone.submodule(layer.module)
+            self._handles.append(module.register_forward_hook(self._hook(layer)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, layer: LayerInfo):
+        def hook(_module, _inputs, output):
+            if layer.name in self._outputs:  # a module called twice in one pass: keep the first
+                return
+            if not layer.spatial and output.dim() > 2:
+                output = output.flatten(1)
+            self._outputs[layer.name] = output
+            if self._stop and len(self._outputs) == len(self._hooked):
+                raise _Done
+
+        return hook
+
+    def run(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One forward pass; returns the outputs of every requested layer."""
+        self._outputs = {}
+        self._stop = self.stop_early and not torch.is_grad_enabled()
+        if self.backbone.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with contextlib.suppress(_Done):
+            self.backbone.module(batch)
+        outputs = dict(self._outputs)
+        missing = [layer.name for layer in self._hooked if layer.name not in outputs]
+        if missing:
+            raise RuntimeError(f"layers {missing} were not reached by the forward pass")
+        for layer in self.layers:
+            if layer.derived_from is not None:
+                outputs[layer.name] = outputs[layer.derived_from].float().softmax(dim=-1)
+        return {layer.name: outputs[layer.name] for layer in self.layers}

@@ -1,0 +1,64 @@
+"""FeatureSet: one feature array with the ids, labels and splits of its rows and its provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FeatureSet:
+    """Features of the items of a dataset that decoded, in dataset order.
+
+    ``features`` is float32 (n, dim); it is memory-mapped from the store when every item decoded.
+    ``rows`` are the dataset indices of the rows; ``targets`` are class indices (single-label) or an
+    indicator matrix (multi-label), as in the dataset.
+    """
+
+    key: str
+    features: np.ndarray
+    ids: list[str]
+    targets: np.ndarray
+    classes: list[str]
+    rows: np.ndarray
+    provenance: dict
+    splits: np.ndarray | None = None
+    difficult: np.ndarray | None = None
+    layer_shape: tuple[int, ...] | None = None
+    source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+        return int(self.features.shape[1]) if self.features.ndim == 2 else 0
+
+    @property
+    def multilabel(self) -> bool:
+        """True when targets is an indicator matrix."""
+        return self.targets.ndim == 2
+
+    def subset(self, mask_or_index: np.ndarray) -> FeatureSet:
+        """The rows selected by a boolean mask or an index array (features copied)."""
+        idx = np.asarray(mask_or_index)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return FeatureSet(
+            key=self.key,
+            features=np.asarray(self.features[idx]),
+            ids=[self.ids[i] for i in idx],
+            targets=self.targets[idx],
+            classes=self.classes,
+            rows=self.rows[idx],
+            provenance=self.provenance,
+            splits=None if self.splits is None else self.splits[idx],
+            difficult=None if self.difficult is None else self.difficult[idx],
+            layer_shape=self.layer_shape,
+            source=self.source,
+        )
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({self.key!r}, n={len(self)}, dim={self.dim})"

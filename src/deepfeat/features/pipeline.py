@@ -1,0 +1,399 @@
+"""Extraction: every requested feature of every image from one pass of the network per batch.
+
+:func:`extract` plans the work for a list of feature methods: outputs already in the store are read,
+outputs computable from stored ones (ablations of unrolled maps) are derived without the network, and
+the remaining rows go through the network once per batch, every layer captured in that one pass.
+Results are written to the store batch by batch, so an interrupted run loses at most one batch.
+:class:`FeatureExtractor` wraps it as a scikit-learn transformer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from tqdm.auto import tqdm
+
+from deepfeat._version import __version__
+from deepfeat.backbones.backbone import Backbone
+from deepfeat.backbones.registry import DEFAULT_BACKBONE, load_backbone
+from deepfeat.data.datasets import ImageDataset, dataset_from_paths
+from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.data.loader import iter_batches
+from deepfeat.data.transforms import Preprocess, preset
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.base import FeatureMethod, OutputSpec
+from deepfeat.features.capture import LayerCapture
+from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("skip", "fail")
+_DERIVE_CHUNK = 512
+
+
+@dataclass
+class _Plan:
+    method: FeatureMethod
+    spec: OutputSpec
+    entry: StoreEntry | MemoryEntry
+    origin: str = "store"  # "store", "derived" or "network"
+
+
+@dataclass
+class Extraction:
+    """What an extraction produced: the feature sets and an account of the run."""
+
+    features: dict[str, FeatureSet]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    n_items: int = 0
+    n_forward: int = 0
+    seconds: float = 0.0
+    origins: dict[str, str] = field(default_factory=dict)
+    store: str | None = None
+
+    def __getitem__(self, key: str) -> FeatureSet:
+        if key in self.features:
+            return self.features[key]
+        matches = [k for k in self.features if k.split("/")[0] == key]
+        if len(matches) == 1:
+            return self.features[matches[0]]
+        raise KeyError(f"no feature set {key!r}; available: {', '.join(self.features)}")
+
+    @property
+    def images_per_second(self) -> float:
+        """Network throughput of this run (images through the network per second)."""
+        return self.n_forward / self.seconds if self.seconds > 0 and self.n_forward else 0.0
+
+
+def base_provenance(
+    dataset: ImageDataset, backbone: Backbone, preprocess: Preprocess, max_pixels: int
+) -> dict:
+    """Provenance shared by every output of one extraction (the method adds its parameters)."""
+    return {
+        "deepfeat": __version__,
+        "dataset": dataset.fingerprint(),
+        "n_items": len(dataset),
+        **backbone.provenance(),
+        "preprocess": preprocess.to_dict(),
+        "max_pixels": int(max_pixels),
+    }
+
+
+def extract(
+    dataset: ImageDataset,
+    backbone: Backbone,
+    methods: Sequence[FeatureMethod],
+    *,
+    store: FeatureStore | str | Path | None = None,
+    preprocess: str | Preprocess = "backbone",
+    batch_size: int = 32,
+    on_error: str = "skip",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 2,
+    progress: bool = True,
+    durable: bool = True,
+) -> Extraction:
+    """Extract the outputs of ``methods`` for every item of ``dataset``.
+
+    ``on_error``: ``"skip"`` leaves images that cannot be decoded out (reported in ``failures``),
+    ``"fail"`` stops at the first one with an error naming it; either way everything computed so
+    far stays in the store. ``durable`` syncs each batch to disk before journaling it.
+    """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if not methods:
+        raise ConfigError("no feature method given")
+    prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
+    if isinstance(store, str | Path):
+        store = FeatureStore(store)
+    start = time.perf_counter()
+    n = len(dataset)
+    base = base_provenance(dataset, backbone, prep, max_pixels)
+    if store is not None:
+        store.save_dataset_index(base["dataset"], dataset.index_record())
+    plans: list[_Plan] = []
+    for method in methods:
+        for spec in method.outputs(backbone):
+            prov = {**base, **spec.params}
+            entry = store.entry(prov, n) if store is not None else MemoryEntry(prov, n)
+            plans.append(_Plan(method, spec, entry))
+    if len({p.spec.key for p in plans}) != len(plans):
+        raise ConfigError("two requested outputs have the same name; request each layer/pooling once")
+
+    locked: list[_Plan] = []
+    n_forward = 0
+    try:
+        for plan in plans:
+            if store is not None and plan.entry.complete:
+                continue
+            plan.entry.lock()
+            locked.append(plan)
+            if store is not None and _derive_from_store(plan, store, base, dataset):
+                plan.origin = "derived"
+        pending = [p for p in locked if not p.entry.complete]
+        if pending:
+            n_forward = _run_network(
+                pending,
+                dataset,
+                backbone,
+                prep,
+                batch_size=batch_size,
+                on_error=on_error,
+                max_pixels=max_pixels,
+                workers=workers,
+                progress=progress,
+                durable=durable,
+            )
+    finally:
+        for plan in locked:
+            plan.entry.unlock()
+
+    features: dict[str, FeatureSet] = {}
+    failures: dict[int, str] = {}
+    for plan in plans:
+        status = plan.entry.status()
+        failures.update(status.failed)
+        features[plan.spec.key] = _feature_set(plan, dataset, status.valid)
+    if failures and on_error == "fail":
+        row, reason = next(iter(sorted(failures.items())))
+        raise DataError(
+            f"{dataset.source(row)}: {reason} ({len(failures)} bad images in total; "
+            "use on_error='skip' / --on-bad-image skip to leave them out)"
+        )
+    return Extraction(
+        features=features,
+        failures=[(dataset.source(r), failures[r]) for r in sorted(failures)],
+        ignored=list(dataset.ignored),
+        n_items=n,
+        n_forward=n_forward,
+        seconds=time.perf_counter() - start,
+        origins={p.spec.key: p.origin for p in plans},
+        store=None if store is None else str(store.root),
+    )
+
+
+def _derive_from_store(plan: _Plan, store: FeatureStore, base: dict, dataset: ImageDataset) -> bool:
+    """Compute ``plan`` from a complete stored source output when its method allows; True if done."""
+    if plan.entry.status().done.any():
+        return False
+    for source_params, fn in plan.method.derivations(plan.spec):
+        source = store.find({**base, **source_params}, len(dataset))
+        if source is None or not source.complete:
+            continue
+        status = source.status()
+        shape = source.row_shape
+        stored = source.read() if status.valid.any() else None
+        valid_rows = np.flatnonzero(status.valid)
+        for i in range(0, len(valid_rows), _DERIVE_CHUNK):
+            rows = valid_rows[i : i + _DERIVE_CHUNK]
+            ids = [dataset.ids[r] for r in rows]
+            values = fn(torch.from_numpy(np.asarray(stored[rows])), shape, ids)
+            plan.entry.write(rows, values.numpy(), shape)
+            plan.entry.commit(rows)
+        if status.failed:
+            plan.entry.commit([], failed=status.failed)
+        plan.entry.finish_if_complete()
+        log.info("derived %s from stored %s", plan.spec.key, source_params)
+        return True
+    return False
+
+
+def _run_network(
+    plans: list[_Plan],
+    dataset: ImageDataset,
+    backbone: Backbone,
+    prep: Preprocess,
+    *,
+    batch_size: int,
+    on_error: str,
+    max_pixels: int,
+    workers: int,
+    progress: bool,
+    durable: bool,
+) -> int:
+    """Pass the rows some plan still needs through the network; returns the number of images."""
+    todo_by_plan = {id(p): ~p.entry.status().done for p in plans}
+    todo = np.flatnonzero(np.any(np.stack(list(todo_by_plan.values())), axis=0))
+    layers = {p.spec.layer.name: p.spec.layer for p in plans}
+    ordered_layers = [layer for layer in backbone.catalog if layer.name in layers]
+    needs_backward = any(p.method.needs_backward for p in plans)
+    n_forward = 0
+    bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, dynamic_ncols=True)
+    grad_context = torch.enable_grad if needs_backward else torch.inference_mode
+    by_method: dict[int, list[_Plan]] = defaultdict(list)
+    for p in plans:
+        by_method[id(p.method)].append(p)
+    with LayerCapture(backbone, ordered_layers, stop_early=not needs_backward) as capture:
+        for batch in iter_batches(
+            dataset, todo, prep, batch_size=batch_size, workers=workers, max_pixels=max_pixels
+        ):
+            errors = batch.errors
+            if errors and on_error == "fail":
+                err = next(iter(errors.values()))
+                raise DataError(
+                    f"{err}; stopped (on_error='fail'); the features of the images before it are kept"
+                )
+            ok = batch.ok
+            outputs: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+            shapes: dict[str, tuple[int, ...]] = {}
+            for positions in _group_by_shape(batch.images, ok):
+                rows = batch.rows[positions]
+                x = prep.to_batch([batch.images[i] for i in positions], channels_last=backbone.channels_last)
+                with grad_context():
+                    captured = capture.run(x)
+                    ids = [dataset.ids[r] for r in rows]
+                    for group in by_method.values():
+                        encoded = group[0].method.encode(captured, [p.spec for p in group], ids)
+                        for p in group:
+                            values = encoded[p.spec.key].detach().float().cpu().numpy()
+                            outputs[p.spec.key].update(zip(rows.tolist(), values))
+                            shapes[p.spec.key] = tuple(captured[p.spec.layer.name].shape[1:])
+                n_forward += len(positions)
+            failed = {row: err.reason for row, err in errors.items()}
+            for p in plans:
+                need = todo_by_plan[id(p)]
+                rows_done = [r for r in outputs[p.spec.key] if need[r]]
+                if rows_done:
+                    values = np.stack([outputs[p.spec.key][r] for r in rows_done])
+                    p.entry.write(np.asarray(rows_done), values, shapes[p.spec.key])
+                p.entry.commit(
+                    rows_done, failed={r: m for r, m in failed.items() if need[r]}, durable=durable
+                )
+            bar.update(len(batch.rows))
+    bar.close()
+    for p in plans:
+        p.origin = "network"
+        p.entry.finish_if_complete()
+    return n_forward
+
+
+def _group_by_shape(images: list, positions: list[int]) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i in positions:
+        groups[images[i].shape].append(i)
+    return list(groups.values())
+
+
+def _feature_set(plan: _Plan, dataset: ImageDataset, valid: np.ndarray) -> FeatureSet:
+    rows = np.flatnonzero(valid)
+    if rows.size == 0:
+        features = np.zeros((0, 0), dtype=np.float32)
+    else:
+        data = plan.entry.read()
+        features = data if rows.size == len(dataset) else np.asarray(data[rows])
+    return FeatureSet(
+        key=plan.spec.key,
+        features=features,
+        ids=[dataset.ids[r] for r in rows],
+        targets=dataset.targets[rows],
+        classes=list(dataset.classes),
+        rows=rows,
+        provenance=plan.entry.provenance,
+        splits=None if dataset.splits is None else dataset.splits[rows],
+        difficult=None if dataset.difficult is None else dataset.difficult[rows],
+        layer_shape=plan.entry.row_shape,
+        source=None if plan.entry.path is None else str(plan.entry.path),
+    )
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer from images to DeCAF-style layer features.
+
+    Parameters
+    ----------
+    backbone: backbone name (see ``list_backbones``) or a loaded :class:`Backbone`.
+    layers: layer names, a list or comma-separated string.
+    pool: pooling / ablation, one or several (avg, max, unroll, sp-shuffle, bin, sp-max-bin).
+    weights: weights file for the backbone (None: its default).
+    preprocess: ``"backbone"``, ``"decaf"`` or a :class:`Preprocess`.
+    store: folder of a FeatureStore (None: keep features in memory only).
+    batch_size, workers: images per forward pass, and decoding threads.
+    on_error: ``"skip"`` or ``"fail"`` for images that cannot be decoded.
+    random_state: seed of the sp-shuffle ablation.
+    progress: show a progress bar.
+
+    ``transform(X)`` takes an ImageDataset or a list of image paths and returns the features of all
+    requested layers side by side (n_images, total_dim); ``extract(dataset)`` returns them per layer.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = DEFAULT_BACKBONE,
+        layers: str | Sequence[str] = "pool",
+        pool: str | Sequence[str] = "avg",
+        *,
+        weights: str | None = None,
+        preprocess: str | Preprocess = "backbone",
+        store: str | Path | None = None,
+        batch_size: int = 32,
+        workers: int = 2,
+        on_error: str = "skip",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        random_state: int = 0,
+        progress: bool = False,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.pool = pool
+        self.weights = weights
+        self.preprocess = preprocess
+        self.store = store
+        self.batch_size = batch_size
+        self.workers = workers
+        self.on_error = on_error
+        self.max_pixels = max_pixels
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, X=None, y=None) -> FeatureExtractor:
+        """Load the backbone and validate every parameter (no learning happens)."""
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if isinstance(self.backbone, Backbone):
+            self.backbone_ = self.backbone
+        else:
+            self.backbone_ = load_backbone(self.backbone, weights=self.weights)
+        self.method_ = LayerActivations(self.layers, self.pool, random_state=self.random_state)
+        self.outputs_ = self.method_.outputs(self.backbone_)
+        if isinstance(self.preprocess, str):
+            preset(self.preprocess, self.backbone_.preprocess)
+        return self
+
+    def extract(self, dataset: ImageDataset) -> Extraction:
+        """Features of every requested layer and pooling for ``dataset``."""
+        if not hasattr(self, "backbone_"):
+            self.fit()
+        return extract(
+            dataset,
+            self.backbone_,
+            [self.method_],
+            store=self.store,
+            preprocess=self.preprocess,
+            batch_size=self.batch_size,
+            on_error=self.on_error,
+            max_pixels=self.max_pixels,
+            workers=self.workers,
+            progress=self.progress,
+        )
+
+    def transform(self, X) -> np.ndarray:
+        """Features of ``X`` (an ImageDataset or a list of image paths), layers side by side."""
+        dataset = X if isinstance(X, ImageDataset) else dataset_from_paths(list(X))
+        result = self.extract(dataset)
+        if result.failures:
+            path, reason = result.failures[0]
+            raise DataError(f"{path}: {reason} (transform needs every image; use extract() to skip bad ones)")
+        return np.hstack([np.asarray(result.features[s.key].features) for s in self.outputs_])

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepfeat.backbones import load_backbone
+from deepfeat.features.capture import LayerCapture
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return load_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+
+
+def test_captured_equal_direct_module_computation(effnet, batch):
+    m = effnet.module
+    with torch.inference_mode():
+        stem = m.bn1(m.conv_stem(batch))
+        x = stem
+        stages = []
+        for block in m.blocks:
+            x = block(x)
+            stages.append(x)
+        head = m.bn2(m.conv_head(x))
+        pooled = head.mean((2, 3))
+        logits = m.classifier(pooled)
+        with LayerCapture(effnet, list(effnet.catalog)) as cap:
+            out = cap.run(batch)
+    assert torch.allclose(out["stem"], stem, atol=1e-5)
+    for i, s in enumerate(stages):
+        assert torch.allclose(out[f"stage{i + 1}"], s, atol=1e-4), i
+    assert torch.allclose(out["head"], head, atol=1e-4)
+    assert torch.allclose(out["pool"], pooled, atol=1e-4)
+    assert torch.allclose(out["logits"], logits, atol=1e-3)
+    assert torch.allclose(out["prob"], logits.softmax(-1), atol=1e-5)
+
+
+def test_one_forward_pass_serves_all_layers(effnet, batch):
+    calls = {"model": 0, "blocks": 0}
+    h1 = effnet.module.register_forward_pre_hook(lambda *a: calls.__setitem__("model", calls["model"] + 1))
+    h2 = effnet.module.blocks[0].register_forward_hook(
+        lambda *a: calls.__setitem__("blocks", calls["blocks"] + 1)
+    )
+    try:
+        with torch.inference_mode(), LayerCapture(effnet, list(effnet.catalog)) as cap:
+            out = cap.run(batch)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert len(out) == len(effnet.catalog)
+    assert calls == {"model": 1, "blocks": 1}
+
+
+def test_stops_after_deepest_requested_layer(effnet, batch):
+    seen = []
+    handle = effnet.module.conv_head.register_forward_hook(lambda *a: seen.append(1))
+    try:
+        with torch.inference_mode(), LayerCapture(effnet, effnet.catalog.resolve("stage3")) as cap:
+            out = cap.run(batch)
+        assert seen == [] and set(out) == {"stage3"}
+        with (
+            torch.inference_mode(),
+            LayerCapture(effnet, effnet.catalog.resolve("stage3"), stop_early=False) as cap,
+        ):
+            cap.run(batch)
+        assert seen == [1]
+    finally:
+        handle.remove()
+
+
+def test_hooks_removed_after_capture(effnet, batch):
+    with LayerCapture(effnet, effnet.catalog.resolve("head")):
+        assert effnet.module.bn2._forward_hooks
+    assert not effnet.module.bn2._forward_hooks
+
+
+def test_capture_keeps_graph_when_gradients_enabled(effnet, batch):
+    x = batch.clone().requires_grad_(True)
+    with LayerCapture(effnet, effnet.catalog.resolve("stage2,logits")) as cap:
+        out = cap.run(x)
+    out["logits"].sum().backward()
+    assert x.grad is not None and out["stage2"].requires_grad
