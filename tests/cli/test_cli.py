@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import skimage.data
+from PIL import Image
+from typer.testing import CliRunner
+
+from deepfeat.cli.main import app
+from deepfeat.features.store import FeatureStore
+
+runner = CliRunner()
+
+
+def test_backbones_and_layers():
+    result = runner.invoke(app, ["backbones"])
+    assert result.exit_code == 0 and "efficientnet_lite0" in result.output and "vgg16" in result.output
+    result = runner.invoke(app, ["layers", "alexnet"])
+    assert result.exit_code == 0
+    assert "pool5" in result.output and "fc7" in result.output and "4096" in result.output
+
+
+def test_unknown_names_give_one_line_and_exit_2(image_tree, tmp_path):
+    result = runner.invoke(app, ["layers", "alexnett"])
+    assert result.exit_code == 2
+    assert "unknown backbone 'alexnett'; valid: efficientnet_lite0" in result.output
+    result = runner.invoke(app, ["extract", str(image_tree), "--layers", "fc7", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "unknown layer 'fc7'; valid: stem, stage1" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["extract", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no such folder or manifest" in result.output
+
+
+def test_extract_reports_and_reuses(bad_tree, tmp_path):
+    out = tmp_path / "store"
+    args = [
+        "extract",
+        str(bad_tree),
+        "--layers",
+        "stage6,pool",
+        "--pool",
+        "avg,max",
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "16 items: 12 with features, 4 skipped" in result.output
+    assert "zero.jpg: empty file" in result.output and "bomb.png: image too large" in result.output
+    assert "stage6/max" in result.output and "network" in result.output
+    assert len(FeatureStore(out).entries()) == 3  # stage6/avg, stage6/max, pool
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 through the network" in again.output
+    listing = runner.invoke(app, ["store", "list", str(out)])
+    assert listing.exit_code == 0 and listing.output.count("complete") == 3
+
+
+def test_extract_fail_mode_exits_2(bad_tree, tmp_path):
+    result = runner.invoke(
+        app, ["extract", str(bad_tree), "--on-bad-image", "fail", "--out", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 2
+    assert "ants/" in result.output and "on_error='fail'" in result.output
+
+
+def test_predict_cat(tmp_path):
+    path = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).save(path)
+    result = runner.invoke(app, ["predict", str(path), "--top", "3"])
+    assert result.exit_code == 0 and "cat" in result.output.lower()
