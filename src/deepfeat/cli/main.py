@@ -6,6 +6,7 @@ import typer
 
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
 from deepfeat.cli.demo import demo_command
+from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app.command("backbones")(backbones_command)
 app.command("layers")(layers_command)
 app.command("predict")(predict_command)
 app.command("extract")(extract_command)
+app.command("evaluate")(evaluate_command)
 app.command("demo")(demo_command)
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)

@@ -28,7 +28,7 @@ from deepfeat.data.datasets import ImageDataset, dataset_from_paths
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
-from deepfeat.errors import ConfigError, DataError
+from deepfeat.errors import ConfigError, DataError, StoreError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
@@ -181,6 +181,34 @@ def extract(
         origins={p.spec.key: p.origin for p in plans},
         store=None if store is None else str(store.root),
     )
+
+
+def load_features(
+    dataset: ImageDataset,
+    backbone: Backbone,
+    methods: Sequence[FeatureMethod],
+    store: FeatureStore | str | Path,
+    *,
+    preprocess: str | Preprocess = "backbone",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict[str, FeatureSet]:
+    """Feature sets already complete in ``store``, without running anything; a missing one is an
+    error naming it."""
+    store = FeatureStore(store) if isinstance(store, str | Path) else store
+    prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
+    base = base_provenance(dataset, backbone, prep, max_pixels)
+    out = {}
+    for method in methods:
+        for spec in method.outputs(backbone):
+            entry = store.find({**base, **spec.params}, len(dataset))
+            if entry is None or not entry.complete:
+                state = "incomplete" if entry is not None else "missing"
+                raise StoreError(
+                    f"features {spec.key!r} of {dataset.name} with {backbone.name} are {state} in the store "
+                    f"{store.root}; extract them first (deepfeat extract, or evaluate without --no-extract)"
+                )
+            out[spec.key] = _feature_set(_Plan(method, spec, entry), dataset, entry.status().valid)
+    return out
 
 
 def _derive_from_store(plan: _Plan, store: FeatureStore, base: dict, dataset: ImageDataset) -> bool:

@@ -1,0 +1,160 @@
+"""CLI: the main job. Extract features through the store, train probes under a protocol, write a report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
+from deepfeat.cli.common import friendly, set_threads, setup_logging
+from deepfeat.cli.extract import summary as extraction_summary
+from deepfeat.data.datasets import open_dataset
+from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.errors import ConfigError
+from deepfeat.evaluation.evaluate import evaluate
+from deepfeat.evaluation.protocols import DomainAdaptation, parse_protocol
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.pipeline import extract, load_features
+from deepfeat.features.store import FeatureStore
+from deepfeat.probes.linear import probe_for
+from deepfeat.report.writer import text_table, write_report
+
+
+@dataclass
+class JobOptions:
+    """Everything the evaluate job needs (the CLI options, as one object)."""
+
+    data: str
+    target: str | None = None
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None
+    layers: str = "pool"
+    pool: str = "avg"
+    probes: str = "svm,logreg"
+    protocol: str = "kshot:30"
+    splits: int = 5
+    seed: int = 0
+    dropout: float = 0.0
+    normalize: bool = False
+    out: Path = Path("deepfeat-out")
+    store: Path | None = None
+    preprocess: str = "backbone"
+    batch_size: int = 32
+    on_bad_image: str = "skip"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    no_extract: bool = False
+
+
+def _features(dataset, bb, method, opts: JobOptions, store: FeatureStore, echo):
+    if opts.no_extract:
+        return load_features(
+            dataset, bb, [method], store, preprocess=opts.preprocess, max_pixels=opts.max_pixels
+        )
+    result = extract(
+        dataset,
+        bb,
+        [method],
+        store=store,
+        preprocess=opts.preprocess,
+        batch_size=opts.batch_size,
+        on_error=opts.on_bad_image,
+        max_pixels=opts.max_pixels,
+        progress=True,
+    )
+    echo(extraction_summary(result))
+    return result.features
+
+
+def run_job(opts: JobOptions, echo=typer.echo) -> dict:
+    """Extract, evaluate and report; returns the paths written."""
+    protocol = parse_protocol(opts.protocol, n_splits=opts.splits, random_state=opts.seed)
+    is_da = isinstance(protocol, DomainAdaptation)
+    if is_da != (opts.target is not None):
+        raise ConfigError("--target TARGET_DATA goes with --protocol da (and only with it)")
+    probes = {
+        name: probe_for(name, dropout=opts.dropout, normalize=opts.normalize, random_state=opts.seed)
+        for name in [p.strip() for p in opts.probes.split(",") if p.strip()]
+    }
+    if not probes:
+        raise ConfigError("no probe given; valid: svm, svm-hinge, logreg, logreg-ovr")
+    for probe in probes.values():
+        probe._validate_params()
+    dataset = open_dataset(opts.data)
+    echo(dataset.summary())
+    target_ds = open_dataset(opts.target) if opts.target else None
+    if target_ds is not None:
+        echo(target_ds.summary())
+    bb = load_backbone(opts.backbone, weights=opts.weights)
+    method = LayerActivations(opts.layers, opts.pool, random_state=opts.seed)
+    method.outputs(bb)  # validate layer and pooling names before any work
+    out = Path(opts.out)
+    store = FeatureStore(opts.store or out / "store")
+    features = _features(dataset, bb, method, opts, store, echo)
+    target = _features(target_ds, bb, method, opts, store, echo) if target_ds is not None else None
+    result = evaluate(features, protocol, probes, target=target, checkpoint=out / "checkpoint.jsonl")
+    context = {
+        "data": f"{dataset.name} ({len(dataset)} items, {len(dataset.classes)} classes)",
+        "dataset fingerprint": dataset.fingerprint()[:16],
+        "backbone": f"{bb.name} (weights {bb.weights_id[:23]})",
+        "preprocessing": opts.preprocess,
+    }
+    if target_ds is not None:
+        context["target"] = f"{target_ds.name} ({len(target_ds)} items)"
+    paths = write_report(result, out, title=f"deepfeat evaluation: {dataset.name}", context=context)
+    echo("")
+    echo(f"{result.primary_metric} (%), mean ± std over {len(result.splits)} splits:")
+    echo(text_table(result))
+    echo(f"results: {paths['results']}\nreport:  {paths['report']}")
+    return paths
+
+
+@friendly
+def evaluate_command(
+    data: str = typer.Argument(..., help="'digits', a class-per-folder tree, or a .csv/.jsonl manifest."),
+    target: str = typer.Option(None, help="Target-domain data for --protocol da."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name."),
+    weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
+    layers: str = typer.Option("pool", "--layers", "-l", help="Comma-separated layer names."),
+    pool: str = typer.Option("avg", "--pool", "-p", help="Comma-separated poolings / ablations."),
+    probe: str = typer.Option("svm,logreg", help="Comma-separated: svm, svm-hinge, logreg, logreg-ovr."),
+    protocol: str = typer.Option("kshot:30", help="kshot:K, fixed, random:FRACTION or da[:KS:KT]."),
+    splits: int = typer.Option(5, help="Number of seeded splits (k-shot, random, da)."),
+    seed: int = typer.Option(0, help="Seed of the first split (the others follow)."),
+    dropout: float = typer.Option(0.0, help="DeCAF dropout on features (0.5 in the thesis)."),
+    normalize: bool = typer.Option(False, help="L2-normalise feature vectors before the probe."),
+    out: Path = typer.Option(Path("deepfeat-out"), "--out", "-o", help="Output folder."),
+    store: Path = typer.Option(None, help="Feature store (default: OUT/store)."),
+    preprocess: str = typer.Option("backbone", help="'backbone' or 'decaf'."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    on_bad_image: str = typer.Option("skip", help="'skip' or 'fail'."),
+    no_extract: bool = typer.Option(False, help="Use only features already in the store."),
+    threads: int = typer.Option(None, help="Torch CPU threads."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Transfer evaluation: features through the store, probes under a protocol, results.json + report.md."""
+    setup_logging(verbose)
+    set_threads(threads)
+    run_job(
+        JobOptions(
+            data=data,
+            target=target,
+            backbone=backbone,
+            weights=weights,
+            layers=layers,
+            pool=pool,
+            probes=probe,
+            protocol=protocol,
+            splits=splits,
+            seed=seed,
+            dropout=dropout,
+            normalize=normalize,
+            out=out,
+            store=store,
+            preprocess=preprocess,
+            batch_size=batch_size,
+            on_bad_image=on_bad_image,
+            no_extract=no_extract,
+        )
+    )

@@ -1,0 +1,1 @@
+"""Reports: results.json with provenance, report.md, plots."""

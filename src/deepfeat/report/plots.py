@@ -1,0 +1,72 @@
+"""Plots of evaluation results (PNG files, matplotlib's non-interactive backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+METRIC_LABELS = {
+    "mean_class_accuracy": "mean per-class accuracy (%)",
+    "accuracy": "accuracy (%)",
+    "top5_accuracy": "top-5 accuracy (%)",
+    "map": "mAP (%)",
+    "map_voc07": "mAP, VOC07 11-point (%)",
+}
+
+
+def metric_by_features(summary: list[dict], metric: str, path: Path, title: str = "") -> Path:
+    """Grouped bars: one group per feature set, one bar per probe (and mode), mean with std bars."""
+    features = list(dict.fromkeys(r["features"] for r in summary))
+    series = list(dict.fromkeys((r["probe"], r.get("mode")) for r in summary))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(features) * max(1, len(series)) * 0.6 + 2), 4.2))
+    x = np.arange(len(features))
+    for i, (probe, mode) in enumerate(series):
+        means, stds = [], []
+        for f in features:
+            row = next(
+                (r for r in summary if r["features"] == f and r["probe"] == probe and r.get("mode") == mode),
+                None,
+            )
+            value = row.get(metric) if row else None
+            means.append(100 * value["mean"] if value else np.nan)
+            stds.append(100 * value["std"] if value else 0.0)
+        label = probe if mode is None else f"{probe} ({mode})"
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=label)
+    ax.set_xticks(x, features, rotation=20, ha="right")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def per_class(
+    values: list[float | None], classes: list[str], path: Path, ylabel: str, title: str = ""
+) -> Path:
+    """One bar per class (values in [0, 1], None for classes without test samples)."""
+    shown = np.array([np.nan if v is None else 100 * v for v in values], dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(classes) + 2), 4.0))
+    ax.bar(np.arange(len(classes)), shown, color="tab:blue")
+    ax.set_xticks(
+        np.arange(len(classes)), classes, rotation=60 if len(classes) > 8 else 0, ha="right", fontsize=8
+    )
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

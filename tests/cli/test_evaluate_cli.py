@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from deepfeat.cli.main import app
+
+runner = CliRunner()
+
+
+def test_evaluate_writes_results_and_reuses_everything(image_tree, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "evaluate",
+        str(image_tree),
+        "--layers",
+        "stage6,pool",
+        "--protocol",
+        "kshot:2",
+        "--splits",
+        "2",
+        "--probe",
+        "svm,logreg",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mean_class_accuracy (%), mean ± std over 2 splits" in result.output
+    assert "stage6/avg" in result.output and "pool" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["protocol"]["name"] == "kshot2" and len(data["records"]) == 2 * 2 * 2
+    prov = data["features"]["stage6/avg"]["provenance"]
+    assert prov["backbone"] == "efficientnet_lite0" and prov["layer"] == "stage6" and prov["pool"] == "avg"
+    assert (out / "report.md").exists() and (out / "metric_by_features.png").exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 through the network" in again.output
+    assert json.loads((out / "results.json").read_text())["records"] == data["records"]
+
+
+def test_evaluate_bad_inputs_exit_2(image_tree, tmp_path):
+    out = ["--out", str(tmp_path / "o")]
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--protocol", "kshot:4", *out])
+    assert r.exit_code == 2 and "classes have fewer than 5 images" in r.output and "'ants' (4)" in r.output
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--no-extract", "--layers", "stage3", *out])
+    assert r.exit_code == 2 and "'stage3/avg'" in r.output and "missing in the store" in r.output
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--protocol", "da", *out])
+    assert r.exit_code == 2 and "--target" in r.output
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--probe", "forest", *out])
+    assert r.exit_code == 2 and "unknown probe 'forest'; valid: svm" in r.output
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--layers", "fc7", *out])
+    assert r.exit_code == 2 and "unknown layer 'fc7'" in r.output
+
+
+def test_single_class_data_is_refused(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import photo
+
+    for i in range(6):
+        (tmp_path / "only").mkdir(exist_ok=True)
+        Image.fromarray(photo(i)).save(tmp_path / "only" / f"{i}.png")
+    r = runner.invoke(app, ["evaluate", str(tmp_path), "--protocol", "kshot:2", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "holds 1 class" in r.output

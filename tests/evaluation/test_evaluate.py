@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.evaluation.evaluate import evaluate
+from deepfeat.evaluation.protocols import DomainAdaptation, KShot, RandomSplit
+from deepfeat.features.featureset import FeatureSet
+from deepfeat.probes.linear import LinearProbe
+
+
+def feature_set(X, y, key="f", difficult=None, classes=None) -> FeatureSet:
+    n = len(X)
+    n_classes = y.shape[1] if y.ndim == 2 else int(y.max()) + 1
+    return FeatureSet(
+        key=key,
+        features=np.asarray(X, dtype=np.float32),
+        ids=[f"i{i}" for i in range(n)],
+        targets=y,
+        classes=classes or [f"c{i}" for i in range(n_classes)],
+        rows=np.arange(n),
+        provenance={"key": key, "n": n},
+        difficult=difficult,
+    )
+
+
+def blobs(n_per_class=40, n_classes=4, d=20, spread=0.3, seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, d)) * 3
+    X = np.concatenate([c + shift + spread * rng.normal(size=(n_per_class, d)) for c in centres])
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return X, y
+
+
+FAST = {"svm": LinearProbe(loss="squared_hinge", Cs=(0.01, 1.0)), "logreg": LinearProbe(Cs=(0.01, 1.0))}
+
+
+def test_separable_reaches_100_and_shuffled_reaches_chance():
+    X, y = blobs()
+    shuffled = np.random.default_rng(1).permutation(y)
+    res = evaluate(
+        {"good": feature_set(X, y, "good"), "noise": feature_set(X, shuffled, "noise")},
+        KShot(k=10, n_splits=3),
+        FAST,
+        progress=False,
+    )
+    rows = {(r["features"], r["probe"]): r for r in res.summary()}
+    for probe in FAST:
+        assert rows[("good", probe)]["mean_class_accuracy"]["mean"] > 0.99
+        assert abs(rows[("noise", probe)]["mean_class_accuracy"]["mean"] - 0.25) < 0.12
+        assert rows[("good", probe)]["n_splits"] == 3
+    assert len(res.records) == 2 * 2 * 3
+    assert res.best()["features"] == "good"
+
+
+def test_matches_scikit_learn_on_the_same_split():
+    X, y = blobs(n_per_class=60, spread=2.5, seed=3)
+    res = evaluate(
+        {"f": feature_set(X, y)}, KShot(k=20, n_splits=2), {"lr": LinearProbe(C=0.1)}, progress=False
+    )
+    for rec, split in zip(res.records, res.splits):
+        tr, te = split.train["data"], split.test["data"]
+        sk = LogisticRegression(C=0.1, max_iter=5000, tol=1e-8).fit(X[tr], y[tr])
+        assert abs(rec["metrics"]["accuracy"] - sk.score(X[te], y[te])) <= 0.005
+        assert rec["C"] == 0.1 and rec["n_train"] == 80
+
+
+def test_checkpoint_resumes_without_refitting(tmp_path, monkeypatch):
+    X, y = blobs()
+    sets = {"f": feature_set(X, y)}
+    ckpt = tmp_path / "ckpt.jsonl"
+    first = evaluate(sets, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False)
+    assert len(ckpt.read_text().splitlines()) == 4
+    with open(ckpt, "a") as fh:
+        fh.write('{"key": "torn')  # an interrupted write
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("refitted a finished record")
+
+    monkeypatch.setattr(LinearProbe, "fit", no_fit)
+    again = evaluate(sets, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False)
+    assert [r["metrics"] for r in again.records] == [r["metrics"] for r in first.records]
+
+
+def test_nan_features_name_the_feature_set():
+    X, y = blobs()
+    X[3, 2] = np.nan
+    with pytest.raises(DataError, match=r"features 'layer5' hold 1 NaN or infinite values in 1 images"):
+        evaluate({"layer5": feature_set(X, y, "layer5")}, KShot(k=5, n_splits=1), FAST, progress=False)
+
+
+def test_feature_sets_of_different_images_are_refused():
+    X, y = blobs()
+    a, b = feature_set(X, y), feature_set(X[:-1], y[:-1])
+    with pytest.raises(DataError, match="cover different images"):
+        evaluate({"a": a, "b": b}, KShot(k=5, n_splits=1), FAST, progress=False)
+    with pytest.raises(ConfigError, match="no probe"):
+        evaluate({"a": a}, KShot(k=5, n_splits=1), {}, progress=False)
+
+
+def test_domain_adaptation_s_t_st():
+    Xs, ys = blobs(n_per_class=30, seed=5)
+    Xt, yt = blobs(n_per_class=12, seed=5, shift=1.5, spread=0.8)
+    res = evaluate(
+        {"f": feature_set(Xs, ys)},
+        DomainAdaptation(k_source=20, k_target=3, n_splits=2),
+        {"svm": FAST["svm"]},
+        target={"f": feature_set(Xt, yt)},
+        progress=False,
+    )
+    modes = {r["mode"]: r for r in res.summary()}
+    assert set(modes) == {"S", "T", "ST"}
+    n_train = {r["mode"]: r["n_train"] for r in res.records}
+    assert n_train == {"S": 80, "T": 12, "ST": 92}
+    assert all(r["n_test"] == 36 for r in res.records)
+    assert modes["ST"]["mean_class_accuracy"]["mean"] > 0.9
+
+
+def test_multilabel_map_with_difficult():
+    rng = np.random.default_rng(0)
+    Y = rng.integers(0, 2, size=(120, 3))
+    X = Y * 2.0 + 0.3 * rng.normal(size=(120, 3))
+    X = np.hstack([X, rng.normal(size=(120, 5))])
+    difficult = np.zeros_like(Y, dtype=bool)
+    difficult[:10, 0] = True
+    res = evaluate(
+        {"f": feature_set(X, Y, difficult=difficult)},
+        RandomSplit(0.3, n_splits=2),
+        {"lr": LinearProbe(loss="logistic", multi_class="ovr", Cs=(0.1, 1.0))},
+        progress=False,
+    )
+    assert res.multilabel and res.primary_metric == "map"
+    row = res.summary()[0]
+    assert row["map"]["mean"] > 0.95 and row["map_voc07"]["mean"] > 0.9
+    assert len(row["per_class"]) == 3
+    json.dumps(res.to_dict(), default=str)
