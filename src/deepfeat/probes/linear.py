@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.probes.solver import Basis, Problem, make_problem, solve
@@ -147,8 +149,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                     "a one-vs-rest probe needs both"
                 )
             mask = None if ignore is None else ~np.asarray(ignore, dtype=bool)
-            if mask is not None and mask.shape != y.shape:
-                raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
+            if mask is not None:
+                if mask.shape != y.shape:
+                    raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
+                counted_pos, counted_neg = (y * mask).sum(0), ((1 - y) * mask).sum(0)
+                bad = np.flatnonzero((counted_pos == 0) | (counted_neg == 0))
+                if bad.size:
+                    raise DataError(
+                        f"labels {bad.tolist()} have no positive or no negative training sample left once "
+                        "the ignored (difficult) entries are excluded; a one-vs-rest probe needs both"
+                    )
             return y.astype(np.int64), mask
         if y.ndim != 1:
             raise DataError(f"y must be a vector of labels or an indicator matrix, got shape {y.shape}")
@@ -227,8 +237,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if self.loss == "hinge":
             return self._fit_hinge(X, codes, mask, C)
         problem = self._problem(X, codes, mask, basis)
-        Wr, b, n_iter = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init)
-        return (*basis.to_coef(Wr, b), n_iter)
+        sol = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init, polish=True)
+        if not sol.converged:
+            warnings.warn(
+                f"LinearProbe(loss={self.loss!r}, C={C:g}) stopped after {sol.n_iter} L-BFGS iterations "
+                f"with gradient {sol.grad_max:.2g} > tol={self.tol:g}; raise max_iter or tol",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return (*basis.to_coef(sol.Wr, sol.b), sol.n_iter)
 
     def _fit_hinge(self, X, codes, mask, C):
         """One-vs-rest hinge-loss SVMs by liblinear (exact; the hinge has no gradient for L-BFGS)."""
@@ -253,6 +270,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     # -- prediction --------------------------------------------------------------------------
     def decision_function(self, X) -> np.ndarray:
         """Scores (n, K): one column per class (multi-class) or label (multi-label)."""
+        check_is_fitted(self, ("coef_", "intercept_"))
         X = self._transform_features(check_features(X), train=False)
         if X.shape[1] != self.n_features_in_:
             raise DataError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
@@ -284,14 +302,32 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return super().score(X, y, sample_weight)
 
 
-def probe_for(name: str, **params) -> LinearProbe:
-    """``"svm"`` (squared hinge), ``"svm-hinge"``, ``"logreg"`` (multinomial) or ``"logreg-ovr"``."""
+PROBES = ("svm", "svm-hinge", "logreg", "logreg-ovr", "ksvm")
+
+
+def probe_for(name: str, **params):
+    """A probe by name: ``"svm"`` (squared hinge), ``"svm-hinge"``, ``"logreg"`` (multinomial),
+    ``"logreg-ovr"`` or ``"ksvm"`` (SVMs on a precomputed kernel: the probe of factored gradients).
+
+    Parameters a probe does not take are dropped (``normalize`` and ``dropout`` are the linear probes'
+    options; ``kernel_normalize`` is the kernel probe's ``normalize``)."""
     presets = {
         "svm": {"loss": "squared_hinge"},
         "svm-hinge": {"loss": "hinge"},
         "logreg": {"loss": "logistic", "multi_class": "multinomial"},
         "logreg-ovr": {"loss": "logistic", "multi_class": "ovr"},
     }
+    if name == "ksvm":
+        from deepfeat.probes.kernel import KernelProbe
+
+        if params.get("dropout"):
+            raise ConfigError("the kernel probe 'ksvm' does not support dropout")
+        shared = ("random_state", "C", "Cs", "cv", "scoring", "kernel_normalize")
+        kwargs = {k: v for k, v in params.items() if k in shared}
+        if "kernel_normalize" in kwargs:
+            kwargs["normalize"] = kwargs.pop("kernel_normalize")
+        return KernelProbe(**kwargs)
+    params.pop("kernel_normalize", None)
     if name not in presets:
-        raise ConfigError(f"unknown probe {name!r}; valid: {', '.join(presets)}")
+        raise ConfigError(f"unknown probe {name!r}; valid: {', '.join(PROBES)}")
     return LinearProbe(**presets[name], **params)

@@ -79,7 +79,8 @@ def select_C(probe, X: np.ndarray, codes: np.ndarray, mask, basis: Basis | None)
                 coef, intercept, _ = probe._fit_hinge(Xtr, ctr, mtr, C)
             else:
                 init = solutions[f][j - 1] if j > 0 else None
-                Wr, b, _ = solve(problem, C, max_iter=probe.max_iter, tol=probe.tol, init=init)
+                sol = solve(problem, C, max_iter=probe.max_iter, tol=probe.tol, init=init)
+                Wr, b = sol.Wr, sol.b
                 solutions[f][j] = (Wr, b)
                 coef, intercept = basis.to_coef(Wr, b)
             scores[f, j] = score_predictions(scoring, cval, Xval @ coef.T + intercept, mval)

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 #: approximate data-term curvature per unit of feature second moment, per loss
 CURVATURE = {"logistic": 0.25, "squared_hinge": 1.0}
+#: the float64 polish's gradient tolerance, relative to the float32 phase's
+POLISH = 0.1
 
 
 @dataclass
@@ -118,33 +120,19 @@ def objective(problem: Problem, Wr: torch.Tensor, b: torch.Tensor, C: float) -> 
     return _data_loss(problem, F.linear(problem.Z, Wr, b)) / n + 0.5 * Wr.pow(2).sum() / (C * n)
 
 
-def solve(
-    problem: Problem,
-    C: float,
-    *,
-    max_iter: int = 300,
-    tol: float = 1e-5,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Minimise the objective for one C; returns (Wr (K, r), b (K,), iterations)."""
-    n, r = problem.Z.shape
-    K = problem.n_outputs
-    scale = torch.sqrt(CURVATURE[problem.loss] * problem.lam + 1.0 / (C * n))  # (r,)
-    Zs = problem.Z / scale
-    if init is None:
-        V = torch.zeros(K, r)
-        b = torch.zeros(K)
-    else:
-        V, b = (init[0] * scale).clone(), init[1].clone()
+def _lbfgs(problem, Zs, scale, V, b, C, max_iter, tol, tolerance_change):
+    """Run torch L-BFGS in place on (V, b) in scaled coordinates; returns iterations taken."""
+    n = Zs.shape[0]
     V.requires_grad_(True)
     b.requires_grad_(True)
     opt = torch.optim.LBFGS(
         [V, b],
         lr=1.0,
         max_iter=max_iter,
+        max_eval=2 * max_iter,
         history_size=20,
         tolerance_grad=tol,
-        tolerance_change=1e-10,
+        tolerance_change=tolerance_change,
         line_search_fn="strong_wolfe",
     )
 
@@ -156,5 +144,134 @@ def solve(
 
     with torch.enable_grad():
         opt.step(closure)
-    n_iter = int(opt.state[V].get("n_iter", 0))
-    return (V.detach() / scale), b.detach(), n_iter
+    return int(opt.state[V].get("n_iter", 0))
+
+
+def _grad_max(problem, Zs, scale, V, b, C) -> float:
+    """max |gradient| of the objective in scaled coordinates at (V, b)."""
+    n = Zs.shape[0]
+    V = V.detach().clone().requires_grad_(True)
+    b = b.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = _data_loss(problem, F.linear(Zs, V, b)) / n + 0.5 * (V / scale).pow(2).sum() / (C * n)
+        gV, gb = torch.autograd.grad(value, (V, b))
+    return float(max(gV.abs().max(), gb.abs().max()))
+
+
+def _newton_squared_hinge(problem, Zs, scale, V, b, C, max_iter, tol) -> int:
+    """Semismooth Newton-CG on the one-vs-rest squared hinge, all classes at once, in place on (V, b).
+
+    Generalised Hessian of class k: (2/n) [Z 1]^T D_k [Z 1] + diag(1/(C n scale^2), 0), D_k the
+    active (margin-violating, counted) samples; Newton directions by conjugate gradients, step by
+    backtracking on the objective. Returns the number of Hessian-vector products.
+    """
+    n = Zs.shape[0]
+    T = problem.T  # (n, K) in {-1, +1}
+    weight = torch.ones_like(T) if problem.weight is None else problem.weight
+    reg = 1.0 / (C * n * scale.pow(2))  # (r,)
+
+    def parts(V, b):
+        margin = (1 - T * (Zs @ V.t() + b)).clamp_min(0) * weight  # (n, K)
+        value = margin.pow(2).sum(0) / n + 0.5 * (V.pow(2) * reg).sum(1)  # (K,)
+        coeff = -2.0 / n * T * margin
+        return value, margin > 0, torch.cat([coeff.t() @ Zs + V * reg, coeff.sum(0)[:, None]], 1)
+
+    def hess(active, P):  # P (K, r+1)
+        u = (Zs @ P[:, :-1].t() + P[:, -1]) * active  # (n, K)
+        return torch.cat([2.0 / n * u.t() @ Zs + P[:, :-1] * reg, 2.0 / n * u.sum(0)[:, None]], 1)
+
+    products = 0
+    value, active, grad = parts(V, b)
+    for _ in range(50):
+        if grad.abs().max() <= tol or products >= 10 * max_iter:
+            break
+        # conjugate gradients for H d = -g, per class (rows), to a relative residual of 1e-2
+        d = torch.zeros_like(grad)
+        res = -grad
+        p = res.clone()
+        rr = (res * res).sum(1)
+        stop = 1e-4 * rr
+        for _ in range(200):
+            Hp = hess(active, p)
+            products += 1
+            alpha = rr / (p * Hp).sum(1).clamp_min(1e-300)
+            d += alpha[:, None] * p
+            res -= alpha[:, None] * Hp
+            rr_new = (res * res).sum(1)
+            if bool((rr_new <= stop).all()):
+                break
+            p = res + (rr_new / rr.clamp_min(1e-300))[:, None] * p
+            rr = rr_new
+        step = torch.ones(len(V), dtype=V.dtype)
+        slope = (grad * d).sum(1)
+        for _ in range(30):
+            V_new, b_new = V + step[:, None] * d[:, :-1], b + step * d[:, -1]
+            new_value, new_active, new_grad = parts(V_new, b_new)
+            bad = new_value > value + 1e-4 * step * slope
+            if not bool(bad.any()):
+                break
+            step = torch.where(bad, step / 2, step)
+        V.copy_(V_new)
+        b.copy_(b_new)
+        value, active, grad = new_value, new_active, new_grad
+    return products
+
+
+def _as(problem: Problem, dtype: torch.dtype) -> Problem:
+    T = problem.T if problem.multinomial else problem.T.to(dtype)
+    weight = None if problem.weight is None else problem.weight.to(dtype)
+    return Problem(problem.Z.to(dtype), problem.lam.to(dtype), T, weight, problem.loss, problem.n_outputs)
+
+
+@dataclass
+class Solution:
+    """Coefficients in basis coordinates and how the solve went."""
+
+    Wr: torch.Tensor  # (K, r) float32
+    b: torch.Tensor  # (K,) float32
+    n_iter: int
+    grad_max: float  # max |gradient| in the curvature-scaled coordinates at the end (nan unpolished)
+    converged: bool
+
+
+def solve(
+    problem: Problem,
+    C: float,
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-5,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    polish: bool = False,
+) -> Solution:
+    """Minimise the objective for one C.
+
+    The bulk of the work runs in float32 L-BFGS to gradient ``tol``. With ``polish`` (the final fit;
+    cross-validation leaves it off), a float64 phase continues from there to gradient ``POLISH * tol``:
+    L-BFGS for the logistic losses (float32 round-off stalls line searches near the optimum, at large C
+    especially) and a semismooth Newton method for the squared hinge, whose piecewise-quadratic
+    objective makes L-BFGS crawl once the active set settles.
+    """
+    n, r = problem.Z.shape
+    K = problem.n_outputs
+    scale = torch.sqrt(CURVATURE[problem.loss] * problem.lam + 1.0 / (C * n))  # (r,)
+    Zs = problem.Z / scale
+    if init is None:
+        V = torch.zeros(K, r)
+        b = torch.zeros(K)
+    else:
+        V, b = (init[0] * scale).clone(), init[1].clone()
+    n_iter = _lbfgs(problem, Zs, scale, V, b, C, max_iter, tol, 1e-10)
+    if polish:
+        p64 = _as(problem, torch.float64)
+        Zs64, scale64 = p64.Z / scale.double(), scale.double()
+        V64, b64 = V.detach().double(), b.detach().double()
+        grad = _grad_max(p64, Zs64, scale64, V64, b64, C)
+        if grad > POLISH * tol:
+            if problem.loss == "squared_hinge":
+                n_iter += _newton_squared_hinge(p64, Zs64, scale64, V64, b64, C, max_iter, POLISH * tol)
+            else:
+                n_iter += _lbfgs(p64, Zs64, scale64, V64, b64, C, max_iter, POLISH * tol, 1e-16)
+            grad = _grad_max(p64, Zs64, scale64, V64, b64, C)
+        V, b = V64.detach().float(), b64.detach().float()
+        return Solution(V / scale, b, n_iter, grad, grad <= tol)
+    return Solution(V.detach() / scale, b.detach(), n_iter, float("nan"), n_iter < max_iter)

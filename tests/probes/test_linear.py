@@ -1,0 +1,512 @@
+"""LinearProbe against independent references: scikit-learn, scipy, and objectives computed here."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit, logsumexp
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.evaluation.metrics import mean_average_precision
+from deepfeat.probes import LinearProbe, probe_for
+
+
+def blobs(n: int, d: int, k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n float32 points in d dims around k Gaussian centres of scale ``sep``; labels 0..k-1."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * sep
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def split(X: np.ndarray, y: np.ndarray, n_train: int):
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
+def softmax_objective(coef, intercept, X, y, C) -> float:
+    """C * sum of multinomial cross-entropies + 1/2 ||W||^2, in float64."""
+    W = np.asarray(coef, dtype=np.float64)
+    Z = X.astype(np.float64) @ W.T + np.asarray(intercept, dtype=np.float64)
+    nll = logsumexp(Z, axis=1) - Z[np.arange(len(y)), y]
+    return C * nll.sum() + 0.5 * (W**2).sum()
+
+
+def sklearn_logreg(X, y, C, centre: bool = False) -> LogisticRegression:
+    """LogisticRegression solved tightly in float64; with ``centre``, on centred features (the same
+    optimum, since the intercept is free), with the intercept mapped back to the raw features."""
+    X64 = X.astype(np.float64)
+    mean = X64.mean(0) if centre else np.zeros(X.shape[1])
+    model = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(X64 - mean, y)
+    model.intercept_ = model.intercept_ - model.coef_ @ mean
+    return model
+
+
+# -- separable classes and chance ------------------------------------------------------------------
+
+PRESETS = ["logreg", "logreg-ovr", "svm", "svm-hinge"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_separable_blobs_are_learned(name):
+    X, y = blobs(500, 20, 4, sep=3.0, seed=1)
+    names = np.array(["ant", "bee", "fly", "wasp"])[y]  # string labels come back as strings
+    Xtr, ytr, Xte, yte = split(X, names, 300)
+    probe = probe_for(name).fit(Xtr, ytr)
+    assert list(probe.classes_) == ["ant", "bee", "fly", "wasp"]
+    assert probe.predict(Xte).dtype == names.dtype
+    assert probe.score(Xte, yte) >= 0.99
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_shuffled_labels_give_chance(name):
+    k = 4
+    X, y = blobs(700, 20, k, sep=3.0, seed=2)
+    y = np.random.default_rng(0).permutation(y)
+    Xtr, ytr, Xte, yte = split(X, y, 300)
+    acc = probe_for(name).fit(Xtr, ytr).score(Xte, yte)
+    assert abs(acc - 1 / k) < 0.1  # 400 test points: chance +- 0.022 (1 sd)
+
+
+# -- logistic loss against scikit-learn, fixed C ---------------------------------------------------
+
+CASES = {
+    "n>d": dict(n=300, d=50, sep=0.3, offset=None),
+    "d>n": dict(n=60, d=300, sep=0.3, offset=None),  # row-space basis: 59 unknowns per class
+    "relu+50": dict(n=300, d=50, sep=0.3, offset=50.0),  # centring
+}
+
+
+@pytest.mark.parametrize("C", [1.0, 0.01])
+@pytest.mark.parametrize("case", list(CASES))
+def test_logistic_matches_sklearn(case, C):
+    cfg = CASES[case]
+    X, y = blobs(2 * cfg["n"], cfg["d"], 4, cfg["sep"], seed=3)
+    if cfg["offset"] is not None:
+        X = np.maximum(X, 0) + np.float32(cfg["offset"])
+    Xtr, ytr, Xte, yte = split(X, y, cfg["n"])
+    # tol=1e-7: the default 1e-5 leaves up to ~2e-6 relative objective gap on near-separable d>n data
+    ours = LinearProbe(loss="logistic", C=C, tol=1e-7).fit(Xtr, ytr)
+    # sklearn's lbfgs is itself inaccurate on +50-offset features, so it gets them centred
+    ref = sklearn_logreg(Xtr, ytr, C, centre=cfg["offset"] is not None)
+
+    assert abs(ours.score(Xte, yte) - ref.score(Xte.astype(np.float64), yte)) <= 0.005
+    # float32 L-BFGS resolves the objective to ~1e-7 relative, i.e. parameters to ~sqrt(1e-7)
+    p_ours, p_ref = ours.predict_proba(Xte), ref.predict_proba(Xte.astype(np.float64))
+    assert np.abs(p_ours - p_ref).max() < 1e-3
+    f_ours = softmax_objective(ours.coef_, ours.intercept_, Xtr, ytr, C)
+    f_ref = softmax_objective(ref.coef_, ref.intercept_, Xtr, ytr, C)
+    assert f_ours <= f_ref * (1 + 1e-6)
+
+
+def test_default_tolerance_is_close_to_sklearn():
+    X, y = blobs(600, 50, 4, 0.3, seed=4)
+    Xtr, ytr, Xte, _ = split(X, y, 300)
+    ours = LinearProbe(C=1.0).fit(Xtr, ytr)
+    ref = sklearn_logreg(Xtr, ytr, 1.0)
+    assert np.abs(ours.predict_proba(Xte) - ref.predict_proba(Xte.astype(np.float64))).max() < 2e-3
+    assert ours.n_iter_ > 0
+
+
+def test_uncentred_offset_beats_plain_sklearn():
+    """On ReLU + 50 features, sklearn's lbfgs (uncentred) is the less accurate of the two."""
+    X, y = blobs(300, 50, 4, 0.3, seed=5)
+    X = np.maximum(X, 0) + np.float32(50)
+    ours = LinearProbe(C=1.0).fit(X, y)
+    plain = LogisticRegression(C=1.0, max_iter=1000).fit(X.astype(np.float64), y)
+    f_ours = softmax_objective(ours.coef_, ours.intercept_, X, y, 1.0)
+    assert f_ours <= softmax_objective(plain.coef_, plain.intercept_, X, y, 1.0) * (1 + 1e-6)
+
+
+# -- squared hinge against scipy -------------------------------------------------------------------
+
+
+def squared_hinge_reference(X, y, k, C) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest C * sum max(0, 1 - t (w.x + b))^2 + 1/2 ||w||^2 (b free), float64 L-BFGS-B."""
+    X64 = X.astype(np.float64)
+    mean = X64.mean(0)
+    Xc = X64 - mean  # exact: the intercept absorbs the shift
+    coef, intercept = np.zeros((k, X.shape[1])), np.zeros(k)
+    for c in range(k):
+        t = np.where(y == c, 1.0, -1.0)
+
+        def fun(p, t=t):
+            w, b = p[:-1], p[-1]
+            m = np.maximum(0.0, 1 - t * (Xc @ w + b))
+            g = -2 * C * t * m
+            return C * (m @ m) + 0.5 * (w @ w), np.append(Xc.T @ g + w, g.sum())
+
+        res = minimize(
+            fun,
+            np.zeros(X.shape[1] + 1),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 5000, "maxcor": 30, "gtol": 1e-10, "ftol": 1e-15},
+        )
+        assert np.abs(res.jac).max() < 1e-5, res.message
+        coef[c], intercept[c] = res.x[:-1], res.x[-1] - res.x[:-1] @ mean
+    return coef, intercept
+
+
+@functools.cache
+def _squared_hinge_gaps(C, n, d) -> tuple[float, float]:
+    """(max relative decision-value error, max relative objective excess over the classes)."""
+    X, y = blobs(2 * n, d, 4, 0.3, seed=6)
+    Xtr, ytr, Xte, _ = split(X, y, n)
+    coef, intercept = squared_hinge_reference(Xtr, ytr, 4, C)
+    ours = LinearProbe(loss="squared_hinge", C=C).fit(Xtr, ytr)
+    ref = Xte.astype(np.float64) @ coef.T + intercept
+    X64 = Xtr.astype(np.float64)
+
+    def objective(w, b, t):
+        return C * (np.maximum(0.0, 1 - t * (X64 @ w + b)) ** 2).sum() + 0.5 * (w @ w)
+
+    excess = []
+    for c in range(4):
+        t = np.where(ytr == c, 1.0, -1.0)
+        f_ref = objective(coef[c], intercept[c], t)
+        excess.append(
+            (objective(ours.coef_[c].astype(np.float64), float(ours.intercept_[c]), t) - f_ref) / f_ref
+        )
+    return np.abs(ours.decision_function(Xte) - ref).max() / np.abs(ref).max(), max(excess)
+
+
+@pytest.mark.parametrize(("n", "d"), [(300, 50), (60, 300)])
+def test_squared_hinge_matches_scipy_small_C(n, d):
+    decision, excess = _squared_hinge_gaps(0.01, n, d)
+    assert decision < 1e-3
+    assert excess < 1e-6
+
+
+@pytest.mark.parametrize(("n", "d"), [(300, 50), (60, 300)])
+def test_squared_hinge_matches_scipy_C1(n, d):
+    decision, excess = _squared_hinge_gaps(1.0, n, d)
+    assert excess < 1e-6
+    assert decision < 1e-3
+
+
+@pytest.mark.parametrize(("n", "d"), [(300, 50), (60, 300)])
+def test_squared_hinge_close_to_scipy_C1(n, d):
+    """The C=1 comparison at the accuracy the solver does reach."""
+    decision, excess = _squared_hinge_gaps(1.0, n, d)
+    assert decision < 5e-3
+    assert excess < 1e-4
+
+
+def squared_hinge_newton(X, y, k, C) -> tuple[np.ndarray, np.ndarray]:
+    """The same one-vs-rest squared-hinge optimum by scipy's Newton-CG (generalised Hessian), which
+    stays accurate at large C where L-BFGS-B does not."""
+    Xc = X.astype(np.float64) - X.astype(np.float64).mean(0)
+    coef, intercept = np.zeros((k, X.shape[1])), np.zeros(k)
+    for c in range(k):
+        t = np.where(y == c, 1.0, -1.0)
+
+        def fun(p, t=t):
+            m = np.maximum(0.0, 1 - t * (Xc @ p[:-1] + p[-1]))
+            g = -2 * C * t * m
+            return C * (m @ m) + 0.5 * (p[:-1] @ p[:-1]), np.append(Xc.T @ g + p[:-1], g.sum())
+
+        def hessp(p, v, t=t):
+            A = Xc[1 - t * (Xc @ p[:-1] + p[-1]) > 0]
+            u = A @ v[:-1] + v[-1]
+            return np.append(v[:-1] + 2 * C * A.T @ u, 2 * C * u.sum())
+
+        res = minimize(fun, np.zeros(X.shape[1] + 1), jac=True, hessp=hessp, method="Newton-CG", tol=1e-12)
+        assert np.abs(res.jac).max() < 1e-8 * max(1.0, res.fun), res.message
+        coef[c], intercept[c] = res.x[:-1], res.x[-1] - res.x[:-1] @ X.astype(np.float64).mean(0)
+    return coef, intercept
+
+
+def test_newton_reference_agrees_with_lbfgsb_reference():
+    X, y = blobs(300, 50, 4, 0.3, seed=6)
+    a, b = squared_hinge_reference(X, y, 4, 1.0), squared_hinge_newton(X, y, 4, 1.0)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5 * np.abs(b[0]).max())
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_large_C_reaches_the_optimum(loss):
+    C = 100.0
+    X, y = blobs(400, 40, 3, 0.25, seed=15)
+    Xtr, ytr, Xte, _ = split(X, y, 160)
+    ours = LinearProbe(loss=loss, C=C).fit(Xtr, ytr)
+    S = ours.decision_function(Xte).astype(np.float64)
+    if loss == "logistic":
+        ref = sklearn_logreg(Xtr, ytr, C, centre=True)
+        R = ref.decision_function(Xte.astype(np.float64))
+        S, R = S - S.mean(1, keepdims=True), R - R.mean(1, keepdims=True)  # softmax ignores row shifts
+        f_ref = softmax_objective(ref.coef_, ref.intercept_, Xtr, ytr, C)
+        f_ours = softmax_objective(ours.coef_, ours.intercept_, Xtr, ytr, C)
+    else:
+        coef, intercept = squared_hinge_newton(Xtr, ytr, 3, C)
+        R = Xte.astype(np.float64) @ coef.T + intercept
+        T = np.where(ytr[:, None] == np.arange(3), 1.0, -1.0)
+
+        def objective(W, b):
+            W = np.asarray(W, dtype=np.float64)
+            margins = np.maximum(0.0, 1 - T * (Xtr.astype(np.float64) @ W.T + b))
+            return C * (margins**2).sum() + 0.5 * (W**2).sum()
+
+        f_ref, f_ours = objective(coef, intercept), objective(ours.coef_, ours.intercept_)
+    assert f_ours <= f_ref * (1 + 1e-6)
+    assert np.abs(S - R).max() / np.abs(R).max() < 1e-3
+
+
+# -- hinge against LinearSVC -----------------------------------------------------------------------
+
+
+def test_hinge_matches_linearsvc_one_vs_rest():
+    X, y = blobs(600, 30, 4, 0.4, seed=7)
+    Xtr, ytr, Xte, yte = split(X, y, 300)
+    ours = LinearProbe(loss="hinge", C=0.1).fit(Xtr, ytr)
+    scores = np.column_stack(
+        [
+            LinearSVC(loss="hinge", C=0.1, dual=True, max_iter=20000)
+            .fit(Xtr, ytr == c)
+            .decision_function(Xte)
+            for c in range(4)
+        ]
+    )
+    agree = np.mean(ours.predict(Xte) == scores.argmax(1))
+    assert agree >= 0.98
+    assert 0.5 < ours.score(Xte, yte) < 1.0  # a non-trivial problem
+
+
+# -- multi-label -----------------------------------------------------------------------------------
+
+
+def multilabel_data(seed: int = 8):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(400, 20)).astype(np.float32)
+    W = rng.normal(size=(3, 20))
+    Y = (X @ W.T + rng.normal(scale=2.0, size=(400, 3)) > 0.5).astype(np.int64)
+    ignore = rng.random(Y.shape) < 0.15
+    return X, Y, ignore
+
+
+def test_multilabel_logistic_is_binary_logreg_per_label_without_ignored_rows():
+    X, Y, ignore = multilabel_data()
+    Xtr, Ytr, itr, Xte = X[:250], Y[:250], ignore[:250], X[250:]
+    ours = LinearProbe(C=0.5, tol=1e-7).fit(Xtr, Ytr, ignore=itr)  # default multi_class: still ovr
+    S = ours.decision_function(Xte)
+    assert S.shape == (150, 3)
+    for c in range(3):
+        keep = ~itr[:, c]
+        ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10000).fit(
+            Xtr[keep].astype(np.float64), Ytr[keep, c]
+        )
+        assert np.abs(expit(S[:, c]) - ref.predict_proba(Xte.astype(np.float64))[:, 1]).max() < 1e-3
+    # the mask matters: without it the fit differs
+    plain = LinearProbe(C=0.5, tol=1e-7).fit(Xtr, Ytr)
+    assert np.abs(plain.decision_function(Xte) - S).max() > 1e-2
+
+
+def test_multilabel_predict_and_score():
+    X, Y, ignore = multilabel_data()
+    probe = LinearProbe(loss="squared_hinge", C=0.1).fit(X[:250], Y[:250], ignore=ignore[:250])
+    pred = probe.predict(X[250:])
+    assert pred.shape == (150, 3) and set(np.unique(pred)) <= {0, 1}
+    np.testing.assert_array_equal(pred, (probe.decision_function(X[250:]) > 0).astype(int))
+    S = probe.decision_function(X[250:])
+    mAP = probe.score(X[250:], Y[250:])
+    assert mAP == pytest.approx(mean_average_precision(Y[250:], S))
+    # VOC "area" AP: scikit-learn's AP with precision replaced by its upper envelope, so a bit above it
+    sk = np.mean([average_precision_score(Y[250:, c], S[:, c]) for c in range(3)])
+    assert sk - 1e-12 <= mAP <= sk + 0.02
+    assert 0.7 < mAP <= 1.0
+    # a random scorer does far worse
+    assert mAP > mean_average_precision(Y[250:], np.random.default_rng(0).random((150, 3))) + 0.2
+
+
+def test_multilabel_cv_uses_map():
+    X, Y, ignore = multilabel_data()
+    probe = LinearProbe(Cs=[0.01, 0.1, 1.0]).fit(X[:250], Y[:250], ignore=ignore[:250])
+    assert probe.cv_results_["scoring"] == "map"
+    assert probe.C_ in (0.01, 0.1, 1.0)
+
+
+def test_logistic_ovr_predict_proba_matches_one_vs_rest_logreg():
+    X, y = blobs(400, 20, 3, 0.5, seed=9)
+    ours = LinearProbe(C=1.0, multi_class="ovr", tol=1e-7).fit(X, y)
+    P = np.column_stack(
+        [
+            LogisticRegression(C=1.0, tol=1e-10, max_iter=10000)
+            .fit(X.astype(np.float64), y == c)
+            .predict_proba(X.astype(np.float64))[:, 1]
+            for c in range(3)
+        ]
+    )
+    np.testing.assert_allclose(ours.predict_proba(X), P / P.sum(1, keepdims=True), atol=1e-3)
+
+
+# -- dropout and normalisation ---------------------------------------------------------------------
+
+
+def test_dropout_scales_features_at_test_time():
+    X, y = blobs(300, 20, 3, 0.5, seed=10)
+    probe = LinearProbe(C=1.0, dropout=0.5, dropout_copies=3).fit(X, y)
+    expected = (0.5 * X.astype(np.float64)) @ probe.coef_.T.astype(np.float64) + probe.intercept_
+    np.testing.assert_allclose(probe.decision_function(X), expected, rtol=1e-4, atol=1e-4)
+    assert probe.predict_proba(X).shape == (300, 3)
+    plain = LinearProbe(C=1.0).fit(X, y)
+    assert np.abs(plain.coef_ - probe.coef_).max() > 1e-2
+    assert np.abs(plain.decision_function(X) - probe.decision_function(X)).max() > 1e-2
+
+
+def test_dropout_with_cv():
+    X, y = blobs(300, 20, 3, 3.0, seed=10)
+    probe = LinearProbe(dropout=0.3, dropout_copies=2, Cs=[0.01, 1.0]).fit(X[:200], y[:200])
+    assert probe.score(X[200:], y[200:]) >= 0.99
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge", "hinge"])
+def test_normalize_equals_normalising_first(loss):
+    X, y = blobs(300, 20, 3, 0.5, seed=11)
+    X = X * np.random.default_rng(1).uniform(0.1, 10, size=(300, 1)).astype(np.float32)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    a = LinearProbe(loss=loss, C=1.0, normalize=True).fit(X, y)
+    b = LinearProbe(loss=loss, C=1.0).fit(Xn, y)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(Xn), atol=1e-4)
+    np.testing.assert_allclose(a.decision_function(X), a.decision_function(Xn), atol=1e-4)
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    return blobs(60, 5, 3, 2.0, seed=12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_features(small, bad):
+    X, y = small
+    X = X.copy()
+    X[7, 2] = bad
+    with pytest.raises(DataError, match=r"NaN or infinite values in 1 rows \(first rows: \[7\]\)"):
+        LinearProbe(C=1.0).fit(X, y)
+    fitted = LinearProbe(C=1.0).fit(small[0], y)
+    with pytest.raises(DataError, match="NaN"):
+        fitted.predict(X)
+
+
+def test_single_class(small):
+    X, _ = small
+    with pytest.raises(DataError, match="single class"):
+        LinearProbe(C=1.0).fit(X, np.zeros(len(X), dtype=int))
+
+
+def test_length_mismatch(small):
+    X, y = small
+    with pytest.raises(DataError, match="X has 60 samples but y has 59"):
+        LinearProbe(C=1.0).fit(X, y[:-1])
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"loss": "hinge2"}, "unknown loss 'hinge2'; valid: logistic, squared_hinge, hinge"),
+        ({"multi_class": "auto"}, "unknown multi_class 'auto'; valid: multinomial, ovr"),
+        ({"C": 0.0}, "C must be positive"),
+        ({"C": -1.0}, "C must be positive"),
+        ({"C": "best"}, "C must be a positive number or 'cv'"),
+        ({"Cs": [1.0, -0.1]}, "Cs must be a non-empty list of positive numbers"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
+        ({"cv": 1}, "cv must be at least 2"),
+        ({"path_patience": 0}, "path_patience must be at least 1"),
+        ({"scoring": "f1"}, "unknown scoring 'f1'; valid: accuracy, mean_class_accuracy, map"),
+    ],
+)
+def test_bad_params(small, params, match):
+    X, y = small
+    with pytest.raises(ConfigError, match=match):
+        LinearProbe(**params).fit(X, y)
+
+
+def test_unknown_probe_name():
+    with pytest.raises(ConfigError, match="unknown probe 'svc'; valid: svm, svm-hinge, logreg, logreg-ovr"):
+        probe_for("svc")
+
+
+@pytest.mark.parametrize("loss", ["squared_hinge", "hinge"])
+def test_predict_proba_needs_logistic(small, loss):
+    X, y = small
+    probe = LinearProbe(loss=loss, C=1.0).fit(X, y)
+    with pytest.raises(ConfigError, match="predict_proba needs loss='logistic'"):
+        probe.predict_proba(X)
+
+
+def test_wrong_feature_count_at_predict(small):
+    X, y = small
+    probe = LinearProbe(C=1.0).fit(X, y)
+    with pytest.raises(DataError, match="X has 4 features, the probe was fitted on 5"):
+        probe.predict(X[:, :4])
+
+
+def test_bad_multilabel_targets(small):
+    X, _ = small
+    Y = np.zeros((60, 2), dtype=int)
+    Y[:30, 0] = 1
+    with pytest.raises(DataError, match=r"labels \[1\] are positive for none or all"):
+        LinearProbe(C=1.0).fit(X, Y)
+    Y[::2, 1] = 1
+    with pytest.raises(DataError, match="indicator matrix"):
+        LinearProbe(C=1.0).fit(X, Y * 2)
+    with pytest.raises(DataError, match="ignore must have the shape"):
+        LinearProbe(C=1.0).fit(X, Y, ignore=np.zeros((60, 3), bool))
+    with pytest.raises(ConfigError, match="ignore applies only to multi-label"):
+        LinearProbe(C=1.0).fit(X, Y[:, 0], ignore=np.zeros(60, bool))
+    with pytest.raises(ConfigError, match="hinge' does not support ignore"):
+        LinearProbe(loss="hinge", C=1.0).fit(X, Y, ignore=np.zeros((60, 2), bool))
+    ignore = np.zeros((60, 2), bool)
+    ignore[:, 1] = Y[:, 1] == 1  # every positive of label 1 is 'difficult'
+    with pytest.raises(DataError, match=r"labels \[1\] have no positive or no negative"):
+        LinearProbe(C=1.0).fit(X, Y, ignore=ignore)
+
+
+def test_not_fitted_error(small):
+    X, _ = small
+    for method in ("decision_function", "predict", "predict_proba"):
+        with pytest.raises(NotFittedError):
+            getattr(LinearProbe(), method)(X)
+
+
+# -- scikit-learn compatibility --------------------------------------------------------------------
+
+
+def test_clone_keeps_params_and_drops_fit(small):
+    X, y = small
+    probe = LinearProbe(loss="squared_hinge", C=0.3, normalize=True, dropout=0.2).fit(X, y)
+    copy = clone(probe)
+    assert copy.get_params() == probe.get_params()
+    assert not hasattr(copy, "coef_")
+    assert copy.set_params(C=2.0).C == 2.0
+
+
+def test_pipeline_cross_val_score():
+    X, y = blobs(300, 20, 3, 3.0, seed=13)
+    X = X * 100 + 7  # badly scaled: StandardScaler's job
+    model = make_pipeline(StandardScaler(), LinearProbe(Cs=[0.01, 1.0]))
+    scores = cross_val_score(model, X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() >= 0.99
+
+
+def test_log_expit_reference_helper():
+    """Sanity check of the float64 objective helper: a two-class softmax equals the logistic loss."""
+    X, y = blobs(50, 4, 2, 1.0, seed=14)
+    W, b = np.random.default_rng(2).normal(size=(2, 4)), np.array([0.3, -0.2])
+    z = X.astype(np.float64) @ (W[1] - W[0]) + (b[1] - b[0])
+    t = np.where(y == 1, 1.0, -1.0)
+    assert softmax_objective(W, b, X, y, 2.0) == pytest.approx(
+        -2.0 * log_expit(t * z).sum() + 0.5 * (W**2).sum()
+    )
