@@ -15,25 +15,34 @@ from deepfeat.features import (
     FeatureExtractor,
     FeatureSet,
     FeatureStore,
+    GradientFeatures,
     LayerActivations,
     extract,
 )
+from deepfeat.kernels import FactoredLayout, factored_kernel
+from deepfeat.probes import KernelProbe, LinearProbe, probe_for
 
 __all__ = [
     "Backbone",
     "DeepfeatError",
+    "FactoredLayout",
     "FeatureExtractor",
     "FeatureSet",
     "FeatureStore",
+    "GradientFeatures",
+    "KernelProbe",
     "LayerActivations",
+    "LinearProbe",
     "Preprocess",
     "__version__",
     "dataset_from_paths",
     "digits_dataset",
     "extract",
+    "factored_kernel",
     "folder_dataset",
     "list_backbones",
     "load_backbone",
     "manifest_dataset",
     "open_dataset",
+    "probe_for",
 ]

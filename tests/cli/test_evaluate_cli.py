@@ -63,3 +63,25 @@ def test_single_class_data_is_refused(tmp_path):
         Image.fromarray(photo(i)).save(tmp_path / "only" / f"{i}.png")
     r = runner.invoke(app, ["evaluate", str(tmp_path), "--protocol", "kshot:2", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "holds 1 class" in r.output
+
+
+def test_evaluate_gradient_method_with_forward_baselines(image_tree, tmp_path):
+    out = tmp_path / "grad"
+    args = ["evaluate", str(image_tree), "--method", "gradient", "--layers", "logits", "--protocol", "kshot:2"]
+    args += ["--splits", "2", "--probe", "ksvm,svm", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    pairs = {(r["features"], r["probe"]) for r in data["summary"]}
+    # the factored gradient goes to the kernel probe only; the forward baselines to both probes
+    assert pairs == {
+        ("logits/grad", "ksvm"),
+        *((f, p) for f in ("logits/x_in", "logits/y", "logits/x_in;y") for p in ("ksvm", "svm")),
+    }
+    prov = data["features"]["logits/grad"]["provenance"]
+    assert prov["form"] == "factored" and prov["d_in"] == 1280 and prov["d_out"] == 1000
+    assert prov["target"] == "uniform"
+    r = runner.invoke(app, [*args[:-2], "--probe", "svm", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "'logits/grad' are factored gradients" in r.output and "ksvm" in r.output
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--method", "gradient", "--layers", "stage3"])
+    assert r.exit_code == 2 and "no weight layer" in r.output and "valid: head, logits" in r.output

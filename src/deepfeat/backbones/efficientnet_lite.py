@@ -54,9 +54,9 @@ def catalog() -> LayerCatalog:
     for i, (ch, st) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES)):
         layers.append(LayerInfo(f"stage{i + 1}", f"blocks.{i}", "conv", ch, st))
     layers += [
-        LayerInfo("head", "bn2", "conv", 1280, 32),
+        LayerInfo("head", "bn2", "conv", 1280, 32, linear="conv_head"),
         LayerInfo("pool", "global_pool", "pool", 1280, None),
-        LayerInfo("logits", "classifier", "logits", 1000, None),
+        LayerInfo("logits", "classifier", "logits", 1000, None, linear="classifier"),
         LayerInfo("prob", None, "prob", 1000, None, derived_from="logits"),
     ]
     return LayerCatalog(layers)

@@ -17,7 +17,9 @@ class LayerInfo:
     ``module`` is the dotted path of the submodule whose output is the layer (after its activation,
     as Caffe's in-place ReLUs leave it), or ``None`` for a layer derived from another one
     (``derived_from``; ``prob`` is the softmax of ``logits``). ``stride`` is the total downsampling
-    from the input for spatial layers and ``None`` for vector layers.
+    from the input for spatial layers and ``None`` for vector layers. ``linear`` is the dotted path of
+    the weight layer (``nn.Linear`` or 1x1 ``nn.Conv2d``) whose output is the layer's pre-activation
+    y_k, for the layers that have one (gradient features need it).
     """
 
     name: str
@@ -26,6 +28,7 @@ class LayerInfo:
     channels: int
     stride: int | None = None
     derived_from: str | None = None
+    linear: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -47,6 +50,7 @@ class LayerInfo:
             "channels": self.channels,
             "stride": self.stride,
             "derived_from": self.derived_from,
+            "linear": self.linear,
         }
 
 

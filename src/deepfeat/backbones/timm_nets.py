@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from torch import nn
+
 from deepfeat.backbones.backbone import (
     Backbone,
     build_seeded,
@@ -88,14 +90,15 @@ def _catalog(module) -> LayerCatalog:
                 int(entry["reduction"]),
             )
         )
-    names = {n for n, _ in module.named_modules()}
+    names = dict(module.named_modules())
     pool_path = next((p for p in ("global_pool", "head.global_pool") if p in names), None)
     classifier_path = module.pretrained_cfg.get("classifier")
     num_classes = int(getattr(module, "num_classes", 0) or 0)
     if pool_path is not None:
         layers.append(LayerInfo("pool", pool_path, "pool", int(module.num_features), None))
     if classifier_path in names and num_classes > 0:
-        layers.append(LayerInfo("logits", classifier_path, "logits", num_classes, None))
+        linear = classifier_path if isinstance(names[classifier_path], nn.Linear) else None
+        layers.append(LayerInfo("logits", classifier_path, "logits", num_classes, None, linear=linear))
         layers.append(LayerInfo("prob", None, "prob", num_classes, None, derived_from="logits"))
     if not layers:
         raise BackboneError(f"{type(module).__name__}: timm gives no feature metadata for this model")

@@ -45,9 +45,9 @@ def alexnet_catalog() -> LayerCatalog:
             LayerInfo("conv4", "features.9", "conv", 256, 16),
             LayerInfo("conv5", "features.11", "conv", 256, 16),
             LayerInfo("pool5", "features.12", "pool", 256, 32),
-            LayerInfo("fc6", "classifier.2", "fc", 4096),
-            LayerInfo("fc7", "classifier.5", "fc", 4096),
-            LayerInfo("fc8", "classifier.6", "logits", 1000),
+            LayerInfo("fc6", "classifier.2", "fc", 4096, linear="classifier.1"),
+            LayerInfo("fc7", "classifier.5", "fc", 4096, linear="classifier.4"),
+            LayerInfo("fc8", "classifier.6", "logits", 1000, linear="classifier.6"),
             _PROB,
         ]
     )
@@ -66,9 +66,9 @@ def vgg16_catalog() -> LayerCatalog:
         layers.append(LayerInfo(f"pool{block}", f"features.{index}", "pool", ch, stride * 2))
         index += 1
     layers += [
-        LayerInfo("fc6", "classifier.1", "fc", 4096),
-        LayerInfo("fc7", "classifier.4", "fc", 4096),
-        LayerInfo("fc8", "classifier.6", "logits", 1000),
+        LayerInfo("fc6", "classifier.1", "fc", 4096, linear="classifier.0"),
+        LayerInfo("fc7", "classifier.4", "fc", 4096, linear="classifier.3"),
+        LayerInfo("fc8", "classifier.6", "logits", 1000, linear="classifier.6"),
         _PROB,
     ]
     return LayerCatalog(layers)
@@ -85,7 +85,7 @@ def resnet50_catalog() -> LayerCatalog:
             LayerInfo("res4", "layer3", "conv", 1024, 16),
             LayerInfo("res5", "layer4", "conv", 2048, 32),
             LayerInfo("pool", "avgpool", "pool", 2048, None),
-            LayerInfo("logits", "fc", "logits", 1000),
+            LayerInfo("logits", "fc", "logits", 1000, linear="fc"),
             LayerInfo("prob", None, "prob", 1000, derived_from="logits"),
         ]
     )

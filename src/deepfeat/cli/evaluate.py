@@ -12,13 +12,15 @@ from deepfeat.cli.common import friendly, set_threads, setup_logging
 from deepfeat.cli.extract import summary as extraction_summary
 from deepfeat.data.datasets import open_dataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
-from deepfeat.errors import ConfigError
+from deepfeat.errors import ConfigError, UnknownNameError
 from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.protocols import DomainAdaptation, parse_protocol
 from deepfeat.features.activations import LayerActivations
+from deepfeat.features.featureset import concat_features
+from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import extract, load_features
 from deepfeat.features.store import FeatureStore
-from deepfeat.probes.linear import probe_for
+from deepfeat.probes.linear import PROBES, probe_for
 from deepfeat.report.writer import text_table, write_report
 
 
@@ -32,7 +34,9 @@ class JobOptions:
     weights: str | None = None
     layers: str = "pool"
     pool: str = "avg"
-    probes: str = "svm,logreg"
+    method: str = "activations"
+    probes: str | None = None  # None: svm,logreg (activations) or ksvm (gradient)
+    kernel_normalize: str = "factors"
     protocol: str = "kshot:30"
     splits: int = 5
     seed: int = 0
@@ -67,18 +71,51 @@ def _features(dataset, bb, method, opts: JobOptions, store: FeatureStore, echo):
     return result.features
 
 
+METHODS = ("activations", "gradient")
+
+
+def make_method(opts: JobOptions):
+    """The feature method of the job: DeCAF layer activations, or Deep Fishing gradients (factored,
+    with the forward baselines x_{k-1} and y_k)."""
+    if opts.method == "activations":
+        return LayerActivations(opts.layers, opts.pool, random_state=opts.seed)
+    if opts.method == "gradient":
+        return GradientFeatures(opts.layers, forms=("factored", "input", "preact"))
+    raise UnknownNameError("feature method", opts.method, METHODS)
+
+
+def with_concatenations(features: dict, method) -> dict:
+    """Add the x_{k-1};y_k concatenation next to each layer's gradient (Deep Fishing Table 1)."""
+    if not isinstance(method, GradientFeatures):
+        return features
+    out = {}
+    for key, fs in features.items():
+        out[key] = fs
+        layer, _, kind = key.partition("/")
+        if kind == "y" and f"{layer}/x_in" in features:
+            out[f"{layer}/x_in;y"] = concat_features([features[f"{layer}/x_in"], fs], f"{layer}/x_in;y")
+    return out
+
+
 def run_job(opts: JobOptions, echo=typer.echo) -> dict:
     """Extract, evaluate and report; returns the paths written."""
     protocol = parse_protocol(opts.protocol, n_splits=opts.splits, random_state=opts.seed)
     is_da = isinstance(protocol, DomainAdaptation)
     if is_da != (opts.target is not None):
         raise ConfigError("--target TARGET_DATA goes with --protocol da (and only with it)")
+    names = opts.probes or ("ksvm" if opts.method == "gradient" else "svm,logreg")
     probes = {
-        name: probe_for(name, dropout=opts.dropout, normalize=opts.normalize, random_state=opts.seed)
-        for name in [p.strip() for p in opts.probes.split(",") if p.strip()]
+        name: probe_for(
+            name,
+            dropout=opts.dropout,
+            normalize=opts.normalize,
+            kernel_normalize=opts.kernel_normalize,
+            random_state=opts.seed,
+        )
+        for name in [p.strip() for p in names.split(",") if p.strip()]
     }
     if not probes:
-        raise ConfigError("no probe given; valid: svm, svm-hinge, logreg, logreg-ovr")
+        raise ConfigError(f"no probe given; valid: {', '.join(PROBES)}")
     for probe in probes.values():
         probe._validate_params()
     dataset = open_dataset(opts.data)
@@ -87,18 +124,21 @@ def run_job(opts: JobOptions, echo=typer.echo) -> dict:
     if target_ds is not None:
         echo(target_ds.summary())
     bb = load_backbone(opts.backbone, weights=opts.weights)
-    method = LayerActivations(opts.layers, opts.pool, random_state=opts.seed)
+    method = make_method(opts)
     method.outputs(bb)  # validate layer and pooling names before any work
     out = Path(opts.out)
     store = FeatureStore(opts.store or out / "store")
-    features = _features(dataset, bb, method, opts, store, echo)
-    target = _features(target_ds, bb, method, opts, store, echo) if target_ds is not None else None
+    features = with_concatenations(_features(dataset, bb, method, opts, store, echo), method)
+    target = None
+    if target_ds is not None:
+        target = with_concatenations(_features(target_ds, bb, method, opts, store, echo), method)
     result = evaluate(features, protocol, probes, target=target, checkpoint=out / "checkpoint.jsonl")
     context = {
         "data": f"{dataset.name} ({len(dataset)} items, {len(dataset.classes)} classes)",
         "dataset fingerprint": dataset.fingerprint()[:16],
         "backbone": f"{bb.name} (weights {bb.weights_id[:23]})",
         "preprocessing": opts.preprocess,
+        "method": opts.method,
     }
     if target_ds is not None:
         context["target"] = f"{target_ds.name} ({len(target_ds)} items)"
@@ -118,7 +158,21 @@ def evaluate_command(
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
     layers: str = typer.Option("pool", "--layers", "-l", help="Comma-separated layer names."),
     pool: str = typer.Option("avg", "--pool", "-p", help="Comma-separated poolings / ablations."),
-    probe: str = typer.Option("svm,logreg", help="Comma-separated: svm, svm-hinge, logreg, logreg-ovr."),
+    method: str = typer.Option(
+        "activations",
+        "--method",
+        "-m",
+        help="'activations' (DeCAF layers) or 'gradient' (Deep Fishing dE/dW of each layer's weight "
+        "layer, kept factored, with the x_in, y and x_in;y baselines).",
+    ),
+    probe: str = typer.Option(
+        None,
+        help="Comma-separated: svm, svm-hinge, logreg, logreg-ovr, ksvm (default: svm,logreg; ksvm "
+        "with --method gradient).",
+    ),
+    kernel_normalize: str = typer.Option(
+        "factors", help="Kernel probe normalisation: factors, gradient or none."
+    ),
     protocol: str = typer.Option("kshot:30", help="kshot:K, fixed, random:FRACTION or da[:KS:KT]."),
     splits: int = typer.Option(5, help="Number of seeded splits (k-shot, random, da)."),
     seed: int = typer.Option(0, help="Seed of the first split (the others follow)."),
@@ -144,7 +198,9 @@ def evaluate_command(
             weights=weights,
             layers=layers,
             pool=pool,
+            method=method,
             probes=probe,
+            kernel_normalize=kernel_normalize,
             protocol=protocol,
             splits=splits,
             seed=seed,

@@ -33,6 +33,8 @@ from deepfeat.evaluation.metrics import (
 )
 from deepfeat.evaluation.protocols import DomainAdaptation, FixedSplit, Split
 from deepfeat.features.featureset import FeatureSet
+from deepfeat.kernels import FactoredLayout
+from deepfeat.probes.kernel import KernelProbe
 from deepfeat.probes.linear import LinearProbe
 
 SINGLE_LABEL_METRICS = ("mean_class_accuracy", "accuracy", "top5_accuracy")
@@ -122,6 +124,27 @@ def _scores(probe: LinearProbe, X: np.ndarray, y: np.ndarray, n_classes: int, mu
     return metrics, [None if np.isnan(v) else float(v) for v in pca]
 
 
+def accepts(template, features: FeatureSet) -> bool:
+    """Whether the probe ``template`` can be trained on ``features`` (linear probes cannot take
+    factored gradients)."""
+    return features.provenance.get("form") != "factored" or isinstance(template, KernelProbe)
+
+
+def probe_for_features(template, features: FeatureSet):
+    """A fresh copy of the probe ``template`` set up for ``features``: factored gradient features get
+    the kernel probe's factored kernel with their layout; linear probes refuse them."""
+    probe = clone(template)
+    if features.provenance.get("form") == "factored":
+        if not isinstance(probe, KernelProbe):
+            raise ConfigError(
+                f"features {features.key!r} are factored gradients: evaluate them with the kernel probe "
+                "'ksvm', or extract the explicit form (forms='explicit') for linear probes"
+            )
+        layout = FactoredLayout.from_provenance(features.provenance, features.layer_shape)
+        probe.set_params(kernel="factored", layout=layout)
+    return probe
+
+
 def _record_key(feature: FeatureSet, probe_name: str, probe: LinearProbe, split: Split) -> str:
     text = json.dumps(
         [feature.provenance, probe_name, repr(sorted(probe.get_params().items())), split.to_dict()],
@@ -161,7 +184,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate every feature set with every probe under ``protocol``.
 
-    ``features``: feature sets by name (all of the same dataset and rows). ``target``: the target
+    ``features``: feature sets by name (all of the same dataset and rows); each is evaluated with
+    the probes that accept it (factored gradients: the kernel probe only). ``target``: the target
     domain's feature sets, same names, for :class:`DomainAdaptation`. ``checkpoint``: a JSON-lines
     file of finished records, read first and appended to, so a rerun resumes.
     """
@@ -191,6 +215,10 @@ def evaluate(
         splits = protocol.splits(first.targets, first.classes)
     multilabel = first.multilabel
     n_classes = len(first.classes)
+    usable = {name: [p for p, t in probes.items() if accepts(t, features[name])] for name in names}
+    for name, ok in usable.items():  # fail before any fitting
+        if not ok:
+            probe_for_features(next(iter(probes.values())), features[name])
 
     done: dict[str, dict] = {}
     if checkpoint is not None:
@@ -205,7 +233,7 @@ def evaluate(
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
     records: list[dict] = []
-    total = len(splits) * len(names) * len(probes)
+    total = len(splits) * sum(len(ok) for ok in usable.values())
     bar = tqdm(total=total, desc="evaluate", unit="fit", disable=not progress, dynamic_ncols=True)
     for split in splits:
         for name in names:
@@ -215,12 +243,14 @@ def evaluate(
             X_train, y_train, ignore = _stack(domains, split.train, name)
             X_test, y_test, difficult = _stack(domains, split.test, name)
             for probe_name, template in probes.items():
+                if probe_name not in usable[name]:
+                    continue
                 key = _record_key(features[name], probe_name, template, split)
                 if key in done:
                     records.append(done[key])
                     bar.update()
                     continue
-                probe = clone(template)
+                probe = probe_for_features(template, features[name])
                 start = time.perf_counter()
                 if multilabel:
                     probe.fit(X_train, y_train, ignore=ignore)

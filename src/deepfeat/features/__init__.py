@@ -3,7 +3,8 @@
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
-from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.featureset import FeatureSet, concat_features
+from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import Extraction, FeatureExtractor, extract
 from deepfeat.features.pooling import POOLINGS, pool_maps
 from deepfeat.features.store import FeatureStore
@@ -15,9 +16,11 @@ __all__ = [
     "FeatureMethod",
     "FeatureSet",
     "FeatureStore",
+    "GradientFeatures",
     "LayerActivations",
     "LayerCapture",
     "OutputSpec",
+    "concat_features",
     "extract",
     "pool_maps",
 ]

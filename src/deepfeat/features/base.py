@@ -27,6 +27,8 @@ class OutputSpec:
     key: str
     layer: LayerInfo
     params: dict = field(hash=False)
+    needs: tuple[LayerInfo, ...] = ()  # other layers the output is computed from (e.g. logits)
+    tap: bool = False  # needs the input and output of the layer's weight layer (LayerInfo.linear)
 
 
 class FeatureMethod:
@@ -45,7 +47,11 @@ class FeatureMethod:
         specs: Sequence[OutputSpec],
         item_ids: Sequence[str],
     ) -> dict[str, torch.Tensor]:
-        """Compute the outputs ``specs`` (keyed by ``spec.key``) from one batch of captured layers."""
+        """Compute the outputs ``specs`` (keyed by ``spec.key``) from one batch of captured layers.
+
+        An output of shape (N, D) is stored with the captured layer's shape as its row shape; an
+        output with more dimensions (N, *shape) is stored flattened with that shape.
+        """
         raise NotImplementedError
 
     def derivations(self, spec: OutputSpec) -> list[tuple[dict, Derivation]]:

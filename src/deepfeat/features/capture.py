@@ -4,6 +4,11 @@ Hooks are placed on the catalog modules of the requested layers and removed when
 closed. When no backward pass is needed, the forward pass stops as soon as the deepest requested
 layer has been computed, so asking for early layers costs only the early part of the network.
 Derived layers (``prob``) are computed from their source layer after the pass.
+
+For gradient features, the weight layer (``LayerInfo.linear``) of chosen layers is tapped too: its
+input and output come back as ``"<layer>:in"`` and ``"<layer>:out"``. With gradients enabled, the
+first tapped output is made a leaf that requires grad, so the autograd graph starts there and a
+backward pass covers only the part of the network after it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.layers import LayerInfo
+from deepfeat.errors import ConfigError
 
 
 class _Done(Exception):
@@ -31,10 +37,21 @@ class LayerCapture:
     ``stop_early`` ends the pass after the deepest requested layer (only without gradients).
     """
 
-    def __init__(self, backbone: Backbone, layers: Iterable[LayerInfo], *, stop_early: bool = True):
+    def __init__(
+        self,
+        backbone: Backbone,
+        layers: Iterable[LayerInfo],
+        *,
+        stop_early: bool = True,
+        taps: Iterable[LayerInfo] = (),
+    ):
         self.backbone = backbone
         self.layers = list(layers)
         self.stop_early = stop_early
+        self.taps = list(taps)
+        for layer in self.taps:
+            if layer.linear is None:
+                raise ConfigError(f"layer {layer.name!r} has no weight layer to tap (LayerInfo.linear)")
         hooked = {layer.name: layer for layer in self.layers if layer.module is not None}
         for layer in self.layers:  # derived layers need their source captured
             if layer.derived_from is not None and layer.derived_from not in hooked:
@@ -44,6 +61,9 @@ class LayerCapture:
         self._handles: list = []
 
     def __enter__(self) -> LayerCapture:
+        for layer in self.taps:  # before the layer hooks: a tap may replace the module's output
+            module = self.backbone.submodule(layer.linear)
+            self._handles.append(module.register_forward_hook(self._tap(layer)))
         for layer in self._hooked:
             module = self.backbone.submodule(layer.module)
             self._handles.append(module.register_forward_hook(self._hook(layer)))
@@ -66,9 +86,24 @@ class LayerCapture:
 
         return hook
 
+    def _tap(self, layer: LayerInfo):
+        def hook(_module, inputs, output):
+            key = f"{layer.name}:out"
+            if key in self._tapped:
+                return None
+            replaced = None
+            if torch.is_grad_enabled() and not output.requires_grad:
+                output = replaced = output.detach().requires_grad_(True)
+            self._tapped[f"{layer.name}:in"] = inputs[0]
+            self._tapped[key] = output
+            return replaced
+
+        return hook
+
     def run(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One forward pass; returns the outputs of every requested layer."""
+        """One forward pass; returns the outputs of every requested layer (and the taps)."""
         self._outputs = {}
+        self._tapped: dict[str, torch.Tensor] = {}
         self._stop = self.stop_early and not torch.is_grad_enabled()
         if self.backbone.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -81,4 +116,7 @@ class LayerCapture:
         for layer in self.layers:
             if layer.derived_from is not None:
                 outputs[layer.name] = outputs[layer.derived_from].float().softmax(dim=-1)
-        return {layer.name: outputs[layer.name] for layer in self.layers}
+        missing = [layer.name for layer in self.taps if f"{layer.name}:out" not in self._tapped]
+        if missing:
+            raise RuntimeError(f"the weight layers of {missing} were not reached by the forward pass")
+        return {layer.name: outputs[layer.name] for layer in self.layers} | self._tapped

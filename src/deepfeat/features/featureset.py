@@ -62,3 +62,31 @@ class FeatureSet:
 
     def __repr__(self) -> str:
         return f"FeatureSet({self.key!r}, n={len(self)}, dim={self.dim})"
+
+
+def concat_features(sets: list[FeatureSet], key: str | None = None) -> FeatureSet:
+    """Side-by-side concatenation of feature sets of the same images, each block L2-normalised per
+    row first so that no block dominates by scale (the x_{k-1};y_k baselines of Deep Fishing)."""
+    from deepfeat.errors import ConfigError, DataError
+
+    if len(sets) < 2:
+        raise ConfigError("concatenation needs at least two feature sets")
+    first = sets[0]
+    for other in sets[1:]:
+        if other.ids != first.ids:
+            raise DataError(f"feature sets {first.key!r} and {other.key!r} cover different images")
+    blocks = []
+    for fs in sets:
+        X = np.asarray(fs.features, dtype=np.float32)
+        blocks.append(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12))
+    return FeatureSet(
+        key=key or ";".join(fs.key for fs in sets),
+        features=np.concatenate(blocks, axis=1),
+        ids=first.ids,
+        targets=first.targets,
+        classes=first.classes,
+        rows=first.rows,
+        provenance={"concat": [fs.provenance for fs in sets], "block_normalisation": "l2"},
+        splits=first.splits,
+        difficult=first.difficult,
+    )

@@ -253,8 +253,11 @@ def _run_network(
     """Pass the rows some plan still needs through the network; returns the number of images."""
     todo_by_plan = {id(p): ~p.entry.status().done for p in plans}
     todo = np.flatnonzero(np.any(np.stack(list(todo_by_plan.values())), axis=0))
-    layers = {p.spec.layer.name: p.spec.layer for p in plans}
+    layers = {p.spec.layer.name: p.spec.layer for p in plans if not p.spec.tap}
+    layers |= {need.name: need for p in plans for need in p.spec.needs}
     ordered_layers = [layer for layer in backbone.catalog if layer.name in layers]
+    taps = {p.spec.layer.name: p.spec.layer for p in plans if p.spec.tap}
+    ordered_taps = [layer for layer in backbone.catalog if layer.name in taps]
     needs_backward = any(p.method.needs_backward for p in plans)
     n_forward = 0
     bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, dynamic_ncols=True)
@@ -262,7 +265,7 @@ def _run_network(
     by_method: dict[int, list[_Plan]] = defaultdict(list)
     for p in plans:
         by_method[id(p.method)].append(p)
-    with LayerCapture(backbone, ordered_layers, stop_early=not needs_backward) as capture:
+    with LayerCapture(backbone, ordered_layers, stop_early=not needs_backward, taps=ordered_taps) as capture:
         for batch in iter_batches(
             dataset, todo, prep, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
@@ -284,9 +287,15 @@ def _run_network(
                     for group in by_method.values():
                         encoded = group[0].method.encode(captured, [p.spec for p in group], ids)
                         for p in group:
-                            values = encoded[p.spec.key].detach().float().cpu().numpy()
-                            outputs[p.spec.key].update(zip(rows.tolist(), values))
-                            shapes[p.spec.key] = tuple(captured[p.spec.layer.name].shape[1:])
+                            values = encoded[p.spec.key].detach().float().cpu()
+                            if values.dim() > 2:
+                                shapes[p.spec.key] = tuple(values.shape[1:])
+                                values = values.flatten(1)
+                            elif not p.spec.tap:
+                                shapes[p.spec.key] = tuple(captured[p.spec.layer.name].shape[1:])
+                            else:
+                                shapes[p.spec.key] = (values.shape[1],)
+                            outputs[p.spec.key].update(zip(rows.tolist(), values.numpy()))
                 n_forward += len(positions)
             failed = {row: err.reason for row, err in errors.items()}
             for p in plans:
