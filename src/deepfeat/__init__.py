@@ -12,6 +12,7 @@ from deepfeat.data import (
 )
 from deepfeat.errors import DeepfeatError
 from deepfeat.features import (
+    Activeness,
     FeatureExtractor,
     FeatureSet,
     FeatureStore,
@@ -23,6 +24,7 @@ from deepfeat.kernels import FactoredLayout, factored_kernel
 from deepfeat.probes import KernelProbe, LinearProbe, probe_for
 
 __all__ = [
+    "Activeness",
     "Backbone",
     "DeepfeatError",
     "FactoredLayout",

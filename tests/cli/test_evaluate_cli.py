@@ -67,7 +67,16 @@ def test_single_class_data_is_refused(tmp_path):
 
 def test_evaluate_gradient_method_with_forward_baselines(image_tree, tmp_path):
     out = tmp_path / "grad"
-    args = ["evaluate", str(image_tree), "--method", "gradient", "--layers", "logits", "--protocol", "kshot:2"]
+    args = [
+        "evaluate",
+        str(image_tree),
+        "--method",
+        "gradient",
+        "--layers",
+        "logits",
+        "--protocol",
+        "kshot:2",
+    ]
     args += ["--splits", "2", "--probe", "ksvm,svm", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -85,3 +94,25 @@ def test_evaluate_gradient_method_with_forward_baselines(image_tree, tmp_path):
     assert r.exit_code == 2 and "'logits/grad' are factored gradients" in r.output and "ksvm" in r.output
     r = runner.invoke(app, ["evaluate", str(image_tree), "--method", "gradient", "--layers", "stage3"])
     assert r.exit_code == 2 and "no weight layer" in r.output and "valid: head, logits" in r.output
+
+
+def test_evaluate_interactive_rows_and_concatenation(image_tree, tmp_path):
+    out = tmp_path / "ia"
+    args = ["evaluate", str(image_tree), "--method", "interactive", "--layers", "stage4,head"]
+    args += ["--preprocess", "interactive", "--config", "last,next", "--p", "2", "--concat"]
+    args += ["--protocol", "kshot:2", "--splits", "1", "--probe", "svm", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    rows = {r["features"] for r in data["summary"]}
+    per_layer = {
+        f"{layer}/{kind}" for layer in ("stage4", "head") for kind in ("avg", "max", "last-p2", "next-p2")
+    }
+    assert rows == per_layer | {f"concat/{kind}" for kind in ("avg", "max", "last-p2", "next-p2")}
+    prov = data["features"]["head/last-p2"]["provenance"]
+    assert (
+        prov["top"] == "pool" and prov["preprocess"]["resize"] == "area" and prov["preprocess"]["size"] == 512
+    )
+    assert data["features"]["stage4/next-p2"]["provenance"]["top"] == "stage5"
+    r = runner.invoke(app, [*args[:-2], "--p", "3", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--p takes 1 and/or 2" in r.output

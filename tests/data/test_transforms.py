@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -55,3 +57,32 @@ def test_validation_errors():
 def test_draft_size_is_the_resized_size():
     prep = Preprocess(resize="shorter", size=256, crop=224)
     assert prep.draft_size(1000, 500) == (512, 256)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(1000, 100), (100, 1000), (5120, 512), (512, 5120), (8, 8), (3, 5), (1, 1), (640, 480), (333, 500)],
+)
+def test_interactive_resize_rule(width, height):
+    prep = preset("interactive", Preprocess())
+    w, h = prep.resized_size(width, height)
+    assert w % 32 == 0 and h % 32 == 0 and w >= 32 and h >= 32
+    assert abs(w * h / 512**2 - 1) < 0.05  # area within 5% of 512^2 for aspect ratios up to 10:1
+    aspect_error = abs(math.log((w / h) / (width / height)))
+    assert aspect_error < math.log(1.1)  # aspect ratio kept within 10%
+    # no candidate one multiple away is better on both counts
+    for dw, dh in [(32, 0), (-32, 0), (0, 32), (0, -32)]:
+        W, H = w + dw, h + dh
+        if W >= 32 and H >= 32:
+            other_area = abs(math.log(W * H / 512**2))
+            other_aspect = abs(math.log((W / H) / (width / height)))
+            assert not (other_area < abs(math.log(w * h / 512**2)) and other_aspect < aspect_error)
+
+
+def test_interactive_keeps_the_whole_image():
+    prep = preset("interactive", Preprocess())
+    assert prep.crop is None and prep.resize == "area"
+    out = prep(Image.new("RGB", (300, 100)))
+    assert out.shape == (288, 896, 3)
+    with pytest.raises(ConfigError, match="whole image"):
+        Preprocess(resize="area", crop=224)

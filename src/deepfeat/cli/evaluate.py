@@ -16,6 +16,7 @@ from deepfeat.errors import ConfigError, UnknownNameError
 from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.protocols import DomainAdaptation, parse_protocol
 from deepfeat.features.activations import LayerActivations
+from deepfeat.features.activeness import Activeness
 from deepfeat.features.featureset import concat_features
 from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import extract, load_features
@@ -37,6 +38,9 @@ class JobOptions:
     method: str = "activations"
     probes: str | None = None  # None: svm,logreg (activations) or ksvm (gradient)
     kernel_normalize: str = "factors"
+    configs: str = "last,next"  # InterActive configurations (--method interactive)
+    norms: str = "1,2"  # InterActive score norms p
+    concat: bool = False  # also evaluate the concatenation of all layers
     protocol: str = "kshot:30"
     splits: int = 5
     seed: int = 0
@@ -51,15 +55,15 @@ class JobOptions:
     no_extract: bool = False
 
 
-def _features(dataset, bb, method, opts: JobOptions, store: FeatureStore, echo):
+def _features(dataset, bb, methods, opts: JobOptions, store: FeatureStore, echo):
     if opts.no_extract:
         return load_features(
-            dataset, bb, [method], store, preprocess=opts.preprocess, max_pixels=opts.max_pixels
+            dataset, bb, methods, store, preprocess=opts.preprocess, max_pixels=opts.max_pixels
         )
     result = extract(
         dataset,
         bb,
-        [method],
+        methods,
         store=store,
         preprocess=opts.preprocess,
         batch_size=opts.batch_size,
@@ -71,29 +75,49 @@ def _features(dataset, bb, method, opts: JobOptions, store: FeatureStore, echo):
     return result.features
 
 
-METHODS = ("activations", "gradient")
+METHODS = ("activations", "gradient", "interactive")
 
 
-def make_method(opts: JobOptions):
-    """The feature method of the job: DeCAF layer activations, or Deep Fishing gradients (factored,
-    with the forward baselines x_{k-1} and y_k)."""
+def make_methods(opts: JobOptions) -> list:
+    """The feature methods of the job: DeCAF layer activations; Deep Fishing gradients (factored, with
+    the forward baselines x_{k-1} and y_k); or InterActive (average and max pooling of the original
+    responses, and activeness-weighted averages for each configuration and p: the poster's rows)."""
     if opts.method == "activations":
-        return LayerActivations(opts.layers, opts.pool, random_state=opts.seed)
+        return [LayerActivations(opts.layers, opts.pool, random_state=opts.seed)]
     if opts.method == "gradient":
-        return GradientFeatures(opts.layers, forms=("factored", "input", "preact"))
+        return [GradientFeatures(opts.layers, forms=("factored", "input", "preact"))]
+    if opts.method == "interactive":
+        methods: list = [LayerActivations(opts.layers, "avg,max")]
+        for config in [c.strip() for c in opts.configs.split(",") if c.strip()]:
+            for p in [x.strip() for x in opts.norms.split(",") if x.strip()]:
+                if p not in ("1", "2"):
+                    raise ConfigError(f"--p takes 1 and/or 2, got {p!r}")
+                methods.append(Activeness(opts.layers, config=config, p=int(p)))
+        return methods
     raise UnknownNameError("feature method", opts.method, METHODS)
 
 
-def with_concatenations(features: dict, method) -> dict:
-    """Add the x_{k-1};y_k concatenation next to each layer's gradient (Deep Fishing Table 1)."""
-    if not isinstance(method, GradientFeatures):
-        return features
-    out = {}
-    for key, fs in features.items():
-        out[key] = fs
-        layer, _, kind = key.partition("/")
-        if kind == "y" and f"{layer}/x_in" in features:
-            out[f"{layer}/x_in;y"] = concat_features([features[f"{layer}/x_in"], fs], f"{layer}/x_in;y")
+def with_concatenations(features: dict, methods: list, all_layers: bool = False) -> dict:
+    """Add the x_{k-1};y_k concatenation next to each layer's gradient (Deep Fishing Table 1) and,
+    with ``all_layers``, the concatenation of every layer for each kind of feature (InterActive's
+    pool-1 .. fc-6 concatenation)."""
+    out = dict(features)
+    if any(isinstance(m, GradientFeatures) for m in methods):
+        out = {}
+        for key, fs in features.items():
+            out[key] = fs
+            layer, _, kind = key.partition("/")
+            if kind == "y" and f"{layer}/x_in" in features:
+                out[f"{layer}/x_in;y"] = concat_features([features[f"{layer}/x_in"], fs], f"{layer}/x_in;y")
+    if all_layers:
+        groups: dict[str, list] = {}
+        for key, fs in features.items():
+            layer, _, kind = key.partition("/")
+            if fs.provenance.get("form") != "factored":
+                groups.setdefault(kind or "unroll", []).append(fs)
+        for kind, sets in groups.items():
+            if len(sets) > 1:
+                out[f"concat/{kind}"] = concat_features(sets, f"concat/{kind}")
     return out
 
 
@@ -124,14 +148,16 @@ def run_job(opts: JobOptions, echo=typer.echo) -> dict:
     if target_ds is not None:
         echo(target_ds.summary())
     bb = load_backbone(opts.backbone, weights=opts.weights)
-    method = make_method(opts)
-    method.outputs(bb)  # validate layer and pooling names before any work
+    methods = make_methods(opts)
+    for method in methods:
+        method.outputs(bb)  # validate layer and pooling names before any work
     out = Path(opts.out)
     store = FeatureStore(opts.store or out / "store")
-    features = with_concatenations(_features(dataset, bb, method, opts, store, echo), method)
+    features = with_concatenations(_features(dataset, bb, methods, opts, store, echo), methods, opts.concat)
     target = None
     if target_ds is not None:
-        target = with_concatenations(_features(target_ds, bb, method, opts, store, echo), method)
+        target_features = _features(target_ds, bb, methods, opts, store, echo)
+        target = with_concatenations(target_features, methods, opts.concat)
     result = evaluate(features, protocol, probes, target=target, checkpoint=out / "checkpoint.jsonl")
     context = {
         "data": f"{dataset.name} ({len(dataset)} items, {len(dataset.classes)} classes)",
@@ -162,9 +188,13 @@ def evaluate_command(
         "activations",
         "--method",
         "-m",
-        help="'activations' (DeCAF layers) or 'gradient' (Deep Fishing dE/dW of each layer's weight "
-        "layer, kept factored, with the x_in, y and x_in;y baselines).",
+        help="'activations' (DeCAF layers), 'gradient' (Deep Fishing dE/dW of each layer's weight "
+        "layer, kept factored, with the x_in, y and x_in;y baselines) or 'interactive' (avg and max "
+        "pooling plus activeness-weighted averages per --config and --p; use --preprocess interactive).",
     ),
+    config: str = typer.Option("last,next", help="InterActive configurations: last and/or next."),
+    p: str = typer.Option("1,2", "--p", help="InterActive score norms: 1 and/or 2."),
+    concat: bool = typer.Option(False, help="Also evaluate the concatenation of all layers."),
     probe: str = typer.Option(
         None,
         help="Comma-separated: svm, svm-hinge, logreg, logreg-ovr, ksvm (default: svm,logreg; ksvm "
@@ -180,7 +210,9 @@ def evaluate_command(
     normalize: bool = typer.Option(False, help="L2-normalise feature vectors before the probe."),
     out: Path = typer.Option(Path("deepfeat-out"), "--out", "-o", help="Output folder."),
     store: Path = typer.Option(None, help="Feature store (default: OUT/store)."),
-    preprocess: str = typer.Option("backbone", help="'backbone' or 'decaf'."),
+    preprocess: str = typer.Option(
+        "backbone", help="'backbone', 'decaf' or 'interactive' (area about 512^2, aspect kept, sides x32)."
+    ),
     batch_size: int = typer.Option(32, help="Images per forward pass."),
     on_bad_image: str = typer.Option("skip", help="'skip' or 'fail'."),
     no_extract: bool = typer.Option(False, help="Use only features already in the store."),
@@ -199,6 +231,9 @@ def evaluate_command(
             layers=layers,
             pool=pool,
             method=method,
+            configs=config,
+            norms=p,
+            concat=concat,
             probes=probe,
             kernel_normalize=kernel_normalize,
             protocol=protocol,

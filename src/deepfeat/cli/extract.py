@@ -58,7 +58,9 @@ def extract_command(
     ),
     out: Path = typer.Option(Path("deepfeat-out/store"), "--out", "-o", help="Feature store folder."),
     preprocess: str = typer.Option(
-        "backbone", help="'backbone' (its own resize and crop) or 'decaf' (256 warp, 224 crop)."
+        "backbone",
+        help="'backbone' (its own resize and crop), 'decaf' (256 warp, 224 crop) or 'interactive' "
+        "(whole image, area about 512^2, aspect kept, sides multiples of 32).",
     ),
     batch_size: int = typer.Option(32, help="Images per forward pass."),
     workers: int = typer.Option(2, help="Image decoding threads (0: decode in the main thread)."),

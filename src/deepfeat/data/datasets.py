@@ -73,6 +73,10 @@ class ImageDataset:
         """Decode item ``index`` as an upright RGB image; raises ImageError when it cannot."""
         raise NotImplementedError
 
+    def image_size(self, index: int) -> tuple[int, int] | None:
+        """(width, height) of item ``index`` as loaded, read cheaply where possible (None: unknown)."""
+        return None
+
     def fingerprint(self) -> str:
         """sha256 over everything that identifies the items: ids, content keys, labels, splits."""
         h = hashlib.sha256()
@@ -127,6 +131,16 @@ class FileDataset(ImageDataset):
     ) -> Image.Image:
         return load_image(self.paths[index], max_pixels=max_pixels, draft=draft)
 
+    def image_size(self, index: int) -> tuple[int, int] | None:
+        """Size from the file header (EXIF rotations by 90 degrees swap it); None if unreadable."""
+        try:
+            with Image.open(self.paths[index]) as img:
+                w, h = img.size
+                orientation = img.getexif().get(0x0112, 1)
+        except Exception:  # a bad file is reported when it is loaded
+            return None
+        return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
     def _hash_content(self, h) -> None:
         # File identity by id, size and modification time: cheap, and changes whenever a file does.
         for item_id, path in zip(self.ids, self.paths):
@@ -158,6 +172,9 @@ class ArrayDataset(ImageDataset):
         self, index: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft: DraftRule | None = None
     ) -> Image.Image:
         return to_rgb(Image.fromarray(self.images[index]))
+
+    def image_size(self, index: int) -> tuple[int, int] | None:
+        return int(self.images.shape[2]), int(self.images.shape[1])
 
     def _hash_content(self, h) -> None:
         h.update(str(self.images.shape).encode())

@@ -1,6 +1,7 @@
 """Feature methods, one-pass extraction and the feature store."""
 
 from deepfeat.features.activations import LayerActivations
+from deepfeat.features.activeness import Activeness, activeness_maps
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureSet, concat_features
@@ -11,6 +12,7 @@ from deepfeat.features.store import FeatureStore
 
 __all__ = [
     "POOLINGS",
+    "Activeness",
     "Extraction",
     "FeatureExtractor",
     "FeatureMethod",
@@ -20,6 +22,7 @@ __all__ = [
     "LayerActivations",
     "LayerCapture",
     "OutputSpec",
+    "activeness_maps",
     "concat_features",
     "extract",
     "pool_maps",

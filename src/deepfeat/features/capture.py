@@ -7,8 +7,8 @@ Derived layers (``prob``) are computed from their source layer after the pass.
 
 For gradient features, the weight layer (``LayerInfo.linear``) of chosen layers is tapped too: its
 input and output come back as ``"<layer>:in"`` and ``"<layer>:out"``. With gradients enabled, the
-first tapped output is made a leaf that requires grad, so the autograd graph starts there and a
-backward pass covers only the part of the network after it.
+first captured or tapped output is made a leaf that requires grad, so the autograd graph starts there
+and a backward pass covers only the part of the network after it.
 """
 
 from __future__ import annotations
@@ -77,12 +77,15 @@ class LayerCapture:
     def _hook(self, layer: LayerInfo):
         def hook(_module, _inputs, output):
             if layer.name in self._outputs:  # a module called twice in one pass: keep the first
-                return
-            if not layer.spatial and output.dim() > 2:
-                output = output.flatten(1)
-            self._outputs[layer.name] = output
+                return None
+            replaced = None
+            if torch.is_grad_enabled() and not output.requires_grad:  # the graph starts here
+                output = replaced = output.detach().requires_grad_(True)
+            flat = not layer.spatial and output.dim() > 2
+            self._outputs[layer.name] = output.flatten(1) if flat else output
             if self._stop and len(self._outputs) == len(self._hooked):
                 raise _Done
+            return replaced
 
         return hook
 

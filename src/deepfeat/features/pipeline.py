@@ -253,6 +253,8 @@ def _run_network(
     """Pass the rows some plan still needs through the network; returns the number of images."""
     todo_by_plan = {id(p): ~p.entry.status().done for p in plans}
     todo = np.flatnonzero(np.any(np.stack(list(todo_by_plan.values())), axis=0))
+    if prep.resize == "area":
+        todo = _order_by_shape(dataset, todo, prep)
     layers = {p.spec.layer.name: p.spec.layer for p in plans if not p.spec.tap}
     layers |= {need.name: need for p in plans for need in p.spec.needs}
     ordered_layers = [layer for layer in backbone.catalog if layer.name in layers]
@@ -313,6 +315,17 @@ def _run_network(
         p.origin = "network"
         p.entry.finish_if_complete()
     return n_forward
+
+
+def _order_by_shape(dataset: ImageDataset, rows: np.ndarray, prep: Preprocess) -> np.ndarray:
+    """Rows sorted by their size after preprocessing (stable), so that batches of variable-size
+    inputs hold images of one shape and need no padding."""
+    keys = []
+    for r in rows:
+        size = dataset.image_size(int(r))
+        keys.append((0, 0) if size is None else prep.resized_size(*size))
+    order = sorted(range(len(rows)), key=lambda i: keys[i])
+    return rows[order]
 
 
 def _group_by_shape(images: list, positions: list[int]) -> list[list[int]]:

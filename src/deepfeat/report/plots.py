@@ -70,3 +70,31 @@ def per_class(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def overlay_heatmap(
+    image: np.ndarray, heat: np.ndarray, path: Path, title: str = "", alpha: float = 0.5
+) -> Path:
+    """The image with a heatmap (any 2D size, stretched bilinearly over it) drawn on top, as a PNG."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    heat = np.asarray(heat, dtype=np.float32)
+    span = float(heat.max() - heat.min())
+    norm = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+    big = np.asarray(Image.fromarray(norm).resize((w, h), Image.Resampling.BILINEAR))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2 * h / max(w, 1) + 0.6))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    axes[1].imshow(image)
+    shown = axes[1].imshow(big, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    axes[1].set_title(title or "activeness")
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="sum over channels of gamma (scaled)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,201 @@
+"""InterActive: neuron activeness propagated down from a higher layer, as weights of lower-layer responses.
+
+Notation. X^(t) is the response cube of layer t (D_t channels over W_t x H_t positions, after its
+non-linearity), x^(t) its average over positions. The score function at a top layer T models the
+responses as f(x^(T)) = C_p exp(-||x^(T)||_p^p), so up to a constant
+
+    ln f = -||x^(T)||_p^p,        p in {1, 2}.
+
+Derivation of the neuron weights gamma. A connection c joins a neuron n = (w, h, d) of layer t to a
+unit m of the next weight layer (the units that read X^(t)), with weight theta_c, so that unit m
+receives sum_c theta_c X_n. Its activeness is the gradient of the score w.r.t. its weight:
+
+    a_c = d ln f / d theta_c = (d ln f / d Z_m) * X_n,
+
+Z_m being the unit's input sum (the layer score times the inter-layer activeness, as the poster writes
+it). A neuron collects the activeness of its outgoing connections. Collected in proportion to the
+connection weights (the first-order change of ln f when all of neuron n's outgoing connections are
+strengthened by the same factor (1 + e): d ln f / d e = sum_c theta_c a_c), this gives
+
+    x~_n = sum_c theta_c a_c = X_n * sum_m theta_c (d ln f / d Z_m) = X_n * d ln f / d X_n,
+
+i.e. gamma_n = d ln f / d X_n: the neuron's weight is the gradient of the score w.r.t. its response,
+and x~ = X * gamma is "gradient times input". One backward pass gives gamma for every layer below T.
+(Summing the a_c without the weights would give gamma_n = sum_m d ln f / d Z_m, which is the same for
+every neuron of a fully connected layer and so could not change fc features, against the poster's
+fc-6 results; it is not used.) We flip the sign, gamma = -d ln f / d X = d ||x^(T)||_p^p / d X, so
+that the weights of active paths are positive; probes are unaffected by a global sign, heatmaps read
+naturally. The feature of layer t is the spatial average of X^(t) * gamma^(t).
+
+Configurations: ``last`` takes T = the last hidden layer before the classifier (``pool`` on
+EfficientNet-Lite0, ``fc7`` on AlexNet / VGG16) for every t: one backward pass per batch, shared by all
+requested layers. ``next`` takes T = the layer after t in the catalog, a different score per t: one
+backward per requested layer, each running only from t+1 down to t, so together they cost at most one
+backward pass over the span of the requested layers (plus the forward pass, which all share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from deepfeat.backbones.backbone import Backbone
+from deepfeat.backbones.layers import LayerInfo
+from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.features.base import FeatureMethod, OutputSpec
+
+CONFIGS = ("last", "next")
+NORMS = (1, 2)
+
+
+def last_hidden_layer(backbone: Backbone) -> LayerInfo:
+    """The layer feeding the classifier: the catalog layer just before the logits layer."""
+    names = backbone.catalog.names
+    for i, layer in enumerate(backbone.catalog):
+        if layer.kind == "logits" and i > 0:
+            return backbone.catalog.get(names[i - 1])
+    raise ConfigError(f"{backbone.name} has no logits layer; give the top layer explicitly (top=...)")
+
+
+def next_layer(backbone: Backbone, layer: LayerInfo) -> LayerInfo:
+    """The catalog layer after ``layer`` (derived layers such as prob excluded)."""
+    layers = [info for info in backbone.catalog if info.derived_from is None]
+    names = [info.name for info in layers]
+    i = names.index(layer.name)
+    if i + 1 >= len(layers):
+        raise ConfigError(
+            f"layer {layer.name!r} is the last layer of {backbone.name}; 'next' needs one above it"
+        )
+    return layers[i + 1]
+
+
+def score_energy(top: torch.Tensor, p: int) -> torch.Tensor:
+    """sum over the batch of ||x^(T)||_p^p, x^(T) the spatial average of ``top`` (= -ln f + const)."""
+    x = top.flatten(2).mean(dim=2) if top.dim() > 2 else top
+    return x.abs().pow(p).sum() if p == 1 else x.pow(2).sum()
+
+
+def weighted_average(response: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Spatial average of response * gamma, (N, C)."""
+    weighted = response * gamma
+    return weighted.flatten(2).mean(dim=2) if weighted.dim() > 2 else weighted
+
+
+class Activeness(FeatureMethod):
+    """InterActive features of ``layers``: responses weighted by activeness, then averaged over space.
+
+    Parameters
+    ----------
+    layers: catalog layers (a list or comma-separated string).
+    config: ``"last"`` (score at the last hidden layer, or ``top``) or ``"next"`` (score at the layer
+        after each layer).
+    p: norm of the score function, 1 or 2.
+    top: top layer T for ``"last"`` (default: the layer feeding the classifier).
+    """
+
+    name = "activeness"
+    needs_backward = True
+
+    def __init__(self, layers: str | Sequence[str], config: str = "last", p: int = 2, top: str | None = None):
+        self.layers = layers
+        self.config = config
+        self.p = p
+        self.top = top
+
+    def _validate(self) -> None:
+        if self.config not in CONFIGS:
+            raise UnknownNameError("activeness configuration", self.config, CONFIGS)
+        if self.p not in NORMS:
+            raise ConfigError(f"p must be 1 or 2, got {self.p!r}")
+        if self.top is not None and self.config != "last":
+            raise ConfigError("top applies to config='last' only")
+
+    def top_layer(self, backbone: Backbone, layer: LayerInfo) -> LayerInfo:
+        """The layer T whose score weights ``layer``."""
+        if self.config == "next":
+            return next_layer(backbone, layer)
+        return backbone.catalog.get(self.top) if self.top is not None else last_hidden_layer(backbone)
+
+    def outputs(self, backbone: Backbone) -> list[OutputSpec]:
+        self._validate()
+        order = {name: i for i, name in enumerate(backbone.catalog.names)}
+        specs = []
+        for layer in backbone.catalog.resolve(self.layers):
+            if layer.derived_from is not None:
+                raise ConfigError(
+                    f"layer {layer.name!r} is computed from another layer; activeness needs a module"
+                )
+            top = self.top_layer(backbone, layer)
+            if order[top.name] < order[layer.name]:
+                raise ConfigError(
+                    f"the top layer {top.name!r} is below {layer.name!r}; activeness flows from above"
+                )
+            params = {
+                "method": self.name,
+                "layer": layer.name,
+                "config": self.config,
+                "p": int(self.p),
+                "top": top.name,
+                "pool": "avg",
+            }
+            key = f"{layer.name}/{self.config}-p{self.p}"
+            specs.append(OutputSpec(key=key, layer=layer, params=params, needs=(top,)))
+        return specs
+
+    def gammas(
+        self, captured: dict[str, torch.Tensor], specs: Sequence[OutputSpec]
+    ) -> dict[str, torch.Tensor]:
+        """gamma of every spec's layer: one backward pass (``last``) or one per layer (``next``)."""
+        gammas: dict[str, torch.Tensor] = {}
+        by_top: dict[str, list[str]] = {}
+        for spec in specs:
+            by_top.setdefault(spec.params["top"], [])
+            if spec.layer.name not in by_top[spec.params["top"]]:
+                by_top[spec.params["top"]].append(spec.layer.name)
+        for top, names in by_top.items():
+            energy = score_energy(captured[top].float(), self.p)
+            grads = torch.autograd.grad(energy, [captured[n] for n in names], retain_graph=True)
+            gammas.update(zip(names, grads))
+        return gammas
+
+    def encode(
+        self,
+        captured: dict[str, torch.Tensor],
+        specs: Sequence[OutputSpec],
+        item_ids: Sequence[str],
+    ) -> dict[str, torch.Tensor]:
+        gammas = self.gammas(captured, specs)
+        with torch.no_grad():
+            return {
+                spec.key: weighted_average(
+                    captured[spec.layer.name].detach().float(), gammas[spec.layer.name].float()
+                )
+                for spec in specs
+            }
+
+
+def activeness_maps(
+    backbone: Backbone,
+    batch: torch.Tensor,
+    layers: str | Sequence[str],
+    config: str = "last",
+    p: int = 2,
+    top: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """The 2D heatmaps sum_d gamma_{w,h,d} (N, H_t, W_t) of spatial ``layers`` for a preprocessed batch."""
+    from deepfeat.features.capture import LayerCapture
+
+    method = Activeness(layers, config=config, p=p, top=top)
+    specs = method.outputs(backbone)
+    for spec in specs:
+        if not spec.layer.spatial:
+            raise ConfigError(
+                f"layer {spec.layer.name!r} has no spatial map to draw; choose a conv or pool layer"
+            )
+    wanted = {s.layer.name for s in specs} | {n.name for s in specs for n in s.needs}
+    ordered = [layer for layer in backbone.catalog if layer.name in wanted]
+    with LayerCapture(backbone, ordered, stop_early=False) as capture, torch.enable_grad():
+        captured = capture.run(batch)
+        gammas = method.gammas(captured, specs)
+    return {spec.layer.name: gammas[spec.layer.name].detach().float().sum(dim=1) for spec in specs}
