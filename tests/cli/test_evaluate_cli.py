@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from deepfeat.cli.main import app
@@ -116,3 +117,32 @@ def test_evaluate_interactive_rows_and_concatenation(image_tree, tmp_path):
     assert data["features"]["stage4/next-p2"]["provenance"]["top"] == "stage5"
     r = runner.invoke(app, [*args[:-2], "--p", "3", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--p takes 1 and/or 2" in r.output
+
+
+def test_explicit_gradients_go_to_linear_probes(image_tree, tmp_path):
+    out = tmp_path / "explicit"
+    args = [
+        "evaluate",
+        str(image_tree),
+        "--method",
+        "gradient",
+        "--layers",
+        "logits",
+        "--forms",
+        "factored,explicit",
+    ]
+    args += ["--protocol", "kshot:2", "--splits", "1", "--probe", "ksvm,svm", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    pairs = {(r["features"], r["probe"]) for r in data["summary"]}
+    assert pairs == {
+        ("logits/grad", "ksvm"),
+        ("logits/grad-explicit", "ksvm"),
+        ("logits/grad-explicit", "svm"),
+    }
+    by = {(r["features"], r["probe"]): r for r in data["summary"]}
+    # the same kernel: factored (normalised factors) and explicit (L2-normalised rows) agree exactly
+    a = by[("logits/grad", "ksvm")]["mean_class_accuracy"]["mean"]
+    b = by[("logits/grad-explicit", "ksvm")]["mean_class_accuracy"]["mean"]
+    assert a == pytest.approx(b, abs=1e-9)

@@ -38,6 +38,7 @@ class JobOptions:
     method: str = "activations"
     probes: str | None = None  # None: svm,logreg (activations) or ksvm (gradient)
     kernel_normalize: str = "factors"
+    forms: str = "factored,input,preact"  # gradient feature forms (--method gradient)
     configs: str = "last,next"  # InterActive configurations (--method interactive)
     norms: str = "1,2"  # InterActive score norms p
     concat: bool = False  # also evaluate the concatenation of all layers
@@ -85,7 +86,7 @@ def make_methods(opts: JobOptions) -> list:
     if opts.method == "activations":
         return [LayerActivations(opts.layers, opts.pool, random_state=opts.seed)]
     if opts.method == "gradient":
-        return [GradientFeatures(opts.layers, forms=("factored", "input", "preact"))]
+        return [GradientFeatures(opts.layers, forms=opts.forms)]
     if opts.method == "interactive":
         methods: list = [LayerActivations(opts.layers, "avg,max")]
         for config in [c.strip() for c in opts.configs.split(",") if c.strip()]:
@@ -192,6 +193,11 @@ def evaluate_command(
         "layer, kept factored, with the x_in, y and x_in;y baselines) or 'interactive' (avg and max "
         "pooling plus activeness-weighted averages per --config and --p; use --preprocess interactive).",
     ),
+    forms: str = typer.Option(
+        "factored,input,preact",
+        help="Gradient forms: factored (kernel probe), explicit (materialised, small layers; linear "
+        "probes), input (x_in), preact (y).",
+    ),
     config: str = typer.Option("last,next", help="InterActive configurations: last and/or next."),
     p: str = typer.Option("1,2", "--p", help="InterActive score norms: 1 and/or 2."),
     concat: bool = typer.Option(False, help="Also evaluate the concatenation of all layers."),
@@ -231,6 +237,7 @@ def evaluate_command(
             layers=layers,
             pool=pool,
             method=method,
+            forms=forms,
             configs=config,
             norms=p,
             concat=concat,
