@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deepfeat.backbones import efficientnet_lite, torchvision_nets
 from deepfeat.backbones.backbone import Backbone
+from deepfeat.backbones.finetuned import is_finetune_checkpoint, load_finetuned
 from deepfeat.errors import UnknownNameError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -37,12 +38,24 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = Non
 
     ``weights``: None for the default (bundled ImageNet weights for efficientnet_lite0, a seeded random
     initialisation with a warning for the others), ``"random"`` for a seeded random initialisation,
-    or the path of a weights file (a PyTorch state dict).
+    or the path of a weights file (a PyTorch state dict, or a deepfeat fine-tuning checkpoint, which
+    brings its own output layer).
     """
     if name.startswith("timm:"):
         from deepfeat.backbones.timm_nets import build_timm
 
-        return build_timm(name.removeprefix("timm:"), weights=weights, seed=seed)
-    if name not in _BUILDERS:
+        def build(weights=weights):
+            return build_timm(name.removeprefix("timm:"), weights=weights, seed=seed)
+    elif name in _BUILDERS:
+
+        def build(weights=weights):
+            return _BUILDERS[name][0](weights=weights, seed=seed)
+    else:
         raise UnknownNameError("backbone", name, list_backbones())
-    return _BUILDERS[name][0](weights=weights, seed=seed)
+    if (
+        weights is not None
+        and str(weights) not in ("random", "pretrained")
+        and is_finetune_checkpoint(weights)
+    ):
+        return load_finetuned(name, weights, build)
+    return build()

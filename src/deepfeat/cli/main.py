@@ -8,6 +8,7 @@ from deepfeat.cli.backbones import backbones_command, layers_command, predict_co
 from deepfeat.cli.demo import demo_command
 from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
+from deepfeat.cli.finetune import finetune_command
 from deepfeat.cli.heatmap import heatmap_command
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.command("extract")(extract_command)
 app.command("evaluate")(evaluate_command)
 app.command("demo")(demo_command)
 app.command("heatmap")(heatmap_command)
+app.command("finetune")(finetune_command)
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 store_app.command("list")(store_list_command)
