@@ -72,13 +72,15 @@ def tiny_dataset(n: int = 5) -> ArrayDataset:
 
 
 def reference(net: nn.Sequential, image: torch.Tensor, layer_end: int, top_end: int, p: int) -> torch.Tensor:
-    """Spatial average of X * d||avg X_T||_p^p / dX for one image, X the output of net[:layer_end]."""
+    """Spatial average of X * gamma for one image, X the output of net[:layer_end] and gamma the gradient
+    d||avg X_T||_p^p / dX, scaled to mean |gamma| = 1."""
     with torch.enable_grad():
         x = net[:layer_end](image[None].double()).detach().requires_grad_(True)
         top = net[layer_end:top_end](x)
         avg = top.flatten(2).mean(2) if top.dim() > 2 else top
         energy = avg.abs().pow(p).sum()
         (gamma,) = torch.autograd.grad(energy, x)
+    gamma = gamma / gamma.abs().mean()  # the per-image scale of gamma is fixed to mean |gamma| = 1
     return (x * gamma).flatten(2).mean(2)[0].detach()
 
 

@@ -25,7 +25,10 @@ and x~ = X * gamma is "gradient times input". One backward pass gives gamma for 
 every neuron of a fully connected layer and so could not change fc features, against the poster's
 fc-6 results; it is not used.) We flip the sign, gamma = -d ln f / d X = d ||x^(T)||_p^p / d X, so
 that the weights of active paths are positive; probes are unaffected by a global sign, heatmaps read
-naturally. The feature of layer t is the spatial average of X^(t) * gamma^(t).
+naturally. gamma is defined up to a positive factor per image (C_p, the 1/(W_T H_T) of the average
+and the overall scale of the responses above t all multiply it), so it is rescaled per image and layer
+to a mean |gamma| of 1: x~ keeps the scale of x, and probes tuned for ordinary features work unchanged.
+The feature of layer t is the spatial average of X^(t) * gamma^(t).
 
 Configurations: ``last`` takes T = the last hidden layer before the classifier (``pool`` on
 EfficientNet-Lite0, ``fc7`` on AlexNet / VGG16) for every t: one backward pass per batch, shared by all
@@ -77,7 +80,9 @@ def score_energy(top: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def weighted_average(response: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """Spatial average of response * gamma, (N, C)."""
+    """Spatial average of response * gamma, (N, C), gamma rescaled per image to mean |gamma| = 1."""
+    scale = gamma.flatten(1).abs().mean(dim=1).clamp_min(torch.finfo(gamma.dtype).tiny)
+    gamma = gamma / scale.view(-1, *([1] * (gamma.dim() - 1)))
     weighted = response * gamma
     return weighted.flatten(2).mean(dim=2) if weighted.dim() > 2 else weighted
 
@@ -137,6 +142,7 @@ class Activeness(FeatureMethod):
                 "config": self.config,
                 "p": int(self.p),
                 "top": top.name,
+                "gamma_scale": "mean_abs_1",
                 "pool": "avg",
             }
             key = f"{layer.name}/{self.config}-p{self.p}"
