@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from deepfeat.cli.analyze import analyze_app
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
 from deepfeat.cli.demo import demo_command
 from deepfeat.cli.evaluate import evaluate_command
@@ -30,6 +31,7 @@ app.command("finetune")(finetune_command)
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 store_app.command("list")(store_list_command)
 app.add_typer(store_app, name="store")
+app.add_typer(analyze_app, name="analyze")
 
 
 if __name__ == "__main__":  # pragma: no cover
