@@ -146,3 +146,19 @@ def test_explicit_gradients_go_to_linear_probes(image_tree, tmp_path):
     a = by[("logits/grad", "ksvm")]["mean_class_accuracy"]["mean"]
     b = by[("logits/grad-explicit", "ksvm")]["mean_class_accuracy"]["mean"]
     assert a == pytest.approx(b, abs=1e-9)
+
+
+def test_evaluate_fisher_vectors_fitted_per_split(image_tree, tmp_path):
+    out = tmp_path / "fv"
+    args = ["evaluate", str(image_tree), "--method", "fisher", "--layers", "stage6", "--components", "4"]
+    args += ["--pca-dim", "16", "--protocol", "kshot:2", "--splits", "2", "--probe", "svm", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert {(r["features"], r["probe"]) for r in data["summary"]} == {("stage6/unroll", "fv4+svm")}
+    assert data["features"]["stage6/unroll"]["provenance"]["pool"] == "unroll"
+    assert data["probes"]["fv4+svm"]["class"] == "EncodedProbe"
+    assert "n_components=4" in json.dumps(data["probes"]["fv4+svm"])
+    bad = ["evaluate", str(image_tree), "--method", "fisher", "--layers", "pool", "--protocol", "kshot:2"]
+    r = runner.invoke(app, [*bad, "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not unrolled conv maps" in r.output

@@ -18,9 +18,11 @@ from deepfeat.evaluation.protocols import DomainAdaptation, parse_protocol
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.activeness import Activeness
 from deepfeat.features.featureset import concat_features
+from deepfeat.features.fisher import FisherEncoder
 from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import extract, load_features
 from deepfeat.features.store import FeatureStore
+from deepfeat.probes.encoded import EncodedProbe
 from deepfeat.probes.linear import PROBES, probe_for
 from deepfeat.report.writer import text_table, write_report
 
@@ -42,6 +44,8 @@ class JobOptions:
     configs: str = "last,next"  # InterActive configurations (--method interactive)
     norms: str = "1,2"  # InterActive score norms p
     concat: bool = False  # also evaluate the concatenation of all layers
+    components: int = 32  # Fisher vectors: GMM components (--method fisher)
+    pca_dim: int | None = 64  # Fisher vectors: PCA dimension of the descriptors
     protocol: str = "kshot:30"
     splits: int = 5
     seed: int = 0
@@ -76,7 +80,7 @@ def _features(dataset, bb, methods, opts: JobOptions, store: FeatureStore, echo)
     return result.features
 
 
-METHODS = ("activations", "gradient", "interactive")
+METHODS = ("activations", "gradient", "interactive", "fisher")
 
 
 def make_methods(opts: JobOptions) -> list:
@@ -87,6 +91,8 @@ def make_methods(opts: JobOptions) -> list:
         return [LayerActivations(opts.layers, opts.pool, random_state=opts.seed)]
     if opts.method == "gradient":
         return [GradientFeatures(opts.layers, forms=opts.forms)]
+    if opts.method == "fisher":  # the descriptors: unrolled maps; FVs are fitted per split in the probe
+        return [LayerActivations(opts.layers, "unroll")]
     if opts.method == "interactive":
         methods: list = [LayerActivations(opts.layers, "avg,max")]
         for config in [c.strip() for c in opts.configs.split(",") if c.strip()]:
@@ -141,6 +147,11 @@ def run_job(opts: JobOptions, echo=typer.echo) -> dict:
     }
     if not probes:
         raise ConfigError(f"no probe given; valid: {', '.join(PROBES)}")
+    if opts.method == "fisher":
+        encoder = FisherEncoder(
+            n_components=opts.components, pca_dim=opts.pca_dim, random_state=opts.seed, progress=False
+        )
+        probes = {f"fv{opts.components}+{name}": EncodedProbe(encoder, p) for name, p in probes.items()}
     for probe in probes.values():
         probe._validate_params()
     dataset = open_dataset(opts.data)
@@ -190,8 +201,9 @@ def evaluate_command(
         "--method",
         "-m",
         help="'activations' (DeCAF layers), 'gradient' (Deep Fishing dE/dW of each layer's weight "
-        "layer, kept factored, with the x_in, y and x_in;y baselines) or 'interactive' (avg and max "
-        "pooling plus activeness-weighted averages per --config and --p; use --preprocess interactive).",
+        "layer, kept factored, with the x_in, y and x_in;y baselines), 'interactive' (avg and max "
+        "pooling plus activeness-weighted averages per --config and --p; use --preprocess interactive) "
+        "or 'fisher' (Fisher vectors of each conv layer's descriptors, GMM fitted per split).",
     ),
     forms: str = typer.Option(
         "factored,input,preact",
@@ -201,6 +213,8 @@ def evaluate_command(
     config: str = typer.Option("last,next", help="InterActive configurations: last and/or next."),
     p: str = typer.Option("1,2", "--p", help="InterActive score norms: 1 and/or 2."),
     concat: bool = typer.Option(False, help="Also evaluate the concatenation of all layers."),
+    components: int = typer.Option(32, help="Fisher vectors (--method fisher): GMM components."),
+    pca_dim: int = typer.Option(64, help="Fisher vectors: PCA dimension of the descriptors (0: none)."),
     probe: str = typer.Option(
         None,
         help="Comma-separated: svm, svm-hinge, logreg, logreg-ovr, ksvm (default: svm,logreg; ksvm "
@@ -241,6 +255,8 @@ def evaluate_command(
             configs=config,
             norms=p,
             concat=concat,
+            components=components,
+            pca_dim=pca_dim or None,
             probes=probe,
             kernel_normalize=kernel_normalize,
             protocol=protocol,

@@ -34,6 +34,7 @@ from deepfeat.evaluation.metrics import (
 from deepfeat.evaluation.protocols import DomainAdaptation, FixedSplit, Split
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.kernels import FactoredLayout
+from deepfeat.probes.encoded import EncodedProbe
 from deepfeat.probes.kernel import KernelProbe
 from deepfeat.probes.linear import LinearProbe
 
@@ -134,6 +135,16 @@ def probe_for_features(template, features: FeatureSet):
     """A fresh copy of the probe ``template`` set up for ``features``: factored gradient features get
     the kernel probe's factored kernel with their layout; linear probes refuse them."""
     probe = clone(template)
+    if isinstance(probe, EncodedProbe):
+        params = probe.encoder.get_params()
+        if "layer_shape" in params and params["layer_shape"] is None:
+            if features.layer_shape is None or len(features.layer_shape) != 3:
+                raise ConfigError(
+                    f"features {features.key!r} are not unrolled conv maps; the encoder of probe "
+                    f"{type(probe.encoder).__name__} needs them (pool 'unroll' of a conv layer)"
+                )
+            probe.set_params(encoder__layer_shape=tuple(features.layer_shape))
+        return probe
     if features.provenance.get("form") == "factored":
         if not isinstance(probe, KernelProbe):
             raise ConfigError(

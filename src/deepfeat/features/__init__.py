@@ -5,6 +5,7 @@ from deepfeat.features.activeness import Activeness, activeness_maps
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureSet, concat_features
+from deepfeat.features.fisher import DiagonalGMM, FisherEncoder, fisher_vectors
 from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import Extraction, FeatureExtractor, extract
 from deepfeat.features.pooling import POOLINGS, pool_maps
@@ -13,11 +14,13 @@ from deepfeat.features.store import FeatureStore
 __all__ = [
     "POOLINGS",
     "Activeness",
+    "DiagonalGMM",
     "Extraction",
     "FeatureExtractor",
     "FeatureMethod",
     "FeatureSet",
     "FeatureStore",
+    "FisherEncoder",
     "GradientFeatures",
     "LayerActivations",
     "LayerCapture",
@@ -25,5 +28,6 @@ __all__ = [
     "activeness_maps",
     "concat_features",
     "extract",
+    "fisher_vectors",
     "pool_maps",
 ]

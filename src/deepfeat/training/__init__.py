@@ -1,1 +1,2 @@
-"""Training: fine-tuning backbones (finetune) and end-to-end Fisher-vector layers (fisher_e2e)."""
+"""Training: fine-tuning backbones (:mod:`.finetune`) and end-to-end Fisher-vector layers
+(:mod:`.fisher_e2e`)."""
