@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import sklearn
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
+from _machine import machine
+from threadpoolctl import threadpool_limits
 
 from deepfeat.analysis import filter_entropy
 from deepfeat.analysis._inputs import as_maps
@@ -140,26 +138,6 @@ def time_case(
         flush=True,
     )
     return row
-
-
-def machine() -> dict:
-    blas = [
-        {k: lib.get(k) for k in ("internal_api", "num_threads", "version")}
-        for lib in threadpool_info()
-        if lib.get("user_api") == "blas"
-    ]
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "blas": blas,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -37,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import skimage
-import sklearn
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
+from _machine import machine
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -303,27 +302,6 @@ def bench_memory(gmm, threads: int | None) -> dict:
 # -- main --------------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    blas = [
-        {k: lib.get(k) for k in ("internal_api", "num_threads", "version")}
-        for lib in threadpool_info()
-        if lib.get("user_api") == "blas"
-    ]
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "skimage": skimage.__version__,
-        "blas": blas,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: as set)")
@@ -341,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from deepfeat.features.fisher import FisherEncoder
 
-    info = machine()
+    info = machine(skimage=skimage.__version__)
     X = descriptors()
     print(f"descriptors {X.shape}, K={K}: Fisher vectors of {(2 * DIM + 1) * K} dims", flush=True)
     start = time.perf_counter()

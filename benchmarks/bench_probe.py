@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import sklearn
 import torch
+from _machine import machine
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import LinearSVC
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from deepfeat.probes import LinearProbe
 from deepfeat.probes.selection import make_folds
@@ -215,26 +213,6 @@ def compare(rows: list[dict], families: dict[str, str]) -> list[dict]:
                 }
             )
     return out
-
-
-def machine() -> dict:
-    blas = [
-        {k: lib.get(k) for k in ("internal_api", "num_threads", "version")}
-        for lib in threadpool_info()
-        if lib.get("user_api") == "blas"
-    ]
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "blas": blas,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

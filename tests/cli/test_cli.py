@@ -69,3 +69,19 @@ def test_predict_cat(tmp_path):
     Image.fromarray(skimage.data.chelsea()).save(path)
     result = runner.invoke(app, ["predict", str(path), "--top", "3"])
     assert result.exit_code == 0 and "cat" in result.output.lower()
+
+
+def test_demo_runs_offline_on_the_embedded_default(tmp_path):
+    """The README's first command, reduced to one early layer and one split to keep the test short."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deepfeat.cli.main import app
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--layers", "stage2", "--splits", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "digits: 1797 items, 10 classes" in result.output and "stage2/avg" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["protocol"]["name"] == "kshot30" and data["summary"][0]["mean_class_accuracy"]["mean"] > 0.5

@@ -9,7 +9,7 @@ import typer
 from deepfeat.cli.common import friendly, set_threads, setup_logging
 from deepfeat.cli.evaluate import JobOptions, run_job
 
-DEMO_LAYERS = "stage4,stage6,head,pool"
+DEMO_LAYERS = "stage4,stage6,stage7,pool"  # head averaged over space is pool
 
 
 @friendly

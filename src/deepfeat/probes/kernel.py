@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from deepfeat.errors import ConfigError, DataError, UnknownNameError
 from deepfeat.kernels import NORMALIZATIONS, FactoredLayout, factored_kernel, linear_kernel
 from deepfeat.probes.linear import DEFAULT_CS, check_features
-from deepfeat.probes.selection import SCORINGS, make_folds, score_predictions
+from deepfeat.probes.selection import SCORINGS, check_C, make_folds, score_predictions
 
 KERNELS = ("linear", "factored")
 
@@ -74,13 +74,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
             raise UnknownNameError("kernel normalisation", self.normalize, NORMALIZATIONS)
         if self.kernel == "factored" and not isinstance(self.layout, FactoredLayout):
             raise ConfigError("kernel='factored' needs layout=FactoredLayout(d_in, d_out, positions)")
-        if isinstance(self.C, str):
-            if self.C != "cv":
-                raise ConfigError(f"C must be a positive number or 'cv', got {self.C!r}")
-            if len(self.Cs) == 0 or any(float(c) <= 0 for c in self.Cs):
-                raise ConfigError(f"Cs must be a non-empty list of positive numbers, got {self.Cs!r}")
-        elif not float(self.C) > 0:
-            raise ConfigError(f"C must be positive, got {self.C}")
+        check_C(self.C, self.Cs)
         if self.cv < 2:
             raise ConfigError(f"cv must be at least 2 folds, got {self.cv}")
         if self.scoring is not None and self.scoring not in SCORINGS:

@@ -33,6 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.probes.selection import check_C
 from deepfeat.probes.solver import Basis, Problem, make_problem, solve
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
@@ -118,13 +119,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.multi_class not in MULTI_CLASS:
             raise ConfigError(f"unknown multi_class {self.multi_class!r}; valid: {', '.join(MULTI_CLASS)}")
-        if isinstance(self.C, str):
-            if self.C != "cv":
-                raise ConfigError(f"C must be a positive number or 'cv', got {self.C!r}")
-            if len(self.Cs) == 0 or any(float(c) <= 0 for c in self.Cs):
-                raise ConfigError(f"Cs must be a non-empty list of positive numbers, got {self.Cs!r}")
-        elif not float(self.C) > 0:
-            raise ConfigError(f"C must be positive, got {self.C}")
+        check_C(self.C, self.Cs)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dropout > 0 and self.dropout_copies < 1:

@@ -21,6 +21,17 @@ from deepfeat.probes.solver import Basis, solve
 SCORINGS = ("accuracy", "mean_class_accuracy", "map")
 
 
+def check_C(C, Cs) -> None:
+    """Validate a probe's ``C`` (a positive number or ``"cv"``) and, for ``"cv"``, its grid ``Cs``."""
+    if isinstance(C, str):
+        if C != "cv":
+            raise ConfigError(f"C must be a positive number or 'cv', got {C!r}")
+        if len(Cs) == 0 or any(float(c) <= 0 for c in Cs):
+            raise ConfigError(f"Cs must be a non-empty list of positive numbers, got {Cs!r}")
+    elif not float(C) > 0:
+        raise ConfigError(f"C must be positive, got {C}")
+
+
 def score_predictions(scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None) -> float:
     """Score decision values ``scores`` (n, K) against class codes (n,) or an indicator matrix."""
     from deepfeat.evaluation.metrics import mean_average_precision, mean_per_class_accuracy
