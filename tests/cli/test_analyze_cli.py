@@ -57,10 +57,7 @@ def test_entropy_selectivity_filters_embed(tmp_path):
     r = runner.invoke(app, ["analyze", "embed", data, "--layer", "pool", "--perplexity", "5", *common])
     assert r.exit_code == 0, r.output
     emb = json.loads((out / "embed_pool_tsne.json").read_text())
-    assert (
-        np.isfinite(np.array(emb["result"]["coords"])).all()
-        and (out / "embed_pool_tsne_map.png").exists()
-    )
+    assert np.isfinite(np.array(emb["result"]["coords"])).all() and (out / "embed_pool_tsne_map.png").exists()
 
 
 def test_ablations_and_checkpoints(tmp_path):
