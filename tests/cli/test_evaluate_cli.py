@@ -162,3 +162,45 @@ def test_evaluate_fisher_vectors_fitted_per_split(image_tree, tmp_path):
     bad = ["evaluate", str(image_tree), "--method", "fisher", "--layers", "pool", "--protocol", "kshot:2"]
     r = runner.invoke(app, [*bad, "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not unrolled conv maps" in r.output
+
+
+def test_fisher_vectors_over_several_scales(image_tree, tmp_path):
+    out = tmp_path / "ms"
+    args = ["evaluate", str(image_tree), "--method", "fisher", "--layers", "stage6", "--components", "2"]
+    args += [
+        "--pca-dim",
+        "8",
+        "--scales",
+        "64,96",
+        "--protocol",
+        "kshot:2",
+        "--splits",
+        "1",
+        "--probe",
+        "svm",
+    ]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    prov = data["features"]["stage6/unroll"]["provenance"]
+    assert [p["preprocess"]["crop"] for p in prov["scales"]] == [64, 96]  # 2x2 and 3x3 maps: 13 descriptors
+    r = runner.invoke(app, [*args[:-8], "--scales", "big", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--scales takes" in r.output
+
+
+def test_pool_positions_layout():
+    import numpy as np
+
+    from deepfeat.features.featureset import FeatureSet, pool_positions
+
+    def fs(shape, seed):
+        X = np.random.default_rng(seed).normal(size=(3, int(np.prod(shape)))).astype(np.float32)
+        ids, t = ["a", "b", "c"], np.array([0, 1, 0])
+        return FeatureSet("l", X, ids, t, ["x", "y"], np.arange(3), {"s": seed}, layer_shape=shape)
+
+    a, b = fs((4, 2, 2), 0), fs((4, 3, 3), 1)
+    pooled = pool_positions([a, b])
+    assert pooled.layer_shape == (4, 13, 1)
+    maps = pooled.features.reshape(3, 4, 13)
+    np.testing.assert_array_equal(maps[:, :, :4], a.features.reshape(3, 4, 4))
+    np.testing.assert_array_equal(maps[:, :, 4:], b.features.reshape(3, 4, 9))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import typer
@@ -12,12 +12,13 @@ from deepfeat.cli.common import friendly, set_threads, setup_logging
 from deepfeat.cli.extract import summary as extraction_summary
 from deepfeat.data.datasets import open_dataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.data.transforms import preset
 from deepfeat.errors import ConfigError, UnknownNameError
 from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.protocols import DomainAdaptation, parse_protocol
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.activeness import Activeness
-from deepfeat.features.featureset import concat_features
+from deepfeat.features.featureset import concat_features, pool_positions
 from deepfeat.features.fisher import FisherEncoder
 from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import extract, load_features
@@ -46,6 +47,7 @@ class JobOptions:
     concat: bool = False  # also evaluate the concatenation of all layers
     components: int = 32  # Fisher vectors: GMM components (--method fisher)
     pca_dim: int | None = 64  # Fisher vectors: PCA dimension of the descriptors
+    scales: str | None = None  # Fisher vectors: input sides (crop sizes) whose descriptors are pooled
     protocol: str = "kshot:30"
     splits: int = 5
     seed: int = 0
@@ -61,16 +63,41 @@ class JobOptions:
 
 
 def _features(dataset, bb, methods, opts: JobOptions, store: FeatureStore, echo):
+    if opts.method == "fisher" and opts.scales:
+        return _multiscale(dataset, bb, methods, opts, store, echo)
+    return _extract(dataset, bb, methods, opts, store, echo, opts.preprocess)
+
+
+def _multiscale(dataset, bb, methods, opts: JobOptions, store: FeatureStore, echo):
+    """Unrolled maps at every scale (each its own store entry), pooled into one descriptor set."""
+    base = preset(opts.preprocess, bb.preprocess)
+    try:
+        sides = [int(x) for x in opts.scales.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--scales takes comma-separated input sides in pixels, got {opts.scales!r}"
+        ) from None
+    if not sides or min(sides) < 32:
+        raise ConfigError(f"--scales takes input sides of 32 pixels or more, got {opts.scales!r}")
+    per_scale = []
+    for side in sides:
+        if base.crop is not None:
+            prep = replace(base, size=max(side, round(base.size * side / base.crop)), crop=side)
+        else:
+            prep = replace(base, size=side)
+        per_scale.append(_extract(dataset, bb, methods, opts, store, echo, prep))
+    return {key: pool_positions([f[key] for f in per_scale], key) for key in per_scale[0]}
+
+
+def _extract(dataset, bb, methods, opts: JobOptions, store: FeatureStore, echo, preprocess):
     if opts.no_extract:
-        return load_features(
-            dataset, bb, methods, store, preprocess=opts.preprocess, max_pixels=opts.max_pixels
-        )
+        return load_features(dataset, bb, methods, store, preprocess=preprocess, max_pixels=opts.max_pixels)
     result = extract(
         dataset,
         bb,
         methods,
         store=store,
-        preprocess=opts.preprocess,
+        preprocess=preprocess,
         batch_size=opts.batch_size,
         on_error=opts.on_bad_image,
         max_pixels=opts.max_pixels,
@@ -215,6 +242,9 @@ def evaluate_command(
     concat: bool = typer.Option(False, help="Also evaluate the concatenation of all layers."),
     components: int = typer.Option(32, help="Fisher vectors (--method fisher): GMM components."),
     pca_dim: int = typer.Option(64, help="Fisher vectors: PCA dimension of the descriptors (0: none)."),
+    scales: str = typer.Option(
+        None, help="Fisher vectors: input sides, e.g. 224,320: descriptors of every scale pooled per image."
+    ),
     probe: str = typer.Option(
         None,
         help="Comma-separated: svm, svm-hinge, logreg, logreg-ovr, ksvm (default: svm,logreg; ksvm "
@@ -257,6 +287,7 @@ def evaluate_command(
             concat=concat,
             components=components,
             pca_dim=pca_dim or None,
+            scales=scales,
             probes=probe,
             kernel_normalize=kernel_normalize,
             protocol=protocol,

@@ -90,3 +90,36 @@ def concat_features(sets: list[FeatureSet], key: str | None = None) -> FeatureSe
         splits=first.splits,
         difficult=first.difficult,
     )
+
+
+def pool_positions(sets: list[FeatureSet], key: str | None = None) -> FeatureSet:
+    """Unrolled maps of one layer at several input scales as one set of local descriptors per image:
+    every position of every scale, rows laid out as a (C, sum of positions, 1) map (for Fisher vectors
+    over several scales)."""
+    from deepfeat.errors import ConfigError, DataError
+
+    if not sets:
+        raise ConfigError("no feature sets to pool")
+    first = sets[0]
+    blocks = []
+    for fs in sets:
+        shape = fs.layer_shape
+        if shape is None or len(shape) != 3:
+            raise DataError(f"features {fs.key!r} are not unrolled conv maps (need a (C, H, W) row shape)")
+        if shape[0] != first.layer_shape[0] or fs.ids != first.ids:
+            raise DataError(f"features {fs.key!r} and {first.key!r} differ in channels or images")
+        X = np.asarray(fs.features, dtype=np.float32)
+        blocks.append(X.reshape(len(X), shape[0], shape[1] * shape[2]))
+    features = np.concatenate(blocks, axis=2)
+    return FeatureSet(
+        key=key or first.key,
+        features=features.reshape(len(features), -1),
+        ids=first.ids,
+        targets=first.targets,
+        classes=first.classes,
+        rows=first.rows,
+        provenance={"scales": [fs.provenance for fs in sets], "layout": "positions of every scale"},
+        splits=first.splits,
+        difficult=first.difficult,
+        layer_shape=(first.layer_shape[0], features.shape[2], 1),
+    )
