@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from deepfeat.errors import ConfigError, DataError, UnknownNameError
 from deepfeat.kernels import NORMALIZATIONS, FactoredLayout, factored_kernel, linear_kernel
 from deepfeat.probes.linear import DEFAULT_CS, check_features
-from deepfeat.probes.selection import SCORINGS, check_C, make_folds, score_predictions
+from deepfeat.probes.selection import SCORINGS, check_C, make_folds, prepare_targets, score_predictions
 
 KERNELS = ("linear", "factored")
 
@@ -109,37 +109,13 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _targets(self, y: np.ndarray, ignore):
-        if y.ndim == 2:
-            if not np.isin(y, (0, 1)).all():
-                raise DataError("multi-label targets must be a 0/1 indicator matrix")
-            self.multilabel_ = True
-            self.classes_ = np.arange(y.shape[1])
-            mask = np.ones(y.shape, dtype=bool) if ignore is None else ~np.asarray(ignore, dtype=bool)
-            if mask.shape != y.shape:
-                raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
-            pos, neg = (y * mask).sum(0), ((1 - y) * mask).sum(0)
-            bad = np.flatnonzero((pos == 0) | (neg == 0))
-            if bad.size:
-                raise DataError(
-                    f"labels {bad.tolist()} have no positive or no negative training sample (ignored entries "
-                    "excluded); a one-vs-rest probe needs both"
-                )
-            return y.astype(np.int64), (None if ignore is None else mask)
-        if ignore is not None:
-            raise ConfigError("ignore applies only to multi-label (indicator matrix) targets")
-        self.multilabel_ = False
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise DataError(
-                f"the training data holds a single class ({self.classes_[0]!r}); a classifier needs 2 or more"
-            )
-        return codes.astype(np.int64), None
+        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
+        return codes, mask
 
     def _fit_kernel(self, K: np.ndarray, codes: np.ndarray, mask, C: float):
         """Dual coefficients (n_outputs, n) and intercepts for one C on kernel K."""
         n = len(K)
-        n_out = codes.shape[1] if codes.ndim == 2 else int(codes.max()) + 1
-        n_out = len(self.classes_) if not self.multilabel_ else n_out
+        n_out = len(self.classes_)
         targets = codes if codes.ndim == 2 else np.eye(n_out, dtype=np.int64)[codes]
         dual = np.zeros((n_out, n), dtype=np.float64)
         intercept = np.zeros(n_out, dtype=np.float64)

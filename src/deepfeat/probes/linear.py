@@ -33,7 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.probes.selection import check_C
+from deepfeat.probes.selection import check_C, prepare_targets
 from deepfeat.probes.solver import Basis, Problem, make_problem, solve
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
@@ -130,42 +130,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"cv must be at least 2 folds, got {self.cv}")
 
     def _prepare_targets(self, y, ignore) -> tuple[np.ndarray, np.ndarray | None]:
-        y = np.asarray(y)
-        if y.ndim == 2:
-            if not np.isin(y, (0, 1)).all():
-                raise DataError("multi-label targets must be a 0/1 indicator matrix")
-            self.multilabel_ = True
-            self.classes_ = np.arange(y.shape[1])
-            positives = y.sum(axis=0)
-            if (positives == 0).any() or (positives == len(y)).any():
-                bad = np.flatnonzero((positives == 0) | (positives == len(y)))
-                raise DataError(
-                    f"labels {bad.tolist()} are positive for none or all of the training samples; "
-                    "a one-vs-rest probe needs both"
-                )
-            mask = None if ignore is None else ~np.asarray(ignore, dtype=bool)
-            if mask is not None:
-                if mask.shape != y.shape:
-                    raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
-                counted_pos, counted_neg = (y * mask).sum(0), ((1 - y) * mask).sum(0)
-                bad = np.flatnonzero((counted_pos == 0) | (counted_neg == 0))
-                if bad.size:
-                    raise DataError(
-                        f"labels {bad.tolist()} have no positive or no negative training sample left once "
-                        "the ignored (difficult) entries are excluded; a one-vs-rest probe needs both"
-                    )
-            return y.astype(np.int64), mask
-        if y.ndim != 1:
-            raise DataError(f"y must be a vector of labels or an indicator matrix, got shape {y.shape}")
-        if ignore is not None:
-            raise ConfigError("ignore applies only to multi-label (indicator matrix) targets")
-        self.multilabel_ = False
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise DataError(
-                f"the training data holds a single class ({self.classes_[0]!r}); a classifier needs 2 or more"
-            )
-        return codes.astype(np.int64), None
+        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
+        return codes, mask
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X, y, ignore=None) -> LinearProbe:

@@ -32,6 +32,47 @@ def check_C(C, Cs) -> None:
         raise ConfigError(f"C must be positive, got {C}")
 
 
+def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
+    """Class codes (n,) or a 0/1 indicator matrix (n, K), the mask of counted entries (multi-label with
+    ``ignore`` only, else None), the classes and whether the targets are multi-label; clear errors for
+    a single class, a label without positives or negatives (ignored entries excluded), bad shapes."""
+    from deepfeat.errors import DataError
+
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if not np.isin(y, (0, 1)).all():
+            raise DataError("multi-label targets must be a 0/1 indicator matrix")
+        positives = y.sum(axis=0)
+        bad = np.flatnonzero((positives == 0) | (positives == len(y)))
+        if bad.size:
+            raise DataError(
+                f"labels {bad.tolist()} are positive for none or all of the training samples; "
+                "a one-vs-rest probe needs both"
+            )
+        mask = None if ignore is None else ~np.asarray(ignore, dtype=bool)
+        if mask is not None:
+            if mask.shape != y.shape:
+                raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
+            counted_pos, counted_neg = (y * mask).sum(0), ((1 - y) * mask).sum(0)
+            bad = np.flatnonzero((counted_pos == 0) | (counted_neg == 0))
+            if bad.size:
+                raise DataError(
+                    f"labels {bad.tolist()} have no positive or no negative training sample left once "
+                    "the ignored (difficult) entries are excluded; a one-vs-rest probe needs both"
+                )
+        return y.astype(np.int64), mask, np.arange(y.shape[1]), True
+    if y.ndim != 1:
+        raise DataError(f"y must be a vector of labels or an indicator matrix, got shape {y.shape}")
+    if ignore is not None:
+        raise ConfigError("ignore applies only to multi-label (indicator matrix) targets")
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(
+            f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more"
+        )
+    return codes.astype(np.int64), None, classes, False
+
+
 def score_predictions(scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None) -> float:
     """Score decision values ``scores`` (n, K) against class codes (n,) or an indicator matrix."""
     from deepfeat.evaluation.metrics import mean_average_precision, mean_per_class_accuracy
