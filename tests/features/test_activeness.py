@@ -161,8 +161,6 @@ def test_variable_sizes_batch_without_padding():
     bb = load_backbone("efficientnet_lite0")
     sizes = [(60, 40), (40, 60), (60, 40), (50, 50), (40, 60), (60, 40)]
     images = [photo(i, s) for i, s in enumerate(sizes)]
-    from deepfeat.data.datasets import dataset_from_paths  # noqa: F401 - documents the file-based path
-
     prep = Preprocess(resize="area", size=96, crop=None, multiple=32, mean=(0.5,) * 3, std=(0.5,) * 3)
 
     class Ragged(ArrayDataset):

@@ -85,3 +85,22 @@ def test_capture_keeps_graph_when_gradients_enabled(effnet, batch):
         out = cap.run(x)
     out["logits"].sum().backward()
     assert x.grad is not None and out["stage2"].requires_grad
+
+
+def test_graph_starts_only_at_layers_that_need_gradients():
+    """A forward-only layer captured in the same pass as a backward method stays outside the graph,
+    so neither the forward pass below the first gradient layer nor any backward pays for it."""
+    from PIL import Image
+
+    from deepfeat.backbones import load_backbone
+    from deepfeat.features.capture import LayerCapture
+    from tests.conftest import SMALL, photo
+
+    bb = load_backbone("efficientnet_lite0")
+    layers = bb.catalog.resolve("stage2,stage6,pool")
+    x = SMALL.to_batch([SMALL(Image.fromarray(photo(0)))])
+    with LayerCapture(bb, layers, stop_early=False, grad_layers={"stage6"}) as cap, torch.enable_grad():
+        out = cap.run(x)
+    assert not out["stage2"].requires_grad
+    assert out["stage6"].requires_grad and out["stage6"].grad_fn is None  # the leaf the graph starts at
+    assert out["pool"].grad_fn is not None

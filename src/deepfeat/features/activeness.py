@@ -201,7 +201,11 @@ def activeness_maps(
             )
     wanted = {s.layer.name for s in specs} | {n.name for s in specs for n in s.needs}
     ordered = [layer for layer in backbone.catalog if layer.name in wanted]
-    with LayerCapture(backbone, ordered, stop_early=False) as capture, torch.enable_grad():
+    grad_layers = {spec.layer.name for spec in specs}
+    with (
+        LayerCapture(backbone, ordered, stop_early=False, grad_layers=grad_layers) as capture,
+        torch.enable_grad(),
+    ):
         captured = capture.run(batch)
         gammas = method.gammas(captured, specs)
     return {spec.layer.name: gammas[spec.layer.name].detach().float().sum(dim=1) for spec in specs}

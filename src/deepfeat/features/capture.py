@@ -7,8 +7,9 @@ Derived layers (``prob``) are computed from their source layer after the pass.
 
 For gradient features, the weight layer (``LayerInfo.linear``) of chosen layers is tapped too: its
 input and output come back as ``"<layer>:in"`` and ``"<layer>:out"``. With gradients enabled, the
-first captured or tapped output is made a leaf that requires grad, so the autograd graph starts there
-and a backward pass covers only the part of the network after it.
+outputs of the layers (or taps) named in ``grad_layers`` that are not already in the autograd graph
+become leaves that require grad: the graph starts at the earliest of them, so neither the forward
+pass below it nor a backward pass pays for layers that no gradient needs.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ class LayerCapture:
         *,
         stop_early: bool = True,
         taps: Iterable[LayerInfo] = (),
+        grad_layers: Iterable[str] | None = None,
     ):
         self.backbone = backbone
         self.layers = list(layers)
         self.stop_early = stop_early
         self.taps = list(taps)
+        self.grad_layers = None if grad_layers is None else set(grad_layers)
         for layer in self.taps:
             if layer.linear is None:
                 raise ConfigError(f"layer {layer.name!r} has no weight layer to tap (LayerInfo.linear)")
@@ -79,7 +82,7 @@ class LayerCapture:
             if layer.name in self._outputs:  # a module called twice in one pass: keep the first
                 return None
             replaced = None
-            if torch.is_grad_enabled() and not output.requires_grad:  # the graph starts here
+            if self._starts_graph(layer.name, output):
                 output = replaced = output.detach().requires_grad_(True)
             flat = not layer.spatial and output.dim() > 2
             self._outputs[layer.name] = output.flatten(1) if flat else output
@@ -89,13 +92,18 @@ class LayerCapture:
 
         return hook
 
+    def _starts_graph(self, name: str, output: torch.Tensor) -> bool:
+        """Whether ``output`` of layer ``name`` must become a graph leaf (see the module docstring)."""
+        wanted = self.grad_layers is None or name in self.grad_layers
+        return wanted and torch.is_grad_enabled() and not output.requires_grad
+
     def _tap(self, layer: LayerInfo):
         def hook(_module, inputs, output):
             key = f"{layer.name}:out"
             if key in self._tapped:
                 return None
             replaced = None
-            if torch.is_grad_enabled() and not output.requires_grad:
+            if self._starts_graph(layer.name, output):
                 output = replaced = output.detach().requires_grad_(True)
             self._tapped[f"{layer.name}:in"] = inputs[0]
             self._tapped[key] = output

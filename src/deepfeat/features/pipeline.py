@@ -267,7 +267,10 @@ def _run_network(
     by_method: dict[int, list[_Plan]] = defaultdict(list)
     for p in plans:
         by_method[id(p.method)].append(p)
-    with LayerCapture(backbone, ordered_layers, stop_early=not needs_backward, taps=ordered_taps) as capture:
+    grad_layers = {p.spec.layer.name for p in plans if p.method.needs_backward}
+    with LayerCapture(
+        backbone, ordered_layers, stop_early=not needs_backward, taps=ordered_taps, grad_layers=grad_layers
+    ) as capture:
         for batch in iter_batches(
             dataset, todo, prep, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
