@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+#: Valid names listed in an error message at most (closest matches come first).
+MAX_LISTED = 30
+
 
 class DeepfeatError(Exception):
     """Base class for every error deepfeat raises on purpose."""
@@ -24,13 +27,16 @@ class UnknownNameError(ConfigError, KeyError):
         self.what = what
         self.name = name
         self.valid = list(valid)
-        super().__init__(f"unknown {what} {name!r}; valid: {', '.join(self.valid)}")
+        shown = ", ".join(self.valid[:MAX_LISTED]) or "none"
+        if len(self.valid) > MAX_LISTED:
+            shown += f", ... ({len(self.valid) - MAX_LISTED} more)"
+        super().__init__(f"unknown {what} {name!r}; valid: {shown}")
 
     def __str__(self) -> str:  # KeyError would add quotes around the message
         return self.args[0]
 
 
-class DataError(DeepfeatError):
+class DataError(DeepfeatError, ValueError):
     """A dataset, manifest or folder cannot be read as asked."""
 
 

@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score
 
 from deepfeat.analysis import filter_average_precision, plot_precision_curves, precision_curves, top_filters
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.metrics import average_precision
+from deepfeat.metrics import average_precision
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

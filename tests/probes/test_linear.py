@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.metrics import mean_average_precision
+from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from deepfeat.analysis import _plot
 from deepfeat.analysis._inputs import as_matrix, check_choice, check_finite, to_numpy
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.metrics import mean_average_precision, mean_per_class_accuracy
+from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
 from deepfeat.probes.linear import probe_for
 
 METRICS = ("accuracy", "mean_class_accuracy", "map")

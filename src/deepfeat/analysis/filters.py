@@ -40,7 +40,7 @@ from deepfeat.analysis._inputs import (
 )
 from deepfeat.analysis.selectivity import _class_names
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.metrics import AP_METHODS, average_precision
+from deepfeat.metrics import AP_METHODS, average_precision
 from deepfeat.probes.linear import LinearProbe
 
 log = logging.getLogger(__name__)

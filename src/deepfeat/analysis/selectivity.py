@@ -15,7 +15,7 @@ the image's label, as in label entropy). Vector layers have one value per image 
 Discrimination (section 3.3): the average precision of a single filter's activity used as the score
 for class c against the rest, for every filter and class. ``method="step"`` is scikit-learn's
 ``average_precision_score`` (sum over thresholds of recall gained times precision); ``"area"`` and
-``"voc07"`` are the VOC definitions of :mod:`deepfeat.evaluation.metrics`.
+``"voc07"`` are the VOC definitions of :mod:`deepfeat.metrics`.
 
 Labels are integer classes (n,) or, for multi-label data such as VOC images, a 0/1 indicator matrix
 (n, K): a response then counts for every class of its image.
@@ -42,7 +42,7 @@ from deepfeat.analysis._inputs import (
     filter_chunks,
 )
 from deepfeat.errors import ConfigError
-from deepfeat.evaluation.metrics import average_precision_per_class
+from deepfeat.metrics import average_precision_per_class
 
 AP_METHODS = ("step", "area", "voc07")
 
@@ -240,7 +240,7 @@ def filter_average_precision(
 ) -> np.ndarray:
     """(F, K) average precision of each filter's activity (``spatial``: ``"max"`` or ``"mean"`` per image)
     as the score of each class against the rest. ``method``: ``"step"`` (scikit-learn), ``"area"`` or
-    ``"voc07"`` (VOC, :mod:`deepfeat.evaluation.metrics`)."""
+    ``"voc07"`` (VOC, :mod:`deepfeat.metrics`)."""
     check_choice(spatial, ("max", "mean"), "spatial")
     check_choice(method, AP_METHODS, "AP method")
     maps = as_maps(activations, layer_shape)

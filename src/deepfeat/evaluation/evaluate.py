@@ -25,15 +25,15 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.metrics import (
+from deepfeat.evaluation.protocols import DomainAdaptation, FixedSplit, Split
+from deepfeat.features.featureset import FeatureSet
+from deepfeat.kernels import FactoredLayout
+from deepfeat.metrics import (
     average_precision_per_class,
     mean_per_class_accuracy,
     per_class_accuracy,
     top_k_accuracy,
 )
-from deepfeat.evaluation.protocols import DomainAdaptation, FixedSplit, Split
-from deepfeat.features.featureset import FeatureSet
-from deepfeat.kernels import FactoredLayout
 from deepfeat.probes.encoded import EncodedProbe
 from deepfeat.probes.kernel import KernelProbe
 from deepfeat.probes.linear import LinearProbe

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat.errors import StoreError
+from deepfeat.fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 
@@ -39,16 +40,6 @@ def provenance_key(provenance: dict) -> str:
     """Stable hash of a provenance dict (canonical JSON)."""
     text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _ranges(rows: np.ndarray) -> list[list[int]]:

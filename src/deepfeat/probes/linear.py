@@ -257,7 +257,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy (multi-class) or mean average precision (multi-label)."""
         if getattr(self, "multilabel_", False):
-            from deepfeat.evaluation.metrics import mean_average_precision
+            from deepfeat.metrics import mean_average_precision
 
             return mean_average_precision(np.asarray(y), self.decision_function(X))
         return super().score(X, y, sample_weight)

@@ -75,7 +75,7 @@ def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.n
 
 def score_predictions(scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None) -> float:
     """Score decision values ``scores`` (n, K) against class codes (n,) or an indicator matrix."""
-    from deepfeat.evaluation.metrics import mean_average_precision, mean_per_class_accuracy
+    from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
 
     if scoring == "map":
         Y = codes if codes.ndim == 2 else np.eye(scores.shape[1], dtype=np.int64)[codes]

@@ -55,7 +55,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.metrics import average_precision_per_class
 from deepfeat.features.fisher import (
     CHUNK_ROWS,
     CONVENTIONS,
@@ -72,6 +71,7 @@ from deepfeat.features.fisher import (
     normalize_fv,
     padded_batches,
 )
+from deepfeat.metrics import average_precision_per_class
 from deepfeat.probes.linear import LinearProbe
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, top_k_accuracy_score
 
 from deepfeat.errors import ConfigError
-from deepfeat.evaluation.metrics import (
+from deepfeat.metrics import (
     average_precision,
     average_precision_per_class,
     mean_average_precision,

@@ -1,0 +1,119 @@
+"""Writing files so that a reader sees the old or the new content, never a mix, and JSON that is
+always valid (no NaN or infinities: they become ``null``).
+
+Every file deepfeat writes for later reading (store metadata, results, reports, checkpoints) goes
+through :func:`atomic_write_bytes` or its wrappers: the content is written to a hidden temporary file
+beside the target, synced, then renamed over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfeat.errors import ConfigError
+
+#: Version of the layout of every JSON result file deepfeat writes (``"schema"`` key).
+SCHEMA_VERSION = 1
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); returns the path."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> Path:
+    """Atomically write ``path`` through ``write(file_object)`` (e.g. ``torch.save`` or a PNG writer)."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A JSON-ready copy of ``obj``: objects with ``to_dict()`` and dataclasses as dicts, numpy arrays
+    and scalars as lists and numbers, tuples and sets as lists, paths and other objects as strings,
+    NaN and infinities as None (JSON has no such numbers)."""
+    if hasattr(obj, "to_dict") and callable(obj.to_dict) and not isinstance(obj, type):
+        return to_jsonable(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str | int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
+
+
+def dumps_json(obj: Any, *, indent: int | None = 1) -> str:
+    """Strict JSON text of :func:`to_jsonable` (``obj``); never NaN or Infinity."""
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> Path:
+    """Write ``obj`` as strict JSON to ``path`` atomically."""
+    return atomic_write_text(path, dumps_json(obj, indent=indent))
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create folder ``path`` when needed and check that files can be written in it, before any work;
+    a clear error when it is a file or not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: exists and is not a folder; give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".deepfeat-write-check.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what} {path}: cannot write there ({reason}); choose a writable folder") from None
+    return path

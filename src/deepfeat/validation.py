@@ -1,0 +1,93 @@
+"""Checks of user-given arguments, shared by every layer: names from a fixed set, lists of names,
+numbers in a range. Each failure raises a :class:`~deepfeat.errors.ConfigError` (also a ``ValueError``)
+that names the argument and says what would be valid; unknown names list the valid ones, closest first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+
+from deepfeat.errors import ConfigError, UnknownNameError
+
+
+def close_matches(name: str, valid: Iterable[str], n: int = 5) -> list[str]:
+    """Up to ``n`` names of ``valid`` that look like ``name`` (typos, case), best first."""
+    valid = list(valid)
+    lowered = {v.lower(): v for v in valid}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
+    hits += [lowered[v] for v in lowered if name.lower() in v and lowered[v] not in hits][: n - len(hits)]
+    return [lowered.get(h, h) for h in hits][:n]
+
+
+def check_choice(what: str, value: str, valid: Iterable[str]) -> str:
+    """``value`` when it is one of ``valid``; otherwise an :class:`UnknownNameError` listing them
+    (close matches first)."""
+    valid = list(valid)
+    if value in valid:
+        return value
+    close = close_matches(str(value), valid)
+    raise UnknownNameError(what, str(value), close + [v for v in valid if v not in close])
+
+
+def as_names(value: str | Sequence[str], what: str) -> list[str]:
+    """A list of names from one name or a sequence of names, without empty ones.
+
+    Comma-separated strings belong to the command line: a string holding a comma is refused with a
+    message showing the list to pass instead.
+    """
+    if isinstance(value, str):
+        if "," in value:
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            raise ConfigError(f"{what} takes a list of names, e.g. {parts!r}, not the string {value!r}")
+        names = [value.strip()]
+    else:
+        try:
+            names = [str(v).strip() for v in value]
+        except TypeError:
+            raise ConfigError(f"{what} must be a name or a list of names, got {value!r}") from None
+    names = [n for n in names if n]
+    if not names:
+        raise ConfigError(f"{what} names nothing")
+    return names
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int within [minimum, maximum]; a clear error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    lo_ok = low is None or (x > low if low_open else x >= low)
+    hi_ok = high is None or (x < high if high_open else x <= high)
+    if not (lo_ok and hi_ok):
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        span = f"{left}{lo}, {hi}{right}"
+        raise ConfigError(f"{name} must be in {span}, got {value!r}")
+    return x
