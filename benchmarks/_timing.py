@@ -1,0 +1,120 @@
+"""Timing that survives a re-measure, shared by every benchmark.
+
+- :func:`interleaved` runs the compared methods in turn (A, B, C, A, B, C, ...) after a warm-up, so a
+  change of machine load hits them alike, and reports the median of every method with its spread;
+- :class:`LoadGuard` records the load average before and after a run and flags (or refuses) a run
+  taken while other processes used the cores;
+- :func:`pinned_threads` sets torch's and the BLAS libraries' thread counts to the same value for every
+  method (scikit-learn, numpy and torch otherwise each pick their own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+#: A run counts as quiet when the 1-minute load average stays below this fraction of the cores.
+QUIET_LOAD_PER_CORE = 0.35
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int | None = None) -> Iterator[int]:
+    """Torch intra-op threads and BLAS threads set to ``n`` (default: every core) inside the block."""
+    from threadpoolctl import threadpool_limits
+
+    n = n or cores()
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def interleaved(
+    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
+) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Time every method ``repeats`` times, interleaved, after ``warmup`` untimed rounds.
+
+    Returns ({name: {"median", "min", "max", "spread", "times"}} in seconds, {name: last return value}).
+    ``spread`` is (max - min) / median over the timed runs.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    results: dict[str, Any] = {}
+    for _ in range(warmup):
+        for name, fn in methods.items():
+            results[name] = fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name] = {
+            "median": med,
+            "min": min(ts),
+            "max": max(ts),
+            "spread": (max(ts) - min(ts)) / med if med > 0 else 0.0,
+            "times": ts,
+        }
+    return out, results
+
+
+def ratio(timings: dict[str, dict], slow: str, fast: str) -> float:
+    """Median time of ``slow`` over median time of ``fast`` (above 1: ``fast`` is faster)."""
+    return timings[slow]["median"] / timings[fast]["median"]
+
+
+class LoadGuard:
+    """Load average before and after a measurement; ``quiet`` tells whether the machine was idle.
+
+    Use as a context manager; ``strict`` raises SystemExit when the machine is busy at the start
+    (set ``DEEPFEAT_BENCH_ALLOW_LOAD=1`` to measure anyway: the JSON then says ``quiet: false``).
+    """
+
+    def __init__(self, strict: bool = False, limit_per_core: float = QUIET_LOAD_PER_CORE):
+        self.strict = strict
+        self.limit = limit_per_core * cores()
+        self.before: list[float] = []
+        self.after: list[float] = []
+
+    def __enter__(self) -> LoadGuard:
+        self.before = [round(v, 2) for v in os.getloadavg()]
+        busy = self.before[0] > self.limit
+        if busy and self.strict and os.environ.get("DEEPFEAT_BENCH_ALLOW_LOAD") != "1":
+            raise SystemExit(
+                f"load average {self.before[0]} > {self.limit:.2f}: the machine is busy; wait, or set "
+                "DEEPFEAT_BENCH_ALLOW_LOAD=1 to measure anyway (the results are then flagged)"
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.after = [round(v, 2) for v in os.getloadavg()]
+
+    @property
+    def quiet(self) -> bool:
+        """True when the 1-minute load stayed below the limit at both ends of the run."""
+        return bool(self.before) and max(self.before[0], (self.after or self.before)[0]) <= self.limit
+
+    def to_dict(self) -> dict:
+        return {
+            "load_before": self.before,
+            "load_after": self.after,
+            "quiet_limit": round(self.limit, 2),
+            "quiet": self.quiet,
+        }
