@@ -17,15 +17,15 @@ import json
 import sys
 from pathlib import Path
 
-from deepfeat.cli.evaluate import JobOptions, run_job
+from deepfeat.evaluation import EvaluationJob, FixedSplit, GradientRecipe, KShot, run, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets"
 OUT = REPO / "experiments" / "results" / "deep_fishing_table1"
 
 SETTINGS = {
-    "hymenoptera": {"data": DATA / "hymenoptera", "layers": "head,logits", "protocol": "fixed", "splits": 1},
-    "pacs": {"data": DATA / "pacs" / "photo", "layers": "logits", "protocol": "kshot:30", "splits": 5},
+    "hymenoptera": {"data": DATA / "hymenoptera", "layers": ["head", "logits"], "protocol": FixedSplit()},
+    "pacs": {"data": DATA / "pacs" / "photo", "layers": ["logits"], "protocol": KShot(k=30, n_splits=5)},
 }
 
 
@@ -40,23 +40,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: {s['data']} is absent")
             continue
         out = OUT / name
-        paths = run_job(
-            JobOptions(
-                data=str(s["data"]),
-                method="gradient",
-                layers=s["layers"],
-                probes="ksvm",
-                protocol=s["protocol"],
-                splits=s["splits"],
-                out=out,
-                store=REPO / "experiments" / ".cache" / "store",
-            )
+        job = EvaluationJob(
+            s["data"],
+            recipe=GradientRecipe(s["layers"]),
+            protocol=s["protocol"],
+            probes=["ksvm"],
+            out=out,
+            store=REPO / "experiments" / ".cache" / "store",
         )
-        data = json.loads(Path(paths["results"]).read_text())
-        metric = data["primary_metric"]
+        result = run(job)
+        write_report(result, out, title=f"Deep Fishing Table 1 rows: {name}")
+        metric = result.primary_metric
         summary[name] = {
             row["features"]: {"mean": 100 * row[metric]["mean"], "std": 100 * row[metric]["std"]}
-            for row in data["summary"]
+            for row in result.summary()
         }
         summary[name]["metric"] = metric
     OUT.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from deepfeat.cli.evaluate import JobOptions, run_job
+from deepfeat.evaluation import (
+    ActivationsRecipe,
+    EvaluationJob,
+    EvaluationResult,
+    FixedSplit,
+    InteractiveRecipe,
+    KShot,
+    run,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "hymenoptera"
@@ -33,11 +42,10 @@ KIND = {"avg": "avg", "max": "max", "next-p1": "next p=1", "next-p2": "next p=2"
 KIND["last-p2"] = "last p=2"
 
 
-def table(results: Path, prefix: str) -> dict:
-    data = json.loads(results.read_text())
-    metric = data["primary_metric"]
+def table(result: EvaluationResult, prefix: str) -> dict:
+    metric = result.primary_metric
     out = {}
-    for row in data["summary"]:
+    for row in result.summary():
         layer, _, kind = row["features"].partition("/")
         name = KIND.get(kind, kind)
         if name in ("avg", "max"):
@@ -56,19 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).exists():
         print(f"{args.data} is absent; nothing to do")
         return 0
+    layers = [x for x in args.layers.split(",") if x]
+    protocol = (
+        FixedSplit()
+        if args.protocol == "fixed"
+        else KShot(k=int(args.protocol.split(":")[1]), n_splits=args.splits)
+    )
     common = {
-        "data": args.data,
-        "layers": args.layers,
-        "probes": "svm",
-        "protocol": args.protocol,
-        "splits": args.splits,
-        "concat": True,
+        "protocol": protocol,
+        "probes": ["svm"],
         "store": REPO / "experiments" / ".cache" / "store",
     }
-    orig = run_job(JobOptions(**common, pool="avg,max", out=OUT / "orig"))
-    impr = run_job(JobOptions(**common, method="interactive", preprocess="interactive", out=OUT / "improved"))
-    rows = table(Path(orig["results"]), "ORIG")
-    for layer, values in table(Path(impr["results"]), "IMPR").items():
+    orig_job = EvaluationJob(
+        args.data, recipe=ActivationsRecipe(layers, ["avg", "max"], concat=True), out=OUT / "orig", **common
+    )
+    impr_job = EvaluationJob(
+        args.data, recipe=InteractiveRecipe(layers, concat=True), out=OUT / "improved", **common
+    )
+    orig, impr = run(orig_job), run(impr_job)
+    write_report(orig, OUT / "orig", title="InterActive ORIG rows")
+    write_report(impr, OUT / "improved", title="InterActive IMPR rows")
+    rows = table(orig, "ORIG")
+    for layer, values in table(impr, "IMPR").items():
         rows.setdefault(layer, {}).update(values)
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {

@@ -1,4 +1,4 @@
-"""Allocator tuning: applied once, on glibc, unless switched off."""
+"""Allocator tuning: opt-in for library callers, applied by the CLI, recorded, switchable off."""
 
 from __future__ import annotations
 
@@ -8,25 +8,36 @@ import sys
 
 import pytest
 
-from deepfeat._runtime import tune_allocator
+from deepfeat._runtime import allocator_state, tune_allocator
 
-CODE = "from deepfeat._runtime import tune_allocator as t; print(t(), t())"
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
-def run(env: dict) -> str:
+def run(code: str, env: dict) -> str:
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-c", CODE], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
 
 
 def test_applied_once_and_idempotent():
     assert tune_allocator() == tune_allocator()
+    assert allocator_state()["tuned"] == tune_allocator()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux-only")
 def test_switch_off_and_default():
-    assert run({"DEEPFEAT_TUNE_MALLOC": "0"}) == "False False"
+    code = "from deepfeat import tune_allocator as t; print(t(), t())"
+    assert run(code, {"DEEPFEAT_TUNE_MALLOC": "0"}) == "False False"
     import platform
 
     if platform.libc_ver()[0] == "glibc":
-        assert run({"DEEPFEAT_TUNE_MALLOC": "1"}) == "True True"
+        assert run(code, {"DEEPFEAT_TUNE_MALLOC": "1"}) == "True True"
+
+
+def test_the_library_leaves_the_allocator_alone():
+    code = (
+        "import deepfeat as df; df.load_backbone(); "
+        "from deepfeat._runtime import allocator_state; print(allocator_state()['tuned'])"
+    )
+    assert run(code, {"DEEPFEAT_TUNE_MALLOC": "1"}) == "False"

@@ -1,7 +1,8 @@
 """deepfeat: transferable image representations from pretrained convnets, and how well they transfer."""
 
+from deepfeat._runtime import tune_allocator
 from deepfeat._version import __version__
-from deepfeat.backbones import Backbone, list_backbones, load_backbone
+from deepfeat.backbones import Backbone, LayerCatalog, LayerInfo, list_backbones, load_backbone
 from deepfeat.data import (
     Preprocess,
     dataset_from_paths,
@@ -10,10 +11,27 @@ from deepfeat.data import (
     manifest_dataset,
     open_dataset,
 )
-from deepfeat.errors import DeepfeatError
+from deepfeat.errors import ConfigError, DataError, DeepfeatError
+from deepfeat.evaluation import (
+    ActivationsRecipe,
+    DomainAdaptation,
+    EvaluationJob,
+    EvaluationResult,
+    ExtractionOptions,
+    FisherRecipe,
+    FixedSplit,
+    GradientRecipe,
+    InteractiveRecipe,
+    KShot,
+    RandomSplit,
+    evaluate,
+    run,
+    write_report,
+)
 from deepfeat.features import (
     Activeness,
     FeatureExtractor,
+    FeatureKind,
     FeatureSet,
     FeatureStore,
     FisherEncoder,
@@ -25,22 +43,39 @@ from deepfeat.kernels import FactoredLayout, factored_kernel
 from deepfeat.probes import KernelProbe, LinearProbe, probe_for
 
 __all__ = [
+    "ActivationsRecipe",
     "Activeness",
     "Backbone",
+    "ConfigError",
+    "DataError",
     "DeepfeatError",
+    "DomainAdaptation",
+    "EvaluationJob",
+    "EvaluationResult",
+    "ExtractionOptions",
     "FactoredLayout",
     "FeatureExtractor",
+    "FeatureKind",
     "FeatureSet",
     "FeatureStore",
     "FisherEncoder",
+    "FisherRecipe",
+    "FixedSplit",
     "GradientFeatures",
+    "GradientRecipe",
+    "InteractiveRecipe",
+    "KShot",
     "KernelProbe",
     "LayerActivations",
+    "LayerCatalog",
+    "LayerInfo",
     "LinearProbe",
     "Preprocess",
+    "RandomSplit",
     "__version__",
     "dataset_from_paths",
     "digits_dataset",
+    "evaluate",
     "extract",
     "factored_kernel",
     "folder_dataset",
@@ -49,4 +84,7 @@ __all__ = [
     "manifest_dataset",
     "open_dataset",
     "probe_for",
+    "run",
+    "tune_allocator",
+    "write_report",
 ]

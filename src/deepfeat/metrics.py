@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from deepfeat.errors import ConfigError
+from deepfeat.validation import check_choice
 
 APMethod = Literal["area", "voc07"]
 AP_METHODS = ("area", "voc07")
@@ -42,8 +43,7 @@ AP_METHODS = ("area", "voc07")
 
 
 def _check_method(method: str) -> None:
-    if method not in AP_METHODS:
-        raise ConfigError(f"unknown AP method {method!r}; valid: {', '.join(AP_METHODS)}")
+    check_choice("AP method", method, AP_METHODS)
 
 
 def _finite_scores(scores: ArrayLike, ndim: int, name: str = "scores") -> np.ndarray:

@@ -18,7 +18,7 @@ def test_unknown_backbone_lists_valid_names():
 def test_unknown_layer_lists_valid_names():
     bb = load_backbone("efficientnet_lite0", weights="random")
     with pytest.raises(UnknownNameError) as info:
-        bb.catalog.resolve("stage6,fc7")
+        bb.catalog.resolve(["stage6", "fc7"])
     assert "'fc7'" in str(info.value) and "stage6, stage7, head, pool, logits, prob" in str(info.value)
 
 
@@ -91,7 +91,7 @@ def test_torchvision_catalogs_match_real_shapes(name, size, expected):
 
 def test_fc_layers_are_rectified_and_fc8_is_not():
     bb = load_backbone("alexnet", weights="random")
-    with torch.inference_mode(), LayerCapture(bb, bb.catalog.resolve("conv1,fc6,fc8")) as cap:
+    with torch.inference_mode(), LayerCapture(bb, bb.catalog.resolve(["conv1", "fc6", "fc8"])) as cap:
         out = cap.run(torch.randn(2, 3, 224, 224))
     assert out["conv1"].min() >= 0 and out["fc6"].min() >= 0
     assert out["fc8"].min() < 0

@@ -22,7 +22,9 @@ def test_unknown_names_give_one_line_and_exit_2(image_tree, tmp_path):
     result = runner.invoke(app, ["layers", "alexnett"])
     assert result.exit_code == 2
     assert "unknown backbone 'alexnett'; valid: efficientnet_lite0" in result.output
-    result = runner.invoke(app, ["extract", str(image_tree), "--layers", "fc7", "--out", str(tmp_path / "s")])
+    result = runner.invoke(
+        app, ["extract", str(image_tree), "--layers", "fc7", "--store", str(tmp_path / "s")]
+    )
     assert result.exit_code == 2
     assert "unknown layer 'fc7'; valid: stem, stage1" in result.output
     assert "Traceback" not in result.output
@@ -39,7 +41,7 @@ def test_extract_reports_and_reuses(bad_tree, tmp_path):
         "stage6,pool",
         "--pool",
         "avg,max",
-        "--out",
+        "--store",
         str(out),
         "--batch-size",
         "8",
@@ -58,7 +60,7 @@ def test_extract_reports_and_reuses(bad_tree, tmp_path):
 
 def test_extract_fail_mode_exits_2(bad_tree, tmp_path):
     result = runner.invoke(
-        app, ["extract", str(bad_tree), "--on-bad-image", "fail", "--out", str(tmp_path / "s")]
+        app, ["extract", str(bad_tree), "--on-bad-image", "fail", "--store", str(tmp_path / "s")]
     )
     assert result.exit_code == 2
     assert "ants/" in result.output and "on_error='fail'" in result.output
@@ -83,5 +85,16 @@ def test_demo_runs_offline_on_the_embedded_default(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--layers", "stage2", "--splits", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "digits: 1797 items, 10 classes" in result.output and "stage2/avg" in result.output
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text())["result"]
     assert data["protocol"]["name"] == "kshot30" and data["summary"][0]["mean_class_accuracy"]["mean"] > 0.5
+
+
+def test_version_and_help_list_choices():
+    from deepfeat import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"deepfeat {__version__}"
+    text = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"}).output
+    assert "activations|gradient|interactive|fisher" in text and "skip|fail" in text
+    assert "--extract" in text and "--no-extract" in text and "--no-no-extract" not in text
+    assert "<bool>" not in text

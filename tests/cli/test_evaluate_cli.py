@@ -30,14 +30,14 @@ def test_evaluate_writes_results_and_reuses_everything(image_tree, tmp_path):
     assert result.exit_code == 0, result.output
     assert "mean_class_accuracy (%), mean ± std over 2 splits" in result.output
     assert "stage6/avg" in result.output and "pool" in result.output
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text())["result"]
     assert data["protocol"]["name"] == "kshot2" and len(data["records"]) == 2 * 2 * 2
     prov = data["features"]["stage6/avg"]["provenance"]
     assert prov["backbone"] == "efficientnet_lite0" and prov["layer"] == "stage6" and prov["pool"] == "avg"
     assert (out / "report.md").exists() and (out / "metric_by_features.png").exists()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 through the network" in again.output
-    assert json.loads((out / "results.json").read_text())["records"] == data["records"]
+    assert json.loads((out / "results.json").read_text())["result"]["records"] == data["records"]
 
 
 def test_evaluate_bad_inputs_exit_2(image_tree, tmp_path):
@@ -60,9 +60,11 @@ def test_single_class_data_is_refused(tmp_path):
     from tests.conftest import photo
 
     for i in range(6):
-        (tmp_path / "only").mkdir(exist_ok=True)
-        Image.fromarray(photo(i)).save(tmp_path / "only" / f"{i}.png")
-    r = runner.invoke(app, ["evaluate", str(tmp_path), "--protocol", "kshot:2", "--out", str(tmp_path / "o")])
+        (tmp_path / "data" / "only").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo(i)).save(tmp_path / "data" / "only" / f"{i}.png")
+    r = runner.invoke(
+        app, ["evaluate", str(tmp_path / "data"), "--protocol", "kshot:2", "--out", str(tmp_path / "o")]
+    )
     assert r.exit_code == 2 and "holds 1 class" in r.output
 
 
@@ -81,7 +83,7 @@ def test_evaluate_gradient_method_with_forward_baselines(image_tree, tmp_path):
     args += ["--splits", "2", "--probe", "ksvm,svm", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text())["result"]
     pairs = {(r["features"], r["probe"]) for r in data["summary"]}
     # the factored gradient goes to the kernel probe only; the forward baselines to both probes
     assert pairs == {
@@ -104,7 +106,7 @@ def test_evaluate_interactive_rows_and_concatenation(image_tree, tmp_path):
     args += ["--protocol", "kshot:2", "--splits", "1", "--probe", "svm", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text())["result"]
     rows = {r["features"] for r in data["summary"]}
     per_layer = {
         f"{layer}/{kind}" for layer in ("stage4", "head") for kind in ("avg", "max", "last-p2", "next-p2")
@@ -116,7 +118,7 @@ def test_evaluate_interactive_rows_and_concatenation(image_tree, tmp_path):
     )
     assert data["features"]["stage4/next-p2"]["provenance"]["top"] == "stage5"
     r = runner.invoke(app, [*args[:-2], "--p", "3", "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "--p takes 1 and/or 2" in r.output
+    assert r.exit_code == 2 and "unknown score norm p '3'; valid: 1, 2" in r.output
 
 
 def test_explicit_gradients_go_to_linear_probes(image_tree, tmp_path):
@@ -134,7 +136,7 @@ def test_explicit_gradients_go_to_linear_probes(image_tree, tmp_path):
     args += ["--protocol", "kshot:2", "--splits", "1", "--probe", "ksvm,svm", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text())["result"]
     pairs = {(r["features"], r["probe"]) for r in data["summary"]}
     assert pairs == {
         ("logits/grad", "ksvm"),
@@ -154,11 +156,12 @@ def test_evaluate_fisher_vectors_fitted_per_split(image_tree, tmp_path):
     args += ["--pca-dim", "16", "--protocol", "kshot:2", "--splits", "2", "--probe", "svm", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    data = json.loads((out / "results.json").read_text())
-    assert {(r["features"], r["probe"]) for r in data["summary"]} == {("stage6/unroll", "fv4+svm")}
-    assert data["features"]["stage6/unroll"]["provenance"]["pool"] == "unroll"
-    assert data["probes"]["fv4+svm"]["class"] == "EncodedProbe"
-    assert "n_components=4" in json.dumps(data["probes"]["fv4+svm"])
+    data = json.loads((out / "results.json").read_text())["result"]
+    assert {(r["features"], r["probe"]) for r in data["summary"]} == {("stage6/fv4", "svm")}
+    assert data["features"]["stage6/fv4"]["provenance"]["pool"] == "unroll"
+    encoder = data["features"]["stage6/fv4"]["encoder"]
+    assert encoder["class"] == "FisherEncoder" and encoder["n_components"] == 4
+    assert all(r["encoded_dim"] == (2 * 16 + 1) * 4 for r in data["records"])  # fitted per split
     bad = ["evaluate", str(image_tree), "--method", "fisher", "--layers", "pool", "--protocol", "kshot:2"]
     r = runner.invoke(app, [*bad, "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not unrolled conv maps" in r.output
@@ -181,26 +184,8 @@ def test_fisher_vectors_over_several_scales(image_tree, tmp_path):
     ]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    data = json.loads((out / "results.json").read_text())
-    prov = data["features"]["stage6/unroll"]["provenance"]
+    data = json.loads((out / "results.json").read_text())["result"]
+    prov = data["features"]["stage6/fv2"]["provenance"]
     assert [p["preprocess"]["crop"] for p in prov["scales"]] == [64, 96]  # 2x2 and 3x3 maps: 13 descriptors
     r = runner.invoke(app, [*args[:-8], "--scales", "big", "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "--scales takes" in r.output
-
-
-def test_pool_positions_layout():
-    import numpy as np
-
-    from deepfeat.features.featureset import FeatureSet, pool_positions
-
-    def fs(shape, seed):
-        X = np.random.default_rng(seed).normal(size=(3, int(np.prod(shape)))).astype(np.float32)
-        ids, t = ["a", "b", "c"], np.array([0, 1, 0])
-        return FeatureSet("l", X, ids, t, ["x", "y"], np.arange(3), {"s": seed}, layer_shape=shape)
-
-    a, b = fs((4, 2, 2), 0), fs((4, 3, 3), 1)
-    pooled = pool_positions([a, b])
-    assert pooled.layer_shape == (4, 13, 1)
-    maps = pooled.features.reshape(3, 4, 13)
-    np.testing.assert_array_equal(maps[:, :, :4], a.features.reshape(3, 4, 4))
-    np.testing.assert_array_equal(maps[:, :, 4:], b.features.reshape(3, 4, 9))
+    assert r.exit_code == 2 and "--scales takes comma-separated whole numbers" in r.output

@@ -5,11 +5,11 @@ import pytest
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.protocols import (
+    OFFICE31_SOURCE_COUNTS,
     DomainAdaptation,
     FixedSplit,
     KShot,
     RandomSplit,
-    parse_protocol,
 )
 
 TARGETS = np.repeat(np.arange(4), [40, 35, 31, 50])
@@ -47,12 +47,12 @@ def test_single_class_is_an_error():
 def test_fixed_split():
     names = np.array(["train"] * 6 + ["val"] * 4, dtype=object)
     y = np.array([0, 1, 0, 1, 0, 1, 0, 1, 1, 0])
-    (s,) = FixedSplit().splits(y, names)
+    (s,) = FixedSplit().splits(y, split_names=names)
     assert s.train["data"].tolist() == list(range(6)) and s.test["data"].tolist() == [6, 7, 8, 9]
     with pytest.raises(DataError, match="defines no train/test split"):
-        FixedSplit().splits(y, None)
+        FixedSplit().splits(y, split_names=None)
     with pytest.raises(DataError, match="needs 'train' rows"):
-        FixedSplit().splits(y, np.array(["train"] * 10, dtype=object))
+        FixedSplit().splits(y, split_names=np.array(["train"] * 10, dtype=object))
 
 
 def test_random_split_stratified_and_multilabel():
@@ -67,7 +67,7 @@ def test_random_split_stratified_and_multilabel():
 def test_domain_adaptation_modes_share_the_target_test_set():
     src = np.repeat(np.arange(3), 25)
     tgt = np.repeat(np.arange(3), 10)
-    splits = DomainAdaptation(k_source=20, k_target=3, n_splits=2).splits(src, tgt)
+    splits = DomainAdaptation(k_source=20, k_target=3, n_splits=2).splits(src, target_targets=tgt)
     assert [s.info["mode"] for s in splits] == ["S", "T", "ST"] * 2
     s_mode, t_mode, st_mode = splits[:3]
     assert set(s_mode.train) == {"source"} and set(t_mode.train) == {"target"}
@@ -79,19 +79,53 @@ def test_domain_adaptation_modes_share_the_target_test_set():
     assert np.bincount(tgt[t_mode.test["target"]]).tolist() == [7, 7, 7]
 
 
-def test_parse_protocol():
-    assert parse_protocol("kshot:5").k == 5
-    assert isinstance(parse_protocol("fixed"), FixedSplit)
-    assert parse_protocol("random:0.2").test_size == 0.2
-    da = parse_protocol("da:all:2")
-    assert da.k_source is None and da.k_target == 2
-    with pytest.raises(ConfigError, match="valid: kshot:K, fixed"):
-        parse_protocol("loo")
-    with pytest.raises(ConfigError, match="cannot read protocol"):
-        parse_protocol("kshot:many")
-
-
 def test_split_to_dict_has_seed_and_rows():
     (s,) = KShot(k=1, n_splits=1, random_state=3).splits(TARGETS)
     d = s.to_dict()
     assert d["seed"] == 3 and d["k"] == 1 and len(d["train"]["data"]) == 4
+
+
+def test_office31_counts_by_source_domain():
+    src = np.repeat(np.arange(3), 25)
+    tgt = np.repeat(np.arange(3), 10)
+    webcam = DomainAdaptation.office31("webcam", n_splits=1).splits(src, target_targets=tgt)
+    assert np.bincount(src[webcam[0].train["source"]]).tolist() == [8, 8, 8]
+    by_name = DomainAdaptation(k_source=OFFICE31_SOURCE_COUNTS, n_splits=1)
+    amazon = by_name.splits(src, target_targets=tgt, source_name="Amazon")
+    assert np.bincount(src[amazon[0].train["source"]]).tolist() == [20, 20, 20]
+    with pytest.raises(ConfigError, match="k_source gives counts for the source domains"):
+        by_name.splits(src, target_targets=tgt, source_name="clipart")
+    with pytest.raises(ConfigError, match="unknown Office-31 domain 'webcan'; valid: webcam"):
+        DomainAdaptation.office31("webcan")
+
+
+def test_protocols_are_scikit_learn_splitters():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(TARGETS), 4)) + TARGETS[:, None]
+    kshot = KShot(k=10, n_splits=3)
+    assert kshot.get_n_splits() == 3
+    folds = list(kshot.split(X, TARGETS))
+    assert len(folds) == 3 and all(np.bincount(TARGETS[tr]).tolist() == [10] * 4 for tr, _ in folds)
+    scores = cross_val_score(LogisticRegression(max_iter=500), X, TARGETS, cv=kshot)
+    assert scores.shape == (3,) and scores.mean() > 0.5
+    names = np.where(np.arange(len(TARGETS)) % 4 == 0, "test", "train")
+    ((train, test),) = list(FixedSplit().split(X, TARGETS, groups=names))
+    assert set(test) == set(np.flatnonzero(names == "test"))
+    groups = np.array(["source"] * 100 + ["target"] * (len(TARGETS) - 100))
+    da = DomainAdaptation(k_source=5, k_target=2, n_splits=2)
+    splits = list(da.split(X, np.r_[TARGETS[:100] % 2, TARGETS[100:] % 2], groups))
+    assert len(splits) == da.get_n_splits() == 6
+    for train, test in splits:
+        assert (groups[test] == "target").all() and not set(train) & set(test)
+
+
+def test_bad_protocol_parameters_name_themselves():
+    with pytest.raises(ConfigError, match=r"n_splits .* at least 1"):
+        KShot(k=2, n_splits=0)
+    with pytest.raises(ConfigError, match=r"held-out fraction \(test_size\) must be in \(0, 1\)"):
+        RandomSplit(test_size=1.5)
+    with pytest.raises(ConfigError, match="unknown adaptation mode 'X'"):
+        DomainAdaptation(modes=("S", "X"))

@@ -89,7 +89,10 @@ def test_features_equal_autograd_of_the_derived_formula(p):
     bb = tiny_backbone()
     net64 = copy.deepcopy(bb.module).double()
     ds = tiny_dataset()
-    methods = [Activeness("c1,c2,c3", config="last", p=p), Activeness("c1,c2", config="next", p=p)]
+    methods = [
+        Activeness(["c1", "c2", "c3"], config="last", p=p),
+        Activeness(["c1", "c2"], config="next", p=p),
+    ]
     result = extract(ds, bb, methods, preprocess=TINY_PREP, batch_size=2, progress=False)
     batch = TINY_PREP.to_batch([TINY_PREP(ds.load(i)) for i in range(len(ds))], channels_last=False)
     ends = {"c1": 2, "c2": 4, "c3": 6}
@@ -109,17 +112,17 @@ def test_features_equal_autograd_of_the_derived_formula(p):
 def test_next_and_last_differ_as_specified():
     bb = tiny_backbone()
     ds = tiny_dataset()
-    specs = {s.key: s for s in Activeness("c1,c2,c3", config="next").outputs(bb)}
+    specs = {s.key: s for s in Activeness(["c1", "c2", "c3"], config="next").outputs(bb)}
     assert {k: s.params["top"] for k, s in specs.items()} == {
         "c1/next-p2": "c2",
         "c2/next-p2": "c3",
         "c3/next-p2": "pool",
     }
-    assert {s.params["top"] for s in Activeness("c1,c2,c3").outputs(bb)} == {"pool"}
+    assert {s.params["top"] for s in Activeness(["c1", "c2", "c3"]).outputs(bb)} == {"pool"}
     result = extract(
         ds,
         bb,
-        [Activeness("c1,c3", "last"), Activeness("c1,c3", "next")],
+        [Activeness(["c1", "c3"], "last"), Activeness(["c1", "c3"], "next")],
         preprocess=TINY_PREP,
         progress=False,
     )
@@ -147,10 +150,10 @@ def test_one_backward_for_last_and_one_per_layer_for_next():
 
     torch.autograd.grad = counting
     try:
-        extract(ds, bb, [Activeness("stage4,stage6,head", "last")], preprocess=SMALL, progress=False)
+        extract(ds, bb, [Activeness(["stage4", "stage6", "head"], "last")], preprocess=SMALL, progress=False)
         assert calls == [3]
         calls.clear()
-        extract(ds, bb, [Activeness("stage4,stage6,head", "next")], preprocess=SMALL, progress=False)
+        extract(ds, bb, [Activeness(["stage4", "stage6", "head"], "next")], preprocess=SMALL, progress=False)
         assert calls == [1, 1, 1]
     finally:
         torch.autograd.grad = original
@@ -180,7 +183,7 @@ def test_variable_sizes_batch_without_padding():
         targets=np.zeros(6, int),
         images=np.zeros((6, 1, 1), np.uint8),
     )
-    methods = [Activeness("stage6,head", "last"), LayerActivations("head")]
+    methods = [Activeness(["stage6", "head"], "last"), LayerActivations("head")]
     together = extract(ds, bb, methods, preprocess=prep, batch_size=6, progress=False, workers=0)
     alone = extract(ds, bb, methods, preprocess=prep, batch_size=1, progress=False, workers=0)
     for key in together.features:
@@ -191,7 +194,7 @@ def test_variable_sizes_batch_without_padding():
 def test_heatmaps_and_cli(tmp_path):
     bb = tiny_backbone()
     batch = TINY_PREP.to_batch([TINY_PREP(tiny_dataset(1).load(0))], channels_last=False)
-    maps = activeness_maps(bb, batch, "c1,c2", config="last", p=2)
+    maps = activeness_maps(bb, batch, ["c1", "c2"], config="last", p=2)
     assert maps["c1"].shape == (1, 24, 24) and maps["c2"].shape == (1, 12, 12)
     net64 = copy.deepcopy(bb.module).double()
     with torch.enable_grad():

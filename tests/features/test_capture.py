@@ -81,7 +81,7 @@ def test_hooks_removed_after_capture(effnet, batch):
 
 def test_capture_keeps_graph_when_gradients_enabled(effnet, batch):
     x = batch.clone().requires_grad_(True)
-    with LayerCapture(effnet, effnet.catalog.resolve("stage2,logits")) as cap:
+    with LayerCapture(effnet, effnet.catalog.resolve(["stage2", "logits"])) as cap:
         out = cap.run(x)
     out["logits"].sum().backward()
     assert x.grad is not None and out["stage2"].requires_grad
@@ -97,7 +97,7 @@ def test_graph_starts_only_at_layers_that_need_gradients():
     from tests.conftest import SMALL, photo
 
     bb = load_backbone("efficientnet_lite0")
-    layers = bb.catalog.resolve("stage2,stage6,pool")
+    layers = bb.catalog.resolve(["stage2", "stage6", "pool"])
     x = SMALL.to_batch([SMALL(Image.fromarray(photo(0)))])
     with LayerCapture(bb, layers, stop_early=False, grad_layers={"stage6"}) as cap, torch.enable_grad():
         out = cap.run(x)

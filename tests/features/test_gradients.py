@@ -91,7 +91,7 @@ def test_factors_and_explicit_match_autograd(name, layers, request):
 
 def test_head_is_spatial_and_logits_backward_factor_is_closed_form(effnet):
     ds = dataset(4)
-    result = extract(ds, effnet, [GradientFeatures("head,logits")], preprocess=SMALL, progress=False)
+    result = extract(ds, effnet, [GradientFeatures(["head", "logits"])], preprocess=SMALL, progress=False)
     head = result["head/grad"]
     assert head.layer_shape == (320 + 1280, 4)  # 64 px input: a 2 x 2 map at stride 32
     logits = result["logits/grad"]
@@ -102,7 +102,7 @@ def test_head_is_spatial_and_logits_backward_factor_is_closed_form(effnet):
     expected = out.softmax(dim=1) - 1.0 / 1000  # dE/dy of the output layer with the uniform target
     torch.testing.assert_close(rows[:, 1280:], expected, atol=1e-6, rtol=1e-4)
     # the forward factor of the classifier is the pooled head; the baselines are x_{k-1} and y_k
-    pooled = extract(ds, effnet, [LayerActivations("pool,logits")], preprocess=SMALL, progress=False)
+    pooled = extract(ds, effnet, [LayerActivations(["pool", "logits"])], preprocess=SMALL, progress=False)
     np.testing.assert_allclose(rows[:, :1280].numpy(), pooled["pool"].features, atol=1e-5)
     np.testing.assert_allclose(result["logits/x_in"].features, pooled["pool"].features, atol=1e-5)
     np.testing.assert_allclose(result["logits/y"].features, pooled["logits"].features, atol=1e-4)
@@ -124,7 +124,7 @@ def test_one_forward_and_one_backward_per_batch(alexnet):
         extract(
             ds,
             alexnet,
-            [GradientFeatures("fc6,fc7,fc8"), LayerActivations("pool5,fc7")],
+            [GradientFeatures(["fc6", "fc7", "fc8"]), LayerActivations(["pool5", "fc7"])],
             preprocess=SMALL,
             batch_size=3,
             progress=False,
@@ -162,4 +162,4 @@ def test_bad_requests(alexnet, effnet):
         GradientFeatures("fc7", forms="explicit").outputs(alexnet)
     with pytest.raises(ConfigError, match="power"):
         GradientFeatures("logits", power=0).outputs(effnet)
-    assert not GradientFeatures("fc7", forms="input,preact").needs_backward
+    assert not GradientFeatures("fc7", forms=["input", "preact"]).needs_backward

@@ -61,7 +61,7 @@ def test_features_equal_pooled_module_outputs(effnet, image_tree):
     res = extract(
         ds,
         effnet,
-        [LayerActivations("stage5,head,logits", ["avg", "max"])],
+        [LayerActivations(["stage5", "head", "logits"], ["avg", "max"])],
         preprocess=SMALL,
         batch_size=5,
         progress=False,
@@ -69,7 +69,7 @@ def test_features_equal_pooled_module_outputs(effnet, image_tree):
     batch = SMALL.to_batch([SMALL(ds.load(i)) for i in range(len(ds))])
     with (
         torch.inference_mode(),
-        LayerCapture(effnet, effnet.catalog.resolve("stage5,head,logits")) as cap,
+        LayerCapture(effnet, effnet.catalog.resolve(["stage5", "head", "logits"])) as cap,
     ):
         direct = cap.run(batch)
     for layer in ("stage5", "head"):
@@ -91,7 +91,7 @@ def test_one_pass_per_batch_for_all_layers(effnet):
         extract(
             ds,
             effnet,
-            [LayerActivations("stage2,stage6,head,prob", ["avg", "bin"])],
+            [LayerActivations(["stage2", "stage6", "head", "prob"], ["avg", "bin"])],
             preprocess=SMALL,
             batch_size=4,
             progress=False,
@@ -101,7 +101,7 @@ def test_one_pass_per_batch_for_all_layers(effnet):
 
 def test_repeated_run_reads_the_store(effnet, tmp_path):
     ds = array_dataset(12)
-    method = LayerActivations("stage6,pool", "avg")
+    method = LayerActivations(["stage6", "pool"], "avg")
     first = extract(ds, effnet, [method], store=tmp_path, preprocess=SMALL, batch_size=5, progress=False)
     assert first.n_forward == 12
     with CountingForward(effnet) as counter:
@@ -114,7 +114,7 @@ def test_repeated_run_reads_the_store(effnet, tmp_path):
     third = extract(
         ds,
         effnet,
-        [LayerActivations("stage6,pool,stage4", "avg")],
+        [LayerActivations(["stage6", "pool", "stage4"], "avg")],
         store=tmp_path,
         preprocess=SMALL,
         progress=False,
@@ -139,7 +139,7 @@ def test_ablations_derived_from_stored_unroll_without_network(effnet, tmp_path):
     extract(
         ds,
         effnet,
-        [LayerActivations("stage6,pool", "unroll")],
+        [LayerActivations(["stage6", "pool"], "unroll")],
         store=tmp_path,
         preprocess=SMALL,
         batch_size=4,
@@ -209,7 +209,7 @@ def test_resume_after_ctrl_c_gives_identical_features(effnet, tmp_path):
         name=base.name, ids=base.ids, classes=base.classes, targets=base.targets, images=base.images
     )
     ds.stop_at = 13
-    method = LayerActivations("stage5,head", ["avg", "sp-shuffle"])
+    method = LayerActivations(["stage5", "head"], ["avg", "sp-shuffle"])
     with pytest.raises(KeyboardInterrupt):
         extract(
             ds,
@@ -258,7 +258,7 @@ SLOW_RUN = textwrap.dedent(
 
     base = array_dataset(120)
     ds = Slow(name=base.name, ids=base.ids, classes=base.classes, targets=base.targets, images=base.images)
-    extract(ds, load_backbone(), [LayerActivations("stage4,head", ["avg", "max"])], store=sys.argv[1],
+    extract(ds, load_backbone(), [LayerActivations(["stage4", "head"], ["avg", "max"])], store=sys.argv[1],
             preprocess=SMALL, batch_size=4, workers=1, progress=False)
     """
 )
@@ -286,7 +286,7 @@ def test_resume_after_kill_gives_identical_features(effnet, tmp_path):
     entries = FeatureStore(store).entries()
     assert len(entries) == 4 and not any(e["complete"] for e in entries)
     ds = array_dataset(120)
-    method = LayerActivations("stage4,head", ["avg", "max"])
+    method = LayerActivations(["stage4", "head"], ["avg", "max"])
     resumed = extract(ds, effnet, [method], store=store, preprocess=SMALL, batch_size=16, progress=False)
     assert 0 < resumed.n_forward < 120
     fresh = extract(ds, effnet, [method], preprocess=SMALL, batch_size=16, progress=False)
@@ -367,8 +367,8 @@ def test_feature_extractor_is_a_sklearn_transformer(effnet, image_tree):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    fx = FeatureExtractor(effnet, layers="stage6,pool", pool="avg", preprocess=SMALL)
-    assert clone(fx).get_params()["layers"] == "stage6,pool"
+    fx = FeatureExtractor(effnet, layers=["stage6", "pool"], pool="avg", preprocess=SMALL)
+    assert clone(fx).get_params()["layers"] == ["stage6", "pool"]
     ds = folder_dataset(image_tree)
     paths = [str(p) for p in ds.paths]
     X = fx.fit().transform(paths)

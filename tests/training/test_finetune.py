@@ -99,7 +99,7 @@ def test_checkpoint_loads_as_a_backbone(tmp_path):
         bb.module.state_dict()["classifier.weight"], ft.backbone_.module.state_dict()["classifier.weight"]
     )
     feats = extract(
-        two_class_data(4), bb, [LayerActivations("head,logits")], preprocess=SMALL, progress=False
+        two_class_data(4), bb, [LayerActivations(["head", "logits"])], preprocess=SMALL, progress=False
     )
     assert feats["logits"].features.shape == (4, 2)
     with pytest.raises(BackboneError, match="use --backbone efficientnet_lite0"):

@@ -1,6 +1,7 @@
 """Analysis of a network's features (Agrawal's report, DeCAF's visualisations), on feature arrays:
 filter entropy (AuE, MCAuE), grandmother-cell precision and per-filter AP, filters needed per class,
-2-D embeddings, layer accuracy over training checkpoints, and a writer for their JSON and plots."""
+2-D embeddings, layer accuracy over training checkpoints, feature ablations and heatmaps. Results are
+written with :func:`deepfeat.report.writer.write_result`."""
 
 from deepfeat.analysis.checkpoints import CheckpointTable, layer_accuracy_over_training, plot_layer_accuracy
 from deepfeat.analysis.embedding import Embedding, embed, plot_embedding, random_projection
@@ -28,7 +29,6 @@ from deepfeat.analysis.filters import (
     rank_filters,
     spatial_max,
 )
-from deepfeat.analysis.io import to_jsonable, write_analysis
 from deepfeat.analysis.selectivity import (
     PrecisionCurves,
     filter_average_precision,
@@ -69,7 +69,5 @@ __all__ = [
     "random_projection",
     "rank_filters",
     "spatial_max",
-    "to_jsonable",
     "top_filters",
-    "write_analysis",
 ]

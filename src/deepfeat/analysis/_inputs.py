@@ -214,12 +214,6 @@ def check_levels(thresholds: int | Sequence[float], name: str = "thresholds") ->
     return levels
 
 
-def check_choice(value: str, valid: Sequence[str], name: str) -> str:
-    if value not in valid:
-        raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-    return value
-
-
 def check_fractions(fractions: Sequence[float], name: str = "fractions") -> np.ndarray:
     """Fractions of filters in (0, 1]."""
     try:

@@ -20,11 +20,12 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
-from deepfeat.analysis import _plot
-from deepfeat.analysis._inputs import as_matrix, check_choice, check_finite, to_numpy
+from deepfeat.analysis._inputs import as_matrix, check_finite, to_numpy
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
 from deepfeat.probes.linear import probe_for
+from deepfeat.report import plots as _plot
+from deepfeat.validation import check_choice
 
 METRICS = ("accuracy", "mean_class_accuracy", "map")
 Split = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]
@@ -131,7 +132,7 @@ def layer_accuracy_over_training(
     indicator targets, the only metric for those).
     """
     if metric is not None:
-        check_choice(metric, METRICS, "metric")
+        check_choice("metric", metric, METRICS)
     if callable(features) and not isinstance(features, Mapping):
         if not checkpoints:
             raise ConfigError("checkpoints are required when features is a callable")

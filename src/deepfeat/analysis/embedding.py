@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from deepfeat.analysis import _plot
-from deepfeat.analysis._inputs import as_matrix, check_choice, check_finite, to_numpy
+from deepfeat.analysis._inputs import as_matrix, check_finite, to_numpy
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.report import plots as _plot
+from deepfeat.validation import check_choice
 
 EMBEDDING_METHODS = ("tsne", "umap")
 PROJECT_DIM = 512
@@ -85,7 +86,7 @@ def embed(
     are randomly projected to this many first (None: never). ``perplexity`` and ``max_iter`` go to t-SNE,
     ``n_neighbors`` to UMAP, ``method_params`` to either. ``labels``: (n,) values kept for colouring.
     """
-    check_choice(method, EMBEDDING_METHODS, "embedding method")
+    check_choice("embedding method", method, EMBEDDING_METHODS)
     if method == "umap":
         umap = _import_umap()
     X = as_matrix(features)

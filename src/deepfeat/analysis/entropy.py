@@ -44,10 +44,9 @@ import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from deepfeat.analysis import _curves, _plot
+from deepfeat.analysis import _curves
 from deepfeat.analysis._inputs import (
     as_maps,
-    check_choice,
     check_finite,
     check_fractions,
     check_labels,
@@ -55,6 +54,8 @@ from deepfeat.analysis._inputs import (
     filter_chunks,
 )
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.report import plots as _plot
+from deepfeat.validation import check_choice
 
 ENTROPY_METHODS = ("label", "weighted", "spmax")
 MCAUE_POINTS = 30
@@ -153,8 +154,8 @@ def filter_entropy(
     (all must occur). ``chunk_size``: at most this many filters processed together (they are always
     chunked so that a chunk holds about 8M responses at most).
     """
-    check_choice(method, ENTROPY_METHODS, "entropy method")
-    check_choice(spacing, _curves.SPACINGS, "spacing")
+    check_choice("entropy method", method, ENTROPY_METHODS)
+    check_choice("spacing", spacing, _curves.SPACINGS)
     _check_base(base)
     levels = check_levels(thresholds)
     maps = as_maps(activations, layer_shape)
@@ -207,7 +208,7 @@ def layer_entropy(
     if isinstance(methods, str) or len(methods) == 0:
         raise ConfigError(f"methods must be a non-empty list drawn from {', '.join(ENTROPY_METHODS)}")
     for m in methods:
-        check_choice(m, ENTROPY_METHODS, "entropy method")
+        check_choice("entropy method", m, ENTROPY_METHODS)
     return {m: filter_entropy(activations, labels, method=m, **kwargs) for m in methods}
 
 

@@ -29,11 +29,9 @@ from numpy.typing import ArrayLike
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
-from deepfeat.analysis import _plot
 from deepfeat.analysis._inputs import (
     Labels,
     as_maps,
-    check_choice,
     check_finite,
     check_fractions,
     check_labels,
@@ -42,6 +40,8 @@ from deepfeat.analysis.selectivity import _class_names
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import AP_METHODS, average_precision
 from deepfeat.probes.linear import LinearProbe
+from deepfeat.report import plots as _plot
+from deepfeat.validation import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,8 @@ def filters_needed(
     by cross-validation for every fit). ``ap_method``: ``"area"`` or ``"voc07"``. ``overlap_top`` is capped
     at the number of filters.
     """
-    check_choice(loss, SVM_LOSSES, "loss (linear SVM)")
-    check_choice(ap_method, AP_METHODS, "AP method")
+    check_choice("loss (linear SVM)", loss, SVM_LOSSES)
+    check_choice("AP method", ap_method, AP_METHODS)
     fr = tuple(float(f) for f in check_fractions(fractions))
     Xtr = spatial_max(X_train, layer_shape, "X_train")
     Xte = spatial_max(X_test, layer_shape, "X_test")

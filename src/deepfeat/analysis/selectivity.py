@@ -32,10 +32,9 @@ import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from deepfeat.analysis import _curves, _plot
+from deepfeat.analysis import _curves
 from deepfeat.analysis._inputs import (
     as_maps,
-    check_choice,
     check_finite,
     check_labels,
     check_levels,
@@ -43,6 +42,8 @@ from deepfeat.analysis._inputs import (
 )
 from deepfeat.errors import ConfigError
 from deepfeat.metrics import average_precision_per_class
+from deepfeat.report import plots as _plot
+from deepfeat.validation import check_choice
 
 AP_METHODS = ("step", "area", "voc07")
 
@@ -120,8 +121,8 @@ def precision_curves(
     an (n, K) 0/1 indicator matrix. ``spatial``: ``"max"``, ``"mean"`` or ``"positions"``.
     ``thresholds``/``spacing``: as in :func:`deepfeat.analysis.entropy.filter_entropy`.
     """
-    check_choice(spatial, _curves.SPATIAL, "spatial")
-    check_choice(spacing, _curves.SPACINGS, "spacing")
+    check_choice("spatial", spatial, _curves.SPATIAL)
+    check_choice("spacing", spacing, _curves.SPACINGS)
     levels = check_levels(thresholds)
     maps = as_maps(activations, layer_shape)
     lab = check_labels(labels, maps.shape[0], n_classes=n_classes, allow_multilabel=True)
@@ -173,7 +174,7 @@ def plot_precision_curves(
     """Figure 3-1: per class, the precision curves of its ``top`` most selective filters, one colour per
     network when several named results are given. ``x``: ``"examples"`` (responses above threshold, log
     scale) or ``"level"`` (relative threshold level)."""
-    check_choice(x, ("examples", "level"), "x axis")
+    check_choice("x axis", x, ("examples", "level"))
     named = {"": curves} if isinstance(curves, PrecisionCurves) else dict(curves)
     if not named:
         raise ConfigError("curves is empty; give a PrecisionCurves or {network name: PrecisionCurves}")
@@ -241,8 +242,8 @@ def filter_average_precision(
     """(F, K) average precision of each filter's activity (``spatial``: ``"max"`` or ``"mean"`` per image)
     as the score of each class against the rest. ``method``: ``"step"`` (scikit-learn), ``"area"`` or
     ``"voc07"`` (VOC, :mod:`deepfeat.metrics`)."""
-    check_choice(spatial, ("max", "mean"), "spatial")
-    check_choice(method, AP_METHODS, "AP method")
+    check_choice("spatial", spatial, ("max", "mean"))
+    check_choice("AP method", method, AP_METHODS)
     maps = as_maps(activations, layer_shape)
     lab = check_labels(labels, maps.shape[0], n_classes=n_classes, allow_multilabel=True)
     check_finite(maps)

@@ -21,15 +21,9 @@ from pathlib import Path
 
 import torch
 
-from deepfeat.backbones.backbone import (
-    Backbone,
-    build_seeded,
-    load_weights_strict,
-    prepare_for_inference,
-    read_state_dict,
-    sha256_file,
-)
+from deepfeat.backbones.backbone import Backbone, build_seeded, prepare_for_inference
 from deepfeat.backbones.layers import LayerCatalog, LayerInfo
+from deepfeat.backbones.weights import apply_weights
 from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import BackboneError
 
@@ -116,7 +110,10 @@ def timm_key(key: str) -> str:
 
 
 def convert_state_dict(source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename lukemelas-style keys to timm's (``num_batches_tracked`` buffers kept as they are)."""
+    """Rename lukemelas-style keys to timm's (``num_batches_tracked`` buffers kept as they are); a
+    state dict already in timm's style is returned as it is."""
+    if not any(k.startswith("_blocks.") for k in source):
+        return source
     return {timm_key(k): v for k, v in source.items()}
 
 
@@ -126,15 +123,14 @@ def build(weights: str | Path | None = None, seed: int = 0) -> Backbone:
     import timm
 
     module = build_seeded(lambda: timm.create_model(TIMM_ARCH, pretrained=False), seed)
-    if weights == "random":
-        weights_id, source = f"random:seed={seed}", "random"
-    else:
-        path = bundled_weights_path() if weights is None else Path(weights)
-        state = read_state_dict(path)
-        if any(k.startswith("_blocks.") for k in state):
-            state = convert_state_dict(state)
-        load_weights_strict(module, state, str(path))
-        weights_id, source = f"sha256:{sha256_file(path)}", str(path)
+    weights_id, source = apply_weights(
+        module,
+        weights,
+        name="efficientnet_lite0",
+        seed=seed,
+        default=bundled_weights_path() if weights is None else None,
+        convert=convert_state_dict,
+    )
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()

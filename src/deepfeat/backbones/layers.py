@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.validation import as_names, check_choice
 
 LAYER_KINDS = ("conv", "pool", "fc", "logits", "prob")
 
@@ -87,19 +88,14 @@ class LayerCatalog(Sequence[LayerInfo]):
 
     def get(self, name: str) -> LayerInfo:
         """The layer called ``name``; an error listing the valid names otherwise."""
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise UnknownNameError("layer", name, self.names) from None
+        if name not in self._by_name:
+            check_choice("layer", name, self.names)
+        return self._by_name[name]
 
-    def resolve(self, names: str | Iterable[str]) -> list[LayerInfo]:
-        """Validate layer names (a list, or a comma-separated string; ``"all"`` for every layer) and
-        return them in network order without duplicates."""
-        if isinstance(names, str):
-            names = [n.strip() for n in names.split(",") if n.strip()]
-        names = list(names)
-        if not names:
-            raise ConfigError(f"no layer given; valid: {', '.join(self.names)}")
+    def resolve(self, names: Sequence[str]) -> list[LayerInfo]:
+        """Validate layer names (a list, or one name; ``"all"`` for every layer) and return them in
+        network order without duplicates."""
+        names = as_names(names, "layers")
         if names == ["all"]:
             return list(self._layers)
         wanted = {self.get(n).name for n in names}

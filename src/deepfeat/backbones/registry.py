@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from deepfeat._runtime import tune_allocator
 from deepfeat.backbones import efficientnet_lite, torchvision_nets
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.finetuned import is_finetune_checkpoint, load_finetuned
@@ -41,10 +40,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = Non
     initialisation with a warning for the others), ``"random"`` for a seeded random initialisation,
     or the path of a weights file (a PyTorch state dict, or a deepfeat fine-tuning checkpoint, which
     brings its own output layer).
-
-    The first call also tunes the C allocator for large tensors (see :mod:`deepfeat._runtime`).
     """
-    tune_allocator()
     if name.startswith("timm:"):
         from deepfeat.backbones.timm_nets import build_timm
 

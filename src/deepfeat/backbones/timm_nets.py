@@ -7,25 +7,18 @@ Weights come from a file; ``weights="pretrained"`` asks timm to download them (n
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
+import os
 
 from torch import nn
 
-from deepfeat.backbones.backbone import (
-    Backbone,
-    build_seeded,
-    load_weights_strict,
-    prepare_for_inference,
-    read_state_dict,
-    sha256_file,
-)
+from deepfeat.backbones.backbone import Backbone, build_seeded, prepare_for_inference
 from deepfeat.backbones.layers import LayerCatalog, LayerInfo
+from deepfeat.backbones.weights import apply_weights
 from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import BackboneError, UnknownNameError
 
 
-def build_timm(model_name: str, weights: str | Path | None = None, seed: int = 0) -> Backbone:
+def build_timm(model_name: str, weights: str | os.PathLike | None = None, seed: int = 0) -> Backbone:
     """A timm model; ``weights``: a state-dict file, None / 'random' (seeded random, warned for None)
     or 'pretrained' (downloaded by timm)."""
     import timm
@@ -43,17 +36,8 @@ def build_timm(model_name: str, weights: str | Path | None = None, seed: int = 0
             f"timm-pretrained:{module.pretrained_cfg.get('hf_hub_id') or model_name}",
             "timm hub",
         )
-    elif weights is None or weights == "random":
-        if weights is None:
-            warnings.warn(
-                f"timm:{model_name}: no weights file given; using a random initialisation (seed {seed})",
-                stacklevel=2,
-            )
-        weights_id, source = f"random:seed={seed}", "random"
     else:
-        path = Path(weights)
-        load_weights_strict(module, read_state_dict(path), str(path))
-        weights_id, source = f"sha256:{sha256_file(path)}", str(path)
+        weights_id, source = apply_weights(module, weights, name=f"timm:{model_name}", seed=seed)
     cfg = module.pretrained_cfg
     crop = int(cfg.get("input_size", (3, 224, 224))[-1])
     preprocess = Preprocess(

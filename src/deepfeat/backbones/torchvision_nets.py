@@ -11,21 +11,14 @@ torchvision's AlexNet is the single-GPU variant (64-192-384-256-256 channels), n
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
-from deepfeat.backbones.backbone import (
-    Backbone,
-    build_seeded,
-    load_weights_strict,
-    prepare_for_inference,
-    read_state_dict,
-    sha256_file,
-)
+from deepfeat.backbones.backbone import Backbone, build_seeded, prepare_for_inference
 from deepfeat.backbones.layers import LayerCatalog, LayerInfo
+from deepfeat.backbones.weights import apply_weights
 from deepfeat.data.transforms import Preprocess
 
 IMAGENET_PREPROCESS = Preprocess(resize="shorter", size=256, crop=224, interpolation="bilinear")
@@ -94,18 +87,7 @@ def resnet50_catalog() -> LayerCatalog:
 def _builder(name: str, factory: Callable[[], nn.Module], catalog: Callable[[], LayerCatalog]):
     def build(weights: str | Path | None = None, seed: int = 0) -> Backbone:
         module = build_seeded(factory, seed)
-        if weights is None or weights == "random":
-            if weights is None:
-                warnings.warn(
-                    f"{name}: no weights file given; using a random initialisation (seed {seed}). "
-                    f"Pass weights=<path to a torchvision {name} state dict> for pretrained features.",
-                    stacklevel=3,
-                )
-            weights_id, source = f"random:seed={seed}", "random"
-        else:
-            path = Path(weights)
-            load_weights_strict(module, read_state_dict(path), str(path))
-            weights_id, source = f"sha256:{sha256_file(path)}", str(path)
+        weights_id, source = apply_weights(module, weights, name=name, seed=seed)
         return Backbone(
             name=name,
             module=prepare_for_inference(module),

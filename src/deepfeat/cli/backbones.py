@@ -8,15 +8,16 @@ from pathlib import Path
 import typer
 
 from deepfeat.backbones import list_backbones, load_backbone
-from deepfeat.cli.common import friendly, table
+from deepfeat.cli.common import friendly
 from deepfeat.data.images import load_image
 from deepfeat.errors import ConfigError
+from deepfeat.report.tables import text_table
 
 
 @friendly
 def backbones_command() -> None:
     """List the backbones deepfeat can load."""
-    typer.echo(table(list(list_backbones().items()), ["backbone", "weights"]))
+    typer.echo(text_table(list(list_backbones().items()), ["backbone", "weights"]))
 
 
 @friendly
@@ -35,7 +36,7 @@ def layers_command(
     rows = [
         (x.name, x.kind, x.channels, x.stride, x.module or f"softmax({x.derived_from})") for x in bb.catalog
     ]
-    typer.echo(table(rows, ["layer", "kind", "channels", "stride", "module"]))
+    typer.echo(text_table(rows, ["layer", "kind", "channels", "stride", "module"]))
 
 
 @friendly

@@ -1,10 +1,10 @@
-"""Helpers shared by the CLI commands: one-line errors, thread settings, tables."""
+"""Helpers shared by the CLI commands: one-line errors, thread settings, logging, shared options."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import typer
 
@@ -12,6 +12,9 @@ from deepfeat.errors import DeepfeatError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+THREADS = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: torch's choice).")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Log what happens.")
 
 
 def friendly(func: Callable) -> Callable:
@@ -40,8 +43,6 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
 
-        if threads < 1:
-            raise typer.BadParameter("--threads must be at least 1")
         torch.set_num_threads(threads)
 
 
@@ -51,12 +52,3 @@ def setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-
-
-def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    """Plain aligned text table."""
-    cells = [[str(c) for c in header]] + [[("-" if c is None else str(c)) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from deepfeat.cli.common import friendly, set_threads, setup_logging
-from deepfeat.cli.evaluate import JobOptions, run_job
+from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
+from deepfeat.cli.evaluate import run_and_report
+from deepfeat.cli.parsing import names
+from deepfeat.evaluation import ActivationsRecipe, EvaluationJob, KShot
 
 DEMO_LAYERS = "stage4,stage6,stage7,pool"  # head averaged over space is pool
 
@@ -16,22 +18,19 @@ DEMO_LAYERS = "stage4,stage6,stage7,pool"  # head averaged over space is pool
 def demo_command(
     out: Path = typer.Option(Path("deepfeat-out/demo"), "--out", "-o", help="Output folder."),
     layers: str = typer.Option(DEMO_LAYERS, help="Layers to compare."),
-    splits: int = typer.Option(5, help="Number of seeded 30-per-class splits."),
-    threads: int = typer.Option(None, help="Torch CPU threads."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    splits: int = typer.Option(5, min=1, help="Number of seeded 30-per-class splits."),
+    threads: int = THREADS,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Evaluate layer features of scikit-learn's digits (offline): 30 training images per class,
     linear SVM and logistic regression, layer by layer (DeCAF's Caltech-101 protocol)."""
     setup_logging(verbose)
     set_threads(threads)
-    run_job(
-        JobOptions(
-            data="digits",
-            layers=layers,
-            pool="avg",
-            probes="svm,logreg",
-            protocol="kshot:30",
-            splits=splits,
-            out=out,
-        )
+    job = EvaluationJob(
+        "digits",
+        recipe=ActivationsRecipe(names(layers, "--layers")),
+        protocol=KShot(k=30, n_splits=splits),
+        probes=["svm", "logreg"],
+        out=out,
     )
+    run_and_report(job)

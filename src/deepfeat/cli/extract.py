@@ -7,37 +7,16 @@ from pathlib import Path
 import typer
 
 from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
-from deepfeat.cli.common import friendly, set_threads, setup_logging, table
+from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
+from deepfeat.cli.parsing import OnBadImage, PreprocessName, names
 from deepfeat.data.datasets import open_dataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.errors import ConfigError
 from deepfeat.features.activations import LayerActivations
-from deepfeat.features.pipeline import Extraction, extract
+from deepfeat.features.pipeline import extract
 from deepfeat.features.store import FeatureStore
-
-
-def summary(result: Extraction) -> str:
-    """Counts, outputs with their origin and location, skipped and ignored files."""
-    lines = []
-    n_ok = max((len(fs) for fs in result.features.values()), default=0)
-    speed = f" at {result.images_per_second:.1f} img/s" if result.n_forward else ""
-    lines.append(
-        f"{result.n_items} items: {n_ok} with features, {len(result.failures)} skipped; "
-        f"{result.n_forward} through the network{speed} in {result.seconds:.1f} s"
-    )
-    rows = [
-        (k, fs.dim, len(fs), result.origins.get(k), fs.source or "memory")
-        for k, fs in result.features.items()
-    ]
-    lines.append(table(rows, ["features", "dim", "rows", "from", "where"]))
-    if result.failures:
-        lines.append(f"skipped {len(result.failures)} files:")
-        lines += [f"  {path}: {reason}" for path, reason in result.failures]
-    if result.ignored:
-        lines.append(f"ignored {len(result.ignored)} entries while listing the data:")
-        lines += [f"  {path}: {reason}" for path, reason in result.ignored]
-    if result.store:
-        lines.append(f"store: {result.store}")
-    return "\n".join(lines)
+from deepfeat.fileio import check_output_dir
+from deepfeat.report.tables import text_table
 
 
 @friendly
@@ -56,52 +35,53 @@ def extract_command(
         "-p",
         help="Comma-separated: avg, max, unroll, sp-shuffle, bin, sp-max-bin.",
     ),
-    out: Path = typer.Option(Path("deepfeat-out/store"), "--out", "-o", help="Feature store folder."),
-    preprocess: str = typer.Option(
-        "backbone",
-        help="'backbone' (its own resize and crop), 'decaf' (256 warp, 224 crop) or 'interactive' "
+    store: Path = typer.Option(Path("deepfeat-out/store"), "--store", "-s", help="Feature store folder."),
+    preprocess: PreprocessName = typer.Option(
+        PreprocessName.backbone,
+        help="backbone (its own resize and crop), decaf (256 warp, 224 crop) or interactive "
         "(whole image, area about 512^2, aspect kept, sides multiples of 32).",
     ),
-    batch_size: int = typer.Option(32, help="Images per forward pass."),
-    workers: int = typer.Option(2, help="Image decoding threads (0: decode in the main thread)."),
-    on_bad_image: str = typer.Option(
-        "skip", help="'skip' (report at the end) or 'fail' (stop at the first)."
+    batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
+    workers: int = typer.Option(2, min=0, help="Image decoding threads (0: decode in the main thread)."),
+    on_bad_image: OnBadImage = typer.Option(
+        OnBadImage.skip, help="skip (report at the end) or fail (stop at the first)."
     ),
     max_pixels: int = typer.Option(
-        DEFAULT_MAX_PIXELS, help="Refuse images with more pixels (decompression bombs)."
+        DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels (decompression bombs)."
     ),
     seed: int = typer.Option(0, help="Seed of the sp-shuffle permutations."),
-    threads: int = typer.Option(None, help="Torch CPU threads (default: torch's choice)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
+    threads: int = THREADS,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Extract layer features of every image into a feature store (resumable; reruns read the store)."""
     setup_logging(verbose)
     set_threads(threads)
+    method = LayerActivations(names(layers, "--layers"), names(pool, "--pool"), random_state=seed)
+    check_output_dir(store, "--store")
     dataset = open_dataset(data)
     typer.echo(dataset.summary())
     bb = load_backbone(backbone, weights=weights)
-    method = LayerActivations(layers, pool, random_state=seed)
     method.outputs(bb)  # validate names before any work
     result = extract(
         dataset,
         bb,
         [method],
-        store=out,
-        preprocess=preprocess,
+        store=store,
+        preprocess=preprocess.value,
         batch_size=batch_size,
-        on_error=on_bad_image,
+        on_error=on_bad_image.value,
         max_pixels=max_pixels,
         workers=workers,
         progress=True,
     )
-    typer.echo(summary(result))
+    typer.echo(result.describe())
 
 
 @friendly
 def store_list_command(store: Path = typer.Argument(..., help="Feature store folder.")) -> None:
     """List the entries of a feature store."""
     if not store.is_dir():
-        raise typer.BadParameter(f"{store}: not a folder")
+        raise ConfigError(f"{store}: not a folder; give the folder of a feature store")
     rows = []
     for meta in FeatureStore(store).entries():
         prov = meta["provenance"]
@@ -118,4 +98,4 @@ def store_list_command(store: Path = typer.Argument(..., help="Feature store fol
                 Path(meta["path"]).name,
             )
         )
-    typer.echo(table(rows, ["layer", "pool", "backbone", "dim", "rows", "state", "dataset", "entry"]))
+    typer.echo(text_table(rows, ["layer", "pool", "backbone", "dim", "rows", "state", "dataset", "entry"]))

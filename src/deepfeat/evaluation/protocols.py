@@ -8,24 +8,33 @@
   including multi-label data).
 - :class:`DomainAdaptation`: DeCAF Table 2.1's supervised adaptation setting between a source and a
   target domain: train on source only (S), on a few labelled target samples only (T) or on both (ST),
-  always test on the remaining target samples (Saenko et al.'s protocol: 20 source and 3 target
-  samples per class by default), repeated over seeded splits.
+  always test on the remaining target samples, repeated over seeded splits. Saenko et al.'s Office
+  protocol draws 20 source images per class when the source is Amazon and 8 when it is Webcam or DSLR,
+  and 3 labelled target images per class: ``DomainAdaptation.office31(source)`` sets those counts,
+  and ``k_source`` may also map domain names to counts.
 
-A split names its rows per domain (``{"data": rows}`` for single-domain protocols), so the same
-evaluation code trains on one domain or on two.
+Every protocol draws :class:`Split` objects with :meth:`splits` (a split names its rows per domain,
+``{"data": rows}`` for single-domain protocols, so the same evaluation code trains on one domain or on
+two), and is also a scikit-learn splitter (``split(X, y, groups)``, ``get_n_splits``), usable in
+``cross_val_score`` and ``GridSearchCV``: ``groups`` carries the per-row split names for
+:class:`FixedSplit` and the per-row domain (``"source"`` / ``"target"``) for :class:`DomainAdaptation`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.validation import check_choice, check_float, check_int
 
 TRAIN_SPLIT_NAMES = ("train",)
 TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
 DA_MODES = ("S", "T", "ST")
+#: Source images per class of Saenko et al.'s Office protocol, by source domain (3 target images each).
+OFFICE31_SOURCE_COUNTS = {"amazon": 20, "webcam": 8, "dslr": 8}
 
 
 @dataclass
@@ -83,8 +92,47 @@ def _per_class_draw(targets: np.ndarray, k: int, rng: np.random.Generator, max_r
     return np.sort(np.concatenate(picked)), np.sort(np.concatenate(rest))
 
 
+class Protocol:
+    """Base class: draws seeded :class:`Split` objects and exposes them as a scikit-learn splitter."""
+
+    name: str = "protocol"
+    two_domains: bool = False
+
+    def splits(
+        self,
+        targets: np.ndarray,
+        classes: list[str] | None = None,
+        *,
+        split_names: np.ndarray | None = None,
+        target_targets: np.ndarray | None = None,
+        source_name: str | None = None,
+    ) -> list[Split]:
+        """The splits of a label vector (or indicator matrix); ``split_names`` are the data's own
+        per-row split names (:class:`FixedSplit`), ``target_targets`` the target domain's labels
+        (:class:`DomainAdaptation`)."""
+        raise NotImplementedError
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        """Number of splits (scikit-learn splitter API)."""
+        raise NotImplementedError
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(train rows, test rows) of X per split (scikit-learn splitter API); see the module docstring
+        for what ``groups`` means per protocol."""
+        if y is None:
+            raise ConfigError(f"the {self.name} protocol needs the labels y to split")
+        y = np.asarray(y)
+        for s in self.splits(y, split_names=None if groups is None else np.asarray(groups, dtype=object)):
+            yield s.train["data"], s.test["data"]
+
+    def to_dict(self) -> dict:
+        """Plain JSON: the protocol's name and parameters."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {"name": self.name, **params}
+
+
 @dataclass
-class KShot:
+class KShot(Protocol):
     """``k`` training samples per class, the rest for testing, over ``n_splits`` seeded splits."""
 
     k: int = 30
@@ -93,15 +141,19 @@ class KShot:
     max_test: int | None = None
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.n_splits < 1:
-            raise ConfigError(f"k and n_splits must be at least 1, got k={self.k}, n_splits={self.n_splits}")
+        check_int("k (training images per class)", self.k, 1)
+        check_int("n_splits (number of splits)", self.n_splits, 1)
+        if self.max_test is not None:
+            check_int("max_test", self.max_test, 1)
 
     @property
     def name(self) -> str:
         return f"kshot{self.k}"
 
-    def splits(self, targets: np.ndarray, classes: list[str] | None = None) -> list[Split]:
-        """The seeded splits of a label vector."""
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_splits
+
+    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
         counts = _class_counts(targets, classes)
         _check_classes(counts, classes, self.k + 1, f"{self.k}-shot protocol (k train + at least 1 test)")
         out = []
@@ -113,15 +165,17 @@ class KShot:
 
 
 @dataclass
-class FixedSplit:
+class FixedSplit(Protocol):
     """The data's own split: rows whose split is ``train`` train, rows in ``test`` / ``val`` test."""
 
     @property
     def name(self) -> str:
         return "fixed"
 
-    def splits(self, targets: np.ndarray, split_names: np.ndarray | None, classes=None) -> list[Split]:
-        """One split from per-row split names."""
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return 1
+
+    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
         if split_names is None:
             raise DataError(
                 "the data defines no train/test split (no split folders or 'split' column); "
@@ -134,13 +188,14 @@ class FixedSplit:
             found = sorted(set(names.tolist()))
             raise DataError(f"fixed split needs 'train' rows and 'test' or 'val' rows; the data has {found}")
         if targets.ndim == 1:
-            counts = np.bincount(targets[train], minlength=int(targets.max()) + 1)
+            n_classes = len(classes) if classes is not None else int(targets.max()) + 1
+            counts = np.bincount(targets[train], minlength=n_classes)
             _check_classes(counts, classes, 1, "fixed split (training part)")
         return [Split("fixed", {"data": train}, {"data": test}, None, {})]
 
 
 @dataclass
-class RandomSplit:
+class RandomSplit(Protocol):
     """A seeded random hold-out of ``test_size`` of the rows (stratified for single-label data)."""
 
     test_size: float = 0.3
@@ -148,15 +203,17 @@ class RandomSplit:
     random_state: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 < self.test_size < 1:
-            raise ConfigError(f"test_size must be between 0 and 1, got {self.test_size}")
+        check_float("the held-out fraction (test_size)", self.test_size, 0, 1, low_open=True, high_open=True)
+        check_int("n_splits (number of splits)", self.n_splits, 1)
 
     @property
     def name(self) -> str:
         return f"random{self.test_size:g}"
 
-    def splits(self, targets: np.ndarray, classes=None) -> list[Split]:
-        """The seeded hold-out splits."""
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_splits
+
+    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
         from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
         if targets.ndim == 1:
@@ -176,37 +233,89 @@ class RandomSplit:
 
 
 @dataclass
-class DomainAdaptation:
+class DomainAdaptation(Protocol):
     """Source -> target adaptation splits for the modes S, T and ST (see the module docstring).
 
-    ``k_source`` source samples per class (None: all of them) and ``k_target`` labelled target samples
-    per class train; the other target samples test. The same target test set serves all three modes
-    within one seeded split, so S, T and ST are compared on identical test samples.
+    ``k_source`` source samples per class (None: all of them; a mapping: by source domain name, e.g.
+    :data:`OFFICE31_SOURCE_COUNTS`) and ``k_target`` labelled target samples per class train; the
+    other target samples test. The same target test set serves all three modes within one seeded
+    split, so S, T and ST are compared on identical test samples.
     """
 
-    k_source: int | None = 20
+    k_source: int | Mapping[str, int] | None = 20
     k_target: int = 3
     n_splits: int = 5
     random_state: int = 0
     modes: tuple[str, ...] = DA_MODES
 
+    two_domains = True
+
     def __post_init__(self) -> None:
-        bad = [m for m in self.modes if m not in DA_MODES]
-        if bad or not self.modes:
-            raise ConfigError(f"unknown adaptation modes {bad}; valid: {', '.join(DA_MODES)}")
+        if not self.modes:
+            raise ConfigError(f"modes names no adaptation mode; valid: {', '.join(DA_MODES)}")
+        for mode in self.modes:
+            check_choice("adaptation mode", mode, DA_MODES)
+        self.modes = tuple(self.modes)
+        check_int("n_splits (number of splits)", self.n_splits, 1)
+        check_int("k_target (labelled target images per class)", self.k_target, 0)
         if self.k_target < 1 and any("T" in m for m in self.modes):
             raise ConfigError("modes T and ST need k_target >= 1 labelled target samples per class")
+        if isinstance(self.k_source, Mapping):
+            self.k_source = {
+                str(k).lower(): check_int(f"k_source[{k!r}]", v, 1) for k, v in self.k_source.items()
+            }
+        elif self.k_source is not None:
+            check_int("k_source (source images per class)", self.k_source, 1)
+
+    @classmethod
+    def office31(cls, source: str, **kwargs) -> DomainAdaptation:
+        """Saenko et al.'s counts for an Office-31 source domain (amazon: 20, webcam / dslr: 8 per
+        class; 3 labelled target images per class)."""
+        name = check_choice("Office-31 domain", source.lower(), OFFICE31_SOURCE_COUNTS)
+        return cls(k_source=OFFICE31_SOURCE_COUNTS[name], **kwargs)
 
     @property
     def name(self) -> str:
         return "da"
 
-    def splits(self, source_targets: np.ndarray, target_targets: np.ndarray, classes=None) -> list[Split]:
-        """Splits over two domains, ``source`` and ``target`` (same class list in both)."""
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_splits * len(self.modes)
+
+    def source_count(self, source_name: str | None) -> int | None:
+        """Source images per class for a source domain called ``source_name``."""
+        if not isinstance(self.k_source, Mapping):
+            return self.k_source
+        key = (source_name or "").lower()
+        if key not in self.k_source:
+            raise ConfigError(
+                f"k_source gives counts for the source domains {sorted(self.k_source)}; the source is "
+                f"{source_name!r}: give k_source as a number"
+            )
+        return self.k_source[key]
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if y is None or groups is None:
+            raise ConfigError("domain adaptation splits need y and groups ('source' / 'target' per row)")
+        y, groups = np.asarray(y), np.asarray(groups).astype(str)
+        src, tgt = np.flatnonzero(groups == "source"), np.flatnonzero(groups == "target")
+        if src.size + tgt.size != len(groups):
+            raise ConfigError("groups must be 'source' or 'target' for every row")
+        for s in self.splits(y[src], target_targets=y[tgt]):
+            rows = {"source": src, "target": tgt}
+            train = np.concatenate([rows[d][idx] for d, idx in s.train.items()])
+            yield np.sort(train), rows["target"][s.test["target"]]
+
+    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
+        """Splits over two domains, ``source`` (``targets``) and ``target`` (``target_targets``),
+        with the same class list in both."""
+        if target_targets is None:
+            raise ConfigError("domain adaptation needs the target domain's labels (target data)")
+        source_targets = targets
+        k_source = self.source_count(source_name)
         s_counts = _class_counts(source_targets, classes)
         t_counts = _class_counts(target_targets, classes)
-        if self.k_source is not None:
-            _check_classes(s_counts, classes, self.k_source, f"source domain ({self.k_source} per class)")
+        if k_source is not None:
+            _check_classes(s_counts, classes, k_source, f"source domain ({k_source} per class)")
         else:
             _check_classes(s_counts, classes, 1, "source domain")
         _check_classes(
@@ -216,10 +325,10 @@ class DomainAdaptation:
         for i in range(self.n_splits):
             seed = self.random_state + i
             rng = np.random.default_rng(seed)
-            if self.k_source is None:
+            if k_source is None:
                 src = np.arange(len(source_targets))
             else:
-                src, _ = _per_class_draw(source_targets, self.k_source, rng)
+                src, _ = _per_class_draw(source_targets, k_source, rng)
             tgt_train, tgt_test = _per_class_draw(target_targets, self.k_target, rng)
             for mode in self.modes:
                 train = {}
@@ -233,29 +342,7 @@ class DomainAdaptation:
                         train,
                         {"target": tgt_test},
                         seed,
-                        {"mode": mode, "k_source": self.k_source, "k_target": self.k_target},
+                        {"mode": mode, "k_source": k_source, "k_target": self.k_target},
                     )
                 )
         return out
-
-
-def parse_protocol(text: str, n_splits: int = 5, random_state: int = 0):
-    """Protocol from its CLI spelling: ``kshot:K``, ``fixed``, ``random:FRACTION`` or ``da``
-    (``da:KS:KT`` for other per-class counts; KS may be ``all``)."""
-    name, _, arg = text.partition(":")
-    try:
-        if name == "kshot":
-            return KShot(k=int(arg or 30), n_splits=n_splits, random_state=random_state)
-        if name == "fixed":
-            return FixedSplit()
-        if name == "random":
-            return RandomSplit(test_size=float(arg or 0.3), n_splits=n_splits, random_state=random_state)
-        if name == "da":
-            ks, _, kt = arg.partition(":")
-            k_source = None if ks == "all" else int(ks or 20)
-            return DomainAdaptation(
-                k_source=k_source, k_target=int(kt or 3), n_splits=n_splits, random_state=random_state
-            )
-    except ValueError as exc:
-        raise ConfigError(f"cannot read protocol {text!r} ({exc})") from None
-    raise ConfigError(f"unknown protocol {text!r}; valid: kshot:K, fixed, random:FRACTION, da[:KS:KT]")

@@ -4,7 +4,7 @@ from deepfeat.features.activations import LayerActivations
 from deepfeat.features.activeness import Activeness, activeness_maps
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
-from deepfeat.features.featureset import FeatureSet, concat_features
+from deepfeat.features.featureset import FeatureKind, FeatureSet, concat_features
 from deepfeat.features.fisher import DiagonalGMM, FisherEncoder, fisher_vectors
 from deepfeat.features.gradients import GradientFeatures
 from deepfeat.features.pipeline import Extraction, FeatureExtractor, extract
@@ -17,6 +17,7 @@ __all__ = [
     "DiagonalGMM",
     "Extraction",
     "FeatureExtractor",
+    "FeatureKind",
     "FeatureMethod",
     "FeatureSet",
     "FeatureStore",

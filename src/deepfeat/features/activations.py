@@ -8,7 +8,9 @@ import torch
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.features.base import Derivation, FeatureMethod, OutputSpec
+from deepfeat.features.featureset import FeatureKind
 from deepfeat.features.pooling import NEEDS_SEED, canonical_pool, derivable_from, derive, pool_maps
+from deepfeat.validation import as_names
 
 
 class LayerActivations(FeatureMethod):
@@ -16,36 +18,36 @@ class LayerActivations(FeatureMethod):
 
     Parameters
     ----------
-    layers: layer names (a list or a comma-separated string; ``"all"`` for every layer).
-    pool: one pooling or several (see :mod:`deepfeat.features.pooling`): avg, max (= sp-max), unroll,
-        sp-shuffle, bin, sp-max-bin.
+    layers: layer names (a list, or one name; ``"all"`` for every layer).
+    pool: one pooling or a list of them (see :mod:`deepfeat.features.pooling`): avg, max (= sp-max),
+        unroll, sp-shuffle, bin, sp-max-bin.
     random_state: seed of the ``sp-shuffle`` permutations (combined with each image's id).
     """
 
     name = "activations"
     needs_backward = False
 
-    def __init__(self, layers: str | Sequence[str], pool: str | Sequence[str] = "avg", random_state: int = 0):
+    def __init__(self, layers: Sequence[str], pool: Sequence[str] = "avg", random_state: int = 0):
         self.layers = layers
         self.pool = pool
         self.random_state = random_state
 
     def _pools(self) -> list[str]:
-        pools = [p.strip() for p in self.pool.split(",")] if isinstance(self.pool, str) else list(self.pool)
-        return [p for p in pools if p]
+        return as_names(self.pool, "pool")
 
     def outputs(self, backbone: Backbone) -> list[OutputSpec]:
         specs: dict[str, OutputSpec] = {}
         pools = self._pools()
         for layer in backbone.catalog.resolve(self.layers):
-            for pool in pools or ["avg"]:
+            for pool in pools:
                 name = canonical_pool(pool, layer.spatial)
                 params = {"method": self.name, "layer": layer.name, "pool": name}
                 if name in NEEDS_SEED:
                     params["random_state"] = int(self.random_state)
                 identity = not layer.spatial and name == "unroll"
                 key = layer.name if identity else f"{layer.name}/{name}"
-                specs.setdefault(key, OutputSpec(key=key, layer=layer, params=params))
+                kind = FeatureKind.MAPS if layer.spatial and name == "unroll" else FeatureKind.VECTOR
+                specs.setdefault(key, OutputSpec(key=key, layer=layer, params=params, kind=kind))
         return list(specs.values())
 
     def encode(

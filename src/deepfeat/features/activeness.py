@@ -45,8 +45,9 @@ import torch
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.layers import LayerInfo
-from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.errors import ConfigError
 from deepfeat.features.base import FeatureMethod, OutputSpec
+from deepfeat.validation import check_choice
 
 CONFIGS = ("last", "next")
 NORMS = (1, 2)
@@ -92,7 +93,7 @@ class Activeness(FeatureMethod):
 
     Parameters
     ----------
-    layers: catalog layers (a list or comma-separated string).
+    layers: catalog layers (a list, or one name).
     config: ``"last"`` (score at the last hidden layer, or ``top``) or ``"next"`` (score at the layer
         after each layer).
     p: norm of the score function, 1 or 2.
@@ -102,17 +103,16 @@ class Activeness(FeatureMethod):
     name = "activeness"
     needs_backward = True
 
-    def __init__(self, layers: str | Sequence[str], config: str = "last", p: int = 2, top: str | None = None):
+    def __init__(self, layers: Sequence[str], config: str = "last", p: int = 2, top: str | None = None):
         self.layers = layers
         self.config = config
         self.p = p
         self.top = top
 
     def _validate(self) -> None:
-        if self.config not in CONFIGS:
-            raise UnknownNameError("activeness configuration", self.config, CONFIGS)
+        check_choice("activeness configuration", self.config, CONFIGS)
         if self.p not in NORMS:
-            raise ConfigError(f"p must be 1 or 2, got {self.p!r}")
+            raise ConfigError(f"p must be 1 or 2 (the norm of the score), got {self.p!r}")
         if self.top is not None and self.config != "last":
             raise ConfigError("top applies to config='last' only")
 
@@ -184,7 +184,7 @@ class Activeness(FeatureMethod):
 def activeness_maps(
     backbone: Backbone,
     batch: torch.Tensor,
-    layers: str | Sequence[str],
+    layers: Sequence[str],
     config: str = "last",
     p: int = 2,
     top: str | None = None,

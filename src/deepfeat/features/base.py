@@ -14,6 +14,7 @@ import torch
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.layers import LayerInfo
+from deepfeat.features.featureset import FeatureKind
 
 #: Computes an output from a stored source output: (stored rows, per-item layer shape, item ids).
 Derivation = Callable[[torch.Tensor, tuple[int, ...], Sequence[str]], torch.Tensor]
@@ -29,6 +30,7 @@ class OutputSpec:
     params: dict = field(hash=False)
     needs: tuple[LayerInfo, ...] = ()  # other layers the output is computed from (e.g. logits)
     tap: bool = False  # needs the input and output of the layer's weight layer (LayerInfo.linear)
+    kind: FeatureKind = FeatureKind.VECTOR  # what the stored rows hold
 
 
 class FeatureMethod:

@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
+
+from deepfeat.kernels import FactoredLayout
+
+
+class FeatureKind(str, Enum):
+    """What the rows of a feature set hold, which decides the probes and encoders that can read them.
+
+    - ``VECTOR``: one feature vector per image (pooled layers, forward baselines, concatenations);
+    - ``MAPS``: a layer's unrolled (C, H, W) map per image, flattened channel-major: local descriptors
+      for a per-split encoder such as Fisher vectors (``layer_shape`` gives (C, H, W));
+    - ``FACTORED``: Deep Fishing gradients kept as their two factors per position (``layer_shape`` is
+      (d_in + d_out, P)); compared through the factored trace kernel.
+    """
+
+    VECTOR = "vector"
+    MAPS = "maps"
+    FACTORED = "factored"
 
 
 @dataclass
@@ -27,6 +45,10 @@ class FeatureSet:
     difficult: np.ndarray | None = None
     layer_shape: tuple[int, ...] | None = None
     source: str | None = None
+    kind: FeatureKind = FeatureKind.VECTOR
+
+    def __post_init__(self) -> None:
+        self.kind = FeatureKind(self.kind)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -35,6 +57,15 @@ class FeatureSet:
     def dim(self) -> int:
         """Feature dimension."""
         return int(self.features.shape[1]) if self.features.ndim == 2 else 0
+
+    @property
+    def factored_layout(self) -> FactoredLayout:
+        """How factored gradient rows split into their forward and backward factors."""
+        from deepfeat.errors import ConfigError
+
+        if self.kind is not FeatureKind.FACTORED:
+            raise ConfigError(f"features {self.key!r} are {self.kind.value} features, not factored gradients")
+        return FactoredLayout.from_provenance(self.provenance, self.layer_shape)
 
     @property
     def multilabel(self) -> bool:
@@ -58,10 +89,11 @@ class FeatureSet:
             difficult=None if self.difficult is None else self.difficult[idx],
             layer_shape=self.layer_shape,
             source=self.source,
+            kind=self.kind,
         )
 
     def __repr__(self) -> str:
-        return f"FeatureSet({self.key!r}, n={len(self)}, dim={self.dim})"
+        return f"FeatureSet({self.key!r}, n={len(self)}, dim={self.dim}, kind={self.kind.value})"
 
 
 def concat_features(sets: list[FeatureSet], key: str | None = None) -> FeatureSet:
@@ -71,6 +103,9 @@ def concat_features(sets: list[FeatureSet], key: str | None = None) -> FeatureSe
 
     if len(sets) < 2:
         raise ConfigError("concatenation needs at least two feature sets")
+    for fs in sets:
+        if fs.kind is FeatureKind.FACTORED:
+            raise ConfigError(f"features {fs.key!r} are factored gradients; they cannot be concatenated")
     first = sets[0]
     for other in sets[1:]:
         if other.ids != first.ids:
@@ -104,7 +139,7 @@ def pool_positions(sets: list[FeatureSet], key: str | None = None) -> FeatureSet
     blocks = []
     for fs in sets:
         shape = fs.layer_shape
-        if shape is None or len(shape) != 3:
+        if fs.kind is FeatureKind.FACTORED or shape is None or len(shape) != 3:
             raise DataError(f"features {fs.key!r} are not unrolled conv maps (need a (C, H, W) row shape)")
         if shape[0] != first.layer_shape[0] or fs.ids != first.ids:
             raise DataError(f"features {fs.key!r} and {first.key!r} differ in channels or images")
@@ -122,4 +157,5 @@ def pool_positions(sets: list[FeatureSet], key: str | None = None) -> FeatureSet
         splits=first.splits,
         difficult=first.difficult,
         layer_shape=(first.layer_shape[0], features.shape[2], 1),
+        kind=FeatureKind.MAPS,
     )

@@ -34,8 +34,10 @@ from torch import nn
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.layers import LayerInfo
-from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.errors import ConfigError
 from deepfeat.features.base import FeatureMethod, OutputSpec
+from deepfeat.features.featureset import FeatureKind
+from deepfeat.validation import as_names, check_choice
 
 FORMS = ("factored", "explicit", "input", "preact")
 _SUFFIX = {"factored": "grad", "explicit": "grad-explicit", "input": "x_in", "preact": "y"}
@@ -94,7 +96,7 @@ class GradientFeatures(FeatureMethod):
     Parameters
     ----------
     layers: catalog layers with a weight layer (``fc6``, ``fc7``, ``fc8`` on AlexNet / VGG16; ``head``
-        (a 1x1 convolution) and ``logits`` on EfficientNet-Lite0); a list or comma-separated string.
+        (a 1x1 convolution) and ``logits`` on EfficientNet-Lite0); a list or one name.
     forms: which outputs to produce (see the module docstring): any of factored, explicit, input,
         preact; default the factored gradient with both forward baselines.
     power: power normalisation exponent of the explicit form (None: none).
@@ -105,8 +107,8 @@ class GradientFeatures(FeatureMethod):
 
     def __init__(
         self,
-        layers: str | Sequence[str],
-        forms: str | Sequence[str] = ("factored", "input", "preact"),
+        layers: Sequence[str],
+        forms: Sequence[str] = ("factored", "input", "preact"),
         *,
         power: float | None = None,
         max_explicit_dim: int = 1 << 22,
@@ -122,14 +124,7 @@ class GradientFeatures(FeatureMethod):
         return any(f in ("factored", "explicit") for f in self._forms())
 
     def _forms(self) -> list[str]:
-        forms = self.forms.split(",") if isinstance(self.forms, str) else list(self.forms)
-        forms = [f.strip() for f in forms]
-        forms = [f for f in forms if f]
-        if not forms:
-            raise ConfigError(f"forms must name at least one of {', '.join(FORMS)}")
-        for form in forms:
-            if form not in FORMS:
-                raise UnknownNameError("gradient feature form", form, FORMS)
+        forms = [check_choice("gradient feature form", f, FORMS) for f in as_names(self.forms, "forms")]
         return list(dict.fromkeys(forms))
 
     def outputs(self, backbone: Backbone) -> list[OutputSpec]:
@@ -159,7 +154,10 @@ class GradientFeatures(FeatureMethod):
                     params["power"] = self.power
                 needs = (logits,) if form in ("factored", "explicit") else ()
                 key = f"{layer.name}/{_SUFFIX[form]}"
-                specs.append(OutputSpec(key=key, layer=layer, params=params, needs=needs, tap=True))
+                kind = FeatureKind.FACTORED if form == "factored" else FeatureKind.VECTOR
+                specs.append(
+                    OutputSpec(key=key, layer=layer, params=params, needs=needs, tap=True, kind=kind)
+                )
         return specs
 
     def encode(

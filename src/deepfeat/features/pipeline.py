@@ -75,6 +75,31 @@ class Extraction:
         """Network throughput of this run (images through the network per second)."""
         return self.n_forward / self.seconds if self.seconds > 0 and self.n_forward else 0.0
 
+    def describe(self) -> str:
+        """Counts, outputs with their origin and location, skipped and ignored files, as text."""
+        from deepfeat.report.tables import text_table
+
+        n_ok = max((len(fs) for fs in self.features.values()), default=0)
+        speed = f" at {self.images_per_second:.1f} img/s" if self.n_forward else ""
+        lines = [
+            f"{self.n_items} items: {n_ok} with features, {len(self.failures)} skipped; "
+            f"{self.n_forward} through the network{speed} in {self.seconds:.1f} s"
+        ]
+        rows = [
+            (k, fs.dim, len(fs), self.origins.get(k), fs.source or "memory")
+            for k, fs in self.features.items()
+        ]
+        lines.append(text_table(rows, ["features", "dim", "rows", "from", "where"]))
+        if self.failures:
+            lines.append(f"skipped {len(self.failures)} files:")
+            lines += [f"  {path}: {reason}" for path, reason in self.failures]
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)} entries while listing the data:")
+            lines += [f"  {path}: {reason}" for path, reason in self.ignored]
+        if self.store:
+            lines.append(f"store: {self.store}")
+        return "\n".join(lines)
+
 
 def base_provenance(
     dataset: ImageDataset, backbone: Backbone, preprocess: Preprocess, max_pixels: int
@@ -357,6 +382,7 @@ def _feature_set(plan: _Plan, dataset: ImageDataset, valid: np.ndarray) -> Featu
         difficult=None if dataset.difficult is None else dataset.difficult[rows],
         layer_shape=plan.entry.row_shape,
         source=None if plan.entry.path is None else str(plan.entry.path),
+        kind=plan.spec.kind,
     )
 
 

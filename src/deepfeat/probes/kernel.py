@@ -42,6 +42,9 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
     fallback_C: C used when a class is too small for cross-validation.
     """
 
+    #: kinds of features this probe reads (see deepfeat.features.featureset.FeatureKind)
+    feature_kinds = ("vector", "factored")
+
     def __init__(
         self,
         kernel: str = "linear",

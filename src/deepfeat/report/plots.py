@@ -1,4 +1,5 @@
-"""Plots of evaluation results (PNG files, matplotlib's non-interactive backend)."""
+"""Plots of every job (PNG files, matplotlib's non-interactive backend): shared figure helpers and
+the evaluation and heatmap plots."""
 
 from __future__ import annotations
 
@@ -45,10 +46,7 @@ def metric_by_features(summary: list[dict], metric: str, path: Path, title: str 
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def per_class(
@@ -66,10 +64,7 @@ def per_class(
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def overlay_heatmap(
@@ -98,3 +93,43 @@ def overlay_heatmap(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+LINESTYLES = ("-", "-.", "--", ":")
+
+
+def grid(n_panels: int, ncols: int = 4, size: tuple[float, float] = (3.2, 2.6)):
+    """Figure with n_panels axes on a grid (unused axes hidden); returns (fig, flat list of axes)."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
+
+
+def save(fig, path: str | Path, title: str = "") -> Path:
+    """Write the figure as PNG (parent folders created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def colours(n: int) -> list:
+    """n distinguishable colours (tab10 / tab20, then a continuous map)."""
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(n)]
+    return [plt.get_cmap("turbo")(x) for x in np.linspace(0.05, 0.95, n)]
+
+
+def figure(size: tuple[float, float] = (6.0, 4.2)):
+    """A figure with one axes of the given size (inches)."""
+    return plt.subplots(figsize=size)

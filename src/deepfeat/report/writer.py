@@ -1,163 +1,81 @@
-"""Result files of an evaluation: ``results.json`` (every number with its provenance), ``report.md``
-(tables and plots) and the PNG plots it shows."""
+"""The one writer of result files for every job (evaluation, analyses, tasks): ``<name>.json`` with a
+fixed layout and the job's PNG plots, written so that an interrupted run never leaves a half file.
+
+Layout of every result JSON (``schema`` 1)::
+
+    {"schema": 1, "kind": "evaluation" | "analysis" | ..., "name": ..., "deepfeat": version,
+     "created": ISO time, "versions": {...}, "environment": {...}, "provenance": {...},
+     "plots": {stem: file name}, "result": {...}}
+
+``result`` is the job's own content, made JSON-ready by :func:`deepfeat.fileio.to_jsonable` (NaN and
+infinities become ``null``); ``provenance`` is what the caller knows about its inputs (backbone and
+weights id, layers, dataset fingerprint, seeds, ...); ``environment`` is this process's versions,
+command line, threads and allocator setting (:mod:`deepfeat.report.provenance`).
+"""
 
 from __future__ import annotations
 
-import json
-import platform
-from datetime import datetime, timezone
+import os
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from deepfeat._version import __version__
-from deepfeat.evaluation.evaluate import EvaluationResult
-from deepfeat.report import plots
+from deepfeat.errors import ConfigError
+from deepfeat.fileio import SCHEMA_VERSION, to_jsonable, write_json
+from deepfeat.report.provenance import environment
+
+_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-def _fmt(value: dict | None) -> str:
-    if not value:
-        return "-"
-    return f"{100 * value['mean']:.2f} ± {100 * value['std']:.2f}"
+def _check_stem(stem: str, what: str) -> None:
+    if not isinstance(stem, str) or not _STEM.match(stem) or ".." in stem:
+        raise ConfigError(f"{what} must be a plain file stem (letters, digits, '-', '_', '.'), got {stem!r}")
 
 
-def table_rows(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the headline table: features down, probe (and mode) across."""
-    summary = result.summary()
-    metric = result.primary_metric
-    series = list(dict.fromkeys((r["probe"], r.get("mode")) for r in summary))
-    features = list(dict.fromkeys(r["features"] for r in summary))
-    header = ["features"] + [p if m is None else f"{p} ({m})" for p, m in series]
-    rows = []
-    for f in features:
-        row = [f]
-        for probe, mode in series:
-            hit = next(
-                (r for r in summary if r["features"] == f and r["probe"] == probe and r.get("mode") == mode),
-                None,
-            )
-            row.append(_fmt(hit.get(metric) if hit else None))
-        rows.append(row)
-    return header, rows
-
-
-def text_table(result: EvaluationResult) -> str:
-    """The headline table as aligned plain text (for the terminal)."""
-    header, rows = table_rows(result)
-    cells = [header, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def write_report(
-    result: EvaluationResult,
-    out: str | Path,
+def write_result(
+    out: str | os.PathLike,
+    name: str,
+    result: Any,
     *,
-    title: str = "deepfeat evaluation",
-    context: dict | None = None,
+    kind: str = "analysis",
+    provenance: Mapping | None = None,
+    plots: Mapping[str, Callable[[Path], Any]] | None = None,
+    plot_prefix: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Path]:
-    """Write results.json, report.md and the plots into folder ``out``; returns their paths."""
+    """Write the plots and ``<name>.json`` of one job into folder ``out``; returns the paths written
+    (``"json"`` and one per plot stem).
+
+    ``plots``: {stem: function writing a PNG to the path it is given}; each becomes
+    ``<plot_prefix><stem>.png`` (default prefix ``<name>_``). The JSON is written last, atomically,
+    and lists the plot files.
+    """
+    _check_stem(name, "name")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metric = result.primary_metric
-    label = plots.METRIC_LABELS[metric]
+    prefix = f"{name}_" if plot_prefix is None else plot_prefix
+    paths: dict[str, Path] = {}
+    for stem, draw in (plots or {}).items():
+        _check_stem(f"{prefix}{stem}", f"plot {stem!r}")
+        if not callable(draw):
+            raise ConfigError(f"plots[{stem!r}] must be a function taking the PNG path")
+        target = out / f"{prefix}{stem}.png"
+        draw(target)
+        paths[stem] = target
+    env = environment(device)
     payload = {
+        "schema": SCHEMA_VERSION,
+        "kind": kind,
+        "name": name,
         "deepfeat": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "context": context or {},
-        **result.to_dict(),
+        "created": env.pop("created"),
+        "versions": env.pop("versions"),
+        "environment": env,
+        "provenance": to_jsonable(dict(provenance or {})),
+        "plots": {stem: p.name for stem, p in paths.items()},
+        "result": to_jsonable(result),
     }
-    try:
-        import sklearn
-        import torch
-
-        payload["versions"] = {"torch": torch.__version__, "scikit-learn": sklearn.__version__}
-    except ImportError:  # pragma: no cover
-        pass
-    paths = {"results": out / "results.json", "report": out / "report.md"}
-    tmp = paths["results"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
-    tmp.replace(paths["results"])
-
-    summary = result.summary()
-    paths["by_features"] = plots.metric_by_features(
-        summary, metric, out / "metric_by_features.png", title=label
-    )
-    best = result.best()
-    best_name = best["features"] + f" / {best['probe']}" + (f" ({best['mode']})" if best.get("mode") else "")
-    per_class_label = "AP (%)" if result.multilabel else "accuracy (%)"
-    paths["per_class"] = plots.per_class(
-        best["per_class"],
-        result.classes,
-        out / "per_class.png",
-        per_class_label,
-        title=f"per class: {best_name}",
-    )
-
-    header, rows = table_rows(result)
-    lines = [f"# {title}", ""]
-    for key, value in (context or {}).items():
-        lines.append(f"- **{key}**: {value}")
-    protocol = result.protocol
-    lines += [
-        f"- **protocol**: {protocol['name']} ({len(result.splits)} splits; "
-        + ", ".join(f"{k}={v}" for k, v in protocol.items() if k != "name")
-        + ")",
-        "- **probes**: "
-        + ", ".join(f"{k} ({v.get('loss')}, C={v.get('C')})" for k, v in result.probes.items()),
-        "",
-        f"## {label}, mean ± std over splits",
-        "",
-        _markdown_table(header, rows),
-        "",
-        f"![{label} by features](metric_by_features.png)",
-        "",
-    ]
-    other = [m for m in result.metric_names if m != metric]
-    if other:
-        lines += ["## Other metrics", ""]
-        head = (
-            ["features", "probe"] + ([] if all(r.get("mode") is None for r in summary) else ["mode"]) + other
-        )
-        rows2 = []
-        for r in summary:
-            row = [r["features"], r["probe"]] + ([] if len(head) == 2 + len(other) else [str(r.get("mode"))])
-            rows2.append(row + [_fmt(r.get(m)) for m in other])
-        lines += [_markdown_table(head, rows2), ""]
-    lines += [f"## Per class: {best_name}", "", "![per class](per_class.png)", ""]
-    lines += [
-        _markdown_table(
-            ["class", per_class_label],
-            [
-                [c, "-" if v is None or np.isnan(v) else f"{100 * v:.1f}"]
-                for c, v in zip(result.classes, best["per_class"])
-            ],
-        ),
-        "",
-        "Chosen C per split (cross-validated on each training split): "
-        + "; ".join(f"{r['features']}/{r['probe']}: {r['C']}" for r in summary[:8])
-        + ("; ..." if len(summary) > 8 else ""),
-        "",
-        "Every number above, with the split seeds and row indices, is in `results.json`.",
-    ]
-    paths["report"].write_text("\n".join(lines) + "\n")
+    paths["json"] = write_json(out / f"{name}.json", payload)
     return paths
-
-
-def _json_default(obj):
-    if isinstance(obj, np.integer | np.floating):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    return str(obj)

@@ -7,8 +7,9 @@ from PIL import Image
 
 from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.protocols import KShot
+from deepfeat.evaluation.report import write_report
 from deepfeat.probes.linear import LinearProbe
-from deepfeat.report.writer import text_table, write_report
+from deepfeat.report.tables import text_table
 from tests.evaluation.test_evaluate import blobs, feature_set
 
 
@@ -21,8 +22,10 @@ def test_report_files_tables_and_provenance(tmp_path):
         progress=False,
     )
     paths = write_report(res, tmp_path, title="t", context={"backbone": "efficientnet_lite0"})
-    data = json.loads(paths["results"].read_text())
-    assert data["deepfeat"] and data["context"]["backbone"] == "efficientnet_lite0"
+    payload = json.loads(paths["results"].read_text())
+    assert payload["deepfeat"] and payload["kind"] == "evaluation" and payload["schema"] == 1
+    data = payload["result"]
+    assert data["context"]["backbone"] == "efficientnet_lite0"
     assert [s["seed"] for s in data["splits"]] == [4, 5]
     assert len(data["splits"][0]["train"]["data"]) == 15
     assert data["features"]["pool"]["provenance"] == {"key": "pool", "n": 60}
@@ -34,7 +37,8 @@ def test_report_files_tables_and_provenance(tmp_path):
     for name in ("metric_by_features.png", "per_class.png"):
         with Image.open(tmp_path / name) as img:
             assert img.size[0] > 300
-    table = text_table(res)
+    header, rows = res.table()
+    table = text_table(rows, header)
     assert table.splitlines()[0].split() == ["features", "svm", "logreg"]
     assert "±" in table
     best = res.best()

@@ -1,0 +1,50 @@
+"""InterActive heatmaps of one image: the sum over channels of the neuron weights gamma of each layer,
+overlaid on the image (one PNG per layer) with the raw maps in JSON."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
+from deepfeat.data.images import load_image
+from deepfeat.data.transforms import preset
+from deepfeat.features.activeness import activeness_maps
+from deepfeat.fileio import write_json
+from deepfeat.report.plots import overlay_heatmap
+
+
+def write_heatmaps(
+    image: str | os.PathLike,
+    layers: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    config: str = "last",
+    p: int = 2,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | None = None,
+    preprocess: str = "interactive",
+) -> list[Path]:
+    """One PNG per layer and a JSON with the raw maps in folder ``out``; returns the PNG paths."""
+    image, out = Path(image), Path(out)
+    bb = load_backbone(backbone, weights=weights)
+    prep = preset(preprocess, bb.preprocess)
+    pixels = prep(load_image(image))
+    batch = prep.to_batch([pixels], channels_last=bb.channels_last)
+    maps = activeness_maps(bb, batch, list(layers), config=config, p=p)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, raw = [], {}
+    for layer, heat in maps.items():
+        heat = heat[0].numpy()
+        raw[layer] = heat.tolist()
+        name = f"{image.stem}-{layer}-{config}-p{p}.png"
+        title = f"{layer}, {config} config, p = {p}"
+        paths.append(overlay_heatmap(pixels, heat, out / name, title=title))
+    meta = {"image": str(image), "backbone": bb.name, "weights_id": bb.weights_id, "config": config, "p": p}
+    meta["preprocess"] = prep.to_dict()
+    meta["input_size"] = list(np.asarray(pixels).shape[:2])
+    write_json(out / f"{image.stem}-{config}-p{p}.json", {**meta, "maps": raw})
+    return paths

@@ -1,0 +1,228 @@
+"""Recipes: what an evaluation extracts and how it feeds the probes, one class per kind of feature.
+
+A recipe knows its feature methods, the probes that suit its features by default, the preprocessing
+it expects, whether its features need a per-split encoder before the probes, which extra feature sets
+it derives (concatenations) and at which input scales it extracts. :func:`~deepfeat.evaluation.job.run`
+asks the recipe instead of switching on a method name, so a new kind of feature is a new recipe.
+
+- :class:`ActivationsRecipe`: DeCAF layer activations, pooled or ablated (Agrawal), optionally the
+  concatenation of all layers;
+- :class:`GradientRecipe`: Deep Fishing gradients, factored (kernel probe) and the forward baselines
+  with their concatenation (Table 1);
+- :class:`InteractiveRecipe`: InterActive's average and max pooling of the responses and the
+  activeness-weighted averages per configuration and norm (the poster's rows);
+- :class:`FisherRecipe`: Fisher vectors of unrolled conv maps, the encoder fitted per split, over one
+  or several input scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from deepfeat.data.transforms import Preprocess
+from deepfeat.errors import ConfigError
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.activeness import CONFIGS, NORMS, Activeness
+from deepfeat.features.base import FeatureMethod
+from deepfeat.features.featureset import FeatureKind, FeatureSet, concat_features, pool_positions
+from deepfeat.features.fisher import FisherEncoder
+from deepfeat.features.gradients import FORMS, GradientFeatures
+from deepfeat.validation import as_names, check_choice, check_int
+
+
+class Recipe:
+    """Base class; subclasses are dataclasses whose fields are the recipe's parameters."""
+
+    name: str = "recipe"
+    default_probes: tuple[str, ...] = ("svm", "logreg")
+    default_preprocess: str = "backbone"
+
+    def methods(self) -> list[FeatureMethod]:
+        """The feature methods to extract (validated against a backbone by the pipeline)."""
+        raise NotImplementedError
+
+    def probe_params(self) -> dict:
+        """Parameters this recipe passes to probes built by name (e.g. the kernel normalisation)."""
+        return {}
+
+    def encoders(self, features: Mapping[str, FeatureSet]) -> dict[str, object]:
+        """Per feature set name, a transformer fitted on each split's training rows (none by default)."""
+        return {}
+
+    def rename(self, key: str) -> str:
+        """The name of a stored feature set in results (e.g. ``stage6/unroll`` -> ``stage6/fv32``)."""
+        return key
+
+    def combine(self, features: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
+        """The feature sets to evaluate: the extracted ones plus any derived from them."""
+        return dict(features)
+
+    def preprocesses(self, base: Preprocess) -> list[Preprocess]:
+        """Input preprocessings to extract with; several are merged by :meth:`merge_scales`."""
+        return [base]
+
+    def merge_scales(self, per_scale: list[dict[str, FeatureSet]]) -> dict[str, FeatureSet]:
+        """One feature set per key from the extractions at every scale (one scale: itself)."""
+        if len(per_scale) != 1:
+            raise ConfigError(f"the {self.name} recipe extracts at one scale only")
+        return per_scale[0]
+
+    def to_dict(self) -> dict:
+        """Plain JSON: the recipe's name and parameters."""
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+
+def _concat_by_kind(features: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
+    """``concat/<kind>``: every layer's features of one kind (pooling, configuration) side by side."""
+    groups: dict[str, list[FeatureSet]] = {}
+    for key, fs in features.items():
+        if fs.kind is FeatureKind.VECTOR:
+            groups.setdefault(key.partition("/")[2] or "unroll", []).append(fs)
+    return {
+        f"concat/{k}": concat_features(sets, f"concat/{k}") for k, sets in groups.items() if len(sets) > 1
+    }
+
+
+@dataclass
+class ActivationsRecipe(Recipe):
+    """DeCAF layer activations of ``layers``, each pooled by every pooling in ``pool``; with
+    ``concat``, also the concatenation of all layers per pooling."""
+
+    layers: Sequence[str] = ("pool",)
+    pool: Sequence[str] = ("avg",)
+    concat: bool = False
+    random_state: int = 0
+    name = "activations"
+
+    def __post_init__(self) -> None:
+        self.layers = as_names(self.layers, "layers")
+        self.pool = as_names(self.pool, "pool")
+
+    def methods(self) -> list[FeatureMethod]:
+        return [LayerActivations(self.layers, self.pool, random_state=self.random_state)]
+
+    def combine(self, features):
+        return {**features, **(_concat_by_kind(features) if self.concat else {})}
+
+
+@dataclass
+class GradientRecipe(Recipe):
+    """Deep Fishing gradient features of the weight layers of ``layers`` in the given ``forms``; the
+    factored gradient goes to the kernel probe, with ``kernel_normalize``; the forward baselines
+    x_in, y and their concatenation x_in;y to every probe."""
+
+    layers: Sequence[str] = ("logits",)
+    forms: Sequence[str] = ("factored", "input", "preact")
+    kernel_normalize: str = "factors"
+    name = "gradient"
+    default_probes = ("ksvm",)
+
+    def __post_init__(self) -> None:
+        self.layers = as_names(self.layers, "layers")
+        self.forms = [check_choice("gradient feature form", f, FORMS) for f in as_names(self.forms, "forms")]
+
+    def methods(self) -> list[FeatureMethod]:
+        return [GradientFeatures(self.layers, forms=self.forms)]
+
+    def probe_params(self) -> dict:
+        return {"kernel_normalize": self.kernel_normalize}
+
+    def combine(self, features):
+        out: dict[str, FeatureSet] = {}
+        for key, fs in features.items():
+            out[key] = fs
+            layer, _, kind = key.partition("/")
+            if kind == "y" and f"{layer}/x_in" in features:
+                out[f"{layer}/x_in;y"] = concat_features([features[f"{layer}/x_in"], fs], f"{layer}/x_in;y")
+        return out
+
+
+@dataclass
+class InteractiveRecipe(Recipe):
+    """InterActive rows of ``layers``: average and max pooling of the responses and the
+    activeness-weighted averages for every configuration in ``configs`` and norm in ``norms``; with
+    ``concat``, the concatenation of all layers per row."""
+
+    layers: Sequence[str] = ("pool",)
+    configs: Sequence[str] = CONFIGS
+    norms: Sequence[int] = NORMS
+    concat: bool = False
+    name = "interactive"
+    default_preprocess = "interactive"
+
+    def __post_init__(self) -> None:
+        self.layers = as_names(self.layers, "layers")
+        self.configs = [
+            check_choice("activeness configuration", c, CONFIGS) for c in as_names(self.configs, "configs")
+        ]
+        if isinstance(self.norms, int):
+            self.norms = [self.norms]
+        self.norms = [int(check_choice("score norm p", str(p), [str(n) for n in NORMS])) for p in self.norms]
+        if not self.norms:
+            raise ConfigError("norms names no score norm; valid: 1, 2")
+
+    def methods(self) -> list[FeatureMethod]:
+        methods: list[FeatureMethod] = [LayerActivations(self.layers, ["avg", "max"])]
+        methods += [Activeness(self.layers, config=c, p=p) for c in self.configs for p in self.norms]
+        return methods
+
+    def combine(self, features):
+        return {**features, **(_concat_by_kind(features) if self.concat else {})}
+
+
+@dataclass
+class FisherRecipe(Recipe):
+    """Fisher vectors of the local descriptors of conv ``layers`` (their unrolled maps, kept in the
+    store): PCA to ``pca_dim`` and a ``components``-Gaussian GMM fitted on each split's training images;
+    with several ``scales`` (input sides in pixels), the descriptors of every scale pooled per image."""
+
+    layers: Sequence[str] = ("stage6",)
+    components: int = 32
+    pca_dim: int | None = 64
+    scales: Sequence[int] | None = None
+    random_state: int = 0
+    encoder_params: dict = field(default_factory=dict)
+    name = "fisher"
+
+    def __post_init__(self) -> None:
+        self.layers = as_names(self.layers, "layers")
+        check_int("components (GMM components)", self.components, 1)
+        if self.pca_dim is not None:
+            check_int("pca_dim", self.pca_dim, 1)
+        if self.scales is not None:
+            self.scales = [check_int("scales (input sides in pixels)", int(s), 32) for s in self.scales]
+            if not self.scales:
+                raise ConfigError("scales names no input side; give e.g. [224, 320] or None")
+
+    def methods(self) -> list[FeatureMethod]:
+        return [LayerActivations(self.layers, ["unroll"])]
+
+    def encoder(self) -> FisherEncoder:
+        """The unfitted encoder every split starts from."""
+        params = {"progress": False, **self.encoder_params}
+        return FisherEncoder(
+            n_components=self.components, pca_dim=self.pca_dim, random_state=self.random_state, **params
+        )
+
+    def rename(self, key: str) -> str:
+        return f"{key.partition('/')[0]}/fv{self.components}"
+
+    def encoders(self, features):
+        return {key: self.encoder() for key in features}
+
+    def preprocesses(self, base: Preprocess) -> list[Preprocess]:
+        if not self.scales:
+            return [base]
+        out = []
+        for side in self.scales:
+            if base.crop is not None:
+                out.append(replace(base, size=max(side, round(base.size * side / base.crop)), crop=side))
+            else:
+                out.append(replace(base, size=side))
+        return out
+
+    def merge_scales(self, per_scale):
+        if len(per_scale) == 1:
+            return per_scale[0]
+        return {key: pool_positions([f[key] for f in per_scale], key) for key in per_scale[0]}

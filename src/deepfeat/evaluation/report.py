@@ -1,0 +1,116 @@
+"""Files of an evaluation: ``results.json`` (every number with its provenance, in the layout of
+:mod:`deepfeat.report.writer`), ``report.md`` (tables and plots) and the PNG plots it shows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deepfeat.evaluation.result import EvaluationResult, format_score
+from deepfeat.report import plots
+from deepfeat.report.document import Report
+from deepfeat.report.writer import write_result
+
+
+def _best_name(row: dict) -> str:
+    return row["features"] + f" / {row['probe']}" + (f" ({row['mode']})" if row.get("mode") else "")
+
+
+def build_report(result: EvaluationResult, title: str, context: dict | None = None) -> Report:
+    """The Markdown report of ``result``: context, headline table, other metrics, per-class scores."""
+    metric = result.primary_metric
+    label = plots.METRIC_LABELS[metric]
+    summary = result.summary()
+    doc = Report(title)
+    protocol = result.protocol
+    facts = dict(context or {})
+    facts["protocol"] = (
+        f"{protocol['name']} ({len(result.splits)} splits; "
+        + ", ".join(f"{k}={v}" for k, v in protocol.items() if k != "name")
+        + ")"
+    )
+    facts["probes"] = ", ".join(
+        f"{k} ({v.get('loss', v.get('class'))}, C={v.get('C')})" for k, v in result.probes.items()
+    )
+    encoders = {k: v["encoder"] for k, v in result.features.items() if v.get("encoder")}
+    if encoders:
+        facts["per-split encoders"] = "; ".join(
+            f"{k}: {e['class']} fitted on each split's training images" for k, e in encoders.items()
+        )
+    if result.voc07:
+        facts["headline"] = "VOC07 11-point mAP (the papers' measure on VOC 2007); area mAP beside it"
+    excluded = {r: e["excluded_classes"] for r, e in result.extraction.items() if e.get("excluded_classes")}
+    if excluded:
+        facts["EXCLUDED classes (no usable image)"] = "; ".join(
+            f"{r}: {', '.join(c)}" for r, c in excluded.items()
+        )
+    doc.facts(facts)
+    doc.heading(f"{label}, mean ± std over splits")
+    doc.table(*result.table())
+    doc.image("metric_by_features.png", f"{label} by features")
+    other = [m for m in result.metric_names if m != metric]
+    if other:
+        with_mode = any(r.get("mode") is not None for r in summary)
+        head = ["features", "probe"] + (["mode"] if with_mode else []) + other
+        rows = [
+            [r["features"], r["probe"]]
+            + ([str(r.get("mode"))] if with_mode else [])
+            + [format_score(r.get(m)) for m in other]
+            for r in summary
+        ]
+        doc.heading("Other metrics").table(head, rows)
+    best = result.best()
+    per_class_label = "AP (%)" if result.multilabel else "accuracy (%)"
+    doc.heading(f"Per class: {_best_name(best)}")
+    doc.image("per_class.png", "per class")
+    doc.table(
+        ["class", per_class_label],
+        [[c, "-" if v is None else f"{100 * v:.1f}"] for c, v in zip(result.classes, best["per_class"])],
+    )
+    chosen = "; ".join(f"{r['features']}/{r['probe']}: {r['C']}" for r in summary[:8])
+    doc.text(
+        "Chosen C per split (cross-validated on each training split): "
+        + chosen
+        + ("; ..." if len(summary) > 8 else "")
+    )
+    doc.text("Every number above, with the split seeds and row indices, is in `results.json`.")
+    return doc
+
+
+def write_report(
+    result: EvaluationResult,
+    out: str | os.PathLike,
+    *,
+    title: str = "deepfeat evaluation",
+    context: dict | None = None,
+) -> dict[str, Path]:
+    """Write results.json, report.md and the plots into folder ``out``; returns their paths."""
+    out = Path(out)
+    metric = result.primary_metric
+    summary = result.summary()
+    best = result.best()
+    per_class_label = "AP (%)" if result.multilabel else "accuracy (%)"
+    drawings = {
+        "metric_by_features": lambda p: plots.metric_by_features(
+            summary, metric, p, title=plots.METRIC_LABELS[metric]
+        ),
+        "per_class": lambda p: plots.per_class(
+            best["per_class"], result.classes, p, per_class_label, title=f"per class: {_best_name(best)}"
+        ),
+    }
+    body = {"context": context or {}, **result.to_dict()}
+    provenance = body.pop("provenance")
+    paths = write_result(
+        out,
+        "results",
+        body,
+        kind="evaluation",
+        provenance=provenance,
+        plots=drawings,
+        plot_prefix="",
+        device=provenance.get("device"),
+    )
+    paths["results"] = paths.pop("json")
+    paths["by_features"] = paths.pop("metric_by_features")
+    paths["report"] = build_report(result, title, context).write(out / "report.md")
+    return paths
