@@ -74,14 +74,26 @@ class Recipe:
 
 
 def _concat_by_kind(features: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
-    """``concat/<kind>``: every layer's features of one kind (pooling, configuration) side by side."""
+    """``concat/<kind>``: every layer's features of one kind (pooling, configuration) side by side;
+    vector layers (fc, pool: no pooling of their own) join every kind."""
     groups: dict[str, list[FeatureSet]] = {}
+    vectors: list[FeatureSet] = []
     for key, fs in features.items():
-        if fs.kind is FeatureKind.VECTOR:
-            groups.setdefault(key.partition("/")[2] or "unroll", []).append(fs)
-    return {
-        f"concat/{k}": concat_features(sets, f"concat/{k}") for k, sets in groups.items() if len(sets) > 1
-    }
+        if fs.kind is FeatureKind.FACTORED:
+            continue
+        _, _, kind = key.partition("/")
+        if kind:
+            groups.setdefault(kind, []).append(fs)
+        else:
+            vectors.append(fs)
+    if not groups:
+        groups = {"unroll": []}
+    out = {}
+    for kind, sets in groups.items():
+        sets = sets + vectors
+        if len(sets) > 1:
+            out[f"concat/{kind}"] = concat_features(sets, f"concat/{kind}")
+    return out
 
 
 @dataclass
