@@ -29,13 +29,16 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); returns the path."""
+def atomic_write_with(
+    path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any], *, durable: bool = True
+) -> Path:
+    """Atomically write ``path`` through ``write(file_object)`` (e.g. ``torch.save`` or a PNG writer):
+    a hidden temporary file beside it, synced unless ``durable=False``, then renamed over it."""
     path = Path(path)
     tmp = _tmp_path(path)
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
@@ -46,25 +49,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
     return path
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    return atomic_write_with(path, lambda fh: fh.write(data), durable=durable)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
-
-
-def atomic_write_with(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> Path:
-    """Atomically write ``path`` through ``write(file_object)`` (e.g. ``torch.save`` or a PNG writer)."""
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def to_jsonable(obj: Any) -> Any:

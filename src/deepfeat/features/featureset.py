@@ -92,6 +92,30 @@ class FeatureSet:
             kind=self.kind,
         )
 
+    def with_features(
+        self,
+        key: str,
+        features: np.ndarray,
+        provenance: dict,
+        *,
+        layer_shape: tuple[int, ...] | None = None,
+        kind: FeatureKind = FeatureKind.VECTOR,
+    ) -> FeatureSet:
+        """A feature set of the same images (ids, labels, splits) holding other ``features``."""
+        return FeatureSet(
+            key=key,
+            features=features,
+            ids=self.ids,
+            targets=self.targets,
+            classes=self.classes,
+            rows=self.rows,
+            provenance=provenance,
+            splits=self.splits,
+            difficult=self.difficult,
+            layer_shape=layer_shape,
+            kind=kind,
+        )
+
     def __repr__(self) -> str:
         return f"FeatureSet({self.key!r}, n={len(self)}, dim={self.dim}, kind={self.kind.value})"
 
@@ -114,16 +138,10 @@ def concat_features(sets: list[FeatureSet], key: str | None = None) -> FeatureSe
     for fs in sets:
         X = np.asarray(fs.features, dtype=np.float32)
         blocks.append(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12))
-    return FeatureSet(
-        key=key or ";".join(fs.key for fs in sets),
-        features=np.concatenate(blocks, axis=1),
-        ids=first.ids,
-        targets=first.targets,
-        classes=first.classes,
-        rows=first.rows,
-        provenance={"concat": [fs.provenance for fs in sets], "block_normalisation": "l2"},
-        splits=first.splits,
-        difficult=first.difficult,
+    return first.with_features(
+        key or ";".join(fs.key for fs in sets),
+        np.concatenate(blocks, axis=1),
+        {"concat": [fs.provenance for fs in sets], "block_normalisation": "l2"},
     )
 
 
@@ -146,16 +164,10 @@ def pool_positions(sets: list[FeatureSet], key: str | None = None) -> FeatureSet
         X = np.asarray(fs.features, dtype=np.float32)
         blocks.append(X.reshape(len(X), shape[0], shape[1] * shape[2]))
     features = np.concatenate(blocks, axis=2)
-    return FeatureSet(
-        key=key or first.key,
-        features=features.reshape(len(features), -1),
-        ids=first.ids,
-        targets=first.targets,
-        classes=first.classes,
-        rows=first.rows,
-        provenance={"scales": [fs.provenance for fs in sets], "layout": "positions of every scale"},
-        splits=first.splits,
-        difficult=first.difficult,
+    return first.with_features(
+        key or first.key,
+        features.reshape(len(features), -1),
+        {"scales": [fs.provenance for fs in sets], "layout": "positions of every scale"},
         layer_shape=(first.layer_shape[0], features.shape[2], 1),
         kind=FeatureKind.MAPS,
     )
