@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from deepfeat.backbones import list_backbones, load_backbone
-from deepfeat.errors import BackboneError, UnknownNameError
+from deepfeat.errors import BackboneError, ConfigError, UnknownNameError
 from deepfeat.features.capture import LayerCapture
 
 
@@ -121,3 +121,30 @@ def test_timm_model_by_name():
     assert out["pool"].shape == (1, 512)
     with pytest.raises(UnknownNameError, match="timm model"):
         load_backbone("timm:no_such_net_xyz")
+
+
+@pytest.mark.parametrize("name,side", [("alexnet", 224), ("vgg16", 224)])
+def test_fully_convolutional_equals_the_network_at_224_and_runs_densely_above(name, side):
+    from deepfeat.backbones.dense import VARIANT
+
+    plain = load_backbone(name, weights="random", seed=3)
+    dense = load_backbone(name, weights="random", seed=3, fully_convolutional=True)
+    assert dense.variant == VARIANT and dense.provenance()["variant"] == VARIANT
+    assert "variant" not in plain.provenance()
+    assert dense.catalog.get("fc6").spatial and not plain.catalog.get("fc6").spatial
+    x = torch.randn(2, 3, side, side)
+    names = ["pool5", "fc6", "fc7", "fc8"]
+    with torch.inference_mode():
+        with LayerCapture(plain, plain.catalog.resolve(names)) as cap:
+            a = cap.run(x)
+        with LayerCapture(dense, dense.catalog.resolve(names)) as cap:
+            b = cap.run(x)
+    for layer in names:
+        torch.testing.assert_close(b[layer].flatten(1), a[layer].flatten(1), atol=2e-4, rtol=1e-4)
+    big = torch.randn(1, 3, 320, 416)
+    with torch.inference_mode(), LayerCapture(dense, dense.catalog.resolve(["fc7", "fc8"])) as cap:
+        out = cap.run(big)
+    assert out["fc7"].shape[-2:] == (4, 7)  # pool5 10x13 (VGG16) / 9x12 (AlexNet) under a 7x7 / 6x6 fc6
+    assert out["fc8"].shape == (1, 1000)
+    with pytest.raises(ConfigError, match="fully convolutional network needs pool5 maps"):
+        dense.module(torch.randn(1, 3, 96, 96))

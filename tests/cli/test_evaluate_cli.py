@@ -88,7 +88,7 @@ def test_evaluate_gradient_method_with_forward_baselines(image_tree, tmp_path):
     # the factored gradient goes to the kernel probe only; the forward baselines to both probes
     assert pairs == {
         ("logits/grad", "ksvm"),
-        *((f, p) for f in ("logits/x_in", "logits/y", "logits/x_in;y") for p in ("ksvm", "svm")),
+        *((f, p) for f in ("logits/x_in", "logits/x_out", "logits/x_in;x_out") for p in ("ksvm", "svm")),
     }
     prov = data["features"]["logits/grad"]["provenance"]
     assert prov["form"] == "factored" and prov["d_in"] == 1280 and prov["d_out"] == 1000

@@ -92,11 +92,11 @@ def test_gradient_recipe_builds_the_table_rows(image_tree):
     assert pairs == {
         ("logits/grad", "ksvm"),
         ("logits/x_in", "ksvm"),
-        ("logits/y", "ksvm"),
-        ("logits/x_in;y", "ksvm"),
+        ("logits/x_out", "ksvm"),
+        ("logits/x_in;x_out", "ksvm"),
     }
     assert result.features["logits/grad"]["kind"] == "factored"
-    assert result.probes["ksvm"]["normalize"] == "factors"
+    assert result.probes["ksvm"]["normalize"] == "gradient"
 
 
 class RowSpy(TransformerMixin, BaseEstimator):

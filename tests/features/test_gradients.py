@@ -101,11 +101,23 @@ def test_head_is_spatial_and_logits_backward_factor_is_closed_form(effnet):
         out = effnet.module(x)
     expected = out.softmax(dim=1) - 1.0 / 1000  # dE/dy of the output layer with the uniform target
     torch.testing.assert_close(rows[:, 1280:], expected, atol=1e-6, rtol=1e-4)
-    # the forward factor of the classifier is the pooled head; the baselines are x_{k-1} and y_k
-    pooled = extract(ds, effnet, [LayerActivations(["pool", "logits"])], preprocess=SMALL, progress=False)
+    # the forward factor of the classifier is the pooled head; the baselines are x_{k-1} and x_k (y_k at
+    # the output layer, which has no non-linearity)
+    pooled = extract(
+        ds, effnet, [LayerActivations(["stage7", "pool", "logits"])], preprocess=SMALL, progress=False
+    )
     np.testing.assert_allclose(rows[:, :1280].numpy(), pooled["pool"].features, atol=1e-5)
     np.testing.assert_allclose(result["logits/x_in"].features, pooled["pool"].features, atol=1e-5)
-    np.testing.assert_allclose(result["logits/y"].features, pooled["logits"].features, atol=1e-4)
+    np.testing.assert_allclose(result["logits/x_out"].features, pooled["logits"].features, atol=1e-4)
+    # at the hidden head layer: x_in is the pooled stage7, x_out the pooled head after BN + ReLU6 (= pool),
+    # y the 1x1 convolution's output before them
+    np.testing.assert_allclose(result["head/x_in"].features, pooled["stage7/avg"].features, atol=1e-5)
+    np.testing.assert_allclose(result["head/x_out"].features, pooled["pool"].features, atol=1e-5)
+    pre = extract(
+        ds, effnet, [GradientFeatures(["head"], forms=["preact"])], preprocess=SMALL, progress=False
+    )
+    assert np.abs(pre["head/y"].features - result["head/x_out"].features).max() > 0.1
+    assert (result["head/x_out"].features >= 0).all() and (pre["head/y"].features < 0).any()
 
 
 def test_one_forward_and_one_backward_per_batch(alexnet):
@@ -163,3 +175,25 @@ def test_bad_requests(alexnet, effnet):
     with pytest.raises(ConfigError, match="power"):
         GradientFeatures("logits", power=0).outputs(effnet)
     assert not GradientFeatures("fc7", forms=["input", "preact"]).needs_backward
+
+
+def test_dense_alexnet_gives_gradients_and_activeness_over_positions():
+    from deepfeat.data.transforms import Preprocess
+    from deepfeat.features.activeness import Activeness
+
+    dense = load_backbone("alexnet", weights="random", seed=0, fully_convolutional=True)
+    warp = Preprocess(resize="warp", size=256, crop=None, interpolation="bilinear")
+    result = extract(
+        dataset(2),
+        dense,
+        [GradientFeatures(["fc7", "fc8"]), Activeness(["conv5", "fc6"], "last"), LayerActivations(["fc6"])],
+        preprocess=warp,
+        progress=False,
+    )
+    # 256 px: pool5 is 7x7, so the 6x6 fc6 convolution leaves 2x2 positions for fc6, fc7 and fc8
+    assert result["fc7/grad"].layer_shape == (4096 + 4096, 4)
+    assert result["fc8/grad"].layer_shape == (4096 + 1000, 4)
+    assert result["fc6/avg"].dim == 4096 and result["fc6/last-p2"].dim == 4096
+    assert result["fc6/last-p2"].provenance["top"] == "fc7"
+    with pytest.raises(ConfigError, match="support nn.Linear and 1x1"):
+        GradientFeatures(["fc6"]).outputs(dense)  # fc6 is a 6x6 convolution: no outer-product form

@@ -30,7 +30,7 @@ def write_heatmaps(
 ) -> list[Path]:
     """One PNG per layer and a JSON with the raw maps in folder ``out``; returns the PNG paths."""
     image, out = Path(image), Path(out)
-    bb = load_backbone(backbone, weights=weights)
+    bb = load_backbone(backbone, weights=weights, fully_convolutional=preprocess == "interactive")
     prep = preset(preprocess, bb.preprocess)
     pixels = prep(load_image(image))
     batch = prep.to_batch([pixels], channels_last=bb.channels_last)

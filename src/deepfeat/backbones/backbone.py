@@ -36,10 +36,14 @@ class Backbone:
     class_names: list[str] | None = None
     channels_last: bool = True
     extra: dict = field(default_factory=dict)
+    variant: str | None = None
 
     def provenance(self) -> dict:
-        """Plain-JSON identity of the network (name and weights)."""
-        return {"backbone": self.name, "weights_id": self.weights_id}
+        """Plain-JSON identity of the network (name, weights and architecture variant if any)."""
+        out = {"backbone": self.name, "weights_id": self.weights_id}
+        if self.variant is not None:
+            out["variant"] = self.variant
+        return out
 
     def submodule(self, path: str) -> nn.Module:
         """The submodule at dotted ``path``."""

@@ -33,14 +33,37 @@ def list_backbones() -> dict[str, str]:
     return out
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, seed: int = 0) -> Backbone:
+def load_backbone(
+    name: str = DEFAULT_BACKBONE,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    *,
+    fully_convolutional: bool = False,
+) -> Backbone:
     """Build backbone ``name`` ready for extraction.
 
     ``weights``: None for the default (bundled ImageNet weights for efficientnet_lite0, a seeded random
     initialisation with a warning for the others), ``"random"`` for a seeded random initialisation,
     or the path of a weights file (a PyTorch state dict, or a deepfeat fine-tuning checkpoint, which
     brings its own output layer).
+
+    ``fully_convolutional``: run AlexNet / VGG16's fully connected layers densely as convolutions over
+    large inputs (see :mod:`deepfeat.backbones.dense`); the other backbones are convolutional up to
+    their global pooling already and are returned unchanged.
     """
+    backbone = _load(name, weights, seed)
+    if fully_convolutional and name in DENSE_VARIANTS:
+        from deepfeat.backbones.dense import fully_convolutional as dense
+
+        backbone = dense(backbone)
+    return backbone
+
+
+#: Backbones with a fully convolutional variant (``load_backbone(..., fully_convolutional=True)``).
+DENSE_VARIANTS = ("alexnet", "vgg16")
+
+
+def _load(name: str, weights, seed: int) -> Backbone:
     if name.startswith("timm:"):
         from deepfeat.backbones.timm_nets import build_timm
 

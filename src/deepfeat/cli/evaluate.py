@@ -90,14 +90,16 @@ def evaluate_command(
         "--method",
         "-m",
         help="activations (DeCAF layers), gradient (Deep Fishing dE/dW of each layer's weight layer, "
-        "kept factored, with the x_in, y and x_in;y baselines), interactive (avg and max pooling plus "
+        "kept factored, with the x_in, x_out and x_in;x_out baselines of Table 1), interactive (avg and "
+        "max pooling plus "
         "activeness-weighted averages per --config and --p; about 512^2 inputs) or fisher (Fisher "
         "vectors of each conv layer's descriptors, GMM fitted per split).",
     ),
     forms: str = typer.Option(
-        "factored,input,preact",
+        "factored,input,output",
         help="Gradient forms: factored (kernel probe), explicit (materialised, small layers; linear "
-        "probes), input (x_in), preact (y).",
+        "probes), input (x_in), output (x_out: the layer's output after its non-linearity; y at the "
+        "output layer), preact (y: the weight layer's output).",
     ),
     config: str = typer.Option("last,next", help="InterActive configurations: last and/or next."),
     p: str = typer.Option("1,2", "--p", help="InterActive score norms: 1 and/or 2."),
@@ -115,7 +117,9 @@ def evaluate_command(
         "with --method gradient).",
     ),
     kernel_normalize: KernelNormalize = typer.Option(
-        KernelNormalize.factors, help="Kernel probe normalisation of gradient features."
+        KernelNormalize.gradient,
+        help="Kernel probe normalisation of gradient features: gradient (L2-normalised dE/dW), factors "
+        "(each factor L2-normalised; equal to gradient for fully connected layers) or none.",
     ),
     protocol_name: str = typer.Option(
         "kshot:30", "--protocol", help="kshot:K, fixed, random:FRACTION, da[:KS:KT] or da:office31."

@@ -71,6 +71,8 @@ class EvaluationJob:
     name; ``probe_params`` go to probes built by name (e.g. ``{"normalize": True}``).
     ``backbone`` / ``weights``: a loaded :class:`Backbone`, or a name and weights for ``load_backbone``.
     ``preprocess``: a preset name or a :class:`Preprocess` (default: the recipe's).
+    ``fully_convolutional``: run AlexNet / VGG16 densely (fc layers as convolutions); None: when the
+    preprocessing keeps whole large images (InterActive's ``interactive``, ``resize="area"``).
     ``target``: target-domain data for domain adaptation.
     ``store``: the feature store (default: ``out/store``, or memory without ``out``).
     ``out``: working folder: the default store and the fits' checkpoint, so a rerun resumes.
@@ -89,6 +91,7 @@ class EvaluationJob:
     backbone: Backbone | str = DEFAULT_BACKBONE
     weights: str | os.PathLike | None = None
     preprocess: str | Preprocess | None = None
+    fully_convolutional: bool | None = None
     target: DataSource | None = None
     store: FeatureStore | str | os.PathLike | None = None
     out: str | os.PathLike | None = None
@@ -114,6 +117,13 @@ class EvaluationJob:
             if hasattr(probe, "_validate_params"):
                 probe._validate_params()
         return probes
+
+    def dense(self) -> bool:
+        """Whether AlexNet / VGG16 run fully convolutionally (see ``fully_convolutional``)."""
+        if self.fully_convolutional is not None:
+            return self.fully_convolutional
+        prep = self.preprocess or self.recipe.default_preprocess
+        return prep == "interactive" if isinstance(prep, str) else prep.resize == "area"
 
     def validate(self) -> None:
         """Cheap checks of every option, before any image is read or model loaded."""
@@ -203,7 +213,7 @@ def run(
         echo(ds.summary())
     backbone = job.backbone
     if not isinstance(backbone, Backbone):
-        backbone = load_backbone(backbone, weights=job.weights)
+        backbone = load_backbone(backbone, weights=job.weights, fully_convolutional=job.dense())
     for method in job.recipe.methods():
         method.outputs(backbone)  # validate layer and method names before any work
     store = job.store

@@ -28,6 +28,7 @@ from deepfeat.features.base import FeatureMethod
 from deepfeat.features.featureset import FeatureKind, FeatureSet, concat_features, pool_positions
 from deepfeat.features.fisher import FisherEncoder
 from deepfeat.features.gradients import FORMS, GradientFeatures
+from deepfeat.kernels import NORMALIZATIONS
 from deepfeat.validation import as_names, check_choice, check_int
 
 
@@ -121,18 +122,21 @@ class ActivationsRecipe(Recipe):
 @dataclass
 class GradientRecipe(Recipe):
     """Deep Fishing gradient features of the weight layers of ``layers`` in the given ``forms``; the
-    factored gradient goes to the kernel probe, with ``kernel_normalize``; the forward baselines
-    x_in, y and their concatenation x_in;y to every probe."""
+    factored gradient goes to the kernel probe, normalised by ``kernel_normalize`` (default: the
+    L2-normalised gradient, as the paper compares gradients); the forward baselines of Table 1, x_in
+    (x_{k-1}), x_out (x_k after the non-linearity; y_k at the output layer) and their concatenation
+    ``x_in;x_out``, to every probe."""
 
     layers: Sequence[str] = ("logits",)
-    forms: Sequence[str] = ("factored", "input", "preact")
-    kernel_normalize: str = "factors"
+    forms: Sequence[str] = ("factored", "input", "output")
+    kernel_normalize: str = "gradient"
     name = "gradient"
     default_probes = ("ksvm",)
 
     def __post_init__(self) -> None:
         self.layers = as_names(self.layers, "layers")
         self.forms = [check_choice("gradient feature form", f, FORMS) for f in as_names(self.forms, "forms")]
+        check_choice("kernel normalisation", self.kernel_normalize, NORMALIZATIONS)
 
     def methods(self) -> list[FeatureMethod]:
         return [GradientFeatures(self.layers, forms=self.forms)]
@@ -145,8 +149,9 @@ class GradientRecipe(Recipe):
         for key, fs in features.items():
             out[key] = fs
             layer, _, kind = key.partition("/")
-            if kind == "y" and f"{layer}/x_in" in features:
-                out[f"{layer}/x_in;y"] = concat_features([features[f"{layer}/x_in"], fs], f"{layer}/x_in;y")
+            if kind == "x_out" and f"{layer}/x_in" in features:
+                pair = f"{layer}/x_in;x_out"
+                out[pair] = concat_features([features[f"{layer}/x_in"], fs], pair)
         return out
 
 

@@ -20,8 +20,15 @@ Forms (``forms``), each stored as its own output:
 - ``explicit`` (key ``<layer>/grad-explicit``): the materialised (d_in, d_out) gradient, flattened,
   optionally power-normalised (sign(z)|z|^power); only for small layers (``max_explicit_dim``).
 - ``input`` (key ``<layer>/x_in``): the forward factor x_{k-1} (averaged over positions).
-- ``preact`` (key ``<layer>/y``): the layer's output before its non-linearity, y_k (averaged over
-  positions); with ``input`` these are the forward baselines of the paper's Table 1.
+- ``output`` (key ``<layer>/x_out``): the catalog layer's own output x_k, after its non-linearity
+  (averaged over positions); for the network's output layer, which has none, this is y_k.
+- ``preact`` (key ``<layer>/y``): the weight layer's output before any non-linearity, y_k (averaged
+  over positions).
+
+The forward baselines of the paper's Table 1 are the layers' outputs and the concatenations of
+consecutive ones: x_{k-1};x_k for a hidden layer k (post-ReLU activations of both, e.g. x5;x6 and
+x6;x7) and x_{k-1};y_k for the output layer (x7;y8): ``input`` and ``output`` give both factors of
+that concatenation.
 """
 
 from __future__ import annotations
@@ -39,8 +46,8 @@ from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.featureset import FeatureKind
 from deepfeat.validation import as_names, check_choice
 
-FORMS = ("factored", "explicit", "input", "preact")
-_SUFFIX = {"factored": "grad", "explicit": "grad-explicit", "input": "x_in", "preact": "y"}
+FORMS = ("factored", "explicit", "input", "output", "preact")
+_SUFFIX = {"factored": "grad", "explicit": "grad-explicit", "input": "x_in", "output": "x_out", "preact": "y"}
 
 
 def weight_layer_dims(backbone: Backbone, layer: LayerInfo) -> tuple[int, int]:
@@ -98,7 +105,7 @@ class GradientFeatures(FeatureMethod):
     layers: catalog layers with a weight layer (``fc6``, ``fc7``, ``fc8`` on AlexNet / VGG16; ``head``
         (a 1x1 convolution) and ``logits`` on EfficientNet-Lite0); a list or one name.
     forms: which outputs to produce (see the module docstring): any of factored, explicit, input,
-        preact; default the factored gradient with both forward baselines.
+        output, preact; default the factored gradient with the two forward baselines of Table 1.
     power: power normalisation exponent of the explicit form (None: none).
     max_explicit_dim: the largest d_in * d_out for which the explicit form may be materialised.
     """
@@ -108,7 +115,7 @@ class GradientFeatures(FeatureMethod):
     def __init__(
         self,
         layers: Sequence[str],
-        forms: Sequence[str] = ("factored", "input", "preact"),
+        forms: Sequence[str] = ("factored", "input", "output"),
         *,
         power: float | None = None,
         max_explicit_dim: int = 1 << 22,
@@ -153,6 +160,8 @@ class GradientFeatures(FeatureMethod):
                         )
                     params["power"] = self.power
                 needs = (logits,) if form in ("factored", "explicit") else ()
+                if form == "output":
+                    needs = (layer,)
                 key = f"{layer.name}/{_SUFFIX[form]}"
                 kind = FeatureKind.FACTORED if form == "factored" else FeatureKind.VECTOR
                 specs.append(
@@ -182,6 +191,8 @@ class GradientFeatures(FeatureMethod):
                     result[spec.key] = x.mean(dim=2)
                 elif form == "preact":
                     result[spec.key] = _positions(captured[f"{name}:out"].detach().float()).mean(dim=2)
+                elif form == "output":
+                    result[spec.key] = _positions(captured[name].detach().float()).mean(dim=2)
                 else:
                     g = _positions(grads[name].float())
                     if form == "factored":
