@@ -234,3 +234,48 @@ def test_bad_parameters():
         Activeness("c3", top="c1").outputs(bb)
     with pytest.raises(ConfigError, match="last layer"):
         Activeness("logits", config="next").outputs(bb)
+
+
+def unweighted_reference(net: nn.Sequential, image, layer_end: int, top_end: int, p: int) -> torch.Tensor:
+    """The unweighted collection by its definition: gamma_n = sum of d E / dZ_m over every unit m that
+    neuron n feeds through the next convolution (net[layer_end]), by autograd through an all-ones
+    copy of that convolution; scaled to mean |gamma| = 1."""
+    reader = net[layer_end]
+    with torch.enable_grad():
+        x = net[:layer_end](image[None].double()).detach()
+        z = net[layer_end](x).detach().requires_grad_(True)
+        top = net[layer_end + 1 : top_end](z)
+        avg = top.flatten(2).mean(2) if top.dim() > 2 else top
+        (dz,) = torch.autograd.grad(avg.abs().pow(p).sum(), z)
+        xx = x.clone().requires_grad_(True)
+        ones = torch.nn.functional.conv2d(
+            xx, torch.ones_like(reader.weight), stride=reader.stride, padding=reader.padding
+        )
+        (gamma,) = torch.autograd.grad((ones * dz).sum(), xx)
+    gamma = gamma / gamma.abs().mean()
+    return (x * gamma).flatten(2).mean(2)[0].detach()
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_unweighted_collection_equals_its_definition(p):
+    bb = tiny_backbone()
+    net64 = copy.deepcopy(bb.module).double()
+    ds = tiny_dataset(3)
+    result = extract(
+        ds,
+        bb,
+        [Activeness(["c1", "c2"], "last", p=p, collect="unweighted")],
+        preprocess=TINY_PREP,
+        progress=False,
+    )
+    assert result["c1/last-p2-u" if p == 2 else "c1/last-p1-u"].provenance["collect"] == "unweighted"
+    batch = TINY_PREP.to_batch([TINY_PREP(ds.load(i)) for i in range(3)], channels_last=False)
+    for layer, end in (("c1", 2), ("c2", 4)):
+        got = torch.from_numpy(np.asarray(result[f"{layer}/last-p{p}-u"].features)).double()
+        want = torch.stack([unweighted_reference(net64, batch[i].double(), end, 8, p) for i in range(3)])
+        torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-3)
+    # a 3x3 convolution over all channels reads every channel alike: one weight per position
+    maps = activeness_maps(bb, batch, ["c2"], collect="unweighted")["c2"]
+    assert maps.shape == (3, 12, 12)
+    with pytest.raises(ConfigError, match="no weight layer reads 'logits'"):
+        Activeness(["logits"], "last", collect="unweighted", top="logits").outputs(bb)

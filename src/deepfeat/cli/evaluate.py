@@ -34,6 +34,7 @@ def make_recipe(
     forms: list[str] | None = None,
     configs: list[str] | None = None,
     norms: list[int] | None = None,
+    collections: list[str] | None = None,
     concat: bool = False,
     components: int = 32,
     pca_dim: int | None = 64,
@@ -46,7 +47,11 @@ def make_recipe(
         return GradientRecipe(layers, forms=forms or GradientRecipe.forms, kernel_normalize=kernel_normalize)
     if method is Method.interactive:
         return InteractiveRecipe(
-            layers, configs=configs or ("last", "next"), norms=norms or (1, 2), concat=concat
+            layers,
+            configs=configs or ("last", "next"),
+            norms=norms or (1, 2),
+            collections=collections or ("weighted",),
+            concat=concat,
         )
     if method is Method.fisher:
         return FisherRecipe(layers, components=components, pca_dim=pca_dim, scales=scales, random_state=seed)
@@ -103,6 +108,11 @@ def evaluate_command(
     ),
     config: str = typer.Option("last,next", help="InterActive configurations: last and/or next."),
     p: str = typer.Option("1,2", "--p", help="InterActive score norms: 1 and/or 2."),
+    collect: str = typer.Option(
+        "weighted",
+        help="InterActive collection of connection activeness: weighted (gamma = d ln f / dX) and/or "
+        "unweighted (summed d ln f / dZ of the units a neuron feeds: per-position weights).",
+    ),
     concat: bool = typer.Option(False, "--concat", help="Also evaluate the concatenation of all layers."),
     components: int = typer.Option(32, min=1, help="Fisher vectors (--method fisher): GMM components."),
     pca_dim: int = typer.Option(
@@ -130,7 +140,11 @@ def evaluate_command(
         0.0, min=0.0, max=0.99, help="DeCAF dropout on features (0.5 in the thesis)."
     ),
     normalize: bool = typer.Option(
-        False, "--normalize", help="L2-normalise feature vectors before the probe."
+        None,
+        "--normalize/--no-normalize",
+        help="L2-normalise feature vectors before the probe (default: on for --method interactive, "
+        "whose activeness rows are rescaled image by image; off otherwise).",
+        show_default=False,
     ),
     out: Path = typer.Option(Path("deepfeat-out"), "--out", "-o", help="Output folder (results, report)."),
     store: Path = typer.Option(None, help="Feature store (default: OUT/store)."),
@@ -160,6 +174,7 @@ def evaluate_command(
         forms=names(forms, "--forms"),
         configs=names(config, "--config"),
         norms=ints(p, "--p"),
+        collections=names(collect, "--collect"),
         concat=concat,
         components=components,
         pca_dim=pca_dim or None,
@@ -172,7 +187,8 @@ def evaluate_command(
         recipe=recipe,
         protocol=protocol(protocol_name, n_splits=splits, seed=seed),
         probes=None if probe is None else names(probe, "--probe"),
-        probe_params={"dropout": dropout, "normalize": normalize} if dropout or normalize else {},
+        probe_params=({"dropout": dropout} if dropout else {})
+        | ({} if normalize is None else {"normalize": normalize}),
         backbone=backbone,
         weights=weights,
         preprocess=None if preprocess is None else preprocess.value,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import ConfigError
 from deepfeat.features.activations import LayerActivations
-from deepfeat.features.activeness import CONFIGS, NORMS, Activeness
+from deepfeat.features.activeness import COLLECTIONS, CONFIGS, NORMS, Activeness
 from deepfeat.features.base import FeatureMethod
 from deepfeat.features.featureset import FeatureKind, FeatureSet, concat_features, pool_positions
 from deepfeat.features.fisher import FisherEncoder
@@ -158,13 +158,19 @@ class GradientRecipe(Recipe):
 @dataclass
 class InteractiveRecipe(Recipe):
     """InterActive rows of ``layers``: average and max pooling of the responses and the
-    activeness-weighted averages for every configuration in ``configs`` and norm in ``norms``; with
-    ``concat``, the concatenation of all layers per row."""
+    activeness-weighted averages for every configuration in ``configs``, norm in ``norms`` and
+    collection in ``collections`` (``weighted``: the default reading; ``unweighted``: the poster's
+    other possible reading, see :mod:`deepfeat.features.activeness`); with ``concat``, the
+    concatenation of all layers per row. ``normalize`` (default True) L2-normalises every row before
+    the probe: activeness rescales gamma image by image, and the baselines are normalised alike so
+    the rows stay comparable."""
 
     layers: Sequence[str] = ("pool",)
     configs: Sequence[str] = CONFIGS
     norms: Sequence[int] = NORMS
+    collections: Sequence[str] = ("weighted",)
     concat: bool = False
+    normalize: bool = True
     name = "interactive"
     default_preprocess = "interactive"
 
@@ -172,6 +178,10 @@ class InteractiveRecipe(Recipe):
         self.layers = as_names(self.layers, "layers")
         self.configs = [
             check_choice("activeness configuration", c, CONFIGS) for c in as_names(self.configs, "configs")
+        ]
+        self.collections = [
+            check_choice("activeness collection", c, COLLECTIONS)
+            for c in as_names(self.collections, "collections")
         ]
         if isinstance(self.norms, int):
             self.norms = [self.norms]
@@ -181,8 +191,16 @@ class InteractiveRecipe(Recipe):
 
     def methods(self) -> list[FeatureMethod]:
         methods: list[FeatureMethod] = [LayerActivations(self.layers, ["avg", "max"])]
-        methods += [Activeness(self.layers, config=c, p=p) for c in self.configs for p in self.norms]
+        methods += [
+            Activeness(self.layers, config=c, p=p, collect=k)
+            for k in self.collections
+            for c in self.configs
+            for p in self.norms
+        ]
         return methods
+
+    def probe_params(self) -> dict:
+        return {"normalize": True} if self.normalize else {}
 
     def combine(self, features):
         return {**features, **(_concat_by_kind(features) if self.concat else {})}

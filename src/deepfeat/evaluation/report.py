@@ -30,7 +30,11 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         + ")"
     )
     facts["probes"] = ", ".join(
-        f"{k} ({v.get('loss', v.get('class'))}, C={v.get('C')})" for k, v in result.probes.items()
+        f"{k} ({v.get('loss', v.get('class'))}, C={v.get('C')}"
+        + (", features L2-normalised per image" if v.get("normalize") is True else "")
+        + (f", kernel normalisation {v['normalize']}" if isinstance(v.get("normalize"), str) else "")
+        + ")"
+        for k, v in result.probes.items()
     )
     encoders = {k: v["encoder"] for k, v in result.features.items() if v.get("encoder")}
     if encoders:

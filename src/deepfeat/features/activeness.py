@@ -21,13 +21,27 @@ strengthened by the same factor (1 + e): d ln f / d e = sum_c theta_c a_c), this
 
 i.e. gamma_n = d ln f / d X_n: the neuron's weight is the gradient of the score w.r.t. its response,
 and x~ = X * gamma is "gradient times input". One backward pass gives gamma for every layer below T.
-(Summing the a_c without the weights would give gamma_n = sum_m d ln f / d Z_m, which is the same for
-every neuron of a fully connected layer and so could not change fc features, against the poster's
-fc-6 results; it is not used.) We flip the sign, gamma = -d ln f / d X = d ||x^(T)||_p^p / d X, so
-that the weights of active paths are positive; probes are unaffected by a global sign, heatmaps read
-naturally. gamma is defined up to a positive factor per image (C_p, the 1/(W_T H_T) of the average
-and the overall scale of the responses above t all multiply it), so it is rescaled per image and layer
-to a mean |gamma| of 1: x~ keeps the scale of x, and probes tuned for ordinary features work unchanged.
+This weighted collection is the default (``collect="weighted"``).
+
+The poster does not say how a neuron collects the activeness of its connections, and a second
+reading fits its abstract ("spatially weighted neuron responses") as well: summing the a_c / X_n of
+the outgoing connections without their weights, gamma_n = sum_m d ln f / d Z_m over the units m that
+neuron n feeds (``collect="unweighted"``). For a reader that mixes all channels (a 1x1 or k x k
+convolution, a densely applied fc layer), that sum is the same for every channel at a position: a
+per-position weight. It is computed exactly as the transposed convolution of d ln f / dZ with an
+all-ones kernel of the reader's shape, summed over every weight layer that reads layer t
+(:func:`deepfeat.backbones.readers.weight_readers`). Where the reader is a fully connected layer over
+a flattened map (AlexNet / VGG16 run at 224), the sum is the same for every neuron and the
+unweighted features equal the plain average; in the fully convolutional setting (fc6 applied at
+several positions of a large image) it weights the positions.
+
+We flip the sign, gamma = -d ln f / d X = d ||x^(T)||_p^p / d X (likewise for d ln f / dZ), so that the
+weights of active paths are positive; probes are unaffected by a global sign, heatmaps read
+naturally. C_p is additive in ln f and vanishes from every gradient; gamma is still defined only up to
+a positive factor per image (the 1/(W_T H_T) of the average and the overall scale of the responses
+above t multiply it), so it is rescaled per image and layer to a mean |gamma| of 1: x~ keeps the scale
+of x. That rescaling changes single-layer features image by image, so probes should L2-normalise
+them: the evaluation recipe does so by default for the activeness rows.
 The feature of layer t is the spatial average of X^(t) * gamma^(t).
 
 Configurations: ``last`` takes T = the last hidden layer before the classifier (``pool`` on
@@ -42,15 +56,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.layers import LayerInfo
+from deepfeat.backbones.readers import weight_readers
 from deepfeat.errors import ConfigError
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.validation import check_choice
 
 CONFIGS = ("last", "next")
 NORMS = (1, 2)
+COLLECTIONS = ("weighted", "unweighted")
 
 
 def last_hidden_layer(backbone: Backbone) -> LayerInfo:
@@ -98,19 +115,30 @@ class Activeness(FeatureMethod):
         after each layer).
     p: norm of the score function, 1 or 2.
     top: top layer T for ``"last"`` (default: the layer feeding the classifier).
+    collect: ``"weighted"`` (gamma = d ln f / dX, the default) or ``"unweighted"`` (the summed
+        d ln f / dZ of the units each neuron feeds; see the module docstring).
     """
 
     name = "activeness"
     needs_backward = True
 
-    def __init__(self, layers: Sequence[str], config: str = "last", p: int = 2, top: str | None = None):
+    def __init__(
+        self,
+        layers: Sequence[str],
+        config: str = "last",
+        p: int = 2,
+        top: str | None = None,
+        collect: str = "weighted",
+    ):
         self.layers = layers
         self.config = config
         self.p = p
         self.top = top
+        self.collect = collect
 
     def _validate(self) -> None:
         check_choice("activeness configuration", self.config, CONFIGS)
+        check_choice("activeness collection", self.collect, COLLECTIONS)
         if self.p not in NORMS:
             raise ConfigError(f"p must be 1 or 2 (the norm of the score), got {self.p!r}")
         if self.top is not None and self.config != "last":
@@ -145,24 +173,60 @@ class Activeness(FeatureMethod):
                 "gamma_scale": "mean_abs_1",
                 "pool": "avg",
             }
+            needs: tuple[LayerInfo, ...] = (top,)
             key = f"{layer.name}/{self.config}-p{self.p}"
-            specs.append(OutputSpec(key=key, layer=layer, params=params, needs=(top,)))
+            if self.collect == "unweighted":
+                params["collect"] = "unweighted"
+                needs += self._readers(backbone, layer)
+                key += "-u"
+            specs.append(OutputSpec(key=key, layer=layer, params=params, needs=needs))
         return specs
+
+    def _readers(self, backbone: Backbone, layer: LayerInfo) -> tuple[LayerInfo, ...]:
+        """The weight layers reading ``layer``, as capture entries (unweighted collection)."""
+        paths = weight_readers(backbone, layer)
+        if not paths:
+            raise ConfigError(
+                f"no weight layer reads {layer.name!r} of {backbone.name} directly; the unweighted "
+                "collection sums over the weight connections a neuron feeds: use collect='weighted'"
+            )
+        self._reader_modules = getattr(self, "_reader_modules", {})
+        out = []
+        for path in paths:
+            module = backbone.submodule(path)
+            self._reader_modules[path] = module
+            spatial = isinstance(module, nn.Conv2d)
+            channels = module.out_channels if spatial else module.out_features
+            out.append(LayerInfo(f"{layer.name}>{path}", path, "conv", channels, 1 if spatial else None))
+        return tuple(out)
 
     def gammas(
         self, captured: dict[str, torch.Tensor], specs: Sequence[OutputSpec]
     ) -> dict[str, torch.Tensor]:
         """gamma of every spec's layer: one backward pass (``last``) or one per layer (``next``)."""
         gammas: dict[str, torch.Tensor] = {}
-        by_top: dict[str, list[str]] = {}
+        by_top: dict[str, list[OutputSpec]] = {}
         for spec in specs:
-            by_top.setdefault(spec.params["top"], [])
-            if spec.layer.name not in by_top[spec.params["top"]]:
-                by_top[spec.params["top"]].append(spec.layer.name)
-        for top, names in by_top.items():
+            group = by_top.setdefault(spec.params["top"], [])
+            if spec.layer.name not in [s.layer.name for s in group]:
+                group.append(spec)
+        for top, group in by_top.items():
             energy = score_energy(captured[top].float(), self.p)
-            grads = torch.autograd.grad(energy, [captured[n] for n in names], retain_graph=True)
-            gammas.update(zip(names, grads))
+            targets = [
+                n.name for s in group for n in (s.needs[1:] if self.collect == "unweighted" else [s.layer])
+            ]
+            grads = dict(
+                zip(targets, torch.autograd.grad(energy, [captured[t] for t in targets], retain_graph=True))
+            )
+            for spec in group:
+                if self.collect == "weighted":
+                    gammas[spec.layer.name] = grads[spec.layer.name]
+                    continue
+                shape = captured[spec.layer.name].shape
+                gammas[spec.layer.name] = sum(
+                    _ones_transpose(self._reader_modules[n.module], grads[n.name], shape)
+                    for n in spec.needs[1:]
+                )
         return gammas
 
     def encode(
@@ -181,6 +245,25 @@ class Activeness(FeatureMethod):
             }
 
 
+def _ones_transpose(reader: nn.Module, grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """sum over the units m each input neuron feeds of grad_m: the reader's transpose with all-ones
+    weights applied to ``grad`` (its output gradient), in the shape of its input."""
+    with torch.no_grad():
+        if isinstance(reader, nn.Linear):
+            total = grad.float().sum(dim=1, keepdim=True)  # every input feeds every unit
+            return total.expand(shape[0], int(torch.tensor(shape[1:]).prod())).reshape(shape)
+        ones = torch.ones_like(reader.weight, dtype=torch.float32)
+        return torch.nn.grad.conv2d_input(
+            shape,
+            ones,
+            grad.float(),
+            stride=reader.stride,
+            padding=reader.padding,
+            dilation=reader.dilation,
+            groups=reader.groups,
+        )
+
+
 def activeness_maps(
     backbone: Backbone,
     batch: torch.Tensor,
@@ -188,19 +271,21 @@ def activeness_maps(
     config: str = "last",
     p: int = 2,
     top: str | None = None,
+    collect: str = "weighted",
 ) -> dict[str, torch.Tensor]:
     """The 2D heatmaps sum_d gamma_{w,h,d} (N, H_t, W_t) of spatial ``layers`` for a preprocessed batch."""
     from deepfeat.features.capture import LayerCapture
 
-    method = Activeness(layers, config=config, p=p, top=top)
+    method = Activeness(layers, config=config, p=p, top=top, collect=collect)
     specs = method.outputs(backbone)
     for spec in specs:
         if not spec.layer.spatial:
             raise ConfigError(
                 f"layer {spec.layer.name!r} has no spatial map to draw; choose a conv or pool layer"
             )
-    wanted = {s.layer.name for s in specs} | {n.name for s in specs for n in s.needs}
+    wanted = {s.layer.name: s.layer for s in specs} | {n.name: n for s in specs for n in s.needs}
     ordered = [layer for layer in backbone.catalog if layer.name in wanted]
+    ordered += [layer for name, layer in wanted.items() if name not in backbone.catalog]
     grad_layers = {spec.layer.name for spec in specs}
     with (
         LayerCapture(backbone, ordered, stop_early=False, grad_layers=grad_layers) as capture,

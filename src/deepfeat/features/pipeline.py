@@ -283,6 +283,7 @@ def _run_network(
     layers = {p.spec.layer.name: p.spec.layer for p in plans if not p.spec.tap}
     layers |= {need.name: need for p in plans for need in p.spec.needs}
     ordered_layers = [layer for layer in backbone.catalog if layer.name in layers]
+    ordered_layers += [layer for name, layer in layers.items() if name not in backbone.catalog]
     taps = {p.spec.layer.name: p.spec.layer for p in plans if p.spec.tap}
     ordered_taps = [layer for layer in backbone.catalog if layer.name in taps]
     needs_backward = any(p.method.needs_backward for p in plans)
