@@ -184,7 +184,8 @@ def _describe(head: bytes) -> str:
     except UnicodeDecodeError:
         text = None
     if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
-        return f"it holds text ({text.strip()[:40]!r}...)"
+        shown = text.strip()
+        return f"it holds text ({shown[:40]!r}{'...' if len(shown) > 40 else ''})"
     return f"unknown format (starts with bytes {head[:8].hex(' ')})"
 
 
