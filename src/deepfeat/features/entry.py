@@ -143,12 +143,9 @@ class StoreEntry:
         bad: set[int] = set()
         with_rows = {i for i, r in enumerate(records) if r.rows}
         data_bad = data_problem is not None
-        known, given = (meta or {}).get("ids_sha256"), self.ids_sha256
-        if meta is not None and meta.get("n_rows") not in (None, self.n_rows):
-            problems.append(f"meta.json is for {meta.get('n_rows')} items, the dataset has {self.n_rows}")
-        elif known and given and known != given:
-            problems.append("meta.json records other item ids than the dataset's")
-        if problems[len(journal.problems) :]:  # features of other items: nothing can be kept
+        foreign = self._foreign(meta)
+        if foreign:  # the entry holds features of other items: nothing of it can be kept
+            problems.append(foreign)
             data_bad = True
             bad |= set(range(len(records)))
         if data_problem:
@@ -185,6 +182,17 @@ class StoreEntry:
             and _tuple(meta.get("layer_shape")) == shape
         )
         return EntryState(status, dim, shape, problems, bad, data_bad, meta is not None, bool(finished))
+
+    def _foreign(self, meta: dict | None) -> str | None:
+        """Why meta.json shows the entry was written for other items (None: it was not)."""
+        if meta is None:
+            return None
+        if meta.get("n_rows") not in (None, self.n_rows):
+            return f"meta.json is for {meta.get('n_rows')} items, the dataset has {self.n_rows}"
+        known = meta.get("ids_sha256")
+        if known and self.ids_sha256 and known != self.ids_sha256:
+            return "meta.json records other item ids than the dataset's"
+        return None
 
     @property
     def complete(self) -> bool:
@@ -303,7 +311,7 @@ class StoreEntry:
         crc = 0
         for start, stop in spans:
             i = int(np.searchsorted(rows, start))
-            block = values[i : i + (stop - start)].tobytes()
+            block = memoryview(values[i : i + (stop - start)]).cast("B")
             os.pwrite(self._data_fh.fileno(), block, self._offset + start * row_bytes)
             crc = zlib.crc32(block, crc)
         self._last_write = (spans, crc)

@@ -82,7 +82,7 @@ def crc_of_ranges(data: np.ndarray, spans: list[list[int]]) -> int:
     """CRC-32 of the bytes of ``data[start:stop]`` for each span, in order."""
     crc = 0
     for start, stop in spans:
-        crc = zlib.crc32(np.ascontiguousarray(data[start:stop]).tobytes(), crc)
+        crc = zlib.crc32(memoryview(np.ascontiguousarray(data[start:stop])).cast("B"), crc)
     return crc
 
 
