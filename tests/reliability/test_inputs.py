@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from deepfeat.data.datasets import folder_dataset, manifest_dataset, open_dataset
-from deepfeat.errors import DataError
+from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import extract
 from deepfeat.features.store import FeatureStore
@@ -127,3 +127,11 @@ def test_on_error_fail_keeps_the_images_before_the_bad_one(tmp_path, effnet):
     np.testing.assert_allclose(
         np.asarray(res["stage6/avg"].features), np.asarray(fresh["stage6/avg"].features), rtol=1e-4, atol=1e-5
     )
+
+
+def test_bad_settings_are_refused_before_any_store_entry(tmp_path, effnet):
+    ds = folder_dataset(make_tree(tmp_path / "tree", per_class=1))
+    for kw in ({"batch_size": 0}, {"max_pixels": 0}, {"workers": -1}):
+        with pytest.raises(ConfigError, match=f"{next(iter(kw))} must be at least"):
+            run(ds, effnet, store=tmp_path / "store", **kw)
+    assert not (tmp_path / "store").exists()

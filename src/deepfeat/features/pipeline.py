@@ -33,6 +33,7 @@ from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry
+from deepfeat.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ def extract(
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if not methods:
         raise ConfigError("no feature method given")
+    check_int("batch_size", batch_size, minimum=1)  # before any work: no store entry is created
+    check_int("workers", workers, minimum=0)
+    check_int("max_pixels", max_pixels, minimum=1)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(store, str | Path):
         store = FeatureStore(store)

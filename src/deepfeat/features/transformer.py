@@ -16,6 +16,7 @@ from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import ON_ERROR, Extraction, extract
+from deepfeat.validation import check_int
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
@@ -71,8 +72,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Load the backbone and validate every parameter (no learning happens)."""
         if self.on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("workers", self.workers, minimum=0)
+        check_int("max_pixels", self.max_pixels, minimum=1)
         if isinstance(self.backbone, Backbone):
             self.backbone_ = self.backbone
         else:
