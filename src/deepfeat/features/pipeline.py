@@ -219,9 +219,9 @@ def load_features(
                     "again (deepfeat extract, or evaluate without --no-extract) to recompute those rows"
                 )
             if entry is None or not state.complete:
-                state = "incomplete" if entry is not None else "missing"
+                what = "incomplete" if entry is not None else "missing"
                 raise StoreError(
-                    f"features {spec.key!r} of {dataset.name} with {backbone.name} are {state} in the store "
+                    f"features {spec.key!r} of {dataset.name} with {backbone.name} are {what} in the store "
                     f"{store.root}; extract them first (deepfeat extract, or evaluate without --no-extract)"
                 )
             out[spec.key] = _feature_set(_Plan(method, spec, entry), dataset, entry.status().valid)
