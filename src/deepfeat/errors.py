@@ -55,3 +55,7 @@ class StoreError(DeepfeatError):
 
 class BackboneError(DeepfeatError):
     """A backbone cannot be built or its weights cannot be loaded."""
+
+
+class CheckpointError(DeepfeatError):
+    """A checkpoint or weights file cannot be read safely, is damaged, or is of another kind."""

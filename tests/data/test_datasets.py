@@ -98,7 +98,8 @@ def test_manifest_csv_multilabel_with_difficult(tmp_path):
 
 def test_manifest_jsonl_single_label(tmp_path):
     save(Image.fromarray(photo(0)), tmp_path / "a.png")
-    lines = [{"path": str(tmp_path / "a.png"), "label": "x"}, {"path": "a.png", "label": 3}]
+    save(Image.fromarray(photo(1)), tmp_path / "b.png")
+    lines = [{"path": str(tmp_path / "a.png"), "label": "x"}, {"path": "b.png", "label": 3}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     ds = open_dataset(tmp_path / "m.jsonl")
     assert ds.classes == ["3", "x"] and ds.targets.tolist() == [1, 0]
@@ -113,6 +114,13 @@ def test_manifest_jsonl_single_label(tmp_path):
         ("path,label\na.png,\n", "line 2: empty label"),
         ("path,label\na.png,x;y\n", "takes one class"),
         ("path,label,split\na.png,x,train\nb.png,y,\n", "line 3: 'split' is empty"),
+        ("path,label\na.png,tabby,cat\n", "line 2: 3 fields, but the header names 2 .*quote a value"),
+        ("path,label,split\na.png,x\n", "line 2: 2 fields, but the header names 3"),
+        ('path,label\n"a.png,x\n', "line 2: not valid CSV"),
+        (
+            "path,label\na.png,x\nb.png,x\n./a.png,y\n",
+            r"line 4: './a.png' is the same file as 'a.png' on line 2",
+        ),
     ],
 )
 def test_manifest_errors_name_the_problem(tmp_path, text, message):
@@ -148,3 +156,52 @@ def test_hymenoptera_layout():
     assert ds.classes == ["ants", "bees"]
     assert sorted(set(ds.splits)) == ["train", "val"]
     assert "train/ants/formica.jpeg" in ds.ids and "train/ants/imageNotFound.gif" in ds.ids
+
+
+def test_quoted_comma_in_a_label_is_kept(tmp_path):
+    (tmp_path / "m.csv").write_text('path,label\na.png,"tabby, striped"\nb.png,plain\n')
+    assert manifest_dataset(tmp_path / "m.csv").classes == ["plain", "tabby, striped"]
+
+
+def test_manifest_that_is_not_utf8_names_the_line(tmp_path):
+    (tmp_path / "m.csv").write_bytes("path,label\na.png,x\nb.png,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"m\.csv, line 3: not valid UTF-8 \(byte 0xe9\); save the manifest"):
+        manifest_dataset(tmp_path / "m.csv")
+    (tmp_path / "m.jsonl").write_bytes('{"path": "a.png", "label": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match="line 1: not valid UTF-8"):
+        manifest_dataset(tmp_path / "m.jsonl")
+
+
+def test_folder_lists_odd_entries_as_ignored(image_tree):
+    ants = image_tree / "ants"
+    os.symlink("loop.jpg", ants / "loop.jpg")
+    os.symlink("nowhere.jpg", ants / "dangling.jpg")
+    os.symlink("../bees", ants / "bees-link")
+    (ants / "empty.jpg").mkdir()
+    (image_tree / "stray.txt").write_text("x")
+    ds = folder_dataset(image_tree)
+    reasons = {os.path.basename(p): r for p, r in ds.ignored}
+    assert reasons == {
+        "loop.jpg": "symbolic link loop",
+        "dangling.jpg": "broken symbolic link (its target is missing)",
+        "bees-link": "symbolic link to a folder, not followed",
+        "empty.jpg": "empty folder",
+        "stray.txt": "file outside any class folder",
+    }
+    assert len(ds) == 12
+
+
+def test_folder_refuses_the_same_file_twice(image_tree):
+    os.symlink(image_tree / "ants" / "img0.jpg", image_tree / "bees" / "copy.jpg")
+    with pytest.raises(DataError, match=r"copy\.jpg and .*img0\.jpg are the same file"):
+        folder_dataset(image_tree)
+
+
+def test_file_name_that_is_not_utf8(image_tree):
+    name = os.fsdecode(b"caf\xe9.png")
+    save(Image.fromarray(photo(5)), image_tree / "ants" / name)
+    ds = folder_dataset(image_tree)
+    i = ds.ids.index("ants/caf\\xe9.png")  # printable id, the real file behind it
+    assert ds.load(i).size == (96, 80) and ds.source(i).endswith("caf\\xe9.png")
+    assert len(ds.fingerprint()) == 64
+    json.dumps(ds.index_record())

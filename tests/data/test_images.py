@@ -147,3 +147,30 @@ def test_draft_respects_exif_rotation(tmp_path):
     out = load_image(path, draft=lambda w, h: (w // 2, h // 2))
     assert out.size[0] >= 400 and out.size[1] >= 800
     assert out.size[1] > out.size[0]
+
+
+def test_max_pixels_above_pillows_limit_is_scoped(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header_only(10000, 10000))  # 1e8 pixels, above Pillow's own 89.5e6
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageError, match=r"100000000 pixels exceeds the limit of 89478485 .*raise"):
+        load_image(big)
+    with pytest.raises(ImageError) as info:  # now past the size check: the body is not real pixels
+        load_image(big, max_pixels=500_000_000)
+    assert "truncated or corrupt" in info.value.reason
+    assert limit == Image.MAX_IMAGE_PIXELS  # restored for other code
+
+
+def test_pixel_limit_raised_only_while_needed_and_under_threads(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = save(Image.fromarray(photo(4, (100, 100))), tmp_path / "p.png")
+    with pytest.raises(ImageError, match="exceeds the limit of 5000"):
+        load_image(path, max_pixels=5000)
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(lambda m: load_image(path, max_pixels=m).size, [20_000, 10_000, 50_000] * 4))
+    assert sizes == [(100, 100)] * 12
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(Image.DecompressionBombError):  # Pillow's limit outside deepfeat is untouched
+        Image.open(path)

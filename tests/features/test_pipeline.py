@@ -18,8 +18,9 @@ from deepfeat.data.datasets import ArrayDataset, folder_dataset
 from deepfeat.errors import DataError, StoreError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.capture import LayerCapture
-from deepfeat.features.pipeline import FeatureExtractor, extract
+from deepfeat.features.pipeline import extract
 from deepfeat.features.store import FeatureStore
+from deepfeat.features.transformer import FeatureExtractor
 from tests.conftest import SMALL, photo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -326,7 +327,7 @@ def test_bad_images_skipped_and_reported(effnet, bad_tree, tmp_path):
     assert again.n_forward == 0 and len(again.failures) == 4
 
 
-def test_bad_image_fails_the_run_but_keeps_earlier_batches(effnet, image_tree, tmp_path):
+def test_bad_image_fails_the_run_but_keeps_the_images_before_it(effnet, image_tree, tmp_path):
     from tests.conftest import truncated_jpeg
 
     (image_tree / "bees" / "zz.jpg").write_bytes(truncated_jpeg())
@@ -339,13 +340,14 @@ def test_bad_image_fails_the_run_but_keeps_earlier_batches(effnet, image_tree, t
             [LayerActivations("head", "avg")],
             store=tmp_path,
             preprocess=SMALL,
-            batch_size=2,
+            batch_size=3,
             on_error="fail",
             progress=False,
         )
     (meta,) = FeatureStore(tmp_path).entries()
     status = FeatureStore(tmp_path).find(meta["provenance"], len(ds)).status()
-    assert status.done.tolist() == [True] * 8 + [False] * 5  # the 4 batches before the bad one
+    # the 2 batches before the bad one, and the images of its batch that come before it (6, 7)
+    assert status.done.tolist() == [True] * 8 + [False] * 5
 
 
 def test_locked_entry_refuses_a_second_writer(effnet, tmp_path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ def test_write_commit_read_memmapped(tmp_path):
     np.testing.assert_array_equal(data[status.valid], values[:5])
     assert status.failed == {5: "empty file"}
     assert again.meta["n_valid"] == 5
+    assert np.isnan(data[5]).all()  # failed rows are NaN, never zeros
 
 
 def test_uncommitted_rows_are_not_done(tmp_path):
@@ -85,15 +87,141 @@ def test_shape_change_is_refused(tmp_path):
     entry.unlock()
 
 
-def test_damaged_meta_is_reported(tmp_path):
+def complete_entry(root, n=6, dim=3, failed=(5,)):
+    """A finished entry: rows i hold i + column / 10, ``failed`` rows failed; written in 2 batches."""
+    entry = FeatureStore(root).entry(PROV, n, IDS[:n])
+    entry.lock()
+    values = np.arange(n)[:, None] + np.arange(dim)[None, :] / 10
+    good = [r for r in range(n) if r not in failed]
+    for batch in (good[: len(good) // 2], good[len(good) // 2 :]):
+        entry.write(np.array(batch), values[batch], (dim, 1, 1))
+        entry.commit(batch)
+    entry.commit([], failed={r: "broken" for r in failed})
+    assert entry.finish_if_complete()
+    entry.unlock()
+    return FeatureStore(root).find(PROV, n, IDS[:n]), values.astype(np.float32)
+
+
+IDS = [f"img{i}.png" for i in range(10)]
+
+
+def test_failed_rows_are_nan_and_the_mask_is_stored(tmp_path):
+    entry, values = complete_entry(tmp_path)
+    rows = np.load(entry.path / "features.npy")
+    valid = np.load(entry.path / "valid.npy")
+    assert valid.tolist() == [True] * 5 + [False]
+    assert np.isnan(rows[5]).all()
+    np.testing.assert_array_equal(rows[valid], values[:5])
+    state = entry.check()
+    assert state.finished and not state.problems and state.layer_shape == (3, 1, 1)
+
+
+def test_broken_or_missing_meta_is_rebuilt(tmp_path):
+    entry, _ = complete_entry(tmp_path)
+    for damage in ("{broken", None):
+        if damage is None:
+            (entry.path / "meta.json").unlink()
+        else:
+            (entry.path / "meta.json").write_text(damage)
+        found = FeatureStore(tmp_path).find(PROV, 6, IDS[:6])
+        state = found.check()
+        assert not state.problems and state.complete and not state.finished
+        assert state.dim == 3 and state.layer_shape == (3, 1, 1)  # from the .npy header and the journal
+        found.lock()
+        assert found.repair() == [] and found.finish_if_complete()
+        found.unlock()
+        meta = json.loads((entry.path / "meta.json").read_text())
+        assert meta["complete"] and meta["dim"] == 3 and meta["layer_shape"] == [3, 1, 1]
+        assert found.check().finished
+
+
+def test_other_provenance_in_meta_is_refused(tmp_path):
     entry = FeatureStore(tmp_path).entry(PROV, 3)
-    (entry.path / "meta.json").write_text("{broken")
-    with pytest.raises(StoreError, match=r"unreadable meta\.json"):
+    (entry.path / "meta.json").write_text(json.dumps({"provenance": {"other": 1}, "n_rows": 3}))
+    with pytest.raises(StoreError, match=r"does not match the entry's key.*delete this entry folder"):
         FeatureStore(tmp_path).find(PROV, 3)
-    meta = {"provenance": {"other": 1}, "n_rows": 3}
-    (entry.path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(StoreError, match="does not match"):
-        FeatureStore(tmp_path).find(PROV, 3)
+
+
+def test_truncated_journal_is_damage_and_repair_keeps_what_is_intact(tmp_path):
+    entry, _ = complete_entry(tmp_path)
+    journal = entry.path / "journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text(lines[0])  # only the first batch survives
+    state = entry.check()
+    assert not state.complete and "says complete but the journal covers 2 of 6 rows" in state.problems[0]
+    entry.lock()
+    assert entry.repair()
+    entry.unlock()
+    assert not (entry.path / "valid.npy").exists() and not entry.meta["complete"]
+    assert entry.status().done.tolist() == [True, True, False, False, False, False]
+    assert entry.check().problems == []
+
+
+def test_changed_rows_fail_their_checksum(tmp_path):
+    entry, _ = complete_entry(tmp_path)
+    data = np.load(entry.path / "features.npy", mmap_mode="r+")
+    data[3, 1] += 1.0
+    data.flush()
+    del data
+    state = entry.check()
+    assert "3 rows of features.npy do not match their journal checksum" in "; ".join(state.problems)
+    assert entry.check(checksums=False).problems == []  # only the checksums see it
+    entry.lock()
+    entry.repair()
+    entry.unlock()
+    assert entry.status().done.tolist() == [True, True, False, False, False, True]  # batch 2 to redo
+
+
+def test_truncated_or_foreign_feature_file_drops_every_row(tmp_path):
+    entry, _ = complete_entry(tmp_path)
+    path = entry.path / "features.npy"
+    path.write_bytes(path.read_bytes()[:-8])
+    state = entry.check()
+    assert state.data_bad and "bytes, expected" in "; ".join(state.problems)
+    entry.lock()
+    entry.repair()
+    entry.unlock()
+    assert not path.exists() and entry.status().done.tolist() == [False] * 5 + [True]
+    complete_entry(tmp_path / "b")
+    found = FeatureStore(tmp_path / "b").find(PROV, 6, IDS[1:7])  # other items than it holds
+    assert "other item ids" in "; ".join(found.check().problems)
+
+
+def test_repair_trims_a_torn_line_and_removes_dead_temp_files(tmp_path):
+    entry = FeatureStore(tmp_path).entry(PROV, 4)
+    entry.lock()
+    entry.write(np.array([0, 1]), np.ones((2, 3)), (3,))
+    entry.commit([0, 1])
+    entry.unlock()
+    with open(entry.path / "journal.jsonl", "a") as fh:
+        fh.write('{"rows": [[2, 4]], "fai')
+    dead = entry.path / ".meta.json.999999999.tmp"
+    dead.write_text("x")
+    mine = entry.path / f".meta.json.{os.getpid()}.tmp"
+    mine.write_text("x")
+    assert entry.check().problems == []  # a torn last line is an interruption, not damage
+    entry.lock()
+    assert entry.repair() == []
+    entry.write(np.array([2, 3]), np.ones((2, 3)), (3,))
+    entry.commit([2, 3])
+    entry.unlock()
+    assert not dead.exists() and mine.exists()
+    assert entry.status().done.all() and entry.check().problems == []
+
+
+def test_meta_json_is_not_needed_for_the_dimension(tmp_path):
+    """A run killed after features.npy was allocated and before anything else resumes."""
+    entry = FeatureStore(tmp_path).entry(PROV, 3)
+    entry.lock()
+    entry.write(np.array([0]), np.ones((1, 4)), (4,))
+    entry.unlock()  # killed before the commit
+    again = FeatureStore(tmp_path).find(PROV, 3)
+    assert again.meta_dim() == 4 and again.meta["dim"] is None
+    again.lock()
+    again.write(np.array([0, 1, 2]), np.ones((3, 4)), (4,))
+    again.commit([0, 1, 2])
+    assert again.finish_if_complete()
+    again.unlock()
 
 
 def test_store_path_must_be_a_folder(tmp_path):

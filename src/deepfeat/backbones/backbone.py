@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from deepfeat.backbones.layers import LayerCatalog
+from deepfeat.checkpoint import read_torch_file
 from deepfeat.data.transforms import Preprocess
-from deepfeat.errors import BackboneError
+from deepfeat.errors import BackboneError, CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,23 @@ def build_seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict from a .pth/.pt file (plain, or wrapped under 'state_dict' / 'model')."""
+    """Load a state dict from a .pth/.pt file (plain, wrapped under 'state_dict' / 'model', or a
+    deepfeat checkpoint's model state), running no code from the file (see :mod:`deepfeat.checkpoint`)."""
     path = Path(path)
-    if not path.is_file():
-        raise BackboneError(f"{path}: weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BackboneError(f"{path}: cannot read weights as a PyTorch state dict ({exc})") from exc
+        obj = read_torch_file(path)
+    except CheckpointError as exc:
+        raise BackboneError(str(exc)) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state"), dict):  # a deepfeat checkpoint
+        obj = obj["state"]
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BackboneError(f"{path}: expected a dict of tensors (a state dict)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BackboneError(
+            f"{path}: not a state dict (expected a dict of tensors, as torch.save(model.state_dict()) writes)"
+        )
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
 def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

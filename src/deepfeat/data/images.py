@@ -11,13 +11,23 @@ What is handled:
 What becomes an :class:`~deepfeat.errors.ImageError` naming the path and the reason: zero-byte files,
 files that are not images, truncated or corrupt images, and images with more pixels than
 ``max_pixels`` (decompression bombs), which are refused from the header before any decoding.
+
+``max_pixels`` may be set above Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``): while such a
+load runs, Pillow's limit is raised to it and restored when the last such load ends (reference
+counted, under a lock); it is never changed for loads within Pillow's limit.
+
+Paths in messages and ids are printable: bytes of a file name that are not valid UTF-8 are shown as
+``\\xNN`` escapes (:func:`printable`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,24 +59,79 @@ def load_image(
     decodable image of at most ``max_pixels`` pixels.
     """
     path = Path(path)
+    where = printable(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
+        raise ImageError(where, f"cannot read file ({exc.strerror or exc})") from exc
     if size == 0:
-        raise ImageError(str(path), "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except UnidentifiedImageError as exc:
-        raise ImageError(str(path), "not an image file PIL can identify") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(str(path), f"image too large for PIL's safety limit ({exc})") from exc
-    except OSError as exc:
-        raise ImageError(str(path), f"cannot open image ({exc})") from exc
-    with img:
-        return _decode(img, str(path), max_pixels=max_pixels, draft=draft)
+        raise ImageError(where, "empty file (0 bytes)")
+    with pil_pixel_limit(max_pixels):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(path)
+        except UnidentifiedImageError as exc:
+            raise ImageError(where, "not an image file PIL can identify") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = f"{found.group(1)} pixels" if found else "its size"
+            raise ImageError(where, _too_large(pixels, max_pixels)) from exc
+        except OSError as exc:
+            raise ImageError(where, f"cannot open image ({exc})") from exc
+        with img:
+            return _decode(img, where, max_pixels=max_pixels, draft=draft)
+
+
+def printable(path: str | os.PathLike) -> str:
+    """``path`` as text that can always be printed: bytes that are not valid UTF-8 become ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class _PixelLimit:
+    """Pillow's MAX_IMAGE_PIXELS raised for the loads that need more, and restored after the last."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: list[int] = []
+        self.saved: int | None = None
+
+    @contextlib.contextmanager
+    def at_least(self, max_pixels: int) -> Iterator[None]:
+        with self.lock:
+            current = self.saved if self.active else Image.MAX_IMAGE_PIXELS
+            if current is None or max_pixels <= current:
+                needed = False
+            else:
+                needed = True
+                if not self.active:
+                    self.saved = current
+                self.active.append(int(max_pixels))
+                Image.MAX_IMAGE_PIXELS = max(self.active)
+        try:
+            yield
+        finally:
+            if needed:
+                with self.lock:
+                    self.active.remove(int(max_pixels))
+                    Image.MAX_IMAGE_PIXELS = max(self.active) if self.active else self.saved
+
+
+_PIXEL_LIMIT = _PixelLimit()
+
+
+def pil_pixel_limit(max_pixels: int):
+    """Context in which Pillow opens and decodes images of up to ``max_pixels`` pixels even when that
+    is above ``PIL.Image.MAX_IMAGE_PIXELS`` (which is restored after); deepfeat's own check of
+    ``max_pixels`` applies either way."""
+    return _PIXEL_LIMIT.at_least(max_pixels)
+
+
+def _too_large(pixels: str, max_pixels: int) -> str:
+    return (
+        f"image too large: {pixels} exceeds the limit of {max_pixels} "
+        "(raise max_pixels / --max-pixels to accept it)"
+    )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -91,11 +156,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def _decode(img: Image.Image, where: str, *, max_pixels: int, draft: DraftRule | None) -> Image.Image:
     width, height = img.size
     if width * height > max_pixels:
-        raise ImageError(
-            where,
-            f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of "
-            f"{max_pixels} (raise max_pixels / --max-pixels to accept it)",
-        )
+        raise ImageError(where, _too_large(f"{width}x{height} = {width * height} pixels", max_pixels))
     if width == 0 or height == 0:
         raise ImageError(where, f"image has no pixels ({width}x{height})")
     orientation = _orientation(img)

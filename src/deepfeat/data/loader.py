@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepfeat.data.datasets import ImageDataset
+from deepfeat.data.base import ImageDataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import ConfigError, ImageError

@@ -7,9 +7,10 @@ from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureKind, FeatureSet, concat_features
 from deepfeat.features.fisher import DiagonalGMM, FisherEncoder, fisher_vectors
 from deepfeat.features.gradients import GradientFeatures
-from deepfeat.features.pipeline import Extraction, FeatureExtractor, extract
+from deepfeat.features.pipeline import Extraction, extract
 from deepfeat.features.pooling import POOLINGS, pool_maps
 from deepfeat.features.store import FeatureStore
+from deepfeat.features.transformer import FeatureExtractor
 
 __all__ = [
     "POOLINGS",

@@ -72,6 +72,13 @@ class FeatureSet:
         """True when targets is an indicator matrix."""
         return self.targets.ndim == 2
 
+    def class_counts(self) -> np.ndarray:
+        """int64 (n_classes,): rows with features per class (positives per class when multi-label);
+        a 0 means every image of that class failed or the class has none."""
+        if self.multilabel:
+            return np.asarray(self.targets, dtype=np.int64).reshape(-1, len(self.classes)).sum(axis=0)
+        return np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
+
     def subset(self, mask_or_index: np.ndarray) -> FeatureSet:
         """The rows selected by a boolean mask or an index array (features copied)."""
         idx = np.asarray(mask_or_index)

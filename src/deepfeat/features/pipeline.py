@@ -4,7 +4,9 @@
 outputs computable from stored ones (ablations of unrolled maps) are derived without the network, and
 the remaining rows go through the network once per batch, every layer captured in that one pass.
 Results are written to the store batch by batch, so an interrupted run loses at most one batch.
-:class:`FeatureExtractor` wraps it as a scikit-learn transformer.
+:class:`~deepfeat.features.transformer.FeatureExtractor` wraps it as a scikit-learn transformer.
+Store entries are verified when opened: a damaged one is repaired (its untrusted rows computed
+again, listed in ``Extraction.repaired``) by :func:`extract` and refused by :func:`load_features`.
 """
 
 from __future__ import annotations
@@ -18,22 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
 from deepfeat._version import __version__
 from deepfeat.backbones.backbone import Backbone
-from deepfeat.backbones.registry import DEFAULT_BACKBONE, load_backbone
-from deepfeat.data.datasets import ImageDataset, dataset_from_paths
+from deepfeat.data.datasets import ImageDataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
-from deepfeat.errors import ConfigError, DataError, StoreError
-from deepfeat.features.activations import LayerActivations
+from deepfeat.errors import ConfigError, DataError, ImageError, StoreError
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry
+from deepfeat.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Extraction:
     seconds: float = 0.0
     origins: dict[str, str] = field(default_factory=dict)
     store: str | None = None
+    repaired: list[tuple[str, str]] = field(default_factory=list)  # (entry folder, damage found)
 
     def __getitem__(self, key: str) -> FeatureSet:
         if key in self.features:
@@ -139,6 +140,9 @@ def extract(
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if not methods:
         raise ConfigError("no feature method given")
+    check_int("batch_size", batch_size, minimum=1)  # before any work: no store entry is created
+    check_int("workers", workers, minimum=0)
+    check_int("max_pixels", max_pixels, minimum=1)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(store, str | Path):
         store = FeatureStore(store)
@@ -151,20 +155,26 @@ def extract(
     for method in methods:
         for spec in method.outputs(backbone):
             prov = {**base, **spec.params}
-            entry = store.entry(prov, n) if store is not None else MemoryEntry(prov, n)
+            entry = store.entry(prov, n, dataset.ids) if store is not None else MemoryEntry(prov, n)
             plans.append(_Plan(method, spec, entry))
     if len({p.spec.key for p in plans}) != len(plans):
         raise ConfigError("two requested outputs have the same name; request each layer/pooling once")
 
     locked: list[_Plan] = []
+    repaired: list[tuple[str, str]] = []
     n_forward = 0
     try:
         for plan in plans:
-            if store is not None and plan.entry.complete:
+            if store is not None and plan.entry.check().finished:
                 continue
             plan.entry.lock()
             locked.append(plan)
-            if store is not None and _derive_from_store(plan, store, base, dataset):
+            if store is None:
+                continue
+            problems = plan.entry.repair()  # damaged rows are dropped here and computed again below
+            if problems:
+                repaired.append((str(plan.entry.path), "; ".join(problems)))
+            if not plan.entry.finish_if_complete() and _derive_from_store(plan, store, base, dataset):
                 plan.origin = "derived"
         pending = [p for p in locked if not p.entry.complete]
         if pending:
@@ -205,6 +215,7 @@ def extract(
         seconds=time.perf_counter() - start,
         origins={p.spec.key: p.origin for p in plans},
         store=None if store is None else str(store.root),
+        repaired=repaired,
     )
 
 
@@ -217,19 +228,25 @@ def load_features(
     preprocess: str | Preprocess = "backbone",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, FeatureSet]:
-    """Feature sets already complete in ``store``, without running anything; a missing one is an
-    error naming it."""
+    """Feature sets already complete in ``store``, without running anything; a missing, incomplete or
+    damaged one is an error naming it and the remedy."""
     store = FeatureStore(store) if isinstance(store, str | Path) else store
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     base = base_provenance(dataset, backbone, prep, max_pixels)
     out = {}
     for method in methods:
         for spec in method.outputs(backbone):
-            entry = store.find({**base, **spec.params}, len(dataset))
-            if entry is None or not entry.complete:
-                state = "incomplete" if entry is not None else "missing"
+            entry = store.find({**base, **spec.params}, len(dataset), dataset.ids)
+            state = None if entry is None else entry.check()
+            if state is not None and state.problems:
                 raise StoreError(
-                    f"features {spec.key!r} of {dataset.name} with {backbone.name} are {state} in the store "
+                    f"{entry.path}: damaged store entry ({'; '.join(state.problems)}); run the extraction "
+                    "again (deepfeat extract, or evaluate without --no-extract) to recompute those rows"
+                )
+            if entry is None or not state.complete:
+                what = "incomplete" if entry is not None else "missing"
+                raise StoreError(
+                    f"features {spec.key!r} of {dataset.name} with {backbone.name} are {what} in the store "
                     f"{store.root}; extract them first (deepfeat extract, or evaluate without --no-extract)"
                 )
             out[spec.key] = _feature_set(_Plan(method, spec, entry), dataset, entry.status().valid)
@@ -241,11 +258,11 @@ def _derive_from_store(plan: _Plan, store: FeatureStore, base: dict, dataset: Im
     if plan.entry.status().done.any():
         return False
     for source_params, fn in plan.method.derivations(plan.spec):
-        source = store.find({**base, **source_params}, len(dataset))
-        if source is None or not source.complete:
+        source = store.find({**base, **source_params}, len(dataset), dataset.ids)
+        state = None if source is None else source.check()
+        if state is None or not state.complete:
             continue
-        status = source.status()
-        shape = source.row_shape
+        status, shape = state.status, state.layer_shape
         stored = source.read() if status.valid.any() else None
         valid_rows = np.flatnonzero(status.valid)
         for i in range(0, len(valid_rows), _DERIVE_CHUNK):
@@ -300,13 +317,10 @@ def _run_network(
         for batch in iter_batches(
             dataset, todo, prep, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
-            errors = batch.errors
-            if errors and on_error == "fail":
-                err = next(iter(errors.values()))
-                raise DataError(
-                    f"{err}; stopped (on_error='fail'); the features of the images before it are kept"
-                )
-            ok = batch.ok
+            errors, ok, stop = batch.errors, batch.ok, None
+            if errors and on_error == "fail":  # keep the images of this batch before the bad one
+                first_bad = next(i for i, im in enumerate(batch.images) if isinstance(im, ImageError))
+                errors, ok, stop = {}, [i for i in ok if i < first_bad], batch.images[first_bad]
             outputs: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
             shapes: dict[str, tuple[int, ...]] = {}
             for positions in _group_by_shape(batch.images, ok):
@@ -337,6 +351,10 @@ def _run_network(
                     p.entry.write(np.asarray(rows_done), values, shapes[p.spec.key])
                 p.entry.commit(
                     rows_done, failed={r: m for r, m in failed.items() if need[r]}, durable=durable
+                )
+            if stop is not None:
+                raise DataError(
+                    f"{stop}; stopped (on_error='fail'); the features of the images before it are kept"
                 )
             bar.update(len(batch.rows))
     bar.close()
@@ -385,95 +403,3 @@ def _feature_set(plan: _Plan, dataset: ImageDataset, valid: np.ndarray) -> Featu
         source=None if plan.entry.path is None else str(plan.entry.path),
         kind=plan.spec.kind,
     )
-
-
-class FeatureExtractor(TransformerMixin, BaseEstimator):
-    """scikit-learn transformer from images to DeCAF-style layer features.
-
-    Parameters
-    ----------
-    backbone: backbone name (see ``list_backbones``) or a loaded :class:`Backbone`.
-    layers: layer names, a list or comma-separated string.
-    pool: pooling / ablation, one or several (avg, max, unroll, sp-shuffle, bin, sp-max-bin).
-    weights: weights file for the backbone (None: its default).
-    preprocess: ``"backbone"``, ``"decaf"`` or a :class:`Preprocess`.
-    store: folder of a FeatureStore (None: keep features in memory only).
-    batch_size, workers: images per forward pass, and decoding threads.
-    on_error: ``"skip"`` or ``"fail"`` for images that cannot be decoded.
-    random_state: seed of the sp-shuffle ablation.
-    progress: show a progress bar.
-
-    ``transform(X)`` takes an ImageDataset or a list of image paths and returns the features of all
-    requested layers side by side (n_images, total_dim); ``extract(dataset)`` returns them per layer.
-    """
-
-    def __init__(
-        self,
-        backbone: str | Backbone = DEFAULT_BACKBONE,
-        layers: str | Sequence[str] = "pool",
-        pool: str | Sequence[str] = "avg",
-        *,
-        weights: str | None = None,
-        preprocess: str | Preprocess = "backbone",
-        store: str | Path | None = None,
-        batch_size: int = 32,
-        workers: int = 2,
-        on_error: str = "skip",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        random_state: int = 0,
-        progress: bool = False,
-    ):
-        self.backbone = backbone
-        self.layers = layers
-        self.pool = pool
-        self.weights = weights
-        self.preprocess = preprocess
-        self.store = store
-        self.batch_size = batch_size
-        self.workers = workers
-        self.on_error = on_error
-        self.max_pixels = max_pixels
-        self.random_state = random_state
-        self.progress = progress
-
-    def fit(self, X=None, y=None) -> FeatureExtractor:
-        """Load the backbone and validate every parameter (no learning happens)."""
-        if self.on_error not in ON_ERROR:
-            raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
-        if isinstance(self.backbone, Backbone):
-            self.backbone_ = self.backbone
-        else:
-            self.backbone_ = load_backbone(self.backbone, weights=self.weights)
-        self.method_ = LayerActivations(self.layers, self.pool, random_state=self.random_state)
-        self.outputs_ = self.method_.outputs(self.backbone_)
-        if isinstance(self.preprocess, str):
-            preset(self.preprocess, self.backbone_.preprocess)
-        return self
-
-    def extract(self, dataset: ImageDataset) -> Extraction:
-        """Features of every requested layer and pooling for ``dataset``."""
-        if not hasattr(self, "backbone_"):
-            self.fit()
-        return extract(
-            dataset,
-            self.backbone_,
-            [self.method_],
-            store=self.store,
-            preprocess=self.preprocess,
-            batch_size=self.batch_size,
-            on_error=self.on_error,
-            max_pixels=self.max_pixels,
-            workers=self.workers,
-            progress=self.progress,
-        )
-
-    def transform(self, X) -> np.ndarray:
-        """Features of ``X`` (an ImageDataset or a list of image paths), layers side by side."""
-        dataset = X if isinstance(X, ImageDataset) else dataset_from_paths(list(X))
-        result = self.extract(dataset)
-        if result.failures:
-            path, reason = result.failures[0]
-            raise DataError(f"{path}: {reason} (transform needs every image; use extract() to skip bad ones)")
-        return np.hstack([np.asarray(result.features[s.key].features) for s in self.outputs_])

@@ -15,16 +15,15 @@ Trainable scope (``scope``):
   ``bn2``: 1280 units applied at every position, the counterpart of fc6 before global pooling) and the
   output layer (``classifier``). Other backbones: the output layer only.
 
-After every epoch a checkpoint is written atomically (``epoch-<n>.pt`` and ``last.pt``) with the
-model, optimizer, scheduler and random states; a run started again with the same output folder
-resumes after the last finished epoch. Checkpoints load as backbones:
+After every epoch a checkpoint (:mod:`deepfeat.checkpoint`, kind ``"finetune"``) is written
+atomically (``epoch-<n>.pt`` and ``last.pt``) with the model, optimizer, scheduler and random states;
+a run started again with the same output folder resumes after the last finished epoch, exactly where
+the uninterrupted run would be, and runs no code stored in the checkpoint. Checkpoints load as backbones:
 ``load_backbone(name, weights="out/last.pt")``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,12 +35,14 @@ from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
 from deepfeat.backbones.backbone import Backbone
-from deepfeat.backbones.finetuned import MARKER, replace_classifier
+from deepfeat.backbones.finetuned import KIND, MARKER, replace_classifier
 from deepfeat.backbones.registry import DEFAULT_BACKBONE, load_backbone
+from deepfeat.checkpoint import load_checkpoint, save_checkpoint
 from deepfeat.data.datasets import ImageDataset
 from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
-from deepfeat.errors import ConfigError, DataError
+from deepfeat.errors import CheckpointError, ConfigError, DataError
+from deepfeat.fileio import to_jsonable, write_json
 
 SCOPES = ("ft", "fc")
 FC_SCOPE = {
@@ -68,14 +69,6 @@ def trainable_prefixes(backbone: Backbone, scope: str) -> tuple[str, ...]:
 
 def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class FineTuner(BaseEstimator):
@@ -233,17 +226,20 @@ class FineTuner(BaseEstimator):
             out.mkdir(parents=True, exist_ok=True)
             last = out / "last.pt"
             if last.exists():
-                state = torch.load(last, map_location="cpu", weights_only=False)
-                if state["config"] != self.config():
+                ck = load_checkpoint(last, kind=KIND)
+                if ck.meta.get("config") != to_jsonable(self.config()):
                     raise ConfigError(
                         f"{last} was written with other settings; use another output folder or the same ones"
                     )
-                model.load_state_dict(state["state_dict"])
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                gen.set_state(state["generator"])
-                history = state["history"]
-                start_epoch = state["epoch"]
+                try:
+                    model.load_state_dict(ck.state["model"])
+                    opt.load_state_dict(ck.state["optimizer"])
+                    sched.load_state_dict(ck.state["scheduler"])
+                    gen.set_state(ck.state["generator"])
+                    history, start_epoch = list(ck.meta["history"]), int(ck.meta["epoch"])
+                except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                    raise CheckpointError(f"{last}: damaged fine-tuning checkpoint ({exc})") from None
+                ck.restore_rng()
         meta = {
             "backbone": bb.name,
             "n_classes": len(dataset.classes),
@@ -273,19 +269,15 @@ class FineTuner(BaseEstimator):
                 )
             if out is not None:
                 state = {
-                    MARKER: meta,
-                    "state_dict": model.state_dict(),
+                    "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "generator": gen.get_state(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "config": self.config(),
                 }
-                _atomic_save(state, out / f"epoch-{epoch + 1}.pt")
-                _atomic_save(state, out / "last.pt")
-                record = {"config": self.config(), **meta, "history": history}
-                (out / "history.json").write_text(json.dumps(record, indent=1))
+                record = {MARKER: meta, "config": self.config(), "epoch": epoch + 1, "history": history}
+                save_checkpoint(out / f"epoch-{epoch + 1}.pt", state, kind=KIND, meta=record)
+                save_checkpoint(out / "last.pt", state, kind=KIND, meta=record)
+                write_json(out / "history.json", {"config": self.config(), **meta, "history": history})
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()

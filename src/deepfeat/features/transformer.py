@@ -1,0 +1,112 @@
+"""FeatureExtractor: DeCAF-style layer features as a scikit-learn transformer over images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from deepfeat.backbones.backbone import Backbone
+from deepfeat.backbones.registry import DEFAULT_BACKBONE, load_backbone
+from deepfeat.data.datasets import ImageDataset, dataset_from_paths
+from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.data.transforms import Preprocess, preset
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.pipeline import ON_ERROR, Extraction, extract
+from deepfeat.validation import check_int
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer from images to DeCAF-style layer features.
+
+    Parameters
+    ----------
+    backbone: backbone name (see ``list_backbones``) or a loaded :class:`Backbone`.
+    layers: layer names, a list or comma-separated string.
+    pool: pooling / ablation, one or several (avg, max, unroll, sp-shuffle, bin, sp-max-bin).
+    weights: weights file for the backbone (None: its default).
+    preprocess: ``"backbone"``, ``"decaf"`` or a :class:`Preprocess`.
+    store: folder of a FeatureStore (None: keep features in memory only).
+    batch_size, workers: images per forward pass, and decoding threads.
+    on_error: ``"skip"`` or ``"fail"`` for images that cannot be decoded.
+    random_state: seed of the sp-shuffle ablation.
+    progress: show a progress bar.
+
+    ``transform(X)`` takes an ImageDataset or a list of image paths and returns the features of all
+    requested layers side by side (n_images, total_dim); ``extract(dataset)`` returns them per layer.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = DEFAULT_BACKBONE,
+        layers: str | Sequence[str] = "pool",
+        pool: str | Sequence[str] = "avg",
+        *,
+        weights: str | None = None,
+        preprocess: str | Preprocess = "backbone",
+        store: str | Path | None = None,
+        batch_size: int = 32,
+        workers: int = 2,
+        on_error: str = "skip",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        random_state: int = 0,
+        progress: bool = False,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.pool = pool
+        self.weights = weights
+        self.preprocess = preprocess
+        self.store = store
+        self.batch_size = batch_size
+        self.workers = workers
+        self.on_error = on_error
+        self.max_pixels = max_pixels
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, X=None, y=None) -> FeatureExtractor:
+        """Load the backbone and validate every parameter (no learning happens)."""
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("workers", self.workers, minimum=0)
+        check_int("max_pixels", self.max_pixels, minimum=1)
+        if isinstance(self.backbone, Backbone):
+            self.backbone_ = self.backbone
+        else:
+            self.backbone_ = load_backbone(self.backbone, weights=self.weights)
+        self.method_ = LayerActivations(self.layers, self.pool, random_state=self.random_state)
+        self.outputs_ = self.method_.outputs(self.backbone_)
+        if isinstance(self.preprocess, str):
+            preset(self.preprocess, self.backbone_.preprocess)
+        return self
+
+    def extract(self, dataset: ImageDataset) -> Extraction:
+        """Features of every requested layer and pooling for ``dataset``."""
+        if not hasattr(self, "backbone_"):
+            self.fit()
+        return extract(
+            dataset,
+            self.backbone_,
+            [self.method_],
+            store=self.store,
+            preprocess=self.preprocess,
+            batch_size=self.batch_size,
+            on_error=self.on_error,
+            max_pixels=self.max_pixels,
+            workers=self.workers,
+            progress=self.progress,
+        )
+
+    def transform(self, X) -> np.ndarray:
+        """Features of ``X`` (an ImageDataset or a list of image paths), layers side by side."""
+        dataset = X if isinstance(X, ImageDataset) else dataset_from_paths(list(X))
+        result = self.extract(dataset)
+        if result.failures:
+            path, reason = result.failures[0]
+            raise DataError(f"{path}: {reason} (transform needs every image; use extract() to skip bad ones)")
+        return np.hstack([np.asarray(result.features[s.key].features) for s in self.outputs_])

@@ -1,0 +1,125 @@
+"""Trials 2, 4 and 5: a damaged store entry is never read as if it were whole; a missing or broken
+meta.json is recoverable; failed images are NaN rows with a validity mask."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfeat.data.datasets import folder_dataset
+from deepfeat.errors import StoreError
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.pipeline import extract, load_features
+from tests.reliability.conftest import TINY, make_tree
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    root = make_tree(tmp_path / "tree", classes=("cat", "dog", "eel", "fox"), per_class=3)
+    (root / "fox" / "zz-broken.png").write_bytes(b"")
+    return root
+
+
+def run(tree, effnet, store, layers="stage6", pool="avg"):
+    return extract(
+        folder_dataset(tree),
+        effnet,
+        [LayerActivations(layers, pool)],
+        store=store,
+        preprocess=TINY,
+        batch_size=4,
+        workers=0,
+        progress=False,
+    )
+
+
+def only_entry(store: Path, pool: str = "avg") -> Path:
+    (path,) = [p for p in (store / "entries").iterdir() if f"-{pool}-" in p.name]
+    return path
+
+
+def test_half_a_journal_is_repaired_by_extract_and_refused_by_load_features(tree, effnet, tmp_path):
+    store = tmp_path / "store"
+    clean = run(tree, effnet, store)["stage6/avg"]
+    entry = only_entry(store)
+    journal = entry / "journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[: len(lines) // 2]))  # the issue's damage
+    ds = folder_dataset(tree)
+    with pytest.raises(StoreError) as info:  # evaluate --no-extract: refuse, naming entry and remedy
+        load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY)
+    message = str(info.value)
+    assert str(entry) in message and "says complete but the journal covers" in message
+    assert "run the extraction again" in message and "\n" not in message
+    again = run(tree, effnet, store)  # extract: repair, recompute only what is missing
+    assert again.repaired and again.repaired[0][0] == str(entry)
+    assert 0 < again.n_forward < len(ds)
+    fs = again["stage6/avg"]
+    assert len(fs) == len(clean) == 12 and fs.ids == clean.ids
+    np.testing.assert_allclose(np.asarray(fs.features), np.asarray(clean.features), atol=1e-5)
+    third = run(tree, effnet, store)
+    assert third.n_forward == 0 and not third.repaired and third.origins["stage6/avg"] == "store"
+
+
+def test_changed_feature_bytes_are_caught_by_the_checksums(tree, effnet, tmp_path):
+    store = tmp_path / "store"
+    clean = np.asarray(run(tree, effnet, store)["stage6/avg"].features)
+    rows = np.load(only_entry(store) / "features.npy", mmap_mode="r+")
+    rows[2] *= 2
+    rows.flush()
+    del rows
+    again = run(tree, effnet, store)
+    assert "journal checksum" in again.repaired[0][1] and again.n_forward == 4  # one batch redone
+    np.testing.assert_allclose(np.asarray(again["stage6/avg"].features), clean, atol=1e-5)
+
+
+def test_missing_or_broken_meta_is_recovered(tree, effnet, tmp_path):
+    store = tmp_path / "store"
+    first = run(tree, effnet, store, pool="unroll")
+    entry = only_entry(store, "unroll")
+    shape = json.loads((entry / "meta.json").read_text())["layer_shape"]
+    for damage in ("delete", "{not json"):
+        if damage == "delete":
+            (entry / "meta.json").unlink()
+        else:
+            (entry / "meta.json").write_text(damage)
+        again = run(tree, effnet, store, pool="unroll")
+        assert again.n_forward == 0 and not again.repaired  # nothing recomputed
+        meta = json.loads((entry / "meta.json").read_text())
+        assert meta["complete"] and meta["layer_shape"] == shape and meta["dim"] == first["stage6/unroll"].dim
+    # the ablations that read the layer shape work from the rebuilt entry, without the network
+    derived = run(tree, effnet, store, pool=["max", "bin"])
+    assert derived.n_forward == 0 and set(derived.origins.values()) == {"derived"}
+
+
+def test_meta_deleted_from_a_partial_entry_resumes(tree, effnet, tmp_path):
+    store = tmp_path / "store"
+    run(tree, effnet, store)
+    entry = only_entry(store)
+    lines = (entry / "journal.jsonl").read_text().splitlines(keepends=True)
+    (entry / "journal.jsonl").write_text(lines[0])  # as if killed after the first batch
+    for name in ("meta.json", "valid.npy"):
+        (entry / name).unlink()
+    (entry / ".meta.json.999999999.tmp").write_text("{")  # left by a killed writer
+    again = run(tree, effnet, store)
+    assert again.n_forward == 13 - 4 - 1 and not again.repaired  # the broken image fails to decode
+    assert not list(entry.glob(".*.tmp*")) and json.loads((entry / "meta.json").read_text())["complete"]
+
+
+def test_failed_images_are_nan_rows_with_a_mask(tree, effnet, tmp_path):
+    store = tmp_path / "store"
+    res = run(tree, effnet, store)
+    entry = only_entry(store)
+    ds = folder_dataset(tree)
+    bad = ds.ids.index("fox/zz-broken.png")
+    rows = np.load(entry / "features.npy")  # what a user reading the array directly gets
+    valid = np.load(entry / "valid.npy")
+    assert valid.sum() == 12 and not valid[bad]
+    assert np.isnan(rows[bad]).all() and np.isfinite(rows[valid]).all()
+    np.testing.assert_array_equal(rows[valid], np.asarray(res["stage6/avg"].features))
+    meta = json.loads((entry / "meta.json").read_text())
+    assert (meta["n_valid"], meta["n_failed"]) == (12, 1)
+    assert res["stage6/avg"].class_counts().tolist() == [3, 3, 3, 3]
