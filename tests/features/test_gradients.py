@@ -195,5 +195,5 @@ def test_dense_alexnet_gives_gradients_and_activeness_over_positions():
     assert result["fc8/grad"].layer_shape == (4096 + 1000, 4)
     assert result["fc6/avg"].dim == 4096 and result["fc6/last-p2"].dim == 4096
     assert result["fc6/last-p2"].provenance["top"] == "fc7"
-    with pytest.raises(ConfigError, match="support nn.Linear and 1x1"):
+    with pytest.raises(ConfigError, match=r"support nn\.Linear and 1x1"):
         GradientFeatures(["fc6"]).outputs(dense)  # fc6 is a 6x6 convolution: no outer-product form
