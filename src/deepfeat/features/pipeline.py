@@ -94,6 +94,11 @@ class Extraction:
         if self.failures:
             lines.append(f"skipped {len(self.failures)} files:")
             lines += [f"  {path}: {reason}" for path, reason in self.failures]
+        if self.repaired:
+            lines.append(
+                f"repaired {len(self.repaired)} damaged store entries (their untrusted rows recomputed):"
+            )
+            lines += [f"  {path}: {damage}" for path, damage in self.repaired]
         if self.ignored:
             lines.append(f"ignored {len(self.ignored)} entries while listing the data:")
             lines += [f"  {path}: {reason}" for path, reason in self.ignored]
@@ -354,7 +359,8 @@ def _run_network(
                 )
             if stop is not None:
                 raise DataError(
-                    f"{stop}; stopped (on_error='fail'); the features of the images before it are kept"
+                    f"{stop}; stopped (on_error='fail' / --on-bad-image fail); the features of the images "
+                    "before it are kept"
                 )
             bar.update(len(batch.rows))
     bar.close()
