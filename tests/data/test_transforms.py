@@ -86,3 +86,41 @@ def test_interactive_keeps_the_whole_image():
     assert out.shape == (288, 896, 3)
     with pytest.raises(ConfigError, match="whole image"):
         Preprocess(resize="area", crop=224)
+
+
+def test_exact_decoding_matches_timm_transforms(tmp_path):
+    """With jpeg_draft=False the backbone preprocessing equals timm's eval transform of the same model
+    (shorter side to 256 bicubic, centre crop 224, mean = std = 0.5) to float rounding."""
+    import dataclasses
+
+    import skimage.data
+    import timm
+    import torch
+    from PIL import Image
+
+    from deepfeat.backbones import load_backbone
+    from deepfeat.data.images import load_image
+
+    bb = load_backbone("efficientnet_lite0")
+    exact = dataclasses.replace(bb.preprocess, jpeg_draft=False)
+    config = timm.data.resolve_data_config({}, model=bb.module)
+    reference = timm.data.create_transform(**config)
+    for i, array in enumerate([skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut()]):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(array).resize((array.shape[1] * 2, array.shape[0] * 2)).save(path, quality=92)
+        ours = exact.to_batch([exact(load_image(path))], channels_last=False)[0]
+        with Image.open(path) as img:
+            theirs = reference(img.convert("RGB"))
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        drafted = bb.preprocess.to_batch([bb.preprocess(load_image(path, draft=bb.preprocess.draft_size))])[0]
+        assert (drafted - theirs).abs().max() > 1e-3  # the default (draft decoding) differs slightly
+
+
+def test_warp_preset_keeps_the_whole_image():
+    from PIL import Image
+
+    from deepfeat.data.transforms import Preprocess, preset
+
+    warp = preset("warp", Preprocess(size=256, crop=224))
+    assert (warp.resize, warp.size, warp.crop) == ("warp", 224, None)
+    assert warp(Image.new("RGB", (640, 200))).shape == (224, 224, 3)

@@ -156,6 +156,9 @@ def evaluate_command(
     on_bad_image: OnBadImage = typer.Option(OnBadImage.skip, help="Skip undecodable images or stop."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels."),
     extract: bool = typer.Option(True, "--extract/--no-extract", help="Compute missing features."),
+    exact_decode: bool = typer.Option(
+        False, "--exact-decode", help="Decode JPEGs in full before resizing (parity with timm; slower)."
+    ),
     allow_missing_classes: bool = typer.Option(
         False, "--allow-missing-classes", help="Evaluate even if a class has no usable image (reported)."
     ),
@@ -201,6 +204,7 @@ def evaluate_command(
             on_bad_image=on_bad_image.value,
             max_pixels=max_pixels,
             extract=extract,
+            exact_decode=exact_decode,
         ),
         n_jobs=jobs,
         allow_missing_classes=allow_missing_classes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_l
 from deepfeat.cli.parsing import OnBadImage, PreprocessName, names
 from deepfeat.data.datasets import open_dataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.data.transforms import preset
 from deepfeat.errors import ConfigError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import extract
@@ -49,6 +51,9 @@ def extract_command(
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels (decompression bombs)."
     ),
+    exact_decode: bool = typer.Option(
+        False, "--exact-decode", help="Decode JPEGs in full before resizing (parity with timm; slower)."
+    ),
     seed: int = typer.Option(0, help="Seed of the sp-shuffle permutations."),
     threads: int = THREADS,
     verbose: bool = VERBOSE,
@@ -62,12 +67,15 @@ def extract_command(
     typer.echo(dataset.summary())
     bb = load_backbone(backbone, weights=weights)
     method.outputs(bb)  # validate names before any work
+    prep = preset(preprocess.value, bb.preprocess)
+    if exact_decode:
+        prep = replace(prep, jpeg_draft=False)
     result = extract(
         dataset,
         bb,
         [method],
         store=store,
-        preprocess=preprocess.value,
+        preprocess=prep,
         batch_size=batch_size,
         on_error=on_bad_image.value,
         max_pixels=max_pixels,

@@ -24,6 +24,7 @@ class Method(str, Enum):
     activations = "activations"
     gradient = "gradient"
     interactive = "interactive"
+    warp = "warp"
     fisher = "fisher"
 
 

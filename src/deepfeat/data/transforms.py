@@ -22,7 +22,7 @@ from deepfeat.errors import ConfigError, UnknownNameError
 
 RESIZE_MODES = ("shorter", "warp", "area")
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-PRESETS = ("backbone", "decaf", "interactive")
+PRESETS = ("backbone", "decaf", "interactive", "warp")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ class Preprocess:
     interpolation: ``"bilinear"`` or ``"bicubic"``.
     mean, std: per-channel normalisation of pixel values scaled to [0, 1].
     jpeg_draft: let JPEG files decode at 1/2, 1/4 or 1/8 scale when that still leaves at least the
-        resolution the resize needs (much faster on large photos; part of the provenance).
+        resolution the resize needs (much faster on large photos; part of the provenance). The DCT
+        downscaling differs slightly from decoding in full and resizing: ``False`` ("exact decoding")
+        matches timm's / torchvision's PIL transforms to within float rounding.
     """
 
     resize: str = "shorter"
@@ -137,10 +139,14 @@ def area_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[i
 
 
 def preset(name: str, backbone_default: Preprocess) -> Preprocess:
-    """The named preprocessing: ``"backbone"`` (its own default), ``"decaf"`` (256 warp, 224 crop) or
-    ``"interactive"`` (area about 512^2, aspect kept, sides multiples of 32, no crop)."""
+    """The named preprocessing: ``"backbone"`` (its own default), ``"decaf"`` (256 warp, 224 crop),
+    ``"interactive"`` (area about 512^2, aspect kept, sides multiples of 32, no crop) or ``"warp"``
+    (the whole image to the network's input size, aspect not kept, no crop: InterActive's ORIG)."""
     if name == "backbone":
         return backbone_default
+    if name == "warp":
+        side = backbone_default.crop or backbone_default.size
+        return replace(backbone_default, resize="warp", size=side, crop=None)
     if name == "interactive":
         return replace(backbone_default, resize="area", size=512, crop=None, multiple=32)
     if name == "decaf":

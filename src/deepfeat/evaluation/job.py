@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 class ExtractionOptions:
     """How features are computed: images per forward pass, decoding threads, what to do with images
     that cannot be decoded (``"skip"`` them, reported, or ``"fail"`` at the first), the largest image
-    accepted, the torch device, and whether to compute missing features at all (``extract=False``:
-    use only what the store holds)."""
+    accepted, the torch device, whether to decode JPEGs exactly (``exact_decode``: no DCT-domain
+    downscaling, for parity with timm's transforms; slower on large photos), and whether to compute
+    missing features at all (``extract=False``: use only what the store holds)."""
 
     batch_size: int = 32
     workers: int = 2
@@ -52,6 +53,7 @@ class ExtractionOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     extract: bool = True
     device: str | None = None
+    exact_decode: bool = False
 
     def validate(self) -> None:
         check_int("batch_size (images per forward pass)", self.batch_size, 1)
@@ -173,6 +175,8 @@ def _features(
     """The recipe's feature sets of ``dataset``: extracted at every scale, merged, combined, renamed."""
     prep = job.preprocess or job.recipe.default_preprocess
     base = preset(prep, backbone.preprocess) if isinstance(prep, str) else prep
+    if job.extraction.exact_decode:
+        base = replace(base, jpeg_draft=False)
     methods = job.recipe.methods()
     per_scale, failures = [], []
     for p in job.recipe.preprocesses(base):
