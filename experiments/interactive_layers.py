@@ -1,8 +1,11 @@
 """InterActive layer table, structure reproduced on data we have (the poster's low/mid/high-level
-tables): for several layers of EfficientNet-Lite0, the original extraction at 224x224 (ORIG, average
-and max pooling), the improved extraction (IMPR: whole image, area about 512^2, aspect kept), and the
-activeness-weighted features at the improved resolution for the ``next`` and ``last`` configurations
-with p = 1 and 2; plus the concatenation of all the layers (the poster's pool-1 .. fc-6 row).
+tables): for several layers of EfficientNet-Lite0, the original extraction (ORIG: the whole image
+warped to 224x224, no crop, as the poster's baseline; average and max pooling), the improved
+extraction (IMPR: whole image, area about 512^2, aspect kept), and the activeness-weighted features at
+the improved resolution for the ``next`` and ``last`` configurations with p = 1 and 2, in both
+readings of how a neuron collects its connections' activeness (``weighted``, the default, and
+``unweighted``: per-position weights; rows marked "u"); plus the concatenation of all the layers (the
+poster's pool-1 .. fc-6 row). Every row is L2-normalised before the linear SVM.
 
 Default data: hymenoptera with its fixed train/val split (linear SVM, C by cross-validation).
 Writes experiments/results/interactive_layers/{summary.json,table.png} and the two evaluation
@@ -73,25 +76,43 @@ def main(argv: list[str] | None = None) -> int:
     common = {
         "protocol": protocol,
         "probes": ["svm"],
+        "probe_params": {"normalize": True},
         "store": REPO / "experiments" / ".cache" / "store",
     }
     orig_job = EvaluationJob(
-        args.data, recipe=ActivationsRecipe(layers, ["avg", "max"], concat=True), out=OUT / "orig", **common
+        args.data,
+        recipe=ActivationsRecipe(layers, ["avg", "max"], concat=True),
+        preprocess="warp",
+        out=OUT / "orig",
+        **common,
     )
     impr_job = EvaluationJob(
         args.data, recipe=InteractiveRecipe(layers, concat=True), out=OUT / "improved", **common
     )
-    orig, impr = run(orig_job), run(impr_job)
-    write_report(orig, OUT / "orig", title="InterActive ORIG rows")
-    write_report(impr, OUT / "improved", title="InterActive IMPR rows")
+    # the unweighted reading needs weight layers reading the layer: not the head (read by the pooling)
+    readable = [layer for layer in layers if layer.startswith("stage")]
+    unweighted_job = EvaluationJob(
+        args.data,
+        recipe=InteractiveRecipe(readable, collections=["unweighted"]),
+        out=OUT / "unweighted",
+        **common,
+    )
+    orig, impr, unweighted = run(orig_job), run(impr_job), run(unweighted_job)
+    write_report(orig, OUT / "orig", title="InterActive ORIG rows (whole image warped to 224x224)")
+    write_report(impr, OUT / "improved", title="InterActive IMPR rows (weighted collection)")
+    write_report(unweighted, OUT / "unweighted", title="InterActive IMPR rows (unweighted collection)")
     rows = table(orig, "ORIG")
-    for layer, values in table(impr, "IMPR").items():
-        rows.setdefault(layer, {}).update(values)
+    for result in (impr, unweighted):
+        for layer, values in table(result, "IMPR").items():
+            rows.setdefault(layer, {}).update(values)
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {
         "data": args.data,
         "protocol": args.protocol,
         "metric": "mean per-class accuracy (%)",
+        "orig": "whole image warped to 224x224 (no crop)",
+        "normalisation": "every row L2-normalised per image before the linear SVM",
+        "rows marked u": "unweighted collection (per-position weights); not defined for head",
         "table": rows,
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
