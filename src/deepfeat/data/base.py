@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,3 +176,22 @@ class ArrayDataset(ImageDataset):
     def _hash_content(self, h) -> None:
         h.update(str(self.images.shape).encode())
         h.update(np.ascontiguousarray(self.images).tobytes())
+
+
+def labels_to_targets(labels: list) -> tuple[list[str], np.ndarray]:
+    """(class names, targets) of raw labels, one per item: strings or numbers (classes sorted, numerically
+    when every label is a whole number; targets are class indices), or lists of them (multi-label: an
+    indicator matrix)."""
+    multilabel = any(isinstance(v, list) for v in labels)
+    flat = [x for v in labels for x in (v if isinstance(v, list) else [v])]
+    texts = sorted({str(x) for x in flat})
+    if all(re.fullmatch(r"-?\d+", t) for t in texts):
+        texts = sorted(texts, key=int)
+    index = {t: i for i, t in enumerate(texts)}
+    if not multilabel:
+        return texts, np.asarray([index[str(v)] for v in labels], dtype=np.int64)
+    targets = np.zeros((len(labels), len(texts)), dtype=np.uint8)
+    for row, v in enumerate(labels):
+        for x in v if isinstance(v, list) else [v]:
+            targets[row, index[str(x)]] = 1
+    return texts, targets

@@ -28,6 +28,7 @@ from deepfeat.data.manifests import manifest_dataset
 from deepfeat.errors import DataError
 
 __all__ = [
+    "DATA_SPELLINGS",
     "SPLIT_NAMES",
     "ArrayDataset",
     "FileDataset",
@@ -120,19 +121,39 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
     )
 
 
+#: What :func:`open_dataset` accepts, for messages and help texts.
+DATA_SPELLINGS = (
+    "'digits', a class-per-folder tree, a .csv/.jsonl manifest, webdataset .tar shards "
+    "(shard.tar, shards-{000..009}.tar, shards-*.tar or a folder of them) or hf:PATH_OR_NAME[:SPLIT]"
+)
+
+
 def open_dataset(spec: str | os.PathLike) -> ImageDataset:
-    """``"digits"`` (embedded), a folder tree, or a manifest file (.csv / .jsonl)."""
-    if str(spec) == "digits":
+    """``"digits"`` (embedded), a folder tree, a manifest file (.csv / .jsonl), webdataset-style tar
+    shards (:mod:`deepfeat.data.webdataset`) or ``hf:PATH_OR_NAME[:SPLIT]``, a Hugging Face dataset
+    saved to disk or in the local caches (:mod:`deepfeat.data.hf`)."""
+    text = os.fspath(spec)
+    if text == "digits":
         return digits_dataset()
+    if text.startswith("hf:"):
+        from deepfeat.data.hf import hf_dataset, parse_hf_spec
+
+        return hf_dataset(*parse_hf_spec(text))
     path = Path(spec)
+    if text.endswith(".tar") or (path.is_dir() and _holds_only_shards(path)):
+        from deepfeat.data.webdataset import tar_dataset
+
+        return tar_dataset(text)
     if path.is_dir():
         return folder_dataset(path)
     if path.is_file():
         return manifest_dataset(path)
-    raise DataError(
-        f"{spec}: no such folder or manifest; valid: 'digits', a class-per-folder tree, "
-        "a .csv or .jsonl manifest"
-    )
+    raise DataError(f"{printable(text)}: no such folder or manifest; valid: {DATA_SPELLINGS}")
+
+
+def _holds_only_shards(folder: Path) -> bool:
+    entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    return bool(entries) and all(e.is_file() and e.name.endswith(".tar") for e in entries)
 
 
 def _odd_entry(entry: os.DirEntry) -> str | None:

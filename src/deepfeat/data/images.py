@@ -23,6 +23,7 @@ Paths in messages and ids are printable: bytes of a file name that are not valid
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import threading
@@ -66,11 +67,31 @@ def load_image(
         raise ImageError(where, f"cannot read file ({exc.strerror or exc})") from exc
     if size == 0:
         raise ImageError(where, "empty file (0 bytes)")
+    return _open(path, where, max_pixels=max_pixels, draft=draft)
+
+
+def load_image_bytes(
+    data: bytes,
+    where: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft: DraftRule | None = None,
+) -> Image.Image:
+    """Decode an image held in memory (a tar member, a dataset cell) as :func:`load_image` decodes a
+    file; ``where`` names it in errors (e.g. ``shard.tar:key.jpg``)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ImageError(where, f"expected the bytes of an image file, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageError(where, "empty file (0 bytes)")
+    return _open(io.BytesIO(data), where, max_pixels=max_pixels, draft=draft)
+
+
+def _open(source, where: str, *, max_pixels: int, draft: DraftRule | None) -> Image.Image:
     with pil_pixel_limit(max_pixels):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(path)
+                img = Image.open(source)
         except UnidentifiedImageError as exc:
             raise ImageError(where, "not an image file PIL can identify") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

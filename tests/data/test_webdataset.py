@@ -1,0 +1,112 @@
+"""Webdataset-style tar shards as a dataset: real shards written with tarfile, bad samples reported."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfeat.backbones import load_backbone
+from deepfeat.data.datasets import open_dataset
+from deepfeat.data.webdataset import expand_shards, tar_dataset
+from deepfeat.errors import DataError
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.pipeline import extract
+from tests.conftest import SMALL, photo, truncated_jpeg
+
+
+def encoded(seed: int, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(photo(seed)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> Path:
+    """shard-000: 4 good samples (.jpg + .cls); shard-001: 2 good (.png + .json), one without a label,
+    one label without an image, one corrupt image; shard-002: truncated in its second sample."""
+    first = []
+    for i in range(4):
+        first += [(f"s{i}.jpg", encoded(i)), (f"s{i}.cls", b"ants" if i % 2 == 0 else b"bees")]
+    write_shard(tmp_path / "shard-000.tar", first)
+    second = [
+        ("sub/s4.png", encoded(4, "PNG")),
+        ("sub/s4.json", json.dumps({"label": "bees"}).encode()),
+        ("sub/s5.png", encoded(5, "PNG")),
+        ("sub/s5.json", json.dumps({"label": "ants", "extra": 1}).encode()),
+        ("s6.jpg", encoded(6)),
+        ("s7.cls", b"ants"),
+        ("s8.jpg", truncated_jpeg(8)),
+        ("s8.cls", b"bees"),
+    ]
+    write_shard(tmp_path / "shard-001.tar", second)
+    third = write_shard(
+        tmp_path / "shard-002.tar",
+        [("s9.jpg", encoded(9)), ("s9.cls", b"ants"), ("s10.jpg", encoded(10) * 3), ("s10.cls", b"bees")],
+    )
+    data = third.read_bytes()
+    third.write_bytes(data[: 512 * 3 + len(encoded(9)) + 2048])  # cut inside s10.jpg
+    return tmp_path
+
+
+def test_samples_labels_and_bad_input_reported(shards):
+    ds = tar_dataset(str(shards / "shard-{000..002}.tar"))
+    assert ds.ids == ["s0", "s1", "s2", "s3", "sub/s4", "sub/s5", "s8", "s9"]
+    assert ds.classes == ["ants", "bees"]
+    assert ds.targets.tolist() == [0, 1, 0, 1, 1, 0, 1, 0]
+    reasons = dict(ds.ignored)
+    assert "no label" in reasons[f"{shards / 'shard-001.tar'}:s6"]
+    assert "no image member" in reasons[f"{shards / 'shard-001.tar'}:s7"]
+    assert any(
+        "shard-002.tar" in where and ("truncated" in why or "cut off" in why) for where, why in ds.ignored
+    )
+    # an image read from a shard is the same image as the file it was written from
+    assert np.array_equal(
+        np.asarray(ds.load(4)), np.asarray(Image.open(io.BytesIO(encoded(4, "PNG"))).convert("RGB"))
+    )
+    assert ds.source(4).endswith("shard-001.tar:sub/s4.png")
+    assert ds.image_size(0) == (96, 80)
+
+
+def test_shard_spellings(shards):
+    brace = expand_shards(str(shards / "shard-{000..001}.tar"))
+    assert [p.name for p in brace] == ["shard-000.tar", "shard-001.tar"]
+    assert [p.name for p in expand_shards(str(shards / "shard-*.tar"))] == [
+        "shard-000.tar",
+        "shard-001.tar",
+        "shard-002.tar",
+    ]
+    folder = open_dataset(shards)  # a folder holding only shards
+    assert len(folder) == 8
+    with pytest.raises(DataError, match=r"shard-008\.tar: shard not found"):
+        expand_shards(str(shards / "shard-{008..009}.tar"))
+    with pytest.raises(DataError, match="not a readable tar"):
+        (shards / "fake.tar").write_bytes(b"not a tar archive at all" * 40)
+        tar_dataset(shards / "fake.tar")
+
+
+def test_extraction_reports_bad_images_by_shard_and_member(shards):
+    ds = open_dataset(str(shards / "shard-00[01].tar"))
+    bb = load_backbone("efficientnet_lite0", weights="random")
+    res = extract(ds, bb, [LayerActivations(["pool"])], preprocess=SMALL, progress=False, workers=0)
+    assert [path for path, _ in res.failures] == [f"{shards / 'shard-001.tar'}:s8.jpg"]
+    fs = res["pool"]
+    assert fs.ids == ["s0", "s1", "s2", "s3", "sub/s4", "sub/s5"] and fs.features.shape == (6, 1280)
+    fingerprint = ds.fingerprint()
+    assert open_dataset(str(shards / "shard-00[01].tar")).fingerprint() == fingerprint
+    write_shard(shards / "shard-000.tar", [("s0.jpg", encoded(40)), ("s0.cls", b"ants")])
+    assert open_dataset(str(shards / "shard-00[01].tar")).fingerprint() != fingerprint
