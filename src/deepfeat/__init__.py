@@ -5,11 +5,15 @@ from deepfeat._version import __version__
 from deepfeat.backbones import Backbone, LayerCatalog, LayerInfo, list_backbones, load_backbone
 from deepfeat.data import (
     Preprocess,
+    as_dataset,
     dataset_from_paths,
     digits_dataset,
     folder_dataset,
+    hf_dataset,
     manifest_dataset,
     open_dataset,
+    tar_dataset,
+    torch_dataset,
 )
 from deepfeat.errors import ConfigError, DataError, DeepfeatError
 from deepfeat.evaluation import (
@@ -73,18 +77,22 @@ __all__ = [
     "Preprocess",
     "RandomSplit",
     "__version__",
+    "as_dataset",
     "dataset_from_paths",
     "digits_dataset",
     "evaluate",
     "extract",
     "factored_kernel",
     "folder_dataset",
+    "hf_dataset",
     "list_backbones",
     "load_backbone",
     "manifest_dataset",
     "open_dataset",
     "probe_for",
     "run",
+    "tar_dataset",
+    "torch_dataset",
     "tune_allocator",
     "write_report",
 ]

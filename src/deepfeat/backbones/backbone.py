@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +59,55 @@ class Backbone:
 
     def __repr__(self) -> str:
         return f"Backbone({self.name!r}, layers={len(self.catalog)}, weights={self.weights_id[:19]})"
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        layers: Sequence[str] | Mapping[str, str],
+        preprocess: Preprocess | None = None,
+        *,
+        name: str | None = None,
+        class_names: list[str] | None = None,
+        channels_last: bool = False,
+    ) -> Backbone:
+        """Any PyTorch network as a backbone: every feature method, the store and the evaluation then
+        work on it.
+
+        ``layers``: the dotted paths of the submodules whose outputs are the layers (as in
+        ``module.named_modules()``), or ``{layer name: path}``. Kind, channels and stride of each come
+        from one forward pass of a batch of zeros at the preprocessing's input size (see
+        :mod:`deepfeat.backbones.custom`): maps (N, C, H, W), vectors (N, D; an ``nn.Linear`` is the
+        layer's weight layer and, as the network's output, the ``logits`` with a ``prob`` softmax
+        after it) and transformer tokens (N, L, C: the patch tokens as a map, the class token as
+        ``<name>_cls``). ``preprocess``: resize, crop and normalisation (default: ImageNet's, shorter
+        side 256, centre crop 224). The module is put in inference mode (eval, no parameter
+        gradients, out-of-place activations). Its weights identity is the sha256 of its state dict,
+        so features of other weights never share a store entry.
+
+        >>> net = torchvision.models.mobilenet_v3_small()
+        >>> bb = Backbone.from_module(net, layers=["features.3", "features.12", "classifier.3"])
+        >>> [(x.name, x.kind, x.channels, x.stride) for x in bb.catalog][:2]
+        [('features.3', 'conv', 24, 8), ('features.12', 'conv', 576, 32)]
+        """
+        from deepfeat.backbones.custom import catalog_from_module, state_digest
+
+        if not isinstance(module, nn.Module):
+            raise BackboneError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        preprocess = preprocess or Preprocess()
+        side = preprocess.crop or preprocess.size
+        module = prepare_for_inference(module)
+        catalog = catalog_from_module(module, layers, (side, side))
+        return cls(
+            name=name or f"module:{type(module).__name__}",
+            module=module,
+            catalog=catalog,
+            preprocess=preprocess,
+            weights_id=f"state-sha256:{state_digest(module)}",
+            weights_source="module",
+            class_names=class_names,
+            channels_last=channels_last,
+        )
 
 
 def sha256_file(path: str | os.PathLike) -> str:

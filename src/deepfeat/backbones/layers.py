@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from deepfeat.errors import ConfigError, UnknownNameError
 from deepfeat.validation import as_names, check_choice
 
-LAYER_KINDS = ("conv", "pool", "fc", "logits", "prob")
+LAYER_KINDS = ("conv", "pool", "fc", "logits", "prob", "block", "token")
+
+#: How a layer's module output is laid out, and how the capture turns it into the layer:
+#: ``nchw`` as it is; ``nhwc`` channels-last maps (e.g. Swin stages) permuted to (N, C, H, W);
+#: ``tokens`` a transformer's token sequence (N, L, C) whose patch tokens become an (N, C, H, W) map
+#: (the first ``prefix_tokens`` tokens, class and register tokens, left out; the map is what timm's
+#: ``forward_intermediates`` returns); ``class-token`` the first token of such a sequence, (N, C).
+LAYOUTS = ("nchw", "nhwc", "tokens", "class-token")
 
 
 @dataclass(frozen=True)
@@ -20,7 +27,11 @@ class LayerInfo:
     (``derived_from``; ``prob`` is the softmax of ``logits``). ``stride`` is the total downsampling
     from the input for spatial layers and ``None`` for vector layers. ``linear`` is the dotted path of
     the weight layer (``nn.Linear`` or 1x1 ``nn.Conv2d``) whose output is the layer's pre-activation
-    y_k, for the layers that have one (gradient features need it).
+    y_k, for the layers that have one (gradient features need it). ``layout`` says how the module's
+    output becomes the layer (see :data:`LAYOUTS`; ``prefix_tokens`` counts the class and register
+    tokens ahead of the patch tokens of a token sequence). Kinds: ``conv`` and ``pool`` maps, ``fc``
+    vectors, ``logits``, ``prob``, ``block`` (a transformer block's patch tokens as a map) and
+    ``token`` (its class token as a vector).
     """
 
     name: str
@@ -30,10 +41,18 @@ class LayerInfo:
     stride: int | None = None
     derived_from: str | None = None
     linear: str | None = None
+    layout: str = "nchw"
+    prefix_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise UnknownNameError("layer kind", self.kind, LAYER_KINDS)
+        if self.layout not in LAYOUTS:
+            raise UnknownNameError("layer layout", self.layout, LAYOUTS)
+        if self.layout == "class-token" and self.stride is not None:
+            raise ConfigError(f"layer {self.name!r}: a class token is a vector (stride None)")
+        if self.layout == "tokens" and self.stride is None:
+            raise ConfigError(f"layer {self.name!r}: a token map needs its stride (the patch size)")
         if (self.module is None) == (self.derived_from is None):
             raise ConfigError(f"layer {self.name!r} needs exactly one of module or derived_from")
 
@@ -52,6 +71,8 @@ class LayerInfo:
             "stride": self.stride,
             "derived_from": self.derived_from,
             "linear": self.linear,
+            "layout": self.layout,
+            "prefix_tokens": self.prefix_tokens,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,12 +17,12 @@ _BUILDERS: dict[str, tuple[Callable[..., Backbone], str]] = {
     "efficientnet_lite0": (efficientnet_lite.build, "ImageNet weights bundled (offline)"),
     "alexnet": (
         torchvision_nets.build_alexnet,
-        "torchvision AlexNet; weights from a file, else random",
+        "torchvision AlexNet; weights from a file or AlexNet_Weights.* (torch hub cache), else random",
     ),
-    "vgg16": (torchvision_nets.build_vgg16, "torchvision VGG16; weights from a file, else random"),
+    "vgg16": (torchvision_nets.build_vgg16, "torchvision VGG16; as AlexNet (VGG16_Weights.*)"),
     "resnet50": (
         torchvision_nets.build_resnet50,
-        "torchvision ResNet-50; weights from a file, else random",
+        "torchvision ResNet-50; as AlexNet (ResNet50_Weights.*)",
     ),
 }
 
@@ -29,7 +30,10 @@ _BUILDERS: dict[str, tuple[Callable[..., Backbone], str]] = {
 def list_backbones() -> dict[str, str]:
     """Backbone names with a one-line description; any ``timm:<model>`` is accepted too."""
     out = {name: text for name, (_, text) in _BUILDERS.items()}
-    out["timm:<model>"] = "any timm model by name; weights from a file, 'pretrained' (network) or random"
+    out["timm:<model>"] = (
+        "any timm model (name[.tag], hf-hub:org/name, local-dir:PATH); cached pretrained weights, "
+        "'pretrained' (downloads unless HF_HUB_OFFLINE), a file or random; see 'backbones --all'"
+    )
     return out
 
 
@@ -42,10 +46,13 @@ def load_backbone(
 ) -> Backbone:
     """Build backbone ``name`` ready for extraction.
 
-    ``weights``: None for the default (bundled ImageNet weights for efficientnet_lite0, a seeded random
-    initialisation with a warning for the others), ``"random"`` for a seeded random initialisation,
-    or the path of a weights file (a PyTorch state dict, or a deepfeat fine-tuning checkpoint, which
-    brings its own output layer).
+    ``weights``: None for the default (bundled ImageNet weights for efficientnet_lite0, the cached
+    pretrained weights for a timm name, a seeded random initialisation with a warning otherwise),
+    ``"random"`` for a seeded random initialisation, the path of a weights file (a PyTorch state dict,
+    or a deepfeat fine-tuning checkpoint, which brings its own output layer), a torchvision weights
+    enum for alexnet / vgg16 / resnet50 (``ResNet50_Weights.IMAGENET1K_V2`` or that string, read from
+    torch's hub cache), or ``"pretrained"`` for timm names (cached, else downloaded unless
+    ``HF_HUB_OFFLINE`` is set). See :mod:`deepfeat.backbones.timm_nets` for timm names.
 
     ``fully_convolutional``: run AlexNet / VGG16's fully connected layers densely as convolutions over
     large inputs (see :mod:`deepfeat.backbones.dense`); the other backbones are convolutional up to
@@ -76,7 +83,7 @@ def _load(name: str, weights, seed: int) -> Backbone:
     else:
         raise UnknownNameError("backbone", name, list_backbones())
     if (
-        weights is not None
+        isinstance(weights, str | os.PathLike)
         and str(weights) not in ("random", "pretrained")
         and is_finetune_checkpoint(weights)
     ):

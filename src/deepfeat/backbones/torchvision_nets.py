@@ -1,7 +1,9 @@
 """AlexNet, VGG16 and ResNet-50 (torchvision architectures) with the papers' layer names.
 
-Weights come from a file the user gives (a torchvision state dict, e.g. ``alexnet-owt-7be5be79.pth``);
-without one the network is randomly initialised (seeded) and a warning says so. Nothing is downloaded.
+Weights come from a file the user gives (a torchvision state dict, e.g. ``alexnet-owt-7be5be79.pth``)
+or a torchvision weights enum (``ResNet50_Weights.IMAGENET1K_V2``, also spelled as that string, found in
+torch's hub cache with its evaluation transform and class names); without one the network is randomly
+initialised (seeded) and a warning says so. Nothing is downloaded.
 
 Layer outputs are taken after the ReLU, as Caffe's in-place ReLUs leave them (DeCAF's convention), so
 ``fc6`` is the rectified 4096-d activation; ``fc8`` is the pre-softmax output and ``prob`` its softmax.
@@ -12,13 +14,17 @@ torchvision's AlexNet is the single-GPU variant (64-192-384-256-256 channels), n
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
 from deepfeat.backbones.backbone import Backbone, build_seeded, prepare_for_inference
 from deepfeat.backbones.layers import LayerCatalog, LayerInfo
-from deepfeat.backbones.weights import apply_weights
+from deepfeat.backbones.weights import (
+    apply_weights,
+    load_torchvision_weights,
+    torchvision_preprocess,
+    torchvision_weights,
+)
 from deepfeat.data.transforms import Preprocess
 
 IMAGENET_PREPROCESS = Preprocess(resize="shorter", size=256, crop=224, interpolation="bilinear")
@@ -85,20 +91,30 @@ def resnet50_catalog() -> LayerCatalog:
 
 
 def _builder(name: str, factory: Callable[[], nn.Module], catalog: Callable[[], LayerCatalog]):
-    def build(weights: str | Path | None = None, seed: int = 0) -> Backbone:
+    def build(weights=None, seed: int = 0) -> Backbone:
         module = build_seeded(factory, seed)
-        weights_id, source = apply_weights(module, weights, name=name, seed=seed)
+        member = torchvision_weights(name, weights)
+        preprocess, class_names = IMAGENET_PREPROCESS, None
+        if member is not None:
+            weights_id, source = load_torchvision_weights(module, member, name=name)
+            preprocess, class_names = torchvision_preprocess(member), member.meta.get("categories")
+        else:
+            weights_id, source = apply_weights(module, weights, name=name, seed=seed)
         return Backbone(
             name=name,
             module=prepare_for_inference(module),
             catalog=catalog(),
-            preprocess=IMAGENET_PREPROCESS,
+            preprocess=preprocess,
             weights_id=weights_id,
             weights_source=source,
+            class_names=class_names,
             channels_last=True,
         )
 
-    build.__doc__ = f"{name} from torchvision; ``weights`` is a state-dict file, None or 'random'."
+    build.__doc__ = (
+        f"{name} from torchvision; ``weights`` is a state-dict file, None, 'random' or a torchvision "
+        "weights enum (member or spelling) found in torch's hub cache."
+    )
     return build
 
 

@@ -12,20 +12,43 @@ from deepfeat.cli.common import friendly
 from deepfeat.data.images import load_image
 from deepfeat.errors import ConfigError
 from deepfeat.report.tables import text_table
+from deepfeat.validation import close_matches
 
 
 @friendly
-def backbones_command() -> None:
-    """List the backbones deepfeat can load."""
-    typer.echo(text_table(list(list_backbones().items()), ["backbone", "weights"]))
+def backbones_command(
+    all_models: bool = typer.Option(
+        False, "--all", help="List every timm model with its pretrained tags (use as timm:<name>)."
+    ),
+    match: str = typer.Option(None, "--match", help="With --all: only names matching this wildcard."),
+    cached: bool = typer.Option(False, "--cached", help="With --all: only models whose weights are cached."),
+) -> None:
+    """List the backbones deepfeat can load; --all lists timm's models and which are cached locally."""
+    if not all_models:
+        if match or cached:
+            raise ConfigError("--match and --cached go with --all (they filter timm's models)")
+        typer.echo(text_table(list(list_backbones().items()), ["backbone", "weights"]))
+        return
+    from deepfeat.backbones.timm_nets import all_model_names, list_timm_models
+
+    rows = list_timm_models(match or "*", cached_only=cached)
+    if not rows and match:
+        close = close_matches(match.strip("*"), all_model_names(), n=8)
+        hint = f"; did you mean: {', '.join(close)}" if close else ""
+        raise ConfigError(f"no timm model matches --match {match!r}{hint}")
+    for name, is_cached in rows:
+        typer.echo(f"timm:{name}" + ("  (cached)" if is_cached else ""))
+    typer.echo(f"{len(rows)} models, {sum(c for _, c in rows)} with weights in the local caches", err=True)
 
 
 @friendly
 def layers_command(
     backbone: str = typer.Argument(
-        ..., help="Backbone name, e.g. efficientnet_lite0, alexnet, timm:resnet18."
+        ..., help="Backbone name, e.g. efficientnet_lite0, alexnet, timm:resnet18.a1_in1k."
     ),
-    weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
+    weights: str = typer.Option(
+        None, help="Weights file or torchvision enum (default: the backbone's own, random if none cached)."
+    ),
 ) -> None:
     """List the layers of a backbone: name, kind, channels, stride."""
     with warnings.catch_warnings():

@@ -80,15 +80,17 @@ def last_hidden_layer(backbone: Backbone) -> LayerInfo:
 
 
 def next_layer(backbone: Backbone, layer: LayerInfo) -> LayerInfo:
-    """The catalog layer after ``layer`` (derived layers such as prob excluded)."""
+    """The catalog layer after ``layer`` computed by another module (derived layers such as prob, and
+    other readings of the same module such as a transformer block's class token, excluded)."""
     layers = [info for info in backbone.catalog if info.derived_from is None]
     names = [info.name for info in layers]
     i = names.index(layer.name)
-    if i + 1 >= len(layers):
+    above = [info for info in layers[i + 1 :] if info.module != layer.module]
+    if not above:
         raise ConfigError(
             f"layer {layer.name!r} is the last layer of {backbone.name}; 'next' needs one above it"
         )
-    return layers[i + 1]
+    return above[0]
 
 
 def score_energy(top: torch.Tensor, p: int) -> torch.Tensor:

@@ -10,6 +10,13 @@ input and output come back as ``"<layer>:in"`` and ``"<layer>:out"``. With gradi
 outputs of the layers (or taps) named in ``grad_layers`` that are not already in the autograd graph
 become leaves that require grad: the graph starts at the earliest of them, so neither the forward
 pass below it nor a backward pass pays for layers that no gradient needs.
+
+Layouts (``LayerInfo.layout``): channels-last maps (``nhwc``) come out permuted to (N, C, H, W); a
+transformer block's token sequence (N, L, C) gives its patch tokens as an (N, C, H, W) map on the
+patch grid of the input (``tokens``, as timm's ``forward_intermediates`` reshapes them) and its class
+token as an (N, C) vector (``class-token``). These are views, no copies. With gradients enabled, the
+module's output is rebuilt from the captured pieces (a permuted view, or the tokens concatenated
+back), so gradients reach the maps and vectors that the feature methods read.
 """
 
 from __future__ import annotations
@@ -60,16 +67,20 @@ class LayerCapture:
             if layer.derived_from is not None and layer.derived_from not in hooked:
                 hooked[layer.derived_from] = backbone.catalog.get(layer.derived_from)
         self._hooked = list(hooked.values())
+        self._by_module: dict[str, list[LayerInfo]] = {}
+        for layer in self._hooked:
+            self._by_module.setdefault(layer.module, []).append(layer)
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
+        self._input_hw: tuple[int, int] = (0, 0)
 
     def __enter__(self) -> LayerCapture:
         for layer in self.taps:  # before the layer hooks: a tap may replace the module's output
             module = self.backbone.submodule(layer.linear)
             self._handles.append(module.register_forward_hook(self._tap(layer)))
-        for layer in self._hooked:
-            module = self.backbone.submodule(layer.module)
-            self._handles.append(module.register_forward_hook(self._hook(layer)))
+        for path, layers in self._by_module.items():
+            module = self.backbone.submodule(path)
+            self._handles.append(module.register_forward_hook(self._hook(layers)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -77,20 +88,71 @@ class LayerCapture:
             handle.remove()
         self._handles.clear()
 
-    def _hook(self, layer: LayerInfo):
+    def _hook(self, layers: list[LayerInfo]):
         def hook(_module, _inputs, output):
-            if layer.name in self._outputs:  # a module called twice in one pass: keep the first
+            todo = [layer for layer in layers if layer.name not in self._outputs]
+            if not todo:  # a module called twice in one pass: keep the first
                 return None
-            replaced = None
-            if self._starts_graph(layer.name, output):
-                output = replaced = output.detach().requires_grad_(True)
-            flat = not layer.spatial and output.dim() > 2
-            self._outputs[layer.name] = output.flatten(1) if flat else output
+            if todo[0].layout in ("tokens", "class-token"):
+                replaced = self._tokens(todo, output)
+            elif todo[0].layout == "nhwc":
+                replaced = self._channels_last(todo, output)
+            else:
+                replaced = None
+                for layer in todo:
+                    if self._starts_graph(layer.name, output):
+                        output = replaced = output.detach().requires_grad_(True)
+                    flat = not layer.spatial and output.dim() > 2
+                    self._outputs[layer.name] = output.flatten(1) if flat else output
             if self._stop and len(self._outputs) == len(self._hooked):
                 raise _Done
             return replaced
 
         return hook
+
+    def _leaf(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().requires_grad_(True) if self._starts_graph(name, t) else t
+
+    def _channels_last(self, layers: list[LayerInfo], output: torch.Tensor) -> torch.Tensor | None:
+        """(N, H, W, C) -> (N, C, H, W); the module's output rebuilt from the map when it needs grad."""
+        maps = output.permute(0, 3, 1, 2)
+        for layer in layers:
+            maps = self._outputs[layer.name] = self._leaf(layer.name, maps)
+        return maps.permute(0, 2, 3, 1) if maps.requires_grad else None
+
+    def _tokens(self, layers: list[LayerInfo], x: torch.Tensor) -> torch.Tensor | None:
+        """A token sequence (N, L, C) -> patch-token map (N, C, H, W) and / or class token (N, C)."""
+        if x.dim() != 3:
+            raise RuntimeError(f"layer {layers[0].name!r}: expected tokens (N, L, C), got {tuple(x.shape)}")
+        n, length, channels = x.shape
+        prefix = layers[0].prefix_tokens
+        cls = maps = None
+        for layer in layers:
+            if layer.layout == "class-token":
+                cls = x[:, 0] if cls is None else cls
+                cls = self._outputs[layer.name] = self._leaf(layer.name, cls)
+            else:
+                if maps is None:
+                    h, w = self._grid(layer, length - prefix)
+                    maps = x[:, prefix:].transpose(1, 2).reshape(n, channels, h, w)
+                maps = self._outputs[layer.name] = self._leaf(layer.name, maps)
+        if not any(t is not None and t.requires_grad for t in (cls, maps)):
+            return None
+        parts = [x[:, :1] if cls is None else cls[:, None], x[:, 1:prefix]]
+        parts.append(x[:, prefix:] if maps is None else maps.flatten(2).transpose(1, 2))
+        return torch.cat(parts if prefix else parts[2:], dim=1)
+
+    def _grid(self, layer: LayerInfo, n_patches: int) -> tuple[int, int]:
+        """(H, W) of the patch grid of the current input for a layer of stride ``layer.stride``."""
+        h_in, w_in = self._input_hw
+        s = layer.stride
+        for h, w in ((h_in // s, w_in // s), (-(-h_in // s), -(-w_in // s))):
+            if h * w == n_patches:
+                return h, w
+        raise RuntimeError(
+            f"layer {layer.name!r}: {n_patches} patch tokens do not form the grid of a {h_in}x{w_in} "
+            f"input at stride {s}"
+        )
 
     def _starts_graph(self, name: str, output: torch.Tensor) -> bool:
         """Whether ``output`` of layer ``name`` must become a graph leaf (see the module docstring)."""
@@ -118,6 +180,7 @@ class LayerCapture:
         self._stop = self.stop_early and not torch.is_grad_enabled()
         if self.backbone.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        self._input_hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         with contextlib.suppress(_Done):
             self.backbone.module(batch)
         outputs = dict(self._outputs)
