@@ -17,6 +17,7 @@ from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
 from deepfeat.cli.finetune import finetune_command
 from deepfeat.cli.heatmap import heatmap_command
+from deepfeat.cli.store import store_export_command
 
 app = typer.Typer(
     name="deepfeat",
@@ -53,8 +54,11 @@ app.command("demo")(demo_command)
 app.command("heatmap")(heatmap_command)
 app.command("finetune")(finetune_command)
 
-store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True, rich_markup_mode=None)
+store_app = typer.Typer(
+    help="Inspect and export feature stores.", no_args_is_help=True, rich_markup_mode=None
+)
 store_app.command("list")(store_list_command)
+store_app.command("export")(store_export_command)
 app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
 

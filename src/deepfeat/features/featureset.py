@@ -123,6 +123,43 @@ class FeatureSet:
             kind=kind,
         )
 
+    def to_pandas(self):
+        """A pandas DataFrame indexed by item id: ``label`` (class name; a list when multi-label),
+        ``target`` (class index; 0/1 vector when multi-label), ``split`` when the data has splits, then
+        one float32 column per feature dimension (``f0``, ``f1``, ...). The provenance, key, kind and
+        layer shape are in ``DataFrame.attrs``. Needs pandas (the ``export`` extra)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            from deepfeat.errors import ConfigError
+
+            raise ConfigError('to_pandas needs pandas: pip install "deepfeat[export]"') from None
+        X = np.asarray(self.features, dtype=np.float32).reshape(len(self), -1)
+        if self.multilabel:
+            targets = [row.tolist() for row in np.asarray(self.targets)]
+            labels = [[self.classes[j] for j in np.flatnonzero(row)] for row in np.asarray(self.targets)]
+        else:
+            targets = np.asarray(self.targets, dtype=np.int64)
+            labels = [self.classes[int(t)] for t in targets]
+        head = {"label": labels, "target": targets}
+        if self.splits is not None:
+            head["split"] = [str(s) for s in self.splits]
+        index = pd.Index(self.ids, name="id")
+        frame = pd.concat(
+            [
+                pd.DataFrame(head, index=index),
+                pd.DataFrame(X, index=index, columns=[f"f{i}" for i in range(X.shape[1])], copy=False),
+            ],
+            axis=1,
+        )
+        frame.attrs.update(
+            key=self.key,
+            kind=self.kind.value,
+            layer_shape=None if self.layer_shape is None else list(self.layer_shape),
+            provenance=self.provenance,
+        )
+        return frame
+
     def __repr__(self) -> str:
         return f"FeatureSet({self.key!r}, n={len(self)}, dim={self.dim}, kind={self.kind.value})"
 

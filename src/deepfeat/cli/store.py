@@ -1,0 +1,38 @@
+"""CLI: ``deepfeat store export``: a store entry as Parquet, NPZ, HDF5 or a Hugging Face dataset."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from deepfeat.cli.common import friendly
+from deepfeat.errors import ConfigError
+from deepfeat.features.export import export_entry
+
+
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    npz = "npz"
+    hdf5 = "hdf5"
+    hf = "hf"
+
+
+@friendly
+def store_export_command(
+    store: Path = typer.Argument(..., help="Feature store folder."),
+    entry: str = typer.Argument(
+        ..., help="Entry: its folder name (see 'deepfeat store list'), a unique prefix, or layer/pool."
+    ),
+    to: ExportFormat = typer.Option(..., "--to", help="Format of the export."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output file (default: STORE/exports/<entry>)."),
+    compression: str = typer.Option(
+        None, help="Parquet / HDF5 compression (e.g. zstd, snappy, gzip; default none)."
+    ),
+) -> None:
+    """Export one complete store entry with ids, labels, splits, the validity mask and provenance."""
+    if not store.is_dir():
+        raise ConfigError(f"{store}: not a folder; give the folder of a feature store")
+    path = export_entry(store, entry, to.value, out, compression=compression)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,167 @@
+"""Exports of store entries and feature sets, read back with each format's own reader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepfeat.backbones import load_backbone
+from deepfeat.cli.main import app
+from deepfeat.data.datasets import folder_dataset
+from deepfeat.errors import ConfigError, StoreError
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.export import FORMATS, export_entry, export_features, from_store
+from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.pipeline import extract
+from deepfeat.features.store import FeatureStore
+from tests.conftest import SMALL
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+h5py = pytest.importorskip("h5py")
+
+
+@pytest.fixture(scope="module")
+def store_with_failures(tmp_path_factory):
+    """A store entry of the bad tree: 12 decodable images and 4 bad files (NaN rows, invalid)."""
+    from PIL import Image
+
+    from tests.conftest import photo, png_header_only, save, truncated_jpeg
+
+    root = tmp_path_factory.mktemp("export") / "tree"
+    for c, name in enumerate(["ants", "bees", "wasps"]):
+        for i in range(4):
+            save(Image.fromarray(photo(10 * c + i)), root / name / f"img{i}.png")
+    (root / "ants" / "zero.jpg").write_bytes(b"")
+    (root / "bees" / "truncated.jpg").write_bytes(truncated_jpeg())
+    (root / "wasps" / "bomb.png").write_bytes(png_header_only(30000, 30000))
+    store = root.parent / "store"
+    data = folder_dataset(root)
+    bb = load_backbone("efficientnet_lite0", weights="random")
+    res = extract(
+        data,
+        bb,
+        [LayerActivations(["stage3"], ["avg", "max"])],
+        store=store,
+        preprocess=SMALL,
+        progress=False,
+    )
+    assert len(res.failures) == 3
+    return store, data
+
+
+def read(path, to):
+    """(features, valid, ids, labels, header) through the format's own reader."""
+    if to == "parquet":
+        t = pq.read_table(path)
+        feats = np.asarray(t.column("features").combine_chunks().flatten()).reshape(t.num_rows, -1)
+        header = json.loads(t.schema.metadata[b"deepfeat"])
+        return (
+            feats,
+            t.column("valid").to_numpy(),
+            t.column("id").to_pylist(),
+            t.column("label").to_pylist(),
+            header,
+        )
+    if to == "npz":
+        z = np.load(path, allow_pickle=False)
+        header = json.loads(str(z["deepfeat_json"]))
+        labels = [header["classes"][t] for t in z["targets"]]
+        return z["features"], z["valid"], z["ids"].tolist(), labels, header
+    if to == "hdf5":
+        with h5py.File(path, "r") as f:
+            header = json.loads(f.attrs["deepfeat"])
+            ids = [x.decode() for x in f["ids"][:]]
+            labels = [header["classes"][t] for t in f["targets"][:]]
+            return f["features"][:], f["valid"][:], ids, labels, header
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_from_disk(str(path))
+    header = json.loads((path / "deepfeat.json").read_text())
+    assert json.loads(ds.info.description) == header
+    feats = np.asarray(ds.with_format("numpy")["features"], dtype=np.float32)
+    names = ds.features["target"].names
+    return feats, np.asarray(ds["valid"]), list(ds["id"]), [names[t] for t in ds["target"]], header
+
+
+@pytest.mark.parametrize("to", FORMATS)
+def test_export_round_trip(store_with_failures, tmp_path, to):
+    if to == "hf":
+        pytest.importorskip("datasets")
+    store, data = store_with_failures
+    entry = FeatureStore(store).entries()
+    folder = next(m["path"] for m in entry if m["provenance"]["pool"] == "avg")
+    path = export_entry(store, "stage3/avg", to, tmp_path / f"out.{to}")
+    feats, valid, ids, labels, header = read(path, to)
+    stored = np.load(f"{folder}/features.npy")
+    np.testing.assert_array_equal(valid, np.load(f"{folder}/valid.npy"))
+    assert valid.sum() == 12 and np.isnan(feats[~valid]).all()
+    np.testing.assert_array_equal(feats[valid], stored[valid])
+    assert ids == data.ids and labels == [data.classes[t] for t in data.targets]
+    meta = json.loads(Path(folder, "meta.json").read_text())
+    assert header["provenance"]["dataset"] == meta["provenance"]["dataset"] == data.fingerprint()
+    assert header["provenance"]["weights_id"] == "random:seed=0" and header["schema"] == 1
+    assert header["layer_shape"] == meta["layer_shape"] and header["n_valid"] == 12
+
+
+def test_cli_export_and_entry_names(store_with_failures, tmp_path):
+    store, _ = store_with_failures
+    result = CliRunner().invoke(app, ["store", "export", str(store), "stage3/max", "--to", "parquet"])
+    assert result.exit_code == 0, result.output
+    written = next((store / "exports").glob("stage3-max-*.parquet"))
+    assert pq.read_table(written).num_rows == 15
+    result = CliRunner().invoke(app, ["store", "export", str(store), "stage3/sum", "--to", "npz"])
+    assert result.exit_code == 2 and "no entry 'stage3/sum'" in result.output
+    result = CliRunner().invoke(app, ["store", "export", str(store), "stage3", "--to", "npz"])
+    assert result.exit_code == 2 and "matches 2 entries" in result.output
+    result = CliRunner().invoke(app, ["store", "export", str(store), "stage3/max", "--to", "csv"])
+    assert result.exit_code == 2 and "parquet" in result.output
+
+
+def test_incomplete_entry_is_refused(store_with_failures, tmp_path):
+    store, _ = store_with_failures
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    folder = next(p for p in (copy / "entries").iterdir() if p.name.startswith("stage3-avg"))
+    (folder / "journal.jsonl").write_text("")  # as if the run had stopped before its first batch
+    (folder / "valid.npy").unlink()
+    with pytest.raises(StoreError, match="incomplete or damaged"):
+        from_store(copy, "stage3/avg")
+    with pytest.raises(ConfigError, match="not a feature store"):
+        from_store(tmp_path, "x")
+
+
+def test_feature_set_to_pandas_and_export(tmp_path):
+    pd = pytest.importorskip("pandas")
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    fs = FeatureSet(
+        "pool",
+        X,
+        ["a", "b", "c", "d"],
+        np.array([0, 1, 1, 0]),
+        ["cat", "dog"],
+        np.arange(4),
+        {"layer": "pool"},
+        splits=np.array(["train", "train", "test", "test"], dtype=object),
+    )
+    df = fs.to_pandas()
+    assert list(df.columns) == ["label", "target", "split", "f0", "f1", "f2"]
+    assert df.index.tolist() == ["a", "b", "c", "d"] and df.loc["c", "label"] == "dog"
+    np.testing.assert_array_equal(df[["f0", "f1", "f2"]].to_numpy(), X)
+    assert df.attrs["provenance"] == {"layer": "pool"} and isinstance(df, pd.DataFrame)
+    multi = FeatureSet(
+        "m",
+        X,
+        ["a", "b", "c", "d"],
+        np.array([[1, 0], [1, 1], [0, 1], [0, 0]], np.uint8),
+        ["cat", "dog"],
+        np.arange(4),
+        {},
+    )
+    assert multi.to_pandas()["label"].tolist() == [["cat"], ["cat", "dog"], ["dog"], []]
+    path = export_features(multi, tmp_path / "m.parquet", "parquet")
+    assert pq.read_table(path).column("target").to_pylist()[1] == [1, 1]
