@@ -218,7 +218,11 @@ def test_heatmaps_and_cli(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (out / "cat-stage4-next-p1.png").exists() and (out / "cat-head-next-p1.png").exists()
-    meta = json.loads((out / "cat-next-p1.json").read_text())
+    written = json.loads((out / "cat-next-p1.json").read_text())
+    assert (
+        written["kind"] == "heatmap" and written["schema"] == 1 and written["provenance"]["config"] == "next"
+    )
+    meta = written["result"]
     assert meta["input_size"] == [448, 576] and np.array(meta["maps"]["head"]).shape == (14, 18)
     bad = CliRunner().invoke(app, ["heatmap", str(image), "--config", "middle", "--out", str(out)])
     assert bad.exit_code == 2 and "middle" in bad.output and "next" in bad.output

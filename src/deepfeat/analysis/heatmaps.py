@@ -1,9 +1,10 @@
 """InterActive heatmaps of one image: the sum over channels of the neuron weights gamma of each layer,
-overlaid on the image (one PNG per layer) with the raw maps in JSON."""
+overlaid on the image (one PNG per layer) with the raw maps in a result JSON (``kind`` "heatmap")."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
 from deepfeat.data.images import load_image
 from deepfeat.data.transforms import preset
 from deepfeat.features.activeness import activeness_maps
-from deepfeat.fileio import write_json
 from deepfeat.report.plots import overlay_heatmap
+from deepfeat.report.writer import write_result
 
 
 def write_heatmaps(
@@ -35,16 +36,25 @@ def write_heatmaps(
     pixels = prep(load_image(image))
     batch = prep.to_batch([pixels], channels_last=bb.channels_last)
     maps = activeness_maps(bb, batch, list(layers), config=config, p=p)
-    out.mkdir(parents=True, exist_ok=True)
-    paths, raw = [], {}
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", image.stem) or "image"
+    drawings, raw = {}, {}
     for layer, heat in maps.items():
         heat = heat[0].numpy()
         raw[layer] = heat.tolist()
-        name = f"{image.stem}-{layer}-{config}-p{p}.png"
         title = f"{layer}, {config} config, p = {p}"
-        paths.append(overlay_heatmap(pixels, heat, out / name, title=title))
+        drawings[f"{layer}-{config}-p{p}"] = lambda path, h=heat, t=title: overlay_heatmap(
+            pixels, h, path, title=t
+        )
     meta = {"image": str(image), "backbone": bb.name, "weights_id": bb.weights_id, "config": config, "p": p}
     meta["preprocess"] = prep.to_dict()
-    meta["input_size"] = list(np.asarray(pixels).shape[:2])
-    write_json(out / f"{image.stem}-{config}-p{p}.json", {**meta, "maps": raw})
-    return paths
+    result = {"input_size": list(np.asarray(pixels).shape[:2]), "maps": raw}
+    written = write_result(
+        out,
+        f"{stem}-{config}-p{p}",
+        result,
+        kind="heatmap",
+        provenance=meta,
+        plots=drawings,
+        plot_prefix=f"{stem}-",
+    )
+    return [written[k] for k in drawings]

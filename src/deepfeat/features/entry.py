@@ -30,6 +30,7 @@ from deepfeat.features.journal import (
     trim_torn_line,
 )
 from deepfeat.fileio import atomic_write_text, atomic_write_with
+from deepfeat.report.provenance import summary
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +364,7 @@ class StoreEntry:
         )
         if self.ids_sha256 and not meta.get("ids_sha256"):
             meta["ids_sha256"] = self.ids_sha256
+        meta["environment"] = summary()  # versions, threads, allocator of the run that completed it
         atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))
         return True
 

@@ -42,7 +42,8 @@ from deepfeat.data.datasets import ImageDataset
 from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import CheckpointError, ConfigError, DataError
-from deepfeat.fileio import to_jsonable, write_json
+from deepfeat.fileio import to_jsonable
+from deepfeat.report.writer import write_result
 
 SCOPES = ("ft", "fc")
 FC_SCOPE = {
@@ -277,7 +278,9 @@ class FineTuner(BaseEstimator):
                 record = {MARKER: meta, "config": self.config(), "epoch": epoch + 1, "history": history}
                 save_checkpoint(out / f"epoch-{epoch + 1}.pt", state, kind=KIND, meta=record)
                 save_checkpoint(out / "last.pt", state, kind=KIND, meta=record)
-                write_json(out / "history.json", {"config": self.config(), **meta, "history": history})
+                write_result(
+                    out, "history", {"config": self.config(), **meta, "history": history}, kind="finetune"
+                )
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
