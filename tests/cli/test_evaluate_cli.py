@@ -35,6 +35,7 @@ def test_evaluate_writes_results_and_reuses_everything(image_tree, tmp_path):
     prov = data["features"]["stage6/avg"]["provenance"]
     assert prov["backbone"] == "efficientnet_lite0" and prov["layer"] == "stage6" and prov["pool"] == "avg"
     assert (out / "report.md").exists() and (out / "metric_by_features.png").exists()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 through the network" in again.output
     assert json.loads((out / "results.json").read_text())["result"]["records"] == data["records"]

@@ -78,7 +78,7 @@ def run_and_report(job: EvaluationJob, title: str | None = None) -> tuple[Evalua
     typer.echo(f"{result.primary_metric} (%), mean ± std over {len(result.splits)} splits:")
     header, rows = result.table()
     typer.echo(text_table(rows, header))
-    typer.echo(f"results: {paths['results']}\nreport:  {paths['report']}")
+    typer.echo(f"results: {paths['results']}\nreport:  {paths['report']} and {paths['report_html']}")
     return result, paths
 
 
@@ -166,7 +166,8 @@ def evaluate_command(
     threads: int = THREADS,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Transfer evaluation: features through the store, probes under a protocol, results.json + report.md."""
+    """Transfer evaluation: features through the store, probes under a protocol, results.json, report.md
+    and a self-contained report.html."""
     setup_logging(verbose)
     set_threads(threads)
     layer_names = names(layers, "--layers")

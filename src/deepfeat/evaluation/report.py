@@ -1,5 +1,6 @@
 """Files of an evaluation: ``results.json`` (every number with its provenance, in the layout of
-:mod:`deepfeat.report.writer`), ``report.md`` (tables and plots) and the PNG plots it shows."""
+:mod:`deepfeat.report.writer`), ``report.md`` and ``report.html`` (tables and plots; the HTML page
+self-contained) and the PNG plots they show."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def write_report(
     title: str = "deepfeat evaluation",
     context: dict | None = None,
 ) -> dict[str, Path]:
-    """Write results.json, report.md and the plots into folder ``out``; returns their paths."""
+    """Write results.json, report.md, report.html (self-contained) and the plots into folder ``out``;
+    returns their paths."""
     out = Path(out)
     metric = result.primary_metric
     summary = result.summary()
@@ -117,4 +119,5 @@ def write_report(
     paths["results"] = paths.pop("json")
     paths["by_features"] = paths.pop("metric_by_features")
     paths["report"] = build_report(result, title, context).write(out / "report.md")
+    paths["report_html"] = paths["report"].with_suffix(".html")
     return paths

@@ -1,5 +1,6 @@
-"""A report as a list of blocks (headings, facts, tables, images, text), rendered to Markdown; every
-job's ``report.md`` is built from one."""
+"""A report as a list of blocks (headings, facts, tables, images, text), rendered to Markdown and to a
+self-contained HTML page (:mod:`deepfeat.report.html`: tables, plots and images embedded, nothing
+fetched); every job writes its ``report.md`` and ``report.html`` from one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepfeat.fileio import atomic_write_text
+from deepfeat.report import html as _html
 from deepfeat.report.tables import markdown_table
 
 
@@ -57,6 +59,19 @@ class Report:
                 lines += [block[1], ""]
         return "\n".join(lines).rstrip() + "\n"
 
+    def to_html(self, base: str | os.PathLike | None = None) -> str:
+        """One self-contained HTML page; pictures are read from ``base`` (the report's folder) and
+        embedded."""
+        return _html.render(self.title, self.blocks, None if base is None else Path(base))
+
     def write(self, path: str | os.PathLike) -> Path:
-        """Write the Markdown rendering to ``path`` atomically."""
+        """Write the Markdown rendering to ``path`` and the HTML page beside it (same name, ``.html``),
+        both atomically; returns the Markdown path."""
+        path = Path(path)
+        self.write_html(path.with_suffix(".html"))
         return atomic_write_text(path, self.to_markdown())
+
+    def write_html(self, path: str | os.PathLike) -> Path:
+        """Write the HTML page to ``path`` atomically (pictures relative to its folder)."""
+        path = Path(path)
+        return atomic_write_text(path, self.to_html(path.parent))
