@@ -66,6 +66,19 @@ def test_without_labels_and_string_labels(tmp_path):
     assert plot_embedding(named, tmp_path / "named.png", class_names={"a": "ants"}).exists()
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("umap") is None, reason="umap-learn is not installed (umap extra)"
+)
+def test_umap_gives_finite_coordinates_that_keep_the_classes(tmp_path):
+    x, y = blobs()
+    emb = embed(x, y, method="umap", n_neighbors=10)
+    assert emb.method == "umap" and emb.coords.shape == (75, 2) and np.isfinite(emb.coords).all()
+    assert emb.params["n_neighbors"] == 10 and knn_accuracy(emb.coords, y) > 0.95
+    assert plot_embedding(emb, tmp_path / "umap.png").read_bytes().startswith(PNG)
+    with pytest.raises(ConfigError, match="n_neighbors"):
+        embed(x, y, method="umap", n_neighbors=75)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn is installed")
 def test_umap_without_the_package_is_a_clear_error():
     x, y = blobs(n_per=10)

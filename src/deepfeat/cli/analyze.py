@@ -28,12 +28,17 @@ from deepfeat.analysis import (
 )
 from deepfeat.analysis.ablations import ABLATIONS, ablation_table
 from deepfeat.analysis.layers import layer_features, map_shape, train_test_rows
+from deepfeat.analysis.similarity import METHODS as SIMILARITY_METHODS
+from deepfeat.analysis.similarity import layer_representations, plot_similarity, similarity_matrix
 from deepfeat.backbones import DEFAULT_BACKBONE
 from deepfeat.cli.common import THREADS, friendly, set_threads, setup_logging
 from deepfeat.cli.parsing import PreprocessName, names, protocol
+from deepfeat.data.datasets import DATA_SPELLINGS
 from deepfeat.evaluation import ActivationsRecipe, EvaluationJob, write_report
 from deepfeat.fileio import check_output_dir
+from deepfeat.report.tables import text_table
 from deepfeat.report.writer import write_result
+from deepfeat.validation import check_choice
 
 analyze_app = typer.Typer(
     help="Analyses of what layers encode, each written as JSON + PNG plots.",
@@ -41,7 +46,7 @@ analyze_app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_DATA = typer.Argument(..., help="'digits', a class-per-folder tree, or a .csv/.jsonl manifest.")
+_DATA = typer.Argument(..., help=DATA_SPELLINGS)
 _BACKBONE = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name.")
 _WEIGHTS = typer.Option(None, help="Weights file (default: the backbone's own); fine-tuned checkpoints work.")
 _OUT = typer.Option(Path("deepfeat-analysis"), "--out", "-o", help="Output folder.")
@@ -295,3 +300,53 @@ def checkpoints_command(
     plot = {"curves": lambda p: plot_layer_accuracy(table, p, title="probe accuracy by layer over training")}
     paths = write_result(out, "checkpoints", table.to_dict(), provenance=provs, plots=plot)
     typer.echo(f"wrote {paths['json']}")
+
+
+@analyze_app.command("similarity")
+@friendly
+def similarity_command(
+    data: str = _DATA,
+    layers: str = typer.Option("stage4,stage6,head,pool", "--layers", "-l", help="Comma-separated layers."),
+    backbones: str = typer.Option(
+        DEFAULT_BACKBONE,
+        "--backbones",
+        "-b",
+        help="Comma-separated backbones (layers are compared across them).",
+    ),
+    weights: str = typer.Option(None, help="Comma-separated weights, one per backbone (default: their own)."),
+    methods: str = typer.Option(
+        "cka,cka-debiased,rsa-spearman", help=f"Of: {', '.join(SIMILARITY_METHODS)}."
+    ),
+    pool: str = typer.Option("avg", help="Pooling of spatial layers (avg, max, unroll)."),
+    max_items: int = typer.Option(2000, min=3, help="Images used by RSA (a seeded subset beyond that)."),
+    out: Path = _OUT,
+    store: Path = _STORE,
+    preprocess: PreprocessName = _PREPROCESS,
+    seed: int = _SEED,
+    threads: int = THREADS,
+) -> None:
+    """Representational similarity (linear CKA, debiased CKA, RSA) between layers and networks on the same
+    images: JSON with the matrices and a heatmap per method."""
+    set_threads(threads)
+    nets = names(backbones, "--backbones")
+    wanted = names(methods, "--methods")
+    for method in wanted:
+        check_choice("similarity method (--methods)", method, SIMILARITY_METHODS)
+    check_output_dir(out, "--out")
+    reps, prov = layer_representations(
+        data,
+        names(layers, "--layers"),
+        backbones=nets,
+        weights=None if weights is None else [None if w in ("", "-") else w for w in weights.split(",")],
+        pool=pool,
+        store=store or out / "store",
+        preprocess=preprocess.value,
+    )
+    result = similarity_matrix(reps, wanted, max_items=max_items, random_state=seed)
+    plot = {"heatmap": lambda p: plot_similarity(result, p)}
+    paths = write_result(out, "similarity", result.to_dict(), provenance=prov, plots=plot)
+    for method, matrix in result.matrices.items():
+        typer.echo(f"{method}:")
+        rows = [[name, *[f"{v:.3f}" for v in row]] for name, row in zip(result.names, matrix)]
+        typer.echo(text_table(rows, ["", *result.names]))
+    typer.echo(f"wrote {paths['json']} and {paths['heatmap']}")

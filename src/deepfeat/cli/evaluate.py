@@ -9,6 +9,7 @@ import typer
 from deepfeat.backbones import DEFAULT_BACKBONE
 from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
 from deepfeat.cli.parsing import KernelNormalize, Method, OnBadImage, PreprocessName, ints, names, protocol
+from deepfeat.data.datasets import DATA_SPELLINGS
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.evaluation import (
     ActivationsRecipe,
@@ -84,7 +85,7 @@ def run_and_report(job: EvaluationJob, title: str | None = None) -> tuple[Evalua
 
 @friendly
 def evaluate_command(
-    data: str = typer.Argument(..., help="'digits', a class-per-folder tree, or a .csv/.jsonl manifest."),
+    data: str = typer.Argument(..., help=DATA_SPELLINGS),
     target: str = typer.Option(None, help="Target-domain data for --protocol da."),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name."),
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),

@@ -10,7 +10,7 @@ import typer
 from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
 from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
 from deepfeat.cli.parsing import OnBadImage, PreprocessName, names
-from deepfeat.data.datasets import open_dataset
+from deepfeat.data.datasets import DATA_SPELLINGS, open_dataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.transforms import preset
 from deepfeat.errors import ConfigError
@@ -23,7 +23,7 @@ from deepfeat.report.tables import text_table
 
 @friendly
 def extract_command(
-    data: str = typer.Argument(..., help="'digits', a class-per-folder tree, or a .csv/.jsonl manifest."),
+    data: str = typer.Argument(..., help=DATA_SPELLINGS),
     backbone: str = typer.Option(
         DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name (see 'deepfeat backbones')."
     ),
