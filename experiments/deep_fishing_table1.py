@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from deepfeat.evaluation import EvaluationJob, FixedSplit, GradientRecipe, KShot, run, write_report
+from deepfeat.report.writer import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets"
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         summary[name]["metric"] = metric
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_result(OUT, "summary", summary, kind="experiment")
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -24,6 +24,7 @@ from deepfeat.backbones import load_backbone
 from deepfeat.data.datasets import open_dataset
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import extract
+from deepfeat.report.writer import write_result
 from deepfeat.training.finetune import FineTuner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "mcaue_percent_decrease_after_finetuning": decrease,
         "note": "positive = entropy decreased (filters became more class-specific), on the validation images",
     }
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    write_result(OUT, "summary", summary, kind="experiment")
     print(json.dumps(summary["runs"], indent=1))
     print(json.dumps(decrease, indent=1, default=float))
     return 0

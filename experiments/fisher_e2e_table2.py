@@ -26,6 +26,7 @@ from deepfeat.data.datasets import open_dataset
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.fisher import DescriptorPCA, conv_descriptors
 from deepfeat.features.pipeline import extract
+from deepfeat.report.writer import write_result
 from deepfeat.training.fisher_e2e import train_fisher_e2e
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["runs"][gradient] = res
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, indent=1, default=str)[:1500])
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    write_result(OUT, "summary", summary, kind="experiment")
     return 0
 
 

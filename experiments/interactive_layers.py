@@ -17,7 +17,6 @@ Usage: python experiments/interactive_layers.py [--data PATH] [--protocol fixed]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from deepfeat.evaluation import (
     run,
     write_report,
 )
+from deepfeat.report.writer import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "hymenoptera"
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows marked u": "unweighted collection (per-position weights); not defined for head",
         "table": rows,
     }
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_result(OUT, "summary", summary, kind="experiment")
     layers = list(rows)
     fig, ax = plt.subplots(figsize=(1.6 * len(layers) + 3, 4.5))
     width = 0.8 / len(ROWS)
