@@ -139,3 +139,9 @@ def test_channels_last_outputs_are_permuted():
     finally:
         handle.remove()
     torch.testing.assert_close(g, torch.full_like(g, 1 / 256))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_from_module_probes_on_the_module_device():
+    bb = Backbone.from_module(Tokens().cuda(), layers={"mix": "mix"}, preprocess=PREP)
+    assert bb.catalog["mix"].stride == 8 and bb.catalog["mix_cls"].kind == "token"

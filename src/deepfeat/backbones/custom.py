@@ -70,7 +70,7 @@ def probe_outputs(
     module.eval()
     try:
         with torch.inference_mode():
-            output = module(torch.zeros(1, 3, *input_hw))
+            output = module(torch.zeros(1, 3, *input_hw, device=module_device(module)))
     except Exception as exc:
         raise BackboneError(
             f"{type(module).__name__}: a forward pass of a 1x3x{input_hw[0]}x{input_hw[1]} input failed "
@@ -90,6 +90,13 @@ def probe_outputs(
     if not isinstance(output, torch.Tensor):
         output = None
     return shapes, output
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module without any)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def prefix_tokens(module: nn.Module, length: int) -> int:

@@ -35,7 +35,7 @@ from torch import nn
 
 from deepfeat.backbones.backbone import Backbone, build_seeded, prepare_for_inference, sha256_file
 from deepfeat.backbones.caches import hf_repo_dir, hf_snapshot, hub_offline
-from deepfeat.backbones.custom import infer_layer, probe_outputs
+from deepfeat.backbones.custom import infer_layer, module_device, probe_outputs
 from deepfeat.backbones.layers import LayerCatalog, LayerInfo
 from deepfeat.backbones.weights import (
     HF_WEIGHT_FILES,
@@ -275,7 +275,7 @@ def _classifier_input(module: nn.Module, head: str, input_hw: tuple[int, int]) -
     handles.append(module.get_submodule(head).register_forward_pre_hook(lambda _m, a: found.append(a[0])))
     try:
         with torch.inference_mode():
-            module(torch.zeros(1, 3, *input_hw))
+            module(torch.zeros(1, 3, *input_hw, device=module_device(module)))
     finally:
         for handle in handles:
             handle.remove()
