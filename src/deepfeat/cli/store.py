@@ -12,6 +12,11 @@ from deepfeat.errors import ConfigError
 from deepfeat.features.export import export_entry
 
 
+class ParquetLayout(str, Enum):
+    columns = "columns"
+    list = "list"
+
+
 class ExportFormat(str, Enum):
     parquet = "parquet"
     npz = "npz"
@@ -30,9 +35,14 @@ def store_export_command(
     compression: str = typer.Option(
         None, help="Parquet / HDF5 compression (e.g. zstd, snappy, gzip; default none)."
     ),
+    parquet_layout: ParquetLayout = typer.Option(
+        ParquetLayout.columns, help="Parquet: one column per dimension (f0, f1, ...) or one list column."
+    ),
 ) -> None:
     """Export one complete store entry with ids, labels, splits, the validity mask and provenance."""
     if not store.is_dir():
         raise ConfigError(f"{store}: not a folder; give the folder of a feature store")
-    path = export_entry(store, entry, to.value, out, compression=compression)
+    path = export_entry(
+        store, entry, to.value, out, compression=compression, parquet_layout=parquet_layout.value
+    )
     typer.echo(f"wrote {path}")
