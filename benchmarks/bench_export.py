@@ -3,15 +3,20 @@
 Compared in the same run, interleaved (median of repeats after a warm-up), each writing a file of the
 same features with ids, labels and the validity mask to a temporary folder:
 
-- ``deepfeat parquet``: :func:`deepfeat.features.export.write_export` (features as a fixed-size list
-  column, uncompressed; the default of ``deepfeat store export --to parquet``);
-- ``deepfeat parquet zstd``: the same with zstd compression (``--compression zstd``);
+- ``deepfeat parquet``: :func:`deepfeat.features.export.write_export` (one float32 column per
+  dimension, uncompressed, row groups of 65,536 rows; the default of ``deepfeat store export --to
+  parquet``);
+- ``deepfeat parquet list``: the same with the features as one fixed-size list column
+  (``--parquet-layout list``);
+- ``deepfeat parquet zstd``: the default layout with zstd compression (``--compression zstd``);
 - ``pandas to_parquet``: the glue users wrote before: a DataFrame with one column per dimension plus
   id / label / valid, ``DataFrame.to_parquet`` (pyarrow engine);
 - ``numpy save``: ``np.save`` of the bare array, the floor (raw bytes, no ids, labels or metadata);
 - ``deepfeat npz`` / ``deepfeat hdf5``: the other export formats.
 
-Target: deepfeat parquet under 10 s. Writes benchmarks/results/bench_export.json.
+Every deepfeat export is synced to disk before it is renamed into place; ``np.save`` and pandas are
+not (their files may still be in the page cache). Target: deepfeat parquet under 10 s.
+Writes benchmarks/results/bench_export.json.
 Usage: python benchmarks/bench_export.py [--rows 100000] [--dim 1280] [--repeats 3]
 """
 
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = {
             "deepfeat parquet": lambda: write_export(t, tmp / "a.parquet", "parquet"),
+            "deepfeat parquet list": lambda: write_export(
+                t, tmp / "g.parquet", "parquet", parquet_layout="list"
+            ),
             "deepfeat parquet zstd": lambda: write_export(
                 t, tmp / "b.parquet", "parquet", compression="zstd"
             ),
@@ -87,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
 
         back = pq.read_table(tmp / "a.parquet")
-        values = np.asarray(back.column("features").combine_chunks().flatten()).reshape(args.rows, -1)
+        values = np.column_stack([back.column(f"f{i}").to_numpy() for i in range(args.dim)])
         same = bool(np.array_equal(values, t.features, equal_nan=True))
+        listed = pq.read_table(tmp / "g.parquet").column("features").combine_chunks().flatten()
+        listed = np.asarray(listed).reshape(args.rows, -1)
+        same = same and bool(np.array_equal(listed, t.features, equal_nan=True))
         sizes = {p.name: p.stat().st_size for p in tmp.iterdir()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_s": 10.0,
         "deepfeat_parquet_under_target": timings["deepfeat parquet"]["median"] < 10.0,
         "speedup_vs_pandas": round(ratio(timings, "pandas to_parquet", "deepfeat parquet"), 2),
+        "columns_vs_list_speedup": round(ratio(timings, "deepfeat parquet list", "deepfeat parquet"), 2),
         "slowdown_vs_numpy_save": round(ratio(timings, "deepfeat parquet", "numpy save"), 2),
         "round_trip_equal": same,
         "file_bytes": sizes,
