@@ -41,11 +41,11 @@ _POOLS = (
 
 
 def probe_outputs(
-    module: nn.Module, paths: Iterable[str], input_hw: tuple[int, int]
+    module: nn.Module, paths: Iterable[str], input_hw: tuple[int, int], *, strict: bool = True
 ) -> tuple[dict[str, tuple[int, ...]], torch.Tensor]:
     """Shapes of the outputs of the submodules at ``paths`` for one (1, 3, H, W) batch of zeros, and
     the network's own output. A submodule that returns something other than one tensor, or that the
-    pass never reaches, is an error naming it."""
+    pass never reaches, is an error naming it (``strict=False``: left out of the shapes)."""
     names = dict(module.named_modules())
     paths = list(dict.fromkeys(paths))
     for path in paths:
@@ -81,11 +81,11 @@ def probe_outputs(
         for handle in handles:
             handle.remove()
         module.train(was_training)
-    if problems:
+    if problems and strict:
         path, why = next(iter(problems.items()))
         raise BackboneError(f"submodule {path!r} {why}; choose a submodule whose output is a tensor")
-    missing = [p for p in paths if p not in shapes]
-    if missing:
+    missing = [p for p in paths if p not in shapes and p not in problems]
+    if missing and strict:
         raise BackboneError(f"submodules {missing} are not reached by a forward pass; choose others")
     if not isinstance(output, torch.Tensor):
         output = None

@@ -190,9 +190,9 @@ def _create_from_folder(ref: TimmName, weights, seed: int) -> tuple[nn.Module, s
         )
     if weights != "pretrained" or hub_offline():
         why = "HF_HUB_OFFLINE is set" if hub_offline() else "weights='pretrained' downloads them"
+        missing = "weights are" if has_config else "config.json and weights are"
         raise BackboneError(
-            f"timm:{ref.text}: the model's config.json and weights are not in the Hugging Face cache "
-            f"(looked in {where}); {why}"
+            f"timm:{ref.text}: the model's {missing} not in the Hugging Face cache (looked in {where}); {why}"
         )
     module = _timm_create(ref.text, seed=seed, pretrained=True)
     folder = hf_snapshot(ref.location)
@@ -221,10 +221,15 @@ def timm_catalog(module: nn.Module, input_hw: tuple[int, int]) -> LayerCatalog:
     num_classes = int(getattr(module, "num_classes", 0) or 0)
     head = classifier if classifier in names and num_classes > 0 else None
     paths = [entry["module"] for entry in info]
-    shapes, _ = probe_outputs(module, paths + ([head] if head else []), input_hw)
+    shapes, _ = probe_outputs(module, paths + ([head] if head else []), input_hw, strict=False)
     layers: list[LayerInfo] = []
     for i, entry in enumerate(info):
         path = entry["module"]
+        if path not in shapes:  # returns a tuple or is not reached: not a layer deepfeat can capture
+            log.warning(
+                "%s: stage %d (%s) gives no single tensor; left out", type(module).__name__, i + 1, path
+            )
+            continue
         layers += infer_layer(
             f"stage{i + 1}",
             path,
