@@ -46,29 +46,27 @@ import logging
 import math
 import numbers
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher import (
     CHUNK_ROWS,
-    CONVENTIONS,
     DTYPES,
+    TRANSFORM_INITS,
     DiagonalGMM,
+    FeatureTransform,
+    FisherHead,
+    FisherVectorLayer,
+    FVNormalization,
     GMMParams,
     as_descriptor_sets,
     as_gmm_params,
     check_device,
     check_finite_sets,
-    fisher_dim,
-    fv_from_statistics,
-    fv_statistics,
-    normalize_fv,
     padded_batches,
 )
 from deepfeat.metrics import average_precision_per_class
@@ -79,7 +77,6 @@ log = logging.getLogger(__name__)
 GRADIENTS = ("paper", "hinge")
 SVM_LOSSES = ("hinge", "squared_hinge")
 TRAINABLE = ("gmm", "transform")
-TRANSFORM_INITS = ("xavier", "orthogonal", "identity")
 #: Descriptors (drawn at random from the training images) a GMM is fitted on when none is given.
 GMM_FIT_SAMPLE = 100_000
 
@@ -93,189 +90,6 @@ __all__ = [
     "svm_objective",
     "train_fisher_e2e",
 ]
-
-
-# --- modules ----------------------------------------------------------------------------------------
-
-
-class FVNormalization(nn.Module):
-    """Signed power sign(z)|z|^power (None: skip) and L2 normalisation of Fisher vectors (B, d)."""
-
-    def __init__(self, power: float | None = 0.5, l2: bool = True, eps: float = 1e-12):
-        super().__init__()
-        if power is not None and not (isinstance(power, numbers.Real) and 0 < power <= 1):
-            raise ConfigError(f"power must be a number in (0, 1] or None, got {power!r}")
-        self.power, self.l2, self.eps = power, l2, eps
-
-    def forward(self, fv: torch.Tensor) -> torch.Tensor:
-        return normalize_fv(fv, self.power, self.l2, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"power={self.power}, l2={self.l2}"
-
-
-class FisherVectorLayer(nn.Module):
-    """Fisher vectors (eqs. 2-4) of descriptor sets, with trainable GMM parameters.
-
-    Parameters ``nu`` (K,), ``means`` (K, D), ``zeta`` (K, D): weights softmax-free normalised
-    sigmoids of ``nu`` (eq. 11), variances ``eps + exp(zeta)`` (eq. 12). Build it from a fitted GMM
-    with :meth:`from_gmm`; ``forward(x, mask=None)`` maps (B, T, D) descriptors (``mask`` (B, T) true
-    for real descriptors of padded sets) to unnormalised Fisher vectors (B, (2D + 1) K).
-    """
-
-    def __init__(self, n_components: int, dim: int, *, eps: float = 1e-6, convention: str = "paper"):
-        super().__init__()
-        if convention not in CONVENTIONS:
-            raise ConfigError(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
-        if not eps > 0:
-            raise ConfigError(f"eps must be positive, got {eps!r}")
-        self.eps, self.convention = float(eps), convention
-        self.nu = nn.Parameter(torch.zeros(n_components))
-        self.means = nn.Parameter(torch.zeros(n_components, dim))
-        self.zeta = nn.Parameter(torch.zeros(n_components, dim))
-
-    @classmethod
-    def from_gmm(
-        cls,
-        gmm,
-        *,
-        eps: float | None = None,
-        convention: str = "paper",
-        dtype: torch.dtype = torch.float32,
-    ) -> FisherVectorLayer:
-        """A layer whose GMM is exactly ``gmm`` (DiagonalGMM, GMMParams or diagonal GaussianMixture).
-
-        ``eps``: the variance floor of eq. (12); default 1e-3 times the smallest variance. It must be
-        below every variance of ``gmm``.
-        """
-        p = as_gmm_params(gmm).to("cpu", torch.float64)
-        vmin = float(p.variances.min())
-        eps = 1e-3 * vmin if eps is None else float(eps)
-        if not 0 < eps < vmin:
-            raise ConfigError(f"eps must be in (0, smallest GMM variance {vmin:.3g}), got {eps!r}")
-        layer = cls(p.n_components, p.dim, eps=eps, convention=convention).to(torch.float64)
-        w = p.weights / p.weights.sum()
-        s = w / (2 * w.max())  # sigmoid values in (0, 1/2]: normalised they give back w exactly
-        with torch.no_grad():
-            layer.nu.copy_(torch.log(s / (1 - s)))
-            layer.means.copy_(p.means)
-            layer.zeta.copy_(torch.log(p.variances - eps))
-        return layer.to(dtype)
-
-    @property
-    def n_components(self) -> int:
-        return int(self.means.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.means.shape[1])
-
-    @property
-    def out_dim(self) -> int:
-        return fisher_dim(self.n_components, self.dim)
-
-    def gmm_params(self) -> GMMParams:
-        """The current GMM (differentiable functions of the layer's parameters)."""
-        s = torch.sigmoid(self.nu)
-        return GMMParams(s / s.sum(), self.means, self.eps + torch.exp(self.zeta))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise DataError(f"descriptors must be (B, T, {self.dim}), got shape {tuple(x.shape)}")
-        p = self.gmm_params()
-        # shifting x and the means by one constant changes neither the value nor the gradients, and
-        # keeps the expanded quadratic forms accurate in float32
-        c = ((p.weights[:, None] * p.means).sum(0)).detach()
-        shifted = GMMParams(p.weights, p.means - c, p.variances)
-        # one chunk: autograd keeps every chunk's tensors for the backward pass anyway
-        stats = fv_statistics(x, shifted, mask, x.shape[0] * x.shape[1], c)
-        return fv_from_statistics(*stats, shifted, self.convention)
-
-
-class FeatureTransform(nn.Module):
-    """tanh(W z + b) applied to every descriptor, W (D, D) and b (D,) trainable.
-
-    ``init``: W0 Xavier-uniform (``"xavier"``, seeded by ``random_state``), a random orthogonal matrix
-    (``"orthogonal"``) or I (``"identity"``); b0 = 0.
-    :meth:`preimage` gives the inputs z with tanh(W0 z + b0) = u for descriptors u in (-1, 1), so the
-    transform starts as the identity on them.
-    """
-
-    def __init__(self, dim: int, init: str = "xavier", random_state: int | None = 0):
-        super().__init__()
-        if init not in TRANSFORM_INITS:
-            raise ConfigError(f"unknown transform init {init!r}; valid: {', '.join(TRANSFORM_INITS)}")
-        gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-        if init == "xavier":
-            bound = math.sqrt(6.0 / (dim + dim))
-            w0 = (torch.rand((dim, dim), generator=gen, dtype=torch.float64) * 2 - 1) * bound
-        elif init == "orthogonal":
-            q, r = torch.linalg.qr(torch.randn((dim, dim), generator=gen, dtype=torch.float64))
-            w0 = q * torch.sign(torch.diagonal(r))
-        else:
-            w0 = torch.eye(dim, dtype=torch.float64)
-        cond = float(torch.linalg.cond(w0))
-        if cond > 1e3:
-            warnings.warn(
-                f"the {init} draw of W0 has condition number {cond:.3g}: its inverse inflates the "
-                "transform's inputs and the gradient of W; transform_init='orthogonal' has Xavier's entry "
-                "variance and condition number 1",
-                stacklevel=2,
-            )
-        self.weight = nn.Parameter(w0.clone())
-        self.bias = nn.Parameter(torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("weight0", w0.clone())
-        self.register_buffer("bias0", torch.zeros(dim, dtype=torch.float64))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ self.weight.T + self.bias)
-
-    def preimage(self, u: torch.Tensor, clip: float = 1e-6) -> torch.Tensor:
-        """Inputs z with tanh(W0 z + b0) = u (float64 solve), in the dtype of ``u``; values of ``u``
-        outside (-1 + clip, 1 - clip) are clipped first."""
-        u64 = u.to(torch.float64)
-        lim = 1 - clip
-        outside = int((u64.abs() > lim).sum())
-        if outside:
-            warnings.warn(
-                f"{outside} descriptor values lie outside (-1, 1) of the tanh transform and were clipped",
-                stacklevel=2,
-            )
-        # W0 and b0 in the precision the forward pass uses them, solved in float64
-        a = torch.atanh(u64.clamp(-lim, lim)) - self.bias0.to(torch.float64)
-        w0 = self.weight0.to(torch.float64)
-        z = torch.linalg.solve(w0, a.reshape(-1, a.shape[-1]).T).T
-        return z.reshape(u.shape).to(u.dtype)
-
-
-class FisherHead(nn.Module):
-    """Optional feature transform, Fisher-vector layer and normalisation, with the fixed map from raw
-    descriptors to the head's inputs (:meth:`inputs`)."""
-
-    def __init__(
-        self,
-        layer: FisherVectorLayer,
-        norm: FVNormalization,
-        transform: FeatureTransform | None = None,
-        shift: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-    ):
-        super().__init__()
-        self.transform, self.layer, self.norm = transform, layer, norm
-        d = layer.dim
-        self.register_buffer("shift", torch.zeros(d) if shift is None else shift.clone())
-        self.register_buffer("scale", torch.ones(d) if scale is None else scale.clone())
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's fixed inputs for raw descriptors ``x`` (..., D)."""
-        if self.transform is None:
-            return x
-        u = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
-        return self.transform.preimage(u)
-
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.transform(z) if self.transform is not None else z
-        return self.norm(self.layer(x, mask))
 
 
 # --- the SVM ----------------------------------------------------------------------------------------

@@ -1,0 +1,299 @@
+"""The Fisher-vector encoding of Wieschollek et al. (eqs. 2-4): statistics of descriptor sets under a
+diagonal GMM, the vectors built from them, and the power and L2 normalisation.
+
+Fisher vector (``convention="paper"``)
+    For an image with descriptors x_1..x_T, a GMM with weights w_k, means mu_k and variances
+    sigma2_k (diagonal) and posteriors g_tk = p(k | x_t)::
+
+        F_w[k]      = 1 / (T sqrt(w_k))     sum_t (g_tk - w_k)
+        F_mu[k]     = 1 / (T sqrt(w_k))     sum_t g_tk (x_t - mu_k) / sigma_k
+        F_sigma2[k] = 1 / (T sqrt(2 w_k))   sum_t g_tk ((x_t - mu_k)^2 / sigma2_k - 1)
+
+    laid out as [F_w (K), F_mu (K x D, component-major), F_sigma2 (K x D)]: (2D + 1) K values, then
+    optionally the signed power sign(z)|z|^alpha (eq. 5) and L2 normalisation (eq. 6).
+
+``convention="skimage"`` reproduces ``skimage.feature.fisher_vector`` exactly: the same layout, the
+same weight and mean parts and the same 1/T scaling, but its variance part is the negative of eq. (4)
+(it is the normalised score with respect to the precisions 1/sigma2 rather than the variances).
+skimage's ``improved=True`` is ``power=alpha, l2=True``; ``improved=False`` is ``power=None,
+l2=False``. The two conventions give the same kernel up to the sign of one block, so the same
+classification results.
+
+Computation
+    Each descriptor row becomes z_t = [1, x_t, x_t^2] (2D + 1 values). The log joint densities of all
+    components are one matrix product z_t A with A (2D + 1, K) holding the constants, mu_k / sigma2_k and
+    -1 / (2 sigma2_k); after a softmax over k, the statistics S0 = sum_t g_t, S1 = sum_t g_t x_t and
+    S2 = sum_t g_t x_t^2 of every image are one batched product g^T [1, x, x^2]. That is about
+    8 (images x descriptors) D K floating-point operations, all in matrix products; the vectors follow
+    from the statistics in O(images K D). Rows are processed in chunks small enough to stay in cache,
+    so no (images x descriptors x D x K) tensor, nor any full-size copy of the descriptors, is formed.
+    Descriptors and means are shifted by the mixture mean first: this changes nothing mathematically
+    but keeps the expanded quadratic forms and S2 accurate in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from deepfeat.errors import DataError
+from deepfeat.features.fisher._common import (
+    CONVENTIONS,
+    check_convention,
+    check_power,
+    chunk_rows_for,
+)
+from deepfeat.features.fisher.descriptors import as_descriptor_sets, check_finite_sets, padded_batches
+from deepfeat.features.fisher.gmm import GMMParams, as_gmm_params
+
+__all__ = [
+    "CONVENTIONS",
+    "centred_params",
+    "fisher_dim",
+    "fisher_vectors",
+    "fv_from_statistics",
+    "fv_statistics",
+    "normalize_fv",
+    "posterior_map",
+    "power_normalize",
+]
+
+
+def fisher_dim(n_components: int, dim: int) -> int:
+    """Length of a Fisher vector of a K-component GMM on D-dimensional descriptors: (2D + 1) K."""
+    return (2 * dim + 1) * n_components
+
+
+def centred_params(params: GMMParams) -> tuple[GMMParams, torch.Tensor]:
+    """Means relative to the mixture mean, and that mean (descriptors must be shifted by it too)."""
+    c = (params.weights[:, None] * params.means).sum(0) / params.weights.sum()
+    return GMMParams(params.weights, params.means - c, params.variances), c
+
+
+def posterior_map(params: GMMParams) -> torch.Tensor:
+    """A (2D + 1, K) with [1, x, x^2] A = log(w_k N(x; mu_k, sigma2_k)) for every component k."""
+    prec = params.variances.reciprocal()
+    const = params.weights.log() - 0.5 * (
+        params.dim * math.log(2 * math.pi)
+        + params.variances.log().sum(1)
+        + (params.means.square() * prec).sum(1)
+    )
+    return torch.cat([const[None], (params.means * prec).T, (-0.5 * prec).T])
+
+
+def _needs_grad(x: torch.Tensor, params: GMMParams) -> bool:
+    tensors = (x, params.weights, params.means, params.variances)
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _statistics_autograd(x, a, mask, rows, centre) -> torch.Tensor:
+    """[S0, S1, S2] (B, K, 2D + 1) by differentiable operations."""
+    B, T, _ = x.shape
+    step = max(1, rows // max(B, 1))
+    s = None
+    for t0 in range(0, T, step):
+        xc = x[:, t0 : t0 + step] if step < T else x
+        if centre is not None:
+            xc = xc - centre
+        z = torch.cat([torch.ones_like(xc[..., :1]), xc, xc * xc], dim=-1)
+        if mask is not None:  # padding rows: no statistics, and no gradient back to them
+            z = z * mask[:, t0 : t0 + step, None].to(z.dtype)
+        gamma = torch.softmax(z @ a, dim=-1)
+        part = gamma.transpose(1, 2) @ z
+        s = part if s is None else s + part
+    return s
+
+
+def _statistics_fast(x, a, mask, rows, centre) -> torch.Tensor:
+    """[S0, S1, S2] (B, K, 2D + 1) without autograd: [1, x, x^2] of a chunk of rows is written once
+    into a reused buffer, then read by the two matrix products."""
+    B, T, D = x.shape
+    K, W = a.shape[1], 2 * D + 1
+    per, step = (max(1, rows // T), T) if rows >= T else (1, rows)
+    s = x.new_zeros((B, K, W))
+    buf = x.new_empty((min(B, per) * step, W))
+    for i0 in range(0, B, per):
+        for t0 in range(0, T, step):
+            xs = x[i0 : i0 + per, t0 : t0 + step]
+            b, t = xs.shape[:2]
+            z = buf[: b * t]
+            z3 = z.view(b, t, W)
+            lin, sq = z3[..., 1 : D + 1], z3[..., D + 1 :]
+            if centre is None:
+                lin.copy_(xs)
+            else:
+                torch.sub(xs, centre, out=lin)
+            torch.mul(lin, lin, out=sq)
+            z[:, 0] = 1
+            if mask is not None:
+                z3.mul_(mask[i0 : i0 + b, t0 : t0 + t, None].to(z.dtype))
+            gamma = torch.softmax(torch.mm(z, a), dim=-1)
+            s[i0 : i0 + b].baddbmm_(gamma.view(b, t, K).transpose(1, 2), z3)
+    return s
+
+
+def fv_statistics(
+    x: torch.Tensor,
+    params: GMMParams,
+    mask: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+    centre: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zeroth, first and second order statistics of descriptor sets ``x`` (B, T, D) under ``params``.
+
+    ``mask`` (B, T), true for real descriptors, leaves out padding; ``centre`` (D,) is subtracted from
+    the descriptors first (``params`` must then be relative to it too). Returns S0 (B, K), S1 (B, K, D),
+    S2 (B, K, D) and the descriptor counts (B,). Differentiable (when autograd records, the chunks are
+    built by out-of-place operations); at most ``chunk_rows`` descriptor rows are processed at once
+    (default: a cache-sized block on the CPU, a large one on a GPU).
+    """
+    B, T, D = x.shape
+    rows = chunk_rows or chunk_rows_for(x.device)
+    a = posterior_map(params)
+    if _needs_grad(x, params):
+        s = _statistics_autograd(x, a, mask, rows, centre)
+    else:
+        with torch.no_grad():
+            s = _statistics_fast(x, a, mask, rows, centre)
+    if mask is None:
+        count = torch.full((B,), float(T), dtype=x.dtype, device=x.device)
+    else:
+        count = mask.to(x.dtype).sum(1)
+    return s[..., 0], s[..., 1 : D + 1], s[..., D + 1 :], count
+
+
+def fv_from_statistics(
+    s0: torch.Tensor,
+    s1: torch.Tensor,
+    s2: torch.Tensor,
+    count: torch.Tensor,
+    params: GMMParams,
+    convention: str = "paper",
+) -> torch.Tensor:
+    """Unnormalised Fisher vectors (B, (2D + 1) K) from the statistics of :func:`fv_statistics`."""
+    w, mu, var = params.weights, params.means, params.variances
+    t = count.clamp_min(1)[:, None]  # an empty set gives -sqrt(w), 0, 0 rather than NaN
+    sw = w.sqrt()
+    f_w = (s0 / t - w) / sw
+    s0e = s0[..., None]
+    f_mu = (s1 - s0e * mu) / (t[..., None] * sw[:, None] * var.sqrt())
+    f_var = (s2 - 2 * mu * s1 + s0e * (mu.square() - var)) / (t[..., None] * math.sqrt(2) * sw[:, None] * var)
+    if convention == "skimage":
+        f_var = -f_var
+    return torch.cat([f_w, f_mu.flatten(1), f_var.flatten(1)], dim=1)
+
+
+class _SignedPower(torch.autograd.Function):
+    """sign(z)|z|^alpha with a finite gradient everywhere: alpha max(|z|, eps)^(alpha-1), 0 at z = 0."""
+
+    @staticmethod
+    def forward(ctx, z, alpha, eps):
+        a = z.abs()
+        ctx.save_for_backward(a)
+        ctx.alpha, ctx.eps = alpha, eps
+        return z.sign() * a.pow(alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        slope = ctx.alpha * a.clamp_min(ctx.eps).pow(ctx.alpha - 1)
+        return grad * torch.where(a > 0, slope, torch.zeros_like(slope)), None, None
+
+
+def power_normalize(z: torch.Tensor, alpha: float = 0.5, eps: float = 1e-12) -> torch.Tensor:
+    """Signed power sign(z)|z|^alpha (eq. 5); its gradient is 0 at z = 0 and bounded near it."""
+    if alpha == 1:
+        return z
+    return _SignedPower.apply(z, float(alpha), float(eps))
+
+
+def normalize_fv(
+    fv: torch.Tensor, power: float | None = 0.5, l2: bool = True, eps: float = 1e-12
+) -> torch.Tensor:
+    """Signed power (``power`` = alpha, None to skip) then L2 normalisation of rows (``l2``)."""
+    if power is not None:
+        fv = power_normalize(fv, power, eps)
+    if l2:
+        fv = fv / fv.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return fv
+
+
+def encode_sets(
+    sets: torch.Tensor | Sequence[torch.Tensor],
+    params: GMMParams,
+    centre: torch.Tensor | None,
+    *,
+    convention: str = "paper",
+    power: float | None = 0.5,
+    l2: bool = True,
+    chunk_rows: int | None = None,
+    name: str = "descriptors",
+    raw=None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """Normalised Fisher vectors of prepared sets (on the device and in the dtype of ``params``, which
+    are relative to ``centre``). Non-finite vectors raise a DataError naming their images, found in
+    ``raw`` (the sets as the caller received them, default ``sets``) and numbered from ``offset``."""
+    first = sets if isinstance(sets, torch.Tensor) else sets[0]
+    rows = chunk_rows or chunk_rows_for(first.device)
+    if isinstance(sets, torch.Tensor):  # dense: chunked inside, no grouping or padding needed
+        fv = fv_from_statistics(*fv_statistics(sets, params, None, rows, centre), params, convention)
+    else:
+        parts = []
+        for _, x, mask in padded_batches(sets, rows):
+            parts.append(
+                fv_from_statistics(*fv_statistics(x, params, mask, rows, centre), params, convention)
+            )
+        fv = torch.cat(parts)
+    # NaN or infinity in a descriptor reaches every entry of its image's vector, so one check of the
+    # output (n x (2D + 1) K values) stands for a pass over all the descriptors
+    bad = ~torch.isfinite(fv).all(1)
+    if bool(bad.any()):
+        images = torch.nonzero(bad).flatten().tolist()
+        check_finite_sets(sets if raw is None else raw, name, offset, images)
+        raise DataError(
+            f"the Fisher vectors of {len(images)} images (first: {[offset + i for i in images[:5]]}) "
+            f"overflow {str(fv.dtype).removeprefix('torch.')} arithmetic although their {name} are finite; "
+            "rescale the descriptors or compute in float64"
+        )
+    return normalize_fv(fv, power, l2)
+
+
+def fisher_vectors(
+    descriptors,
+    gmm,
+    *,
+    power: float | None = 0.5,
+    l2: bool = True,
+    convention: str = "paper",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Fisher vectors (n, (2D + 1) K) of n descriptor sets under a diagonal GMM.
+
+    ``descriptors``: a dense (n, T, D) array or tensor, or a list of (T_i, D) arrays (T_i may vary).
+    ``gmm``: a fitted DiagonalGMM, GMMParams or diagonal sklearn GaussianMixture. ``power`` and
+    ``l2``: the normalisations (see :func:`normalize_fv`); ``convention``: ``"paper"`` or
+    ``"skimage"`` (see :mod:`deepfeat.features.fisher.encoding`). Computed in ``dtype`` (default
+    float32, whatever the descriptors' type: pass ``torch.float64`` to ask for double precision) on
+    ``device`` (default: the descriptors' device). ``chunk_rows``: descriptor rows processed at once.
+    Differentiable with respect to the descriptors when they require gradients.
+    """
+    check_convention(convention)
+    check_power(power)
+    sets = as_descriptor_sets(descriptors, "descriptors")
+    first = sets if isinstance(sets, torch.Tensor) else sets[0]
+    dtype = dtype or torch.float32
+    device = torch.device(device) if device is not None else first.device
+    params = as_gmm_params(gmm).to(device, dtype)
+    if first.shape[-1] != params.dim:
+        raise DataError(f"descriptors have dimension {first.shape[-1]}, the GMM was fitted on {params.dim}")
+    if isinstance(sets, torch.Tensor):
+        sets = sets.to(device=device, dtype=dtype)
+    else:
+        sets = [s.to(device=device, dtype=dtype) for s in sets]
+    params, centre = centred_params(params)
+    return encode_sets(sets, params, centre, convention=convention, power=power, l2=l2, chunk_rows=chunk_rows)
