@@ -10,11 +10,15 @@ from PIL import Image
 from skimage import data as skdata
 from skimage.feature import fisher_vector
 from sklearn.base import clone
-from sklearn.pipeline import Pipeline
+from sklearn.exceptions import SkipTestWarning
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.utils import estimator_checks, get_tags
+from sklearn.utils.estimator_checks import check_estimator
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher import FisherEncoder
 from deepfeat.probes.linear import LinearProbe
+from tests.features.fisher.test_encoding import reference_fv
 
 
 def photo_maps() -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -163,3 +167,92 @@ def test_encoder_rejects_nan_and_mismatched_inputs():
 def test_cuda_device_without_cuda_is_a_config_error():
     with pytest.raises(ConfigError, match="CUDA is not available"):
         FisherEncoder(device="cuda", pca_dim=None).fit([np.ones((40, 2))])
+
+
+# --- scikit-learn conventions -----------------------------------------------------------------------
+
+
+def test_encoder_in_make_pipeline_with_a_cross_validated_probe():
+    """C chosen by cross-validation inside the pipeline (over the whole grid: with the default
+    path_patience=2 the search stops on the flat start of the grid for these L2-normalised vectors)."""
+    rng = np.random.default_rng(13)
+    n, shape = 60, (6, 5, 5)
+    y = np.arange(n) % 2
+    maps = rng.normal(size=(n, *shape))
+    maps[y == 1, 2] += 2.5 * (rng.random((int(y.sum()), 5, 5)) < 0.3)  # class 1: sparse bright spots
+    X = maps.reshape(n, -1).astype(np.float32)
+    pipe = make_pipeline(
+        FisherEncoder(n_components=3, pca_dim=4, layer_shape=shape), LinearProbe(path_patience=None)
+    )
+    train = rng.permutation(n)[: n // 2]
+    test = np.setdiff1d(np.arange(n), train)
+    pipe.fit(X[train], y[train])
+    assert pipe.score(X[test], y[test]) >= 0.8
+    names = pipe[:-1].get_feature_names_out()
+    assert len(names) == (2 * 4 + 1) * 3 == pipe[-1].n_features_in_
+    assert names[0] == "fisherencoder_w_k0" and names[-1] == "fisherencoder_sigma2_k2_d3"
+
+
+def test_feature_names_label_the_entries():
+    """Each name points at the entry it names: checked against eqs. (2)-(4) written out."""
+    rng = np.random.default_rng(14)
+    sets = rng.normal(size=(3, 30, 4))
+    enc = FisherEncoder(n_components=3, pca_dim=None, power=None, l2=False, dtype="float64", tol=1e-4)
+    fv = enc.fit(sets).transform(sets)
+    names = list(enc.get_feature_names_out())
+    assert len(names) == len(set(names)) == fv.shape[1] == 27
+    g = enc.gmm_
+    ref = reference_fv(sets[1], g.weights_, g.means_, g.variances_)
+    K, D = 3, 4
+    for name, k, d, block in (
+        ("fisherencoder_w_k2", 2, None, "w"),
+        ("fisherencoder_mu_k1_d3", 1, 3, "mu"),
+        ("fisherencoder_sigma2_k0_d2", 0, 2, "sigma2"),
+    ):
+        at = {"w": k, "mu": K + k * D + (d or 0), "sigma2": K + K * D + k * D + (d or 0)}[block]
+        assert names.index(name) == at
+        assert fv[1, at] == pytest.approx(ref[at], rel=1e-5, abs=1e-7)
+    with pytest.raises(ConfigError, match="input_features has 2 names"):
+        FisherEncoder(n_components=2, pca_dim=None, layer_shape=(3, 1, 1)).fit(
+            rng.normal(size=(5, 3))
+        ).get_feature_names_out(["a", "b"])
+
+
+def test_tags_declare_the_input_and_generic_checks_are_honest():
+    tags = get_tags(FisherEncoder())
+    assert tags.input_tags.three_d_array and not tags.input_tags.two_d_array
+    assert not tags.input_tags.allow_nan and not tags.input_tags.sparse and tags.requires_fit
+    assert tags.transformer_tags.preserves_dtype == ["float32"]
+    assert get_tags(FisherEncoder(layer_shape=(3, 1, 1))).input_tags.two_d_array
+    # without layer_shape the estimator takes no generic 2-D data: scikit-learn skips its data checks
+    with pytest.warns(SkipTestWarning, match="Can't test estimator FisherEncoder"):
+        check_estimator(FisherEncoder(), on_fail=None)
+    # the checks that hold for any estimator, and the refusal of sparse input
+    enc = FisherEncoder(layer_shape=(3, 1, 1), n_components=2, pca_dim=None)
+    for check in (
+        estimator_checks.check_no_attributes_set_in_init,
+        estimator_checks.check_get_params_invariance,
+        estimator_checks.check_set_params,
+        estimator_checks.check_parameters_default_constructible,
+        estimator_checks.check_estimator_cloneable,
+        estimator_checks.check_estimator_repr,
+        estimator_checks.check_valid_tag_types,
+        estimator_checks.check_mixin_order,
+        estimator_checks.check_dont_overwrite_parameters,
+        estimator_checks.check_estimator_sparse_tag,
+    ):
+        check("FisherEncoder", enc)
+    X = np.random.default_rng(15).normal(size=(6, 3)).astype(np.float64)
+    assert enc.fit(X).transform(X).dtype == np.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_encoder_on_cuda_matches_cpu():
+    rng = np.random.default_rng(16)
+    sets = [rng.normal(size=(t, 6)).astype(np.float32) for t in (40, 25, 60, 33)]
+    dense = rng.normal(size=(5, 50, 6)).astype(np.float32)
+    for X in (sets, dense):
+        cpu = FisherEncoder(n_components=3, pca_dim=4, tol=1e-4).fit(X)
+        gpu = FisherEncoder(n_components=3, pca_dim=4, tol=1e-4, device="cuda").fit(X)
+        np.testing.assert_allclose(gpu.transform(X), cpu.transform(X), atol=2e-4)
+        np.testing.assert_allclose(gpu.transform(X), cpu.transform(X), atol=2e-4)

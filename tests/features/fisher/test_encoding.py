@@ -123,3 +123,74 @@ def test_fisher_vectors_input_errors(gmm):
     with pytest.raises(ConfigError, match="diagonal GMM"):
         fisher_vectors(np.zeros((1, 10, 5)), GaussianMixture(2, covariance_type="full").fit(blobs(100, 5, 2)))
     assert math.isfinite(float(fisher_vectors(np.zeros((1, 10, 5)), gmm).sum()))
+
+
+def test_fast_path_matches_the_differentiable_one(gmm):
+    """Without autograd the statistics come from a reused buffer; with it, from out-of-place operations.
+    Both agree, with padding masks and chunks splitting images, and the gradient flows."""
+    rng = np.random.default_rng(20)
+    sets = [torch.as_tensor(rng.normal(scale=3.0, size=(t, 5))) for t in (37, 5, 61, 23)]
+    for rows in (7, 50, 1000):
+        fast = fisher_vectors(sets, gmm, dtype=torch.float64, chunk_rows=rows)
+        leaves = [s.clone().requires_grad_(True) for s in sets]
+        slow = fisher_vectors(leaves, gmm, dtype=torch.float64, chunk_rows=rows)
+        torch.testing.assert_close(slow.detach(), fast, rtol=1e-12, atol=1e-14)
+    slow.sum().backward()
+    assert all(s.grad is not None and torch.isfinite(s.grad).all() for s in leaves)
+
+
+def test_tiny_posteriors_are_dropped_without_changing_the_vectors():
+    """Descriptors between two far-apart components: the posterior of the far one would be a subnormal
+    float32 number (exp of -65 to -87 relative to the near one); it is set to 0, and the vectors agree
+    with the differentiable path (which keeps them) and with eqs. (2)-(4) computed in float64."""
+    w = np.array([0.5, 0.5])
+    mu = np.array([[0.0, 0.0], [13.0, 0.0]])
+    var = np.ones((2, 2))
+    p = GMMParams(*(torch.as_tensor(a) for a in (w, mu, var)))
+    rng = np.random.default_rng(21)
+    x = np.concatenate([rng.normal(size=(200, 2)) * 0.3, rng.normal(size=(100, 2)) * 0.3 + [13.0, 0.0]])
+    x[:, 0] += rng.choice([-0.5, 0.5], size=len(x))  # log-posterior gaps of 78-91: subnormal range
+    x = x[rng.permutation(len(x))]
+    gaps = np.abs(x[:, 0] - 6.5) * 13
+    assert ((gaps > 65) & (gaps < 87)).mean() > 0.3
+    x32 = torch.as_tensor(x[None], dtype=torch.float32)
+    ours = fisher_vectors(x32, p, power=None, l2=False)
+    kept = fisher_vectors(x32.clone().requires_grad_(True), p, power=None, l2=False).detach()
+    torch.testing.assert_close(ours, kept, rtol=0, atol=1e-6)
+    ref = reference_fv(x, w, mu, var)
+    np.testing.assert_allclose(ours.double().numpy()[0], ref, rtol=0, atol=2e-5)  # float32 rounding
+    f64 = fisher_vectors(x[None], p, power=None, l2=False, dtype=torch.float64).numpy()[0]
+    np.testing.assert_allclose(f64, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_overflow_and_nonfinite_inputs_are_named(gmm):
+    x = np.random.default_rng(22).normal(size=(3, 20, 5))
+    huge = x.copy()
+    huge[1, 4] = 1e30  # finite, but its square overflows float32
+    with pytest.raises(DataError, match=r"images \(first: \[1\]\) overflow float32 arithmetic"):
+        fisher_vectors(huge, gmm)
+    assert torch.isfinite(fisher_vectors(huge, gmm, dtype=torch.float64)).all()
+    bad = x.copy()
+    bad[2, 3, 1] = np.nan
+    with pytest.raises(
+        DataError, match=r"descriptors hold 1 NaN or infinite values in 1 images \(first: \[2\]\)"
+    ):
+        fisher_vectors(list(bad), gmm)
+
+
+def test_float64_descriptors_are_encoded_in_float32_unless_asked(gmm):
+    x = np.random.default_rng(23).normal(size=(2, 30, 5))
+    assert fisher_vectors(x, gmm).dtype == torch.float32
+    assert fisher_vectors(x, gmm, dtype=torch.float64).dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_lists_and_dense_match_cpu(gmm):
+    rng = np.random.default_rng(24)
+    sets = [torch.as_tensor(rng.normal(scale=3.0, size=(t, 5)), dtype=torch.float32) for t in (40, 7, 90)]
+    dense = torch.as_tensor(rng.normal(scale=3.0, size=(4, 300, 5)), dtype=torch.float32)
+    for x in (sets, dense):
+        cpu = fisher_vectors(x, gmm)
+        gpu = fisher_vectors(x, gmm, device="cuda")
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-4)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -53,6 +54,10 @@ class _Source:
 
     def __init__(self, X, layer_shape):
         self.shape = check_layer_shape(layer_shape)
+        if sparse.issparse(X):
+            raise DataError(
+                "X is a sparse matrix; FisherEncoder takes dense conv maps or descriptors (X.toarray())"
+            )
         if isinstance(X, (list, tuple)):
             self.kind = "list"
             self.sets = as_descriptor_sets(X, "X")
