@@ -88,9 +88,17 @@ def _needs_grad(x: torch.Tensor, params: GMMParams) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def _cutoff(dtype: torch.dtype) -> float:
+    """Log-posterior gap below which a posterior is set to 0: 3/4 of the log of the smallest normal
+    number of ``dtype`` (-65 in float32, -531 in float64)."""
+    return 0.75 * math.log(torch.finfo(dtype).tiny)
+
+
 def _statistics_autograd(x, a, mask, rows, centre) -> torch.Tensor:
-    """[S1, S2, S0] (B, K, 2D + 1) by differentiable operations."""
+    """[S1, S2, S0] (B, K, 2D + 1) by differentiable operations (posteriors below exp(cutoff) times the
+    largest of their row are 0, as in :func:`_statistics_fast`; so are their gradients)."""
     B, T, _ = x.shape
+    cutoff = _cutoff(x.dtype)
     step = max(1, rows // max(B, 1))
     s = None
     for t0 in range(0, T, step):
@@ -100,7 +108,9 @@ def _statistics_autograd(x, a, mask, rows, centre) -> torch.Tensor:
         z = torch.cat([xc, xc * xc, torch.ones_like(xc[..., :1])], dim=-1)
         if mask is not None:  # padding rows: no statistics, and no gradient back to them
             z = z * mask[:, t0 : t0 + step, None].to(z.dtype)
-        gamma = torch.softmax(z @ a, dim=-1)
+        logp = z @ a
+        logp = torch.threshold(logp - logp.amax(-1, keepdim=True).detach(), cutoff, -math.inf)
+        gamma = torch.softmax(logp, dim=-1)
         part = gamma.transpose(1, 2) @ z
         s = part if s is None else s + part
     return s
@@ -110,12 +120,11 @@ def _statistics_fast(x, a, mask, rows, centre) -> torch.Tensor:
     """[S1, S2, S0] (B, K, 2D + 1) without autograd: [x, x^2, 1] of a chunk of rows is written once
     into a reused buffer (rows padded to 16 values, so every row starts cache-aligned), then read by
     the two matrix products. Posteriors below exp(cutoff) times the largest of their row are set to 0
-    (cutoff: 3/4 of the log of the smallest normal number, -65 in float32): computed, they would be
-    subnormal numbers, each of which slows the CPU's arithmetic by a factor of about a hundred, and
-    they change no statistic at the dtype's precision."""
+    (see :func:`_cutoff`): computed, they would be subnormal numbers, each of which slows the CPU's
+    arithmetic by a factor of about a hundred, and they change no statistic at the dtype's precision."""
     B, T, D = x.shape
     K, W = a.shape[1], 2 * D + 1
-    cutoff = 0.75 * math.log(torch.finfo(x.dtype).tiny)
+    cutoff = _cutoff(x.dtype)
     # whole images when they fit, else equal slices of one image
     per, step = (max(1, rows // T), T) if rows >= T else (1, -(-T // -(-T // rows)))
     s = x.new_zeros((B, K, W))
