@@ -142,7 +142,7 @@ def _statistics_fast(x, a, mask, rows, centre) -> torch.Tensor:
             else:
                 torch.sub(xs, centre, out=lin)
             torch.mul(lin, lin, out=z3[..., D : 2 * D])
-            if mask is not None:  # zero rows for padding: no statistics (the ones column is restored)
+            if mask is not None:  # padding rows, ones column included, become 0: no statistics
                 m = mask[i0 : i0 + b, t0 : t0 + t, None].to(z.dtype)
                 z3[..., : 2 * D].mul_(m)
                 z3[..., 2 * D :].copy_(m)
