@@ -34,7 +34,7 @@ Computation
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -96,7 +96,7 @@ def _cutoff(dtype: torch.dtype) -> float:
 
 def _statistics_autograd(x, a, mask, rows, centre) -> torch.Tensor:
     """[S1, S2, S0] (B, K, 2D + 1) by differentiable operations (posteriors below exp(cutoff) times the
-    largest of their row are 0, as in :func:`_statistics_fast`; so are their gradients)."""
+    largest of their row are 0, as in :func:`_statistics_blocks`; so are their gradients)."""
     B, T, _ = x.shape
     cutoff = _cutoff(x.dtype)
     step = max(1, rows // max(B, 1))
@@ -116,9 +116,10 @@ def _statistics_autograd(x, a, mask, rows, centre) -> torch.Tensor:
     return s
 
 
-def _statistics_fast(x, a, mask, rows, centre) -> torch.Tensor:
-    """[S1, S2, S0] (B, K, 2D + 1) without autograd: [x, x^2, 1] of a chunk of rows is written once
-    into a reused buffer (rows padded to 16 values, so every row starts cache-aligned), then read by
+def _statistics_blocks(x, a, mask, rows, centre) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """[S1, S2, S0] (b, K, 2D + 1) of consecutive groups of images i0..i1-1 as (i0, i1, S), without
+    autograd; S is a reused buffer, valid until the next step. [x, x^2, 1] of a chunk of rows is written
+    once into a reused buffer (rows padded to 16 values, so every row starts cache-aligned), then read by
     the two matrix products. Posteriors below exp(cutoff) times the largest of their row are set to 0
     (see :func:`_cutoff`): computed, they would be subnormal numbers, each of which slows the CPU's
     arithmetic by a factor of about a hundred, and they change no statistic at the dtype's precision."""
@@ -127,31 +128,37 @@ def _statistics_fast(x, a, mask, rows, centre) -> torch.Tensor:
     cutoff = _cutoff(x.dtype)
     # whole images when they fit, else equal slices of one image
     per, step = (max(1, rows // T), T) if rows >= T else (1, -(-T // -(-T // rows)))
-    s = x.new_zeros((B, K, W))
-    buf = x.new_empty((min(B, per) * step, -(-W // 16) * 16))[:, :W]
+    per = min(per, B)
+    # images whose statistics are returned together: at least ``per``, about 1 MB of them
+    block = max(1, min(B, (1 << 18) // (K * W)) // per) * per
+    s_buf = x.new_empty((min(block, B), K, W))
+    buf = x.new_empty((per * step, -(-W // 16) * 16))[:, :W]
     buf[:, 2 * D] = 1
-    for i0 in range(0, B, per):
-        for t0 in range(0, T, step):
-            xs = x[i0 : i0 + per, t0 : t0 + step]
-            b, t = xs.shape[:2]
-            z = buf[: b * t]
-            z3 = z.view(b, t, W)
-            lin = z3[..., :D]
-            if centre is None:
-                lin.copy_(xs)
-            else:
-                torch.sub(xs, centre, out=lin)
-            torch.mul(lin, lin, out=z3[..., D : 2 * D])
-            if mask is not None:  # padding rows, ones column included, become 0: no statistics
-                m = mask[i0 : i0 + b, t0 : t0 + t, None].to(z.dtype)
-                z3[..., : 2 * D].mul_(m)
-                z3[..., 2 * D :].copy_(m)
-            logp = torch.mm(z, a)
-            logp.sub_(logp.amax(1, keepdim=True))
-            torch.threshold_(logp, cutoff, -math.inf)
-            gamma = torch.softmax(logp, dim=-1)
-            s[i0 : i0 + b].baddbmm_(gamma.view(b, t, K).transpose(1, 2), z3)
-    return s
+    for b0 in range(0, B, block):
+        s = s_buf[: min(block, B - b0)].zero_()
+        for i0 in range(b0, b0 + len(s), per):
+            b = min(per, b0 + len(s) - i0)
+            for t0 in range(0, T, step):
+                xs = x[i0 : i0 + b, t0 : t0 + step]
+                t = xs.shape[1]
+                z = buf[: b * t]
+                z3 = z.view(b, t, W)
+                lin = z3[..., :D]
+                if centre is None:
+                    lin.copy_(xs)
+                else:
+                    torch.sub(xs, centre, out=lin)
+                torch.mul(lin, lin, out=z3[..., D : 2 * D])
+                if mask is not None:  # padding rows, ones column included, become 0: no statistics
+                    m = mask[i0 : i0 + b, t0 : t0 + t, None].to(z.dtype)
+                    z3[..., : 2 * D].mul_(m)
+                    z3[..., 2 * D :].copy_(m)
+                logp = torch.mm(z, a)
+                logp.sub_(logp.amax(1, keepdim=True))
+                torch.threshold_(logp, cutoff, -math.inf)
+                gamma = torch.softmax(logp, dim=-1)
+                s[i0 - b0 : i0 - b0 + b].baddbmm_(gamma.view(b, t, K).transpose(1, 2), z3)
+        yield b0, b0 + len(s), s
 
 
 def fv_statistics(
@@ -176,7 +183,9 @@ def fv_statistics(
         s = _statistics_autograd(x, a, mask, rows, centre)
     else:
         with torch.no_grad():
-            s = _statistics_fast(x, a, mask, rows, centre)
+            s = x.new_empty((B, params.n_components, 2 * D + 1))
+            for i0, i1, block in _statistics_blocks(x, a, mask, rows, centre):
+                s[i0:i1] = block
     if mask is None:
         count = torch.full((B,), float(T), dtype=x.dtype, device=x.device)
     else:
@@ -196,6 +205,8 @@ def fv_from_statistics(
     w, mu, var = params.weights, params.means, params.variances
     t = count.clamp_min(1)[:, None]  # an empty set gives -sqrt(w), 0, 0 rather than NaN
     sw = w.sqrt()
+    if not _needs_grad(s1, params) and not s0.requires_grad and not s2.requires_grad:
+        return _fv_fast(s0, s1, s2, t, params, convention)
     f_w = (s0 / t - w) / sw
     s0e = s0[..., None]
     f_mu = (s1 - s0e * mu) / (t[..., None] * sw[:, None] * var.sqrt())
@@ -203,6 +214,28 @@ def fv_from_statistics(
     if convention == "skimage":
         f_var = -f_var
     return torch.cat([f_w, f_mu.flatten(1), f_var.flatten(1)], dim=1)
+
+
+@torch.no_grad()
+def _fv_fast(s0, s1, s2, t, params: GMMParams, convention: str, out=None) -> torch.Tensor:
+    """:func:`fv_from_statistics` without autograd, into ``out`` if given: the per-(k, d) coefficients
+    of the statistics are formed once and every block is written in place (5 passes over it, not 12)."""
+    w, mu, var = params.weights, params.means, params.variances
+    B, K, D = s1.shape
+    out = s1.new_empty((B, (2 * D + 1) * K)) if out is None else out
+    f_w, f_mu, f_var = out[:, :K], out[:, K : K + K * D].view(B, K, D), out[:, K + K * D :].view(B, K, D)
+    inv_t = t.reciprocal()
+    sw = w.sqrt()[:, None]
+    torch.sub(s0 * inv_t, w, out=f_w).div_(sw.T)
+    s0t = (s0 * inv_t)[..., None]  # (B, K, 1)
+    c1 = (sw * var.sqrt()).reciprocal()  # F_mu = (S1 / T) c1 - (S0 / T) mu c1
+    torch.mul(s1, c1, out=f_mu).mul_(inv_t[..., None]).addcmul_(s0t, mu * c1, value=-1)
+    e1 = (math.sqrt(2) * sw * var).reciprocal()  # F_sigma2 = ((S2 - 2 mu S1) / T + (S0 / T)(mu^2 - var)) e1
+    if convention == "skimage":
+        e1 = -e1
+    torch.mul(s2, e1, out=f_var).addcmul_(s1, -2 * mu * e1).mul_(inv_t[..., None])
+    f_var.addcmul_(s0t, (mu.square() - var) * e1)
+    return out
 
 
 class _SignedPower(torch.autograd.Function):
@@ -233,10 +266,23 @@ def normalize_fv(
     fv: torch.Tensor, power: float | None = 0.5, l2: bool = True, eps: float = 1e-12
 ) -> torch.Tensor:
     """Signed power (``power`` = alpha, None to skip) then L2 normalisation of rows (``l2``)."""
+    if not (torch.is_grad_enabled() and fv.requires_grad):
+        return _normalize_(fv.clone(), power, l2, eps)
     if power is not None:
         fv = power_normalize(fv, power, eps)
     if l2:
         fv = fv / fv.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return fv
+
+
+@torch.no_grad()
+def _normalize_(fv: torch.Tensor, power: float | None, l2: bool, eps: float = 1e-12) -> torch.Tensor:
+    """:func:`normalize_fv` in place, without autograd (the same arithmetic)."""
+    if power is not None and power != 1:
+        a = fv.abs()
+        torch.copysign(a.sqrt_() if power == 0.5 else a.pow_(power), fv, out=fv)
+    if l2:
+        fv.div_(torch.linalg.vector_norm(fv, dim=-1, keepdim=True).clamp_min_(eps))
     return fv
 
 
@@ -258,18 +304,33 @@ def encode_sets(
     ``raw`` (the sets as the caller received them, default ``sets``) and numbered from ``offset``."""
     first = sets if isinstance(sets, torch.Tensor) else sets[0]
     rows = chunk_rows or chunk_rows_for(first.device)
-    if isinstance(sets, torch.Tensor):  # dense: chunked inside, no grouping or padding needed
-        fv = fv_from_statistics(*fv_statistics(sets, params, None, rows, centre), params, convention)
-    else:
+    if _needs_grad(first, params):  # differentiable: through fv_statistics and fv_from_statistics
         parts = []
         for _, x, mask in padded_batches(sets, rows):
-            parts.append(
-                fv_from_statistics(*fv_statistics(x, params, mask, rows, centre), params, convention)
-            )
+            stats = fv_statistics(x, params, mask, rows, centre)
+            parts.append(normalize_fv(fv_from_statistics(*stats, params, convention), power, l2))
         fv = torch.cat(parts)
-    # NaN or infinity in a descriptor reaches every entry of its image's vector, so one check of the
-    # output (n x (2D + 1) K values) stands for a pass over all the descriptors
-    bad = ~torch.isfinite(fv).all(1)
+    else:
+        D = params.dim
+        fv = first.new_empty((len(sets), fisher_dim(params.n_components, D)))
+        groups = [(slice(0, len(sets)), sets, None)] if isinstance(sets, torch.Tensor) else None
+        a = posterior_map(params)
+        with torch.no_grad():
+            for sl, x, mask in groups or padded_batches(sets, rows):
+                # each group of images: statistics, then their vectors built and normalised in place
+                # while the statistics are still in cache
+                for i0, i1, s in _statistics_blocks(x, a, mask, rows, centre):
+                    t = s[..., 2 * D].new_full((i1 - i0, 1), float(x.shape[1]))
+                    if mask is not None:
+                        t = mask[i0:i1].sum(1, keepdim=True, dtype=s.dtype).clamp_min_(1)
+                    out = fv[sl.start + i0 : sl.start + i1]
+                    _fv_fast(s[..., 2 * D], s[..., :D], s[..., D : 2 * D], t, params, convention, out)
+                    _normalize_(out, power, l2)
+    # NaN or infinity in a descriptor reaches every entry of its image's vector (normalised or not), so
+    # one check of the output's row sums stands for a pass over all the descriptors
+    bad = ~torch.isfinite(fv.sum(1))
+    if bool(bad.any()):
+        bad[bad.clone()] = ~torch.isfinite(fv[bad]).all(1)
     if bool(bad.any()):
         images = torch.nonzero(bad).flatten().tolist()
         check_finite_sets(sets if raw is None else raw, name, offset, images)
@@ -278,7 +339,7 @@ def encode_sets(
             f"overflow {str(fv.dtype).removeprefix('torch.')} arithmetic although their {name} are finite; "
             "rescale the descriptors or compute in float64"
         )
-    return normalize_fv(fv, power, l2)
+    return fv
 
 
 def fisher_vectors(
