@@ -109,4 +109,23 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if result.failures:
             path, reason = result.failures[0]
             raise DataError(f"{path}: {reason} (transform needs every image; use extract() to skip bad ones)")
-        return np.hstack([np.asarray(result.features[s.key].features) for s in self.outputs_])
+        blocks = [np.asarray(result.features[s.key].features) for s in self.outputs_]
+        self.output_dims_ = {s.key: b.shape[1] for s, b in zip(self.outputs_, blocks)}
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``<layer>/<pooling>_<i>`` for every column of :meth:`transform`'s output. Pooled outputs have
+        one column per channel; unrolled maps depend on the input size and are known after a transform."""
+        if not hasattr(self, "outputs_"):
+            self.fit()
+        names = []
+        for spec in self.outputs_:
+            dim = getattr(self, "output_dims_", {}).get(spec.key)
+            if dim is None:
+                if spec.layer.spatial and spec.params["pool"] in ("unroll", "sp-shuffle", "bin"):
+                    raise ConfigError(
+                        f"the width of {spec.key!r} depends on the input size; call transform() first"
+                    )
+                dim = spec.layer.channels
+            names += [f"{spec.key}_{i}" for i in range(dim)]
+        return np.asarray(names, dtype=object)
