@@ -16,7 +16,7 @@ from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import ON_ERROR, Extraction, extract
-from deepfeat.validation import check_int
+from deepfeat.validation import check_choice, check_int
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
@@ -42,8 +42,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         backbone: str | Backbone = DEFAULT_BACKBONE,
-        layers: str | Sequence[str] = "pool",
-        pool: str | Sequence[str] = "avg",
+        layers: Sequence[str] = ("pool",),
+        pool: Sequence[str] = ("avg",),
         *,
         weights: str | None = None,
         preprocess: str | Preprocess = "backbone",
@@ -71,7 +71,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None) -> FeatureExtractor:
         """Load the backbone and validate every parameter (no learning happens)."""
         if self.on_error not in ON_ERROR:
-            raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+            check_choice("on_error", self.on_error, ON_ERROR)
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("workers", self.workers, minimum=0)
         check_int("max_pixels", self.max_pixels, minimum=1)
