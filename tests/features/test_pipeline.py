@@ -388,7 +388,7 @@ def test_unknown_layer_and_pool_fail_before_any_work(effnet):
         extract(ds, effnet, [LayerActivations("fc7")], progress=False)
     with pytest.raises(Exception, match="valid: avg, max"):
         extract(ds, effnet, [LayerActivations("head", "median")], progress=False)
-    with pytest.raises(Exception, match="unknown on_error .ignore.; valid: skip, fail"):
+    with pytest.raises(Exception, match=r"unknown on_error .ignore.; valid: skip, fail"):
         extract(ds, effnet, [LayerActivations("head")], on_error="ignore", progress=False)
 
 
