@@ -414,7 +414,10 @@ def test_length_mismatch(small):
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"loss": "hinge2"}, "unknown loss 'hinge2'; valid: logistic, squared_hinge, hinge"),
+        (
+            {"loss": "hinge2"},
+            "unknown loss 'hinge2'; valid: hinge, logistic, squared_hinge",
+        ),  # close matches first
         ({"multi_class": "auto"}, "unknown multi_class 'auto'; valid: multinomial, ovr"),
         ({"C": 0.0}, "C must be positive"),
         ({"C": -1.0}, "C must be positive"),
