@@ -4,6 +4,9 @@ the C search and the scores it compares."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -89,6 +92,26 @@ def resolve_device(device) -> torch.device:
                 f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices"
             )
     return dev
+
+
+#: multiply-adds of one objective evaluation per thread below which extra threads do not pay
+WORK_PER_THREAD = 20_000_000
+
+
+@contextlib.contextmanager
+def thread_budget(work: int) -> Iterator[int]:
+    """Torch's intra-op threads for a fit whose objective evaluation costs about ``work`` multiply-adds:
+    at most ``torch.get_num_threads()``, and fewer for small problems, whose many small operations
+    only pay thread hand-overs (costly on shared, loaded cores). Restored on exit."""
+    before = torch.get_num_threads()
+    n = max(1, min(before, int(work // WORK_PER_THREAD)))
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
 
 
 def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:

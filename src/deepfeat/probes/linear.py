@@ -45,6 +45,7 @@ from deepfeat.probes.base import (
     check_scoring,
     prepare_targets,
     resolve_device,
+    thread_budget,
 )
 from deepfeat.probes.objectives import make_problem
 from deepfeat.probes.selection import select_C
@@ -163,18 +164,20 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
         if self.loss == "hinge" and mask is not None:
             raise ConfigError("loss='hinge' does not support ignore masks; use 'squared_hinge'")
-        prepared = self.prepare_path(X, codes, mask)
-        init = None
-        if isinstance(self.C, str):
-            self.C_, self.cv_results_, fold_models = select_C(self, prepared, codes, mask)
-            if fold_models and prepared.basis is not None and self.loss != "hinge":
-                init = (
-                    torch.stack([m.W for m in fold_models]).mean(0),
-                    torch.stack([m.b for m in fold_models]).mean(0),
-                )
-        else:
-            self.C_, self.cv_results_ = float(self.C), None
-        fitted = self._fit_rows(prepared, np.arange(len(X)), codes, mask, self.C_, init, final=True)
+        K = len(self.classes_)
+        with thread_budget(len(X) * min(X.shape) * (K if self.multilabel_ or K > 2 else 1)):
+            prepared = self.prepare_path(X, codes, mask)
+            init = None
+            if isinstance(self.C, str):
+                self.C_, self.cv_results_, fold_models = select_C(self, prepared, codes, mask)
+                if fold_models and prepared.basis is not None and self.loss != "hinge":
+                    init = (
+                        torch.stack([m.W for m in fold_models]).mean(0),
+                        torch.stack([m.b for m in fold_models]).mean(0),
+                    )
+            else:
+                self.C_, self.cv_results_ = float(self.C), None
+            fitted = self._fit_rows(prepared, np.arange(len(X)), codes, mask, self.C_, init, final=True)
         coef, intercept = self._coefficients(fitted)
         self.coef_ = coef.cpu().numpy().astype(np.float32)
         self.intercept_ = intercept.cpu().numpy().astype(np.float32)
@@ -258,7 +261,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _fit_rows(self, prepared, rows, codes, mask, C: float, init, final: bool) -> FittedPath:
         if self.loss == "hinge":
-            return self._fit_hinge(prepared.X[torch.as_tensor(rows)].cpu().numpy(), codes, C)
+            return self._fit_hinge(
+                prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy(), codes, C
+            )
         problem, basis = self._problem(prepared, rows, codes, mask)
         sol = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init, polish=final)
         if final and not sol.converged:

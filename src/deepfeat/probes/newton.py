@@ -3,8 +3,9 @@
 The squared hinge's objective is piecewise quadratic: once the set of margin violators settles, one
 Newton step lands on the optimum, where L-BFGS would crawl. Output k's generalised Hessian is
 (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0), h_k = 2 w_k on its violators; Newton directions come
-from conjugate gradients preconditioned by that Hessian's diagonal, steps from backtracking on each
-output's objective.
+from conjugate gradients preconditioned by that Hessian's diagonal, step lengths from regula falsi on
+each output's directional derivative (exact enough in float32, unlike differences of objective
+values near the optimum).
 """
 
 from __future__ import annotations
