@@ -179,8 +179,8 @@ def write_video(
     codec: str | None = None,
 ) -> Path:
     """Write RGB uint8 frames (T, H, W, 3) as a video file; the codec follows the extension (see
-    :data:`WRITER_CODECS`) unless ``codec`` (a FourCC) is given. Written to a temporary name and
-    renamed, so an interrupted write never leaves a half file under ``path``."""
+    :data:`WRITER_CODECS`) unless ``codec`` (a FourCC) is given; missing folders are made. Written to
+    a temporary name and renamed, so an interrupted write never leaves a half file under ``path``."""
     cv2 = opencv()
     path = Path(path)
     frames = [np.asarray(f) for f in frames]
@@ -197,6 +197,7 @@ def write_video(
             f"valid extensions: {', '.join(WRITER_CODECS)}"
         )
     check_float("fps", fps, 0, low_open=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{ext}")
     writer = cv2.VideoWriter(os.fspath(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
     try:
@@ -244,7 +245,7 @@ class FrameSampling:
         step = rate / float(self.value)
         if step <= 1:
             return np.arange(n)
-        return np.unique(np.round(np.arange(0, n - 0.5, step)).astype(np.int64))
+        return np.unique(np.floor(np.arange(0, n - 0.5, step) + 0.5).astype(np.int64))
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "value": self.value}
