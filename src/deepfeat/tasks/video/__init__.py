@@ -11,13 +11,13 @@ fusion of RGB and flow, evaluation per video, and a moving-digit dataset to try 
     video.write_report(result, "eval/")
 """
 
-from deepfeat.tasks.video.evaluate import EvaluateJob, VideoEvaluation, evaluate, score
+from deepfeat.tasks.video.evaluation import EvaluateJob, VideoEvaluation, evaluate, score
 from deepfeat.tasks.video.features import FrameFeatures, GridPooled, StreamFeatures, stream_features
 from deepfeat.tasks.video.models import LRCN, SingleFrame, TopStages, VideoClassifier, build_net
 from deepfeat.tasks.video.moving_digits import MOTIONS, MovingDigits, make_moving_digits
 from deepfeat.tasks.video.predict import Prediction, predict_videos
 from deepfeat.tasks.video.report import write_report
-from deepfeat.tasks.video.train import (
+from deepfeat.tasks.video.training import (
     TrainJob,
     TrainOptions,
     TrainResult,

@@ -187,7 +187,8 @@ class FrameFeatures:
 
 @dataclass
 class StreamFeatures:
-    """One stream's per-frame features, one sequence (T_v, D) per usable video, in video order.
+    """One stream's per-frame features, one sequence (T_v, *frame_shape) per usable video, in video
+    order (memory-mapped from the store where possible).
 
     ``rows``: the videos' rows in the video dataset; ``failures``: (frame or video, reason) for
     everything left out; ``failed_videos``: (video, reason) for videos with no usable frame.
@@ -264,12 +265,16 @@ def stream_features(
     (fs,) = result.features.values()
     grouped = dataset.sequences(fs.rows)
     data = fs.features
+    shape = tuple(fs.layer_shape or ()) if fs.kind is FeatureKind.MAPS else (fs.dim,)
     rows, sequences = [], []
     for video_row, items in grouped.items():
         positions = np.searchsorted(fs.rows, items)
         rows.append(video_row)
-        sequences.append(np.asarray(data[positions]))
-    shape = tuple(fs.layer_shape or ()) if fs.kind is FeatureKind.MAPS else (fs.dim,)
+        if positions[-1] - positions[0] + 1 == len(positions):  # a video's frames are consecutive rows:
+            block = data[positions[0] : positions[-1] + 1]  # a view of the memory-mapped store
+        else:
+            block = np.asarray(data[positions])
+        sequences.append(block.reshape(len(positions), *shape))
     failed = [(videos.source(r), why) for r, why in dataset.failed_videos]
     have = set(rows)
     failed += [(videos.source(r), "no frame could be used") for r in dataset.slices if r not in have]

@@ -203,7 +203,7 @@ class VideoClassifier:
 
     def clip_proba(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
         """Clips (B, T, *frame) -> (B, C): the softmax at every step, averaged over the steps."""
-        x = torch.as_tensor(np.asarray(clips, dtype=np.float32)).to(self._device())
+        x = torch.from_numpy(np.array(clips, dtype=np.float32)).to(self._device())  # a copy
         if x.shape[2:] != self.frame_shape:
             raise ConfigError(
                 f"clips of frames {tuple(x.shape[2:])} given; this model reads {self.frame_shape}"

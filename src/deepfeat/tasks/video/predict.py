@@ -14,10 +14,10 @@ from deepfeat.data.images import printable
 from deepfeat.data.videosets import VideoDataset
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.store import FeatureStore
-from deepfeat.tasks.video.evaluate import classifier_features, weight_label
+from deepfeat.tasks.video.evaluation import classifier_features, weight_label
 from deepfeat.tasks.video.features import check_device
 from deepfeat.tasks.video.models import VideoClassifier
-from deepfeat.tasks.video.train import load_classifier
+from deepfeat.tasks.video.training import load_classifier
 from deepfeat.validation import check_float, check_int
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from deepfeat.report import plots
 from deepfeat.report.document import Report
 from deepfeat.report.writer import write_result
-from deepfeat.tasks.video.evaluate import MODEL_LABELS, VideoEvaluation
+from deepfeat.tasks.video.evaluation import MODEL_LABELS, VideoEvaluation
 
 
 def confusion_plot(confusion, classes: list[str], path: Path, title: str = "") -> Path:

@@ -36,7 +36,7 @@ from deepfeat.tasks.video.features import (
     stream_features,
 )
 from deepfeat.tasks.video.models import VideoClassifier
-from deepfeat.tasks.video.train import load_classifier
+from deepfeat.tasks.video.training import load_classifier
 from deepfeat.validation import check_choice, check_float, check_int
 
 log = logging.getLogger(__name__)
