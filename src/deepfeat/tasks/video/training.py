@@ -123,8 +123,6 @@ class TrainJob:
         self.options.validate()
         self.features.validate()
         check_int("split", self.split, 1)
-        if self.features.device != self.options.device and self.features.device is not None:
-            log.info("features on %s, training on %s", self.features.device, self.options.device)
 
 
 @dataclass
