@@ -235,7 +235,7 @@ def train_command(
     for source, why in result.failures[:20]:
         typer.echo(f"skipped {source}: {why}")
     if len(result.failures) > 20:
-        typer.echo(f"... {len(result.failures) - 20} more (see {out}/model.pt's metadata)")
+        typer.echo(f"... and {len(result.failures) - 20} more frames or videos")
     last = result.history[-1] if result.history else {}
     loss, acc = last.get("loss", float("nan")), last.get("clip_accuracy", float("nan"))
     typer.echo(

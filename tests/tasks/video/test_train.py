@@ -130,3 +130,30 @@ def test_flow_model_and_fine_tuned_top_stages(tiny_videos, tiny_store, tmp_path)
     loaded = load_classifier(tmp_path / "top")
     seq = [np.random.default_rng(0).normal(size=(5, 320, 1, 1)).astype(np.float32)]
     np.testing.assert_allclose(loaded.predict_proba(seq), clf.predict_proba(seq), rtol=1e-5)
+
+
+def test_devices_are_checked(tiny_videos, tiny_store, tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            train(job(tiny_videos, tiny_store, tmp_path / "m", device="cuda"), progress=False)
+    with pytest.raises(ConfigError, match="device must be"):
+        TrainOptions(device="tpu").validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_features_and_training_match_the_cpu(tiny_videos, tmp_path):
+    from deepfeat.backbones import load_backbone
+    from deepfeat.data.videosets import open_videos
+
+    videos = open_videos(tiny_videos).split("test")
+    backbone = load_backbone("efficientnet_lite0")
+    cpu = stream_features(videos, "rgb", tiny_features(), backbone)
+    gpu = stream_features(videos, "rgb", tiny_features(device="cuda"), backbone)
+    for a, b in zip(cpu.sequences, gpu.sequences):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    assert next(backbone.module.parameters()).device.type == "cpu"  # the caller's backbone stays put
+    result = train(
+        job(tiny_videos, tmp_path / "store", tmp_path / "m", device="cuda", epochs=1), progress=False
+    )
+    assert next(result.classifier.net.parameters()).device.type == "cuda"
+    assert load_classifier(tmp_path / "m", device="cuda").predict_proba(gpu.sequences).shape == (2, 2)
