@@ -35,6 +35,11 @@ class BiganMethod(str, Enum):
     random = "random"
 
 
+class Network(str, Enum):
+    encoder = "encoder"
+    discriminator = "discriminator"
+
+
 class Decay(str, Enum):
     exponential = "exponential"
     none = "none"
@@ -127,6 +132,9 @@ def evaluate_command(
     data: str = typer.Option(None, help="Where the labelled data is (default: the run's own data)."),
     metric: str = typer.Option("l2,cosine", help="1-NN distances: l2 and/or cosine."),
     pixels: bool = typer.Option(True, "--pixels/--no-pixels", help="Also the 1-NN accuracy on raw pixels."),
+    network: Network = typer.Option(
+        None, help="encoder or discriminator (default: the run's feature network: E, or D of a gan run)."
+    ),
     out: Path = typer.Option(None, "--out", "-o", help="Where results.json and report.md go (default: RUN)."),
     seed: int = typer.Option(0, min=0, help="Seed of the reconstruction pairing and image splits."),
     device: str = typer.Option(None, help="Torch device (default: cpu)."),
@@ -142,6 +150,7 @@ def evaluate_command(
         data=data,
         metrics=metrics,
         pixels=pixels,
+        network=None if network is None else network.value,
         seed=seed,
         device=device,
         progress=lambda it: tqdm(it, desc="features", unit="batch", leave=False),

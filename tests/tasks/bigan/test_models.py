@@ -104,13 +104,12 @@ def test_catalog_strides_and_channels_match_the_network():
     for size in (32, 64):
         net = ConvEncoder(7, (4, 6, 8, 8, 4), size).eval()
         catalog = conv_encoder_catalog((4, 6, 8, 8, 4), size, 7)
-        outputs = {}
-        hooks = [
-            net.get_submodule(layer.module).register_forward_hook(
-                lambda _m, _i, o, name=layer.name: outputs.__setitem__(name, o)
-            )
-            for layer in catalog
-        ]
+        outputs: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, store: dict = outputs):
+            return lambda _m, _i, o: store.__setitem__(name, o)
+
+        hooks = [net.get_submodule(layer.module).register_forward_hook(keep(layer.name)) for layer in catalog]
         net(torch.zeros(1, 3, size, size))
         for h in hooks:
             h.remove()

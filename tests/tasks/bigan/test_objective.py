@@ -72,8 +72,12 @@ def test_baseline_losses_match_their_formulas():
     got = latent_regression_loss(torch.tensor(logits), torch.tensor(z))
     assert float(got) == pytest.approx(expected, rel=1e-10)
     a, b = rng.normal(size=(4, 9)), rng.normal(size=(4, 9))
-    assert float(reconstruction_loss(torch.tensor(a), torch.tensor(b), "l2")) == pytest.approx(((a - b) ** 2).mean())
-    assert float(reconstruction_loss(torch.tensor(a), torch.tensor(b), "l1")) == pytest.approx(np.abs(a - b).mean())
+    assert float(reconstruction_loss(torch.tensor(a), torch.tensor(b), "l2")) == pytest.approx(
+        ((a - b) ** 2).mean()
+    )
+    assert float(reconstruction_loss(torch.tensor(a), torch.tensor(b), "l1")) == pytest.approx(
+        np.abs(a - b).mean()
+    )
 
 
 def test_prior_and_latent_map_stay_in_the_support():

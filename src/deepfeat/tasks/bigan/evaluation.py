@@ -72,11 +72,24 @@ def nearest_neighbor_accuracy(train, train_labels, test, test_labels, metric: st
     )
 
 
+def feature_net_name(run: Run, network: str | None = None) -> str:
+    """The network whose features are evaluated: ``network``, else the run's feature network (the
+    encoder; the discriminator of a GAN run)."""
+    name = network or run.model["feature_net"]["state"]
+    check_choice("network", name, ("encoder", "discriminator"))
+    net = getattr(run.networks, name)
+    if net is None:
+        raise ConfigError(f"the {run.options.method} run has no {name}")
+    if name == "discriminator" and run.options.method == "bigan":
+        raise ConfigError("the joint discriminator D(x, z) needs z; its features are not evaluated")
+    return name
+
+
 @torch.no_grad()
-def network_features(run: Run, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Features of a batch in the run's feature network: ``last_hidden`` and, for encoders,
-    ``output`` (logits) and ``latent`` (E(x))."""
-    name = run.model["feature_net"]["state"]
+def network_features(run: Run, x: torch.Tensor, network: str | None = None) -> dict[str, torch.Tensor]:
+    """Features of a batch in the feature network (see :func:`feature_net_name`): ``last_hidden``
+    and, for encoders, ``output`` (logits) and ``latent`` (E(x))."""
+    name = feature_net_name(run, network)
     net = getattr(run.networks, name)
     if run.options.arch == "mlp":
         feats = net.features(x)
@@ -97,7 +110,12 @@ def network_features(run: Run, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def extract(
-    run: Run, data: TrainingData, rows: np.ndarray | None = None, batch: int = 500, progress=None
+    run: Run,
+    data: TrainingData,
+    rows: np.ndarray | None = None,
+    batch: int = 500,
+    progress=None,
+    network: str | None = None,
 ) -> dict:
     """{feature name: (n, d) float32 array} of ``rows`` of ``data`` (centre crops, no flips)."""
     rows = np.arange(len(data)) if rows is None else np.asarray(rows)
@@ -105,7 +123,7 @@ def extract(
     parts: dict[str, list[np.ndarray]] = {}
     chunks = list(_chunks(len(rows), batch))
     for s in progress(chunks) if progress else chunks:
-        for k, v in network_features(run, data.batch(rows[s]).to(device)).items():
+        for k, v in network_features(run, data.batch(rows[s]).to(device), network).items():
             parts.setdefault(k, []).append(v.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -200,8 +218,7 @@ FEATURE_LABELS = {
 }
 
 
-def _label(run: Run, key: str) -> str:
-    net = run.model["feature_net"]["state"]
+def _label(run: Run, key: str, net: str) -> str:
     prefix = {"encoder": "E", "discriminator": "D"}[net] if key != "pixels" else ""
     text = FEATURE_LABELS[key]
     if run.options.arch == "conv" and key == "last_hidden":
@@ -224,18 +241,22 @@ def evaluate_run(
     data: str | None = None,
     metrics: tuple[str, ...] = METRICS,
     pixels: bool = True,
+    network: str | None = None,
     seed: int = 0,
     device: str | None = None,
     progress: Callable | None = None,
 ) -> BiganEvaluation:
     """Evaluate ``run`` (folder, checkpoint or loaded run) on its training data's labelled digits /
-    images (``data`` overrides where they are read from: ``mnist:PATH`` or an image folder)."""
+    images (``data`` overrides where they are read from: ``mnist:PATH`` or an image folder);
+    ``network``: evaluate the encoder or the (x-only) discriminator instead of the run's feature
+    network."""
     for m in metrics:
         check_choice("metric", m, METRICS)
     if not metrics:
         raise ConfigError("metrics names nothing; valid: l2, cosine")
     run = run if isinstance(run, Run) else load_run(run, device)
     opts = run.options
+    network = feature_net_name(run, network)
     spec = data or run.data.get("source", {}).get("spec")
     if not spec:
         raise ConfigError(f"{run.checkpoint}: the run does not record its data; give data= (--data)")
@@ -253,8 +274,8 @@ def evaluate_run(
         ref_rows, test_rows = split_rows(reference.labels, reference.splits, seed=seed)
         kind = "its train / test split" if reference.splits is not None else "a seeded 70 / 30 split"
         where = f"{reference.name}, {kind}: {len(ref_rows)} references, {len(test_rows)} queries"
-    train_feats = extract(run, reference, ref_rows, progress=progress)
-    test_feats = extract(run, queries, test_rows, progress=progress)
+    train_feats = extract(run, reference, ref_rows, progress=progress, network=network)
+    test_feats = extract(run, queries, test_rows, progress=progress, network=network)
     if pixels:
         train_feats["pixels"] = reference.batch(ref_rows).reshape(len(ref_rows), -1).numpy()
         test_feats["pixels"] = queries.batch(test_rows).reshape(len(test_rows), -1).numpy()
@@ -265,7 +286,7 @@ def evaluate_run(
             acc = nearest_neighbor_accuracy(train_feats[key], y_train, test_feats[key], y_test, m)
             rows.append(
                 {
-                    "features": _label(run, key),
+                    "features": _label(run, key, network),
                     "key": key,
                     "metric": m,
                     "accuracy": acc,
@@ -282,6 +303,7 @@ def evaluate_run(
         "epochs": run.epoch,
         "options": opts.to_dict(),
         "feature_net": run.model["feature_net"],
+        "network": network,
         "evaluation_data": where,
     }
     provenance = {**environment(device), "data": run.data, "evaluated_on": str(spec), "seed": seed}

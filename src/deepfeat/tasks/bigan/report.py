@@ -44,7 +44,7 @@ def build_report(evaluation: BiganEvaluation, title: str) -> Report:
             "latent prior": f"U(-1, 1)^{opts['latent_dim']}",
             "objective": "inverted (labels swapped) for G and E" if opts["inverted"] else "minimax",
             "updates": "simultaneous D, G, E" if opts["simultaneous"] else "alternating D then G/E",
-            "features from": run["feature_net"]["state"],
+            "features from": run["network"],
             "1-NN data": run["evaluation_data"],
         }
     )
