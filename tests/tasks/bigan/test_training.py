@@ -100,6 +100,8 @@ def test_a_finished_run_is_not_trained_again_and_other_settings_are_refused(mnis
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="lr"):
         train(tiny(lr=1e-3), mnist_data, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="other data"):
+        train(tiny(), mnist_data.subset(np.arange(128)), tmp_path, progress=False)
 
 
 def test_loaded_run_gives_the_trained_networks(mnist_data, tmp_path):

@@ -159,8 +159,16 @@ def _device(options: TrainOptions) -> torch.device:
     return torch.device(options.device or "cpu")
 
 
-def _resume(path: Path, options: TrainOptions, nets: Networks, optimizers, gen) -> tuple[int, list[dict]]:
+def _resume(
+    path: Path, options: TrainOptions, nets: Networks, optimizers, gen, summary: dict
+) -> tuple[int, list[dict]]:
     ck = load_checkpoint(path, kind=KIND)
+    trained_on = (ck.meta.get("data") or {}).get("fingerprint")
+    if trained_on != summary["fingerprint"]:
+        raise ConfigError(
+            f"{path} was trained on other data ({(ck.meta.get('data') or {}).get('name')!r}, another "
+            "fingerprint); use another --out folder or the same data"
+        )
     saved, wanted = ck.meta.get("options") or {}, to_jsonable(options.run_config())
     if saved != wanted:
         diff = sorted(k for k in wanted.keys() | saved.keys() if saved.get(k) != wanted.get(k))
@@ -181,7 +189,7 @@ def _resume(path: Path, options: TrainOptions, nets: Networks, optimizers, gen) 
     return epoch, history
 
 
-def _save(path: Path, options, nets, optimizers, gen, epoch, history, data: TrainingData) -> None:
+def _save(path: Path, options, nets, optimizers, gen, epoch, history, data: TrainingData, summary) -> None:
     state = {name: net.state_dict() for name, net in nets.items()}
     state |= {f"optim_{name}": opt.state_dict() for name, opt in optimizers.items()}
     state["sampler"] = gen.get_state()
@@ -190,7 +198,7 @@ def _save(path: Path, options, nets, optimizers, gen, epoch, history, data: Trai
         "options": options.run_config(),
         "epoch": epoch,
         "history": history,
-        "data": data_summary(data),
+        "data": summary,
     }
     save_checkpoint(path, state, kind=KIND, meta=meta)
 
@@ -243,11 +251,12 @@ def train(
         nets = build_networks(options, data.in_features).to(device)
     optimizers = make_optimizers(nets, options) if options.method != "random" else {}
     gen = torch.Generator().manual_seed(options.seed)
+    summary = data_summary(data)
     history: list[dict] = []
     start = 0
     checkpoint = None if out is None else out / CHECKPOINT
     if checkpoint is not None and checkpoint.exists():
-        start, history = _resume(checkpoint, options, nets, optimizers, gen)
+        start, history = _resume(checkpoint, options, nets, optimizers, gen, summary)
         echo(f"resuming {checkpoint} after epoch {start} of {options.epochs}")
     step = STEPS.get(options.method)
     n_steps = len(data) // options.batch_size
@@ -300,11 +309,11 @@ def train(
         if out is not None:
             if (epoch + 1) % options.sample_every == 0 or epoch + 1 == options.epochs:
                 samples += write_samples(nets, options, data, out / "samples", epoch + 1)
-            _save(checkpoint, options, nets, optimizers, gen, epoch + 1, history, data)
+            _save(checkpoint, options, nets, optimizers, gen, epoch + 1, history, data, summary)
             write_json(out / "history.json", {"options": options.to_dict(), "history": history})
     if step is None:  # "random": the initialisation, batch norm statistics from the data
         refresh_batchnorm(nets, data, options, seed=options.seed * 100_003)
         if out is not None:
-            _save(checkpoint, options, nets, optimizers, gen, 0, history, data)
+            _save(checkpoint, options, nets, optimizers, gen, 0, history, data, summary)
     nets.train(False)
-    return TrainResult(options, nets, history, data_summary(data), out, checkpoint, start, samples)
+    return TrainResult(options, nets, history, summary, out, checkpoint, start, samples)
