@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +52,10 @@ def test_random_weights_and_refusals(conv_run, tmp_path):
         load_backbone(f"bigan:{conv_run}", weights=str(conv_run))
     with pytest.raises(BackboneError, match="not found"):
         load_backbone(f"bigan:{tmp_path}/missing.pt")
+    pickled = tmp_path / "pickled.pt"
+    pickled.write_bytes(pickle.dumps({"state": {}}))
+    with pytest.raises(BackboneError, match="raw Python pickle"):
+        load_backbone(f"bigan:{pickled}")  # refused before anything is unpickled
     plain = tmp_path / "plain.pt"
     torch.save({"w": torch.zeros(2)}, plain)
     with pytest.raises(BackboneError, match="deepfeat bigan train"):

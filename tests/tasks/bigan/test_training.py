@@ -176,3 +176,13 @@ def test_data_with_too_few_pixels_kinds_are_refused():
     data = TrainingData("x", "vectors", np.zeros((10, 28, 28), np.uint8))
     with pytest.raises(DataError, match="fewer than one batch"):
         train(tiny(), data, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_and_evaluation_on_cuda(mnist_data, mnist_file, tmp_path):
+    from deepfeat.tasks.bigan import evaluate_run
+
+    result = train(tiny(device="cuda"), mnist_data, tmp_path, progress=False)
+    assert next(result.networks.encoder.parameters()).is_cuda
+    ev = evaluate_run(tmp_path, device="cuda", metrics=("l2",), pixels=False)
+    assert ev.nearest_neighbor and ev.reconstruction is not None
