@@ -34,6 +34,10 @@ def list_backbones() -> dict[str, str]:
         "any timm model (name[.tag], hf-hub:org/name, local-dir:PATH); cached pretrained weights, "
         "'pretrained' (downloads unless HF_HUB_OFFLINE), a file or random; see 'backbones --all'"
     )
+    out["bigan:<checkpoint>"] = (
+        "the encoder (or discriminator) of a 'deepfeat bigan train --arch conv' run; weights from the "
+        "checkpoint, or 'random'"
+    )
     return out
 
 
@@ -54,6 +58,9 @@ def load_backbone(
     torch's hub cache), or ``"pretrained"`` for timm names (cached, else downloaded unless
     ``HF_HUB_OFFLINE`` is set). See :mod:`deepfeat.backbones.timm_nets` for timm names.
 
+    ``"bigan:<checkpoint>"`` names the feature network of a convolutional BiGAN run (see
+    :mod:`deepfeat.backbones.bigan`); its weights come from the checkpoint (or ``weights="random"``).
+
     ``fully_convolutional``: run AlexNet / VGG16's fully connected layers densely as convolutions over
     large inputs (see :mod:`deepfeat.backbones.dense`); the other backbones are convolutional up to
     their global pooling already and are returned unchanged.
@@ -71,6 +78,10 @@ DENSE_VARIANTS = ("alexnet", "vgg16")
 
 
 def _load(name: str, weights, seed: int) -> Backbone:
+    if name.startswith("bigan:"):
+        from deepfeat.backbones.bigan import load_bigan
+
+        return load_bigan(name.removeprefix("bigan:"), weights=weights, seed=seed)
     if name.startswith("timm:"):
         from deepfeat.backbones.timm_nets import build_timm
 
