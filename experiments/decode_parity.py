@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 import deepfeat as df
-from deepfeat.fileio import write_json
 from deepfeat.metrics import mean_per_class_accuracy
+from deepfeat.report.writer import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "hymenoptera"
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "taken on a shared 2-core machine; seconds are indicative only",
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "summary.json", summary)
+    write_result(OUT, "summary", summary, kind="experiment")
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepfeat.report.writer import write_result
 from deepfeat.tasks.video import (
     EvaluateJob,
     FrameFeatures,
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "files": {k: str(v.relative_to(REPO)) for k, v in paths.items()},
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    write_result(OUT, "summary", summary, kind="experiment")
     print(
         json.dumps(
             {"table": table, "pair_accuracy": summary["pair_accuracy_percent"], "verdicts": verdicts},

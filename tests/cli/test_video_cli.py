@@ -47,10 +47,16 @@ def test_make_train_evaluate_predict(tmp_path):
     payload = json.loads((out / "results.json").read_text())
     assert payload["result"]["table_rows"][0][0] == "LRCN" and (out / "confusion.png").exists()
     clip = data / "4-up" / "v_4-up_c003.mp4"
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
     args = ["-m", str(tmp_path / "rgb"), "-m", str(tmp_path / "flow"), "--top", "1"]
-    r = runner.invoke(app, ["video", "predict", str(clip), *args])
+    r = runner.invoke(app, ["video", "predict", str(clip), *args, "--json", str(tmp_path / "p.json")])
     assert r.exit_code == 0, r.output
     assert "v_4-up_c003.mp4: 4-" in r.output
+    written = json.loads((tmp_path / "p.json").read_text())
+    assert written["schema"] == 1 and written["kind"] == "video-predictions"
+    assert written["result"]["predictions"][0]["path"].endswith("v_4-up_c003.mp4")
+    r = runner.invoke(app, ["video", "predict", str(clip), *args, "--json", str(tmp_path / "p.txt")])
+    assert r.exit_code == 2 and "must end in .json" in r.output
 
 
 def test_mistakes_exit_2_with_one_line(tmp_path):

@@ -15,7 +15,7 @@ from deepfeat.cli.main import app
 from deepfeat.data.datasets import folder_dataset
 from deepfeat.errors import ConfigError, StoreError
 from deepfeat.features.activations import LayerActivations
-from deepfeat.features.export import FORMATS, export_entry, export_features, from_store
+from deepfeat.features.export import FORMATS, SUFFIXES, export_entry, export_features, from_store
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.features.pipeline import extract
 from deepfeat.features.store import FeatureStore
@@ -174,3 +174,18 @@ def test_feature_set_to_pandas_and_export(tmp_path):
     back = pq.read_table(path).to_pandas()
     assert back["target"].tolist()[1].tolist() == [1, 1]
     np.testing.assert_array_equal(back[["f0", "f1", "f2"]].to_numpy(), X)
+
+
+@pytest.mark.parametrize("to", FORMATS)
+def test_export_writes_only_its_target(store_with_failures, tmp_path, to, monkeypatch):
+    """Regression: a draft of the hf export saved the dataset under the repr of its ClassLabel feature
+    in the working directory; nothing may land outside the target, and no temporary file is left."""
+    if to == "hf":
+        pytest.importorskip("datasets")
+    store, _ = store_with_failures
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    path = export_entry(store, "stage3/avg", to, out / f"features{SUFFIXES[to]}")
+    assert list(cwd.iterdir()) == [] and [p.name for p in out.iterdir()] == [path.name]
+    assert path.is_dir() == (to == "hf")

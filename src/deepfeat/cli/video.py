@@ -14,8 +14,8 @@ from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_l
 from deepfeat.cli.parsing import OnBadImage, ints, names
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.errors import ConfigError
-from deepfeat.fileio import write_json
 from deepfeat.report.tables import text_table
+from deepfeat.report.writer import write_result
 
 video_app = typer.Typer(
     help="Activity recognition on video (LRCN, thesis chapter 4): moving digits, train, evaluate, predict.",
@@ -317,6 +317,8 @@ def predict_command(
     """Classify video files with a trained model (or an RGB and a flow model, fused)."""
     from deepfeat.tasks.video import predict_videos
 
+    if json_out is not None and json_out.suffix != ".json":
+        raise ConfigError(f"--json: {json_out} must end in .json")
     setup_logging(verbose)
     set_threads(threads)
     quiet_opencv()
@@ -331,6 +333,12 @@ def predict_command(
         else:
             typer.echo(f"{p.path}: " + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top))
     if json_out is not None:
-        write_json(json_out, [p.to_dict() for p in preds])
+        write_result(
+            json_out.parent,
+            json_out.stem,
+            {"models": models, "fusion": weight, "predictions": [p.to_dict() for p in preds]},
+            kind="video-predictions",
+            device=device,
+        )
     if all(p.error for p in preds):
         raise typer.Exit(2)

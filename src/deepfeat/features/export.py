@@ -296,13 +296,13 @@ def _write_hf(table: ExportTable, target: Path) -> None:
     from datasets.table import InMemoryTable
 
     data = arrow_table(table)
-    targets = (
+    target_feature = (
         datasets.List(datasets.Value("uint8"))
         if table.multilabel
         else datasets.ClassLabel(names=list(table.classes))
     )
     label = datasets.List(datasets.Value("string")) if table.multilabel else datasets.Value("string")
-    features = {"id": datasets.Value("string"), "target": targets, "label": label}
+    features = {"id": datasets.Value("string"), "target": target_feature, "label": label}
     if table.splits is not None:
         features["split"] = datasets.Value("string")
     features["valid"] = datasets.Value("bool")

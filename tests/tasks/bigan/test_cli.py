@@ -37,6 +37,9 @@ def test_train_then_evaluate_mnist(mnist_file, tmp_path):
     assert "E: last hidden layer" in result.output and "random pairs" in result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["kind"] == "bigan" and (out / "report.md").is_file()
+    assert "<table" in (out / "report.html").read_text()
+    history = json.loads((out / "history.json").read_text())
+    assert history["schema"] == 1 and history["kind"] == "bigan-training"
 
 
 def test_conv_run_becomes_a_backbone_of_deepfeat_evaluate(image_tree, tmp_path):

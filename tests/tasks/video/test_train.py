@@ -79,7 +79,9 @@ def test_resumed_training_equals_uninterrupted(tiny_videos, tiny_store, tmp_path
 def load_classifier_history(folder: Path) -> list[dict]:
     import json
 
-    return json.loads((folder / "history.json").read_text())["history"]
+    doc = json.loads((folder / "history.json").read_text())
+    assert doc["schema"] == 1 and doc["kind"] == "video-training"
+    return doc["result"]["history"]
 
 
 def test_other_settings_are_refused_and_options_checked(tiny_videos, tiny_store, tmp_path):

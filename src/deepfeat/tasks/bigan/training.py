@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from deepfeat.backbones.bigan import KIND, MARKER, encoder_preprocess
 from deepfeat.checkpoint import load_checkpoint, save_checkpoint
 from deepfeat.errors import CheckpointError, ConfigError, DataError
-from deepfeat.fileio import check_output_dir, to_jsonable, write_json
+from deepfeat.fileio import check_output_dir, to_jsonable
+from deepfeat.report.writer import write_result
 from deepfeat.tasks.bigan.data import TrainingData
 from deepfeat.tasks.bigan.images import interleave_rows, save_grid, to_pixels
 from deepfeat.tasks.bigan.models import Networks, build_networks, decayed_parameters, feature_network
@@ -310,7 +311,9 @@ def train(
             if (epoch + 1) % options.sample_every == 0 or epoch + 1 == options.epochs:
                 samples += write_samples(nets, options, data, out / "samples", epoch + 1)
             _save(checkpoint, options, nets, optimizers, gen, epoch + 1, history, data, summary)
-            write_json(out / "history.json", {"options": options.to_dict(), "history": history})
+            write_result(
+                out, "history", {"options": options.to_dict(), "history": history}, kind="bigan-training"
+            )
     if step is None:  # "random": the initialisation, batch norm statistics from the data
         refresh_batchnorm(nets, data, options, seed=options.seed * 100_003)
         if out is not None:

@@ -34,7 +34,8 @@ from deepfeat.checkpoint import load_checkpoint, save_checkpoint
 from deepfeat.data.videosets import VideoDataset, open_videos
 from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.features.store import FeatureStore
-from deepfeat.fileio import check_output_dir, to_jsonable, write_json
+from deepfeat.fileio import check_output_dir, to_jsonable
+from deepfeat.report.writer import write_result
 from deepfeat.tasks.video.features import STREAMS, FrameFeatures, GridPooled, StreamFeatures, check_device
 from deepfeat.tasks.video.features import stream_features as extract_stream
 from deepfeat.tasks.video.models import MODELS, TopStages, VideoClassifier, build_net, top_spec
@@ -250,8 +251,12 @@ def train(job: TrainJob, *, progress: bool = True, echo: Callable[[str], None] |
         model_path = save_classifier(
             classifier, out / "model.pt", history=history, provenance=feats.provenance
         )
-        write_json(
-            out / "history.json", {"config": full_config, "classes": videos.classes, "history": history}
+        write_result(
+            out,
+            "history",
+            {"config": full_config, "classes": videos.classes, "history": history},
+            kind="video-training",
+            provenance=feats.provenance,
         )
     return TrainResult(
         classifier=classifier,
