@@ -189,3 +189,12 @@ def test_export_writes_only_its_target(store_with_failures, tmp_path, to, monkey
     path = export_entry(store, "stage3/avg", to, out / f"features{SUFFIXES[to]}")
     assert list(cwd.iterdir()) == [] and [p.name for p in out.iterdir()] == [path.name]
     assert path.is_dir() == (to == "hf")
+
+
+def test_blocked_transpose_equals_numpy():
+    from deepfeat.features.export import _transposed
+
+    x = np.random.default_rng(0).standard_normal((1000, 7), dtype=np.float32)
+    for block in (1, 64, 999, 1000, 4096):
+        out = _transposed(x, block=block)
+        assert out.flags.c_contiguous and np.array_equal(out, x.T)
