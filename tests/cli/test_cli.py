@@ -18,7 +18,7 @@ def test_backbones_and_layers():
     assert "pool5" in result.output and "fc7" in result.output and "4096" in result.output
 
 
-def test_unknown_names_give_one_line_and_exit_2(image_tree, tmp_path):
+def test_unknown_names_give_one_line_and_exit_2(image_tree, tmp_path, monkeypatch):
     result = runner.invoke(app, ["layers", "alexnett"])
     assert result.exit_code == 2
     assert "unknown backbone 'alexnett'; valid: efficientnet_lite0" in result.output
@@ -28,8 +28,10 @@ def test_unknown_names_give_one_line_and_exit_2(image_tree, tmp_path):
     assert result.exit_code == 2
     assert "unknown layer 'fc7'; valid: stem, stage1" in result.output
     assert "Traceback" not in result.output
+    monkeypatch.chdir(tmp_path)  # the default store is relative: a mistake must not create it
     result = runner.invoke(app, ["extract", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "no such folder or manifest" in result.output
+    assert not (tmp_path / "deepfeat-out").exists()
 
 
 def test_extract_reports_and_reuses(bad_tree, tmp_path):

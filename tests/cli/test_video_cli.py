@@ -59,7 +59,7 @@ def test_make_train_evaluate_predict(tmp_path):
     assert r.exit_code == 2 and "must end in .json" in r.output
 
 
-def test_mistakes_exit_2_with_one_line(tmp_path):
+def test_mistakes_exit_2_with_one_line(tmp_path, monkeypatch):
     r = runner.invoke(app, ["video", "train", str(tmp_path / "none"), "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "no such folder or manifest" in r.output
     r = runner.invoke(
@@ -72,5 +72,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path):
         app, ["video", "train", str(tmp_path), "-o", str(tmp_path / "m"), "--sampling", "every"]
     )
     assert r.exit_code == 2 and "frame sampling" in r.output
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: a mistake must not create it
     r = runner.invoke(app, ["video", "evaluate", str(tmp_path), "-m", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no trained video model" in r.output
+    assert not (tmp_path / "deepfeat-video-eval").exists()

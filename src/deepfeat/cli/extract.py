@@ -62,11 +62,11 @@ def extract_command(
     setup_logging(verbose)
     set_threads(threads)
     method = LayerActivations(names(layers, "--layers"), names(pool, "--pool"), random_state=seed)
-    check_output_dir(store, "--store")
     dataset = open_dataset(data)
     typer.echo(dataset.summary())
     bb = load_backbone(backbone, weights=weights)
     method.outputs(bb)  # validate names before any work
+    check_output_dir(store, "--store")  # after the checks: a mistake leaves no empty store behind
     prep = preset(preprocess.value, bb.preprocess)
     if exact_decode:
         prep = replace(prep, jpeg_draft=False)

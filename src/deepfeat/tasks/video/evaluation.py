@@ -218,14 +218,14 @@ def evaluate(
     :func:`deepfeat.tasks.video.report.write_report`)."""
     echo = echo or log.info
     job.validate()
-    out = None if job.out is None else check_output_dir(job.out, "out")
-    store = job.store if job.store is not None or out is None else out / "store"
-    if isinstance(store, str | os.PathLike):
-        store = FeatureStore(store)
     classifiers = [m if isinstance(m, VideoClassifier) else load_classifier(m) for m in job.models]
     names = [c.name for c in classifiers]
     if len(set(names)) != len(names):
         raise ConfigError(f"two models of the same kind and stream ({', '.join(names)}); give one of each")
+    out = None if job.out is None else check_output_dir(job.out, "out")  # after the checks: no empty folder
+    store = job.store if job.store is not None or out is None else out / "store"
+    if isinstance(store, str | os.PathLike):
+        store = FeatureStore(store)
     videos = job.data if isinstance(job.data, VideoDataset) else open_videos(job.data, job.split, job.lists)
     videos = videos.split("test")
     echo(videos.summary())
