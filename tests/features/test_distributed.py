@@ -26,6 +26,9 @@ from deepfeat.features.journal import read_journal
 from deepfeat.features.pipeline import extract
 from tests.conftest import photo
 
+#: worker processes import torch and deepfeat: a few seconds on an idle machine
+pytestmark = pytest.mark.slow
+
 TINY = Preprocess(
     resize="shorter", size=36, crop=32, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3
 )
