@@ -132,10 +132,12 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
         if killed:
             return
         busy = {addr: keys for addr, keys in client.processing().items() if keys}
-        addr = next(iter(busy))
+        held = {a: [k for k in keys if "deepfeat-batch" in str(k)] for a, keys in client.has_what().items()}
+        victims = busy or {a: keys for a, keys in held.items() if keys}  # running, or holding results
+        addr = next(iter(victims))
         pid = client.run(os.getpid, workers=[addr])[addr]
         os.kill(pid, signal.SIGKILL)  # its batches in flight must be run again elsewhere
-        killed.append((pid, list(busy[addr])))
+        killed.append((pid, list(victims[addr])))
         deadline = time.monotonic() + 60
         while addr in client.scheduler_info()["workers"] and time.monotonic() < deadline:
             time.sleep(0.05)  # the scheduler has noticed: the rest of the run happens without it
@@ -151,7 +153,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
         progress=False,
         cluster=client,
     )
-    assert killed and killed[0][1], "a worker with batches in flight was killed"
+    assert killed and killed[0][1], "a worker running or holding batches of the run was killed"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0][0], 0)
     assert result.n_forward == len(ds)
