@@ -67,6 +67,12 @@ def worker_peak_mb(client) -> list[float]:
     return [round(v / 1024, 1) for v in peaks.values()]
 
 
+def save(out: dict) -> None:
+    """Write what is measured so far (a run cut short still leaves its first phases)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_distributed.json").write_text(json.dumps(out, indent=1, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=96)
@@ -92,6 +98,7 @@ def main() -> None:
             "batch_size": BATCH,
         },
     }
+    out["note"] = "partial: the run was cut short"
     with LoadGuard() as guard:
         start = time.perf_counter()
         conn = connect("local:2")
@@ -109,6 +116,7 @@ def main() -> None:
         )
         out["startup"]["first_extraction_s"] = round(time.perf_counter() - t, 2)
         out["startup"]["first_extraction_images"] = len(warm)
+        save(out)
         torch.set_num_threads(2)
         extract(warm, backbone, methods, store=tmp / "warm-local", progress=False, batch_size=BATCH)
         runs = {"n": 0}
@@ -145,6 +153,7 @@ def main() -> None:
             "cluster_over_single": speed["cluster_2_workers_1_thread"] / speed["one_process_2_threads"],
             "target": 0.9,
         }
+        save(out)
         torch.set_num_threads(1)
         extract(data, backbone, methods, store=tmp / "one-thread", progress=False, batch_size=BATCH)
         torch.set_num_threads(2)
@@ -161,6 +170,7 @@ def main() -> None:
             "max_abs_diff_vs_one_process_2_threads": {k: float(np.abs(clu[k] - two[k]).max()) for k in two},
             "max_abs_value": {k: float(np.abs(two[k]).max()) for k in two},
         }
+        save(out)
         memory = {}
         for n in sizes:
             client.restart()
@@ -175,6 +185,8 @@ def main() -> None:
                 cluster=client,
             )
             memory[str(n)] = worker_peak_mb(client)
+            out["worker_peak_rss_mb"] = memory
+            save(out)
         out["worker_peak_rss_mb"] = memory
         conn.close()
     out["load"] = guard.to_dict()
@@ -182,8 +194,7 @@ def main() -> None:
         "taken on a shared 2-core machine loaded by other engineers' jobs (see load): throughput ratios are "
         "indicative only; rerun alone for a quiet figure"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_distributed.json").write_text(json.dumps(out, indent=1, default=str))
+    save(out)
     shutil.rmtree(tmp, ignore_errors=True)
     print(
         json.dumps(
