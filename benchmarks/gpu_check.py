@@ -2,13 +2,15 @@
 function returning a dict; main() runs them in turn and writes benchmarks/results/gpu_check.json.
 
 Without CUDA it prints so and writes a JSON saying the checks were skipped (``--cpu`` runs the same
-checks on the CPU against itself at small sizes, to try the script).
+checks on the CPU against itself at small sizes, to try the script; written to gpu_check_cpu_trial.json).
 
-Checks (see benchmarks/_gpu_extraction.py)
+Checks
 ------
-extraction, amp, gradients, activeness, fisher
+extraction, amp, gradients, activeness, fisher (benchmarks/_gpu_extraction.py)
     CPU/GPU equality of the features within a stated tolerance, and images/s of the extraction vs a
     bare forward pass on the GPU; the accuracy cost and speed of mixed precision.
+probe_fit (benchmarks/_gpu_probes.py)
+    LinearProbe fit speed and chosen C on CUDA vs the CPU at the Caltech-101 shape, and the linear kernel.
 
 Usage: python benchmarks/gpu_check.py [--only NAME ...] [--out PATH] [--cpu]
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import torch
 from _gpu_extraction import CHECKS as EXTRACTION_CHECKS
+from _gpu_probes import CHECKS as PROBE_CHECKS
+from _gpu_probes import CPU_TRIAL as PROBE_CPU_TRIAL
 from _machine import machine
 
 from deepfeat.fileio import write_json
@@ -33,7 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "gpu_check.json"
 
 #: the checks, in the order they run
-CHECKS: list[tuple[str, Callable[[], dict]]] = list(EXTRACTION_CHECKS)
+CHECKS: list[tuple[str, Callable[[], dict]]] = [*EXTRACTION_CHECKS, *PROBE_CHECKS]
+
+#: keyword arguments of each check in the CPU trial (small sizes, device "cpu")
+EXTRACTION_CPU_TRIAL = {"device": "cpu", "n_speed": 16, "n_equal": 8, "batch": 8}
+CPU_TRIAL = {
+    **{name: EXTRACTION_CPU_TRIAL for name, _ in EXTRACTION_CHECKS},
+    **{name: PROBE_CPU_TRIAL for name, _ in PROBE_CHECKS},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "gpu_check", "machine": machine(), "checks": {}}
     checks = CHECKS
     if args.cpu:
-        small = {"device": "cpu", "n_speed": 16, "n_equal": 8, "batch": 8}
-        checks = [(name, functools.partial(fn, **small)) for name, fn in CHECKS]
-        report["tried_on_cpu"] = small
+        checks = [(name, functools.partial(fn, **CPU_TRIAL[name])) for name, fn in CHECKS]
+        report["tried_on_cpu"] = CPU_TRIAL
         args.out = args.out.with_name("gpu_check_cpu_trial.json")
     elif not torch.cuda.is_available():
         print("CUDA is not available here: every GPU check skipped")

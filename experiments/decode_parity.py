@@ -3,8 +3,10 @@ features and a probe's accuracy, against exact decoding and a plain timm + torch
 (``Resize(256, bicubic)``, ``CenterCrop(224)``, the same EfficientNet-Lite0 weights).
 
 Data: hymenoptera (its fixed train/val split; JPEG photos of various sizes). Features: ``pool`` (1,280).
-Reports the relative L2 difference of the features (median and max over images), the largest absolute
-difference, and the accuracy of a logistic-regression probe at the C chosen on the draft features.
+Reports how many images' features differ at all (draft decoding applies only to JPEGs at least twice
+the resize target), the relative L2 difference of the features (mean, median and max over images),
+the largest absolute difference, and the accuracy of a logistic-regression probe at the C chosen on
+the draft features.
 Writes experiments/results/decode_parity/summary.json. Needs ../shared/datasets.
 
 Usage: python experiments/decode_parity.py [--data PATH]
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     for a, b in (("draft", "timm"), ("exact", "timm"), ("draft", "exact")):
         rel = relative_l2(X[a], X[b])
         diffs[f"{a} vs {b}"] = {
+            "images_that_differ": int((rel > 1e-4).sum()),
+            "relative_l2_mean": float(rel.mean()),
+            "relative_l2_mean_of_those_that_differ": float(rel[rel > 1e-4].mean())
+            if (rel > 1e-4).any()
+            else 0.0,
             "relative_l2_median": float(np.median(rel)),
             "relative_l2_max": float(rel.max()),
             "max_abs": float(np.abs(X[a] - X[b]).max()),
