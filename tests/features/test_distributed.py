@@ -26,8 +26,9 @@ from deepfeat.features.journal import read_journal
 from deepfeat.features.pipeline import extract
 from tests.conftest import photo
 
-#: worker processes import torch and deepfeat: a few seconds on an idle machine
-pytestmark = pytest.mark.slow
+#: the tests on the cluster: worker processes import torch and deepfeat (a few seconds on an idle machine,
+#: minutes on a loaded one); the spelling checks stay fast
+slow = pytest.mark.slow
 
 TINY = Preprocess(
     resize="shorter", size=36, crop=32, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3
@@ -95,6 +96,7 @@ def rows_journaled(root: Path, n: int) -> list[np.ndarray]:
     return out
 
 
+@slow
 def test_cluster_store_is_the_single_process_store_and_bad_images_are_reported_alike(
     client, effnet, bad_tree, tmp_path, one_thread
 ):
@@ -119,6 +121,7 @@ def test_cluster_store_is_the_single_process_store_and_bad_images_are_reported_a
     assert remote.device.startswith("dask cluster")
 
 
+@slow
 def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
     client, effnet, tmp_path, monkeypatch, one_thread
 ):
@@ -162,6 +165,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
     assert store_files(tmp_path / "cluster") == store_files(tmp_path / "local")
 
 
+@slow
 def test_an_interrupted_cluster_run_resumes_from_the_store(client, effnet, tmp_path, monkeypatch, one_thread):
     ds = arrays(16)
     extract(ds, effnet, METHODS, store=tmp_path / "local", preprocess=TINY, batch_size=2, progress=False)
