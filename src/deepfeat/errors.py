@@ -35,6 +35,9 @@ class UnknownNameError(ConfigError, KeyError):
     def __str__(self) -> str:  # KeyError would add quotes around the message
         return self.args[0]
 
+    def __reduce__(self):
+        return type(self), (self.what, self.name, self.valid)
+
 
 class DataError(DeepfeatError, ValueError):
     """A dataset, manifest or folder cannot be read as asked."""
@@ -48,9 +51,16 @@ class ImageError(DataError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # travels between processes (loader workers, cluster workers) intact
+        return type(self), (self.path, self.reason)
+
 
 class StoreError(DeepfeatError):
     """The feature store is missing an entry, is locked, or is damaged."""
+
+
+class ClusterError(DeepfeatError):
+    """A cluster cannot be reached, or a batch kept killing its workers."""
 
 
 class BackboneError(DeepfeatError):

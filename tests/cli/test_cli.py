@@ -100,3 +100,17 @@ def test_version_and_help_list_choices():
     assert "activations|gradient|interactive|fisher" in text and "skip|fail" in text
     assert "--extract" in text and "--no-extract" in text and "--no-no-extract" not in text
     assert "<bool>" not in text
+
+
+def test_scale_options_are_listed_and_checked_before_any_work(image_tree, tmp_path):
+    for command in ("extract", "evaluate"):
+        text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--cluster" in text and "--device" in text and "--amp" in text and "threads|processes" in text
+    store = tmp_path / "s"
+    bad = runner.invoke(app, ["extract", str(image_tree), "--store", str(store), "--cluster", "local:zero"])
+    assert bad.exit_code == 2 and "local:N" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["extract", str(image_tree), "--store", str(store), "--device", "tpu"])
+    assert bad.exit_code == 2 and "device must be" in bad.output
+    bad = runner.invoke(app, ["evaluate", str(image_tree), "--out", str(tmp_path / "o"), "--cluster", "a b"])
+    assert bad.exit_code == 2 and "cluster" in bad.output
+    assert not (store / "entries").exists() and not (tmp_path / "o" / "store").exists()

@@ -174,3 +174,38 @@ def test_files_with_odd_names_and_modes_reach_the_report(tmp_path):
     )
     paths = write_report(result, tmp_path / "out")
     assert "| features | svm |" in paths["report"].read_text()
+
+
+def test_scale_options_are_checked_before_any_work_and_reach_the_extraction(
+    image_tree, tmp_path, monkeypatch
+):
+    for bad, match in [
+        (ExtractionOptions(cluster="local:0"), "local:N"),
+        (ExtractionOptions(cluster="a b"), "cluster"),
+        (ExtractionOptions(device="tpu"), "device"),
+        (ExtractionOptions(loader="fibres"), "loader"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            EvaluationJob(image_tree, extraction=bad).validate()
+    pytest.importorskip("distributed")  # a valid cluster spelling needs the extra
+    import deepfeat.evaluation.job as job_module
+
+    seen = []
+    real = job_module.extract
+
+    def spy(*args, cluster=None, device=None, **kwargs):
+        seen.append((cluster, device, kwargs["amp"], kwargs["loader"]))
+        return real(*args, device=device, **kwargs)  # here, in this process: the options only are checked
+
+    monkeypatch.setattr(job_module, "extract", spy)
+    job = EvaluationJob(
+        image_tree,
+        protocol=KShot(k=2, n_splits=1),
+        probes=FAST,
+        preprocess=SMALL,
+        out=tmp_path / "o",
+        extraction=ExtractionOptions(cluster="tcp://10.0.0.5:8786", device="cpu", loader="threads"),
+    )
+    result = run(job, progress=False)
+    assert seen == [("tcp://10.0.0.5:8786", "cpu", False, "threads")]
+    assert result.provenance["cluster"] == "tcp://10.0.0.5:8786"

@@ -40,7 +40,8 @@ def weight_readers(backbone: Backbone, layer: LayerInfo) -> list[str]:
     side = backbone.preprocess.crop or backbone.preprocess.size
     try:
         with torch.inference_mode():
-            backbone.module(torch.zeros(1, 3, side, side))
+            param = next(backbone.module.parameters(), None)
+            backbone.module(torch.zeros(1, 3, side, side, device=None if param is None else param.device))
     finally:
         for handle in handles:
             handle.remove()

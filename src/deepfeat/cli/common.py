@@ -15,6 +15,26 @@ EXIT_INTERRUPTED = 130
 
 THREADS = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: torch's choice).")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Log what happens.")
+DEVICE = typer.Option(
+    None,
+    "--device",
+    help="Where the network runs: cpu, cuda, cuda:1 (default: cpu; with --cluster, the workers').",
+)
+AMP = typer.Option(
+    False, "--amp", help="Mixed-precision forward pass (float16 on CUDA, bfloat16 on CPU); stored apart."
+)
+LOADER = typer.Option(
+    None,
+    "--loader",
+    help="Decode images in threads or worker processes (default: processes with pinned memory on CUDA, "
+    "threads on CPU).",
+)
+CLUSTER = typer.Option(
+    None,
+    "--cluster",
+    help="Run the network on a Dask cluster: local:N (N worker processes here) or a scheduler address "
+    "(tcp://HOST:8786); this process writes the store. Needs pip install 'deepfeat[dask]'.",
+)
 
 
 def friendly(func: Callable) -> Callable:

@@ -7,8 +7,27 @@ from pathlib import Path
 import typer
 
 from deepfeat.backbones import DEFAULT_BACKBONE
-from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
-from deepfeat.cli.parsing import KernelNormalize, Method, OnBadImage, PreprocessName, ints, names, protocol
+from deepfeat.cli.common import (
+    AMP,
+    CLUSTER,
+    DEVICE,
+    LOADER,
+    THREADS,
+    VERBOSE,
+    friendly,
+    set_threads,
+    setup_logging,
+)
+from deepfeat.cli.parsing import (
+    KernelNormalize,
+    Loader,
+    Method,
+    OnBadImage,
+    PreprocessName,
+    ints,
+    names,
+    protocol,
+)
 from deepfeat.data.datasets import DATA_SPELLINGS
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.evaluation import (
@@ -164,6 +183,10 @@ def evaluate_command(
         False, "--allow-missing-classes", help="Evaluate even if a class has no usable image (reported)."
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes for the probe fits."),
+    device: str = DEVICE,
+    amp: bool = AMP,
+    loader: Loader = LOADER,
+    cluster: str = CLUSTER,
     threads: int = THREADS,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -207,6 +230,10 @@ def evaluate_command(
             max_pixels=max_pixels,
             extract=extract,
             exact_decode=exact_decode,
+            device=device,
+            amp=amp,
+            loader=None if loader is None else loader.value,
+            cluster=cluster,
         ),
         n_jobs=jobs,
         allow_missing_classes=allow_missing_classes,

@@ -8,8 +8,18 @@ from pathlib import Path
 import typer
 
 from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
-from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
-from deepfeat.cli.parsing import OnBadImage, PreprocessName, names
+from deepfeat.cli.common import (
+    AMP,
+    CLUSTER,
+    DEVICE,
+    LOADER,
+    THREADS,
+    VERBOSE,
+    friendly,
+    set_threads,
+    setup_logging,
+)
+from deepfeat.cli.parsing import Loader, OnBadImage, PreprocessName, names
 from deepfeat.data.datasets import DATA_SPELLINGS, open_dataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.transforms import preset
@@ -55,6 +65,10 @@ def extract_command(
         False, "--exact-decode", help="Decode JPEGs in full before resizing (parity with timm; slower)."
     ),
     seed: int = typer.Option(0, help="Seed of the sp-shuffle permutations."),
+    device: str = DEVICE,
+    amp: bool = AMP,
+    loader: Loader = LOADER,
+    cluster: str = CLUSTER,
     threads: int = THREADS,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -81,6 +95,10 @@ def extract_command(
         max_pixels=max_pixels,
         workers=workers,
         progress=True,
+        device=device,
+        amp=amp,
+        loader=None if loader is None else loader.value,
+        cluster=cluster,
     )
     typer.echo(result.describe())
 

@@ -39,6 +39,11 @@ class OnBadImage(str, Enum):
     fail = "fail"
 
 
+class Loader(str, Enum):
+    threads = "threads"
+    processes = "processes"
+
+
 class KernelNormalize(str, Enum):
     factors = "factors"
     gradient = "gradient"

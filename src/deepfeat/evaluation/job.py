@@ -28,8 +28,11 @@ from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.protocols import KShot, Protocol
 from deepfeat.evaluation.recipes import ActivationsRecipe, Recipe
 from deepfeat.evaluation.result import EvaluationResult
+from deepfeat.features.distributed import check_cluster
 from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.fisher import check_device
 from deepfeat.features.pipeline import ON_ERROR, extract, load_features
+from deepfeat.features.runner import LOADERS, check_amp, parse_device
 from deepfeat.features.store import FeatureStore
 from deepfeat.fileio import check_output_dir
 from deepfeat.probes import probe_for
@@ -41,11 +44,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExtractionOptions:
-    """How features are computed: images per forward pass, decoding threads, what to do with images
-    that cannot be decoded (``"skip"`` them, reported, or ``"fail"`` at the first), the largest image
-    accepted, the torch device, whether to decode JPEGs exactly (``exact_decode``: no DCT-domain
+    """How features are computed: images per forward pass, decoding threads (or processes), what to do
+    with images that cannot be decoded (``"skip"`` them, reported, or ``"fail"`` at the first), the
+    largest image accepted, whether to decode JPEGs exactly (``exact_decode``: no DCT-domain
     downscaling, for parity with timm's transforms; slower on large photos), and whether to compute
-    missing features at all (``extract=False``: use only what the store holds)."""
+    missing features at all (``extract=False``: use only what the store holds).
+
+    Where: ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: where the backbone is) runs the
+    network and the per-split encoders (Fisher vectors) there; ``amp`` runs the forward pass in mixed
+    precision (stored apart from float32 features); ``loader`` decodes in ``"threads"`` or
+    ``"processes"`` (None: processes with pinned memory on CUDA, threads on the CPU); ``cluster``
+    (``"local:N"``, a Dask scheduler address, or a ``distributed.Client``) runs the network on a
+    cluster's workers, this process writing the store (see :mod:`deepfeat.features.distributed`)."""
 
     batch_size: int = 32
     workers: int = 2
@@ -54,12 +64,24 @@ class ExtractionOptions:
     extract: bool = True
     device: str | None = None
     exact_decode: bool = False
+    amp: bool = False
+    loader: str | None = None
+    cluster: object | None = None
 
     def validate(self) -> None:
         check_int("batch_size (images per forward pass)", self.batch_size, 1)
         check_int("workers (decoding threads)", self.workers, 0)
         check_choice("on_bad_image", self.on_bad_image, ON_ERROR)
         check_int("max_pixels", self.max_pixels, 1)
+        check_amp(self.amp)
+        if self.loader is not None:
+            check_choice("loader", self.loader, LOADERS)
+        if self.cluster is None:
+            if self.device is not None:
+                check_device(self.device)
+        else:  # the workers' device is checked on the workers
+            parse_device(self.device)
+            check_cluster(self.cluster)
 
 
 @dataclass
@@ -151,7 +173,14 @@ def _extract(dataset, backbone, methods, store, prep, opts: ExtractionOptions, p
         if store is None:
             raise ConfigError("extract=False reads features from a store; give store= or out=")
         return load_features(
-            dataset, backbone, methods, store, preprocess=prep, max_pixels=opts.max_pixels
+            dataset,
+            backbone,
+            methods,
+            store,
+            preprocess=prep,
+            max_pixels=opts.max_pixels,
+            amp=opts.amp,
+            device=parse_device(opts.device),
         ), []
     result = extract(
         dataset,
@@ -164,6 +193,10 @@ def _extract(dataset, backbone, methods, store, prep, opts: ExtractionOptions, p
         on_error=opts.on_bad_image,
         max_pixels=opts.max_pixels,
         progress=progress,
+        device=opts.device,
+        amp=opts.amp,
+        loader=opts.loader,
+        cluster=opts.cluster,
     )
     echo(result.describe())
     return result.features, result.failures
@@ -185,6 +218,23 @@ def _features(
         failures += fails
     combined = job.recipe.combine(job.recipe.merge_scales(per_scale))
     return {job.recipe.rename(k): v for k, v in combined.items()}, failures
+
+
+def _on_device(encoders: dict[str, object], opts: ExtractionOptions) -> dict[str, object]:
+    """Encoders with a ``device`` parameter (Fisher vectors) set to the extraction's device; with a
+    cluster the encoders run here, where they stay on their own device."""
+    if opts.device is None or opts.cluster is not None:
+        return encoders
+    for encoder in encoders.values():
+        if "device" in encoder.get_params(deep=False):
+            encoder.set_params(device=str(opts.device))
+    return encoders
+
+
+def _cluster_name(cluster) -> str | None:
+    if cluster is None or isinstance(cluster, str):
+        return cluster
+    return str(getattr(getattr(cluster, "scheduler", None), "address", type(cluster).__name__))
 
 
 def _missing_classes(dataset, features: Mapping[str, FeatureSet]) -> list[str]:
@@ -254,7 +304,7 @@ def run(
         job.protocol,
         probes,
         target=features.get("target"),
-        encoders=job.recipe.encoders(features["source"]),
+        encoders=_on_device(job.recipe.encoders(features["source"]), job.extraction),
         checkpoint=None if out is None else out / "checkpoint.jsonl",
         n_jobs=job.n_jobs,
         progress=progress,
@@ -277,5 +327,7 @@ def run(
         "preprocess": job.preprocess if isinstance(job.preprocess, str | None) else job.preprocess.to_dict(),
         "store": None if store is None else str(store.root),
         "seed": job.seed,
+        "amp": job.extraction.amp,
+        "cluster": _cluster_name(job.extraction.cluster),
     }
     return result

@@ -58,7 +58,7 @@ class LayerActivations(FeatureMethod):
     ) -> dict[str, torch.Tensor]:
         return {
             spec.key: pool_maps(
-                captured[spec.layer.name],
+                captured[spec.layer.name].float(),  # no copy in float32; after a mixed-precision pass
                 spec.params["pool"],
                 item_ids=item_ids,
                 random_state=spec.params.get("random_state", 0),

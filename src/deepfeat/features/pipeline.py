@@ -13,25 +13,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from deepfeat._version import __version__
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.data.datasets import ImageDataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
-from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
-from deepfeat.errors import ConfigError, DataError, ImageError, StoreError
+from deepfeat.errors import ConfigError, DataError, StoreError
 from deepfeat.features.base import FeatureMethod, OutputSpec
-from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.runner import (
+    amp_name,
+    check_amp,
+    parse_device,
+    resolve_device,
+    resolve_loader,
+    run_local,
+)
 from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry
 from deepfeat.validation import check_choice, check_int
 
@@ -62,6 +66,7 @@ class Extraction:
     origins: dict[str, str] = field(default_factory=dict)
     store: str | None = None
     repaired: list[tuple[str, str]] = field(default_factory=list)  # (entry folder, damage found)
+    device: str | None = None  # where the network ran ("cpu", "cuda:0", or the cluster's address)
 
     def __getitem__(self, key: str) -> FeatureSet:
         if key in self.features:
@@ -82,6 +87,7 @@ class Extraction:
 
         n_ok = max((len(fs) for fs in self.features.values()), default=0)
         speed = f" at {self.images_per_second:.1f} img/s" if self.n_forward else ""
+        speed += f" on {self.device}" if self.n_forward and self.device else ""
         lines = [
             f"{self.n_items} items: {n_ok} with features, {len(self.failures)} skipped; "
             f"{self.n_forward} through the network{speed} in {self.seconds:.1f} s"
@@ -108,10 +114,15 @@ class Extraction:
 
 
 def base_provenance(
-    dataset: ImageDataset, backbone: Backbone, preprocess: Preprocess, max_pixels: int
+    dataset: ImageDataset,
+    backbone: Backbone,
+    preprocess: Preprocess,
+    max_pixels: int,
+    amp: str | None = None,
 ) -> dict:
-    """Provenance shared by every output of one extraction (the method adds its parameters)."""
-    return {
+    """Provenance shared by every output of one extraction (the method adds its parameters); ``amp``
+    names the reduced precision of a mixed-precision forward pass (absent for float32)."""
+    out = {
         "deepfeat": __version__,
         "dataset": dataset.fingerprint(),
         "n_items": len(dataset),
@@ -119,6 +130,9 @@ def base_provenance(
         "preprocess": preprocess.to_dict(),
         "max_pixels": int(max_pixels),
     }
+    if amp is not None:
+        out["amp"] = amp
+    return out
 
 
 def extract(
@@ -134,12 +148,27 @@ def extract(
     workers: int = 2,
     progress: bool = True,
     durable: bool = True,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    loader: str | None = None,
+    cluster=None,
 ) -> Extraction:
     """Extract the outputs of ``methods`` for every item of ``dataset``.
 
     ``on_error``: ``"skip"`` leaves images that cannot be decoded out (reported in ``failures``),
     ``"fail"`` stops at the first one with an error naming it; either way everything computed so
     far stays in the store. ``durable`` syncs each batch to disk before journaling it.
+
+    ``device``: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: where the
+    backbone's module is; the module is moved there). ``amp``: mixed-precision forward pass (float16
+    on CUDA, bfloat16 on the CPU; recorded in the provenance, so stored apart from float32 features).
+    ``loader``: ``"threads"`` or ``"processes"`` decode the images (``workers`` of them; None:
+    processes with pinned memory on CUDA, threads on the CPU).
+
+    ``cluster``: run the network on a Dask cluster instead of this process (``"local:N"`` starts N
+    local worker processes, ``"tcp://host:port"`` connects to a scheduler, or a
+    ``distributed.Client``); this process stays the only writer of the store. See
+    :mod:`deepfeat.features.distributed`.
     """
     if on_error not in ON_ERROR:
         check_choice("on_error", on_error, ON_ERROR)
@@ -148,12 +177,21 @@ def extract(
     check_int("batch_size", batch_size, minimum=1)  # before any work: no store entry is created
     check_int("workers", workers, minimum=0)
     check_int("max_pixels", max_pixels, minimum=1)
+    check_amp(amp)
+    if cluster is None:
+        dev = resolve_device(device, backbone)
+    else:  # the workers' device: checked there
+        from deepfeat.features.distributed import check_cluster
+
+        check_cluster(cluster)
+        dev = parse_device(device) or resolve_device(None, backbone)
+    resolve_loader(loader, dev)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(store, str | Path):
         store = FeatureStore(store)
     start = time.perf_counter()
     n = len(dataset)
-    base = base_provenance(dataset, backbone, prep, max_pixels)
+    base = base_provenance(dataset, backbone, prep, max_pixels, amp_name(dev) if amp else None)
     if store is not None:
         store.save_dataset_index(base["dataset"], dataset.index_record())
     plans: list[_Plan] = []
@@ -167,7 +205,7 @@ def extract(
 
     locked: list[_Plan] = []
     repaired: list[tuple[str, str]] = []
-    n_forward = 0
+    n_forward, ran_on = 0, None
     try:
         for plan in plans:
             if store is not None and plan.entry.check().finished:
@@ -183,18 +221,29 @@ def extract(
                 plan.origin = "derived"
         pending = [p for p in locked if not p.entry.complete]
         if pending:
-            n_forward = _run_network(
-                pending,
-                dataset,
-                backbone,
-                prep,
+            options = dict(
                 batch_size=batch_size,
                 on_error=on_error,
                 max_pixels=max_pixels,
                 workers=workers,
                 progress=progress,
                 durable=durable,
+                device=dev,
+                amp=amp,
+                loader=loader,
             )
+            if cluster is None:
+                n_forward = run_local(pending, dataset, backbone, prep, **options)
+                ran_on = str(dev)
+            else:
+                from deepfeat.features.distributed import run_on_cluster
+
+                n_forward, ran_on = run_on_cluster(
+                    pending, dataset, backbone, prep, cluster=cluster, **options
+                )
+            for plan in pending:
+                plan.origin = "network"
+                plan.entry.finish_if_complete()
     finally:
         for plan in locked:
             plan.entry.unlock()
@@ -221,6 +270,7 @@ def extract(
         origins={p.spec.key: p.origin for p in plans},
         store=None if store is None else str(store.root),
         repaired=repaired,
+        device=ran_on,
     )
 
 
@@ -232,12 +282,16 @@ def load_features(
     *,
     preprocess: str | Preprocess = "backbone",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    amp: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict[str, FeatureSet]:
     """Feature sets already complete in ``store``, without running anything; a missing, incomplete or
-    damaged one is an error naming it and the remedy."""
+    damaged one is an error naming it and the remedy. ``amp`` / ``device``: read the features of a
+    mixed-precision extraction on that kind of device."""
     store = FeatureStore(store) if isinstance(store, str | Path) else store
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
-    base = base_provenance(dataset, backbone, prep, max_pixels)
+    amp_dtype = amp_name(resolve_device(device, backbone)) if check_amp(amp) else None
+    base = base_provenance(dataset, backbone, prep, max_pixels, amp_dtype)
     out = {}
     for method in methods:
         for spec in method.outputs(backbone):
@@ -282,110 +336,6 @@ def _derive_from_store(plan: _Plan, store: FeatureStore, base: dict, dataset: Im
         log.info("derived %s from stored %s", plan.spec.key, source_params)
         return True
     return False
-
-
-def _run_network(
-    plans: list[_Plan],
-    dataset: ImageDataset,
-    backbone: Backbone,
-    prep: Preprocess,
-    *,
-    batch_size: int,
-    on_error: str,
-    max_pixels: int,
-    workers: int,
-    progress: bool,
-    durable: bool,
-) -> int:
-    """Pass the rows some plan still needs through the network; returns the number of images."""
-    todo_by_plan = {id(p): ~p.entry.status().done for p in plans}
-    todo = np.flatnonzero(np.any(np.stack(list(todo_by_plan.values())), axis=0))
-    if prep.resize == "area":
-        todo = _order_by_shape(dataset, todo, prep)
-    layers = {p.spec.layer.name: p.spec.layer for p in plans if not p.spec.tap}
-    layers |= {need.name: need for p in plans for need in p.spec.needs}
-    ordered_layers = [layer for layer in backbone.catalog if layer.name in layers]
-    ordered_layers += [layer for name, layer in layers.items() if name not in backbone.catalog]
-    taps = {p.spec.layer.name: p.spec.layer for p in plans if p.spec.tap}
-    ordered_taps = [layer for layer in backbone.catalog if layer.name in taps]
-    needs_backward = any(p.method.needs_backward for p in plans)
-    n_forward = 0
-    bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, dynamic_ncols=True)
-    grad_context = torch.enable_grad if needs_backward else torch.inference_mode
-    by_method: dict[int, list[_Plan]] = defaultdict(list)
-    for p in plans:
-        by_method[id(p.method)].append(p)
-    grad_layers = {p.spec.layer.name for p in plans if p.method.needs_backward}
-    with LayerCapture(
-        backbone, ordered_layers, stop_early=not needs_backward, taps=ordered_taps, grad_layers=grad_layers
-    ) as capture:
-        for batch in iter_batches(
-            dataset, todo, prep, batch_size=batch_size, workers=workers, max_pixels=max_pixels
-        ):
-            errors, ok, stop = batch.errors, batch.ok, None
-            if errors and on_error == "fail":  # keep the images of this batch before the bad one
-                first_bad = next(i for i, im in enumerate(batch.images) if isinstance(im, ImageError))
-                errors, ok, stop = {}, [i for i in ok if i < first_bad], batch.images[first_bad]
-            outputs: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
-            shapes: dict[str, tuple[int, ...]] = {}
-            for positions in _group_by_shape(batch.images, ok):
-                rows = batch.rows[positions]
-                x = prep.to_batch([batch.images[i] for i in positions], channels_last=backbone.channels_last)
-                with grad_context():
-                    captured = capture.run(x)
-                    ids = [dataset.ids[r] for r in rows]
-                    for group in by_method.values():
-                        encoded = group[0].method.encode(captured, [p.spec for p in group], ids)
-                        for p in group:
-                            values = encoded[p.spec.key].detach().float().cpu()
-                            if values.dim() > 2:
-                                shapes[p.spec.key] = tuple(values.shape[1:])
-                                values = values.flatten(1)
-                            elif not p.spec.tap:
-                                shapes[p.spec.key] = tuple(captured[p.spec.layer.name].shape[1:])
-                            else:
-                                shapes[p.spec.key] = (values.shape[1],)
-                            outputs[p.spec.key].update(zip(rows.tolist(), values.numpy()))
-                n_forward += len(positions)
-            failed = {row: err.reason for row, err in errors.items()}
-            for p in plans:
-                need = todo_by_plan[id(p)]
-                rows_done = [r for r in outputs[p.spec.key] if need[r]]
-                if rows_done:
-                    values = np.stack([outputs[p.spec.key][r] for r in rows_done])
-                    p.entry.write(np.asarray(rows_done), values, shapes[p.spec.key])
-                p.entry.commit(
-                    rows_done, failed={r: m for r, m in failed.items() if need[r]}, durable=durable
-                )
-            if stop is not None:
-                raise DataError(
-                    f"{stop}; stopped (on_error='fail' / --on-bad-image fail); the features of the images "
-                    "before it are kept"
-                )
-            bar.update(len(batch.rows))
-    bar.close()
-    for p in plans:
-        p.origin = "network"
-        p.entry.finish_if_complete()
-    return n_forward
-
-
-def _order_by_shape(dataset: ImageDataset, rows: np.ndarray, prep: Preprocess) -> np.ndarray:
-    """Rows sorted by their size after preprocessing (stable), so that batches of variable-size
-    inputs hold images of one shape and need no padding."""
-    keys = []
-    for r in rows:
-        size = dataset.image_size(int(r))
-        keys.append((0, 0) if size is None else prep.resized_size(*size))
-    order = sorted(range(len(rows)), key=lambda i: keys[i])
-    return rows[order]
-
-
-def _group_by_shape(images: list, positions: list[int]) -> list[list[int]]:
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i in positions:
-        groups[images[i].shape].append(i)
-    return list(groups.values())
 
 
 def _feature_set(plan: _Plan, dataset: ImageDataset, valid: np.ndarray) -> FeatureSet:

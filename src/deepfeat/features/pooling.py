@@ -98,7 +98,7 @@ def pool_maps(
     for i, item_id in enumerate(item_ids):
         gen.manual_seed(item_seed(random_state, item_id))
         perms[i] = torch.rand((c, h * w), generator=gen).argsort(dim=1)
-    return flat.gather(2, perms).flatten(1)
+    return flat.gather(2, perms.to(flat.device)).flatten(1)
 
 
 def derivable_from(pool: str) -> list[str]:

@@ -1,0 +1,230 @@
+"""Distributed extraction: 2 local Dask workers of 1 thread each vs one process with 2 threads.
+
+(a) Throughput: images/s of ``extract(..., cluster=client)`` on a started cluster (workers warm: one
+    untimed extraction first) vs ``extract(...)`` in this process with 2 torch threads and 2 decoding
+    threads (the strongest single-process setting on 2 cores), interleaved, each timed run into a fresh
+    store. Target: the cluster reaches >= 0.9x the single process.
+(b) The store: the cluster's files are compared byte for byte with a single-process store written
+    with 1 torch thread (the workers' count; expected identical), and the features with the 2-thread
+    store (a reduction split over 2 threads rounds differently: the largest difference is reported).
+(c) Start-up: seconds until 2 workers are ready, and the first extraction on fresh workers (they import
+    torch and deepfeat and receive the model).
+(d) Peak resident memory of each worker for two dataset sizes (a fresh 2-worker cluster each time):
+    flat in the number of images when the rows go to the driver batch by batch.
+
+Data: JPEG photos (hymenoptera's when ../shared/datasets is present, else scikit-image photos), 224 x 224
+EfficientNet-Lite0 (bundled weights), layers stage6, head, pool average-pooled, batch 16.
+
+Writes benchmarks/results/bench_distributed.json. Usage:
+    python benchmarks/bench_distributed.py [--images 96] [--repeats 3] [--memory-sizes 32,128]
+        [--phases throughput,store,memory]
+Quiet rerun (the JSON flags a loaded machine): run it alone, e.g. with --images 256 --repeats 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _machine import machine
+from _timing import LoadGuard, interleaved
+from bench_extract import make_jpegs
+
+from deepfeat._runtime import tune_allocator
+from deepfeat.backbones import load_backbone
+from deepfeat.data.datasets import dataset_from_paths
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.distributed import connect
+from deepfeat.features.pipeline import extract
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LAYERS = ["stage6", "head", "pool"]
+BATCH = 16
+
+
+def store_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
+
+
+def features_of(root: Path) -> dict[str, np.ndarray]:
+    return {p.parent.name: np.load(p) for p in sorted(root.glob("entries/*/features.npy"))}
+
+
+def worker_peak_mb(client) -> list[float]:
+    """Peak resident memory of each worker process since it started (ru_maxrss, KiB on Linux)."""
+    peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return [round(v / 1024, 1) for v in peaks.values()]
+
+
+def save(out: dict) -> None:
+    """Write what is measured so far (a run cut short still leaves its first phases)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_distributed.json").write_text(json.dumps(out, indent=1, default=str))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-sizes", default="32,128")
+    parser.add_argument(
+        "--phases",
+        default="throughput,store,memory",
+        help="what to measure (default all; throughput and store run together); a subset updates the "
+        "existing JSON, keeping its other phases",
+    )
+    args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    sizes = [int(s) for s in args.memory_sizes.split(",")]
+    tune_allocator()  # as the command line does; the workers follow the driver's setting
+    tmp = Path(tempfile.mkdtemp(prefix="deepfeat-bench-dist-"))
+    paths = make_jpegs(tmp / "photos", max([args.images, *sizes]))
+    data = dataset_from_paths(paths[: args.images])
+    warm = dataset_from_paths(paths[:BATCH])
+    backbone = load_backbone("efficientnet_lite0")
+    methods = [LayerActivations(LAYERS, "avg")]
+    out = {
+        "benchmark": "bench_distributed",
+        "machine": machine(),
+        "data": {
+            "images": args.images,
+            "source": "hymenoptera" if "shared" in str(paths[0].resolve()) else "skimage",
+            "input": "224x224 (backbone preprocessing)",
+            "layers": LAYERS,
+            "batch_size": BATCH,
+        },
+    }
+    if phases != {"throughput", "store", "memory"} and (RESULTS / "bench_distributed.json").is_file():
+        earlier = json.loads((RESULTS / "bench_distributed.json").read_text())
+        out = {
+            **earlier,
+            **out,
+            "load_of_earlier_phases": earlier.get("load_of_earlier_phases") or earlier.get("load"),
+        }
+    out["note"] = "partial: the run was cut short"
+    with LoadGuard() as guard:
+        if phases & {"throughput", "store"}:
+            run_throughput_and_store(out, args, tmp, data, warm, backbone, methods)
+        if "memory" in phases:
+            # fresh workers for each size (a restart of warm ones can time out on a loaded machine)
+            memory = {}
+            for n in sizes:
+                conn = connect("local:2")
+                ds = dataset_from_paths(paths[:n])
+                extract(
+                    ds,
+                    backbone,
+                    methods,
+                    store=tmp / f"mem-{n}",
+                    progress=False,
+                    batch_size=BATCH,
+                    cluster=conn.client,
+                )
+                memory[str(n)] = worker_peak_mb(conn.client)
+                conn.close()
+                out["worker_peak_rss_mb"] = memory
+                save(out)
+    out["load"] = guard.to_dict()
+    out["note"] = (
+        "taken on a shared 2-core machine loaded by other engineers' jobs (see load): throughput ratios are "
+        "indicative only; rerun alone for a quiet figure"
+    )
+    save(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        json.dumps(
+            {k: out.get(k) for k in ("startup", "throughput", "store", "worker_peak_rss_mb", "load")},
+            indent=1,
+            default=str,
+        )
+    )
+
+
+def run_throughput_and_store(out, args, tmp, data, warm, backbone, methods) -> None:
+    """Phases (a)-(c): start-up, throughput against one process, the store compared."""
+    start = time.perf_counter()
+    conn = connect("local:2")
+    out["startup"] = {"cluster_ready_s": round(time.perf_counter() - start, 2)}
+    client = conn.client
+    t = time.perf_counter()
+    extract(
+        warm,
+        backbone,
+        methods,
+        store=tmp / "warm-cluster",
+        progress=False,
+        batch_size=BATCH,
+        cluster=client,
+    )
+    out["startup"]["first_extraction_s"] = round(time.perf_counter() - t, 2)
+    out["startup"]["first_extraction_images"] = len(warm)
+    save(out)
+    torch.set_num_threads(2)
+    extract(warm, backbone, methods, store=tmp / "warm-local", progress=False, batch_size=BATCH)
+    runs = {"n": 0}
+
+    def run(cluster, threads):
+        def fn():
+            runs["n"] += 1
+            torch.set_num_threads(threads)
+            store = tmp / f"store-{runs['n']}"
+            res = extract(
+                data,
+                backbone,
+                methods,
+                store=store,
+                progress=False,
+                batch_size=BATCH,
+                workers=2,
+                cluster=cluster,
+            )
+            shutil.rmtree(store)
+            return res.n_forward
+
+        return fn
+
+    timings, _ = interleaved(
+        {"one_process_2_threads": run(None, 2), "cluster_2_workers_1_thread": run(client, 1)},
+        repeats=args.repeats,
+        warmup=0,
+    )
+    speed = {k: args.images / v["median"] for k, v in timings.items()}
+    out["throughput"] = {
+        "images_per_second": speed,
+        "seconds": timings,
+        "cluster_over_single": speed["cluster_2_workers_1_thread"] / speed["one_process_2_threads"],
+        "target": 0.9,
+    }
+    save(out)
+    torch.set_num_threads(1)
+    extract(data, backbone, methods, store=tmp / "one-thread", progress=False, batch_size=BATCH)
+    torch.set_num_threads(2)
+    extract(data, backbone, methods, store=tmp / "two-threads", progress=False, batch_size=BATCH)
+    extract(data, backbone, methods, store=tmp / "cluster", progress=False, batch_size=BATCH, cluster=client)
+    cluster_files, one_thread = store_bytes(tmp / "cluster"), store_bytes(tmp / "one-thread")
+    two = features_of(tmp / "two-threads")
+    clu = features_of(tmp / "cluster")
+    out["store"] = {
+        "identical_to_one_process_1_thread": cluster_files == one_thread,
+        "files_compared": len(one_thread),
+        "max_abs_diff_vs_one_process_2_threads": {k: float(np.abs(clu[k] - two[k]).max()) for k in two},
+        "max_abs_value": {k: float(np.abs(two[k]).max()) for k in two},
+    }
+    save(out)
+    conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

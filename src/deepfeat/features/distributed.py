@@ -1,0 +1,299 @@
+"""Extraction on a Dask cluster: the network runs on the workers, the store stays with one writer.
+
+``extract(..., cluster="local:2")`` (or ``"tcp://scheduler:8786"``, or a ``distributed.Client``) runs
+the same extraction as one process, with the network on the cluster's workers:
+
+- the driver (the process calling :func:`~deepfeat.features.pipeline.extract`) plans as always:
+  store entries, their locks, the rows still missing, in network order, cut into the same batches;
+- it sends one bundle to every worker, once: the backbone, the dataset (file paths, or the arrays of
+  an in-memory dataset), the preprocessing and the planned work. Each worker process keeps one
+  deserialised copy: one model per worker, used by one batch at a time;
+- each batch is a task: the worker decodes its images with deepfeat's own decoder
+  (:func:`~deepfeat.data.loader.load_one`: a bad image comes back as its path and reason, exactly as
+  in one process), runs the network and returns the rows of every output;
+- the driver keeps a few batches per worker in flight and writes the results in batch order with the
+  same :func:`~deepfeat.features.runner.write_output` as a local run: the same rows, the same journal
+  lines, one writer, so the store's guarantees (journal, checksums, validity mask, crash safety,
+  resume) hold unchanged, and the store is byte for byte the one a single process writes with the
+  same torch thread count.
+
+Faults are Dask's to handle: when a worker process dies, the scheduler runs its batches again on the
+other workers (a batch that kills ``distributed.scheduler.allowed-failures`` workers is reported as a
+:class:`~deepfeat.errors.ClusterError`); the driver receives one result per batch, so nothing is lost
+and nothing is written twice. An interrupted run (Ctrl-C, the driver killed) resumes from the store like
+a local one. Every node needs deepfeat installed (``pip install 'deepfeat[dask]'``) and the image
+files at the same paths (shared storage); the store lives with the driver only.
+
+Dask distributed was chosen over Ray Data on measurements (``benchmarks/engine_choice.py``): a tenth
+of the install size, seconds less start-up, and a killed worker's batches redone without extra
+configuration; see the README's scale note. Ray is not supported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from deepfeat._runtime import allocator_state, tune_allocator
+from deepfeat.backbones.backbone import Backbone
+from deepfeat.data.base import ImageDataset
+from deepfeat.data.loader import iter_batches
+from deepfeat.data.transforms import Preprocess
+from deepfeat.errors import ClusterError, ConfigError
+from deepfeat.features.runner import (
+    BatchEncoder,
+    BatchOutput,
+    NetworkWork,
+    pending_rows,
+    stop_if_failed,
+    write_output,
+)
+
+log = logging.getLogger(__name__)
+
+EXTRA_HINT = "distributed extraction needs Dask: pip install 'deepfeat[dask]'"
+_LOCAL = re.compile(r"^local:(\d+)$")
+_ADDRESS = re.compile(r"^((tcp|tls|ucx|inproc)://)?[^\s:/]+(:\d+)?$")
+#: Batches kept in flight per worker thread: enough that a worker never waits for the driver.
+IN_FLIGHT_PER_THREAD = 2
+
+
+def check_cluster(cluster) -> None:
+    """Refuse a cluster spelling that cannot work, before any work, naming what would be valid."""
+    if isinstance(cluster, str):
+        match = _LOCAL.match(cluster.strip())
+        if match is None and (cluster.startswith("local") or not _ADDRESS.match(cluster.strip())):
+            raise ConfigError(
+                f"cluster {cluster!r}: give local:N (N worker processes on this machine) or the address "
+                "of a Dask scheduler, e.g. tcp://10.0.0.5:8786"
+            )
+        if match is not None and int(match.group(1)) < 1:
+            raise ConfigError(f"cluster {cluster!r}: local:N needs at least 1 worker")
+    _distributed()
+    if not isinstance(cluster, str):
+        from distributed import Client
+
+        if not isinstance(cluster, Client):
+            raise ConfigError(
+                f"cluster must be 'local:N', a scheduler address or a distributed.Client, "
+                f"got {type(cluster).__name__}"
+            )
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(EXTRA_HINT) from None
+    return distributed
+
+
+@dataclass
+class Connection:
+    """A client on a cluster, and whether deepfeat started the cluster (then it closes it)."""
+
+    client: object
+    cluster: object | None
+    name: str
+    seconds: float
+    owned: bool = True  # False for a client the caller gave: left open
+
+    def close(self) -> None:
+        if self.owned:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def connect(cluster) -> Connection:
+    """A client for ``cluster`` (see :func:`check_cluster`), its workers up."""
+    check_cluster(cluster)
+    from distributed import Client, LocalCluster
+
+    start = time.perf_counter()
+    if not isinstance(cluster, str):
+        address = getattr(getattr(cluster, "scheduler", None), "address", "given client")
+        return Connection(cluster, None, f"dask cluster {address}", 0.0, owned=False)
+    local = _LOCAL.match(cluster.strip())
+    if local is not None:
+        n = int(local.group(1))
+        threads = max(1, _cores() // n)
+        owned = LocalCluster(
+            n_workers=n,
+            threads_per_worker=threads,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+        client = Client(owned)
+        client.wait_for_workers(n)
+        return Connection(
+            client, owned, f"dask {cluster} ({threads} thread each)", time.perf_counter() - start
+        )
+    try:
+        client = Client(cluster.strip(), timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {cluster!r} ({exc}); start one ('dask scheduler', then "
+            "'dask worker ADDRESS' on every node) or use local:N"
+        ) from None
+    return Connection(client, None, f"dask cluster {cluster}", time.perf_counter() - start)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class _Bundle:
+    """What every worker keeps once: the model, the data, the work; one batch at a time per model."""
+
+    def __init__(self, backbone, dataset, prep, work, *, on_error, max_pixels, device, amp, tune):
+        self.backbone = backbone
+        self.dataset = dataset
+        self.prep = prep
+        self.work = work
+        self.on_error = on_error
+        self.max_pixels = max_pixels
+        self.device = device
+        self.amp = amp
+        self.tune = tune
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+
+def _encode_batch(bundle: _Bundle, rows: np.ndarray) -> BatchOutput:
+    """On a worker: decode the images of ``rows``, run the network, return the rows of every output."""
+    if bundle.tune:  # the driver's allocator setting (see deepfeat._runtime), once per process
+        tune_allocator()
+    from distributed import get_worker
+
+    threads = get_worker().state.nthreads
+    batch = next(
+        iter_batches(
+            bundle.dataset, rows, bundle.prep, batch_size=len(rows), workers=0, max_pixels=bundle.max_pixels
+        )
+    )
+    with bundle.lock:  # hooks live on the module: one batch at a time per model
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        encoder = BatchEncoder(
+            bundle.backbone,
+            bundle.work,
+            bundle.prep,
+            on_error=bundle.on_error,
+            device=bundle.device,
+            amp=bundle.amp,
+        )
+        with encoder:
+            return encoder(batch, bundle.dataset.ids)
+
+
+def run_on_cluster(
+    plans,
+    dataset: ImageDataset,
+    backbone: Backbone,
+    prep: Preprocess,
+    *,
+    cluster,
+    batch_size: int,
+    on_error: str,
+    max_pixels: int,
+    workers: int,
+    progress: bool,
+    durable: bool,
+    device=None,
+    amp: bool = False,
+    loader: str | None = None,
+) -> tuple[int, str]:
+    """The network step of :func:`~deepfeat.features.pipeline.extract` on ``cluster``; returns the
+    number of images through the network and where it ran. ``workers`` and ``loader`` apply to local
+    runs only: on a cluster each worker thread decodes its own batch."""
+    todo_by_plan, todo = pending_rows(plans, dataset, prep)
+    chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    work = NetworkWork.plan(backbone, [(p.method, p.spec) for p in plans])
+    conn = connect(cluster)
+    log.info("%s ready in %.1f s", conn.name, conn.seconds)
+    bundle = _Bundle(
+        backbone,
+        dataset,
+        prep,
+        work,
+        on_error=on_error,
+        max_pixels=max_pixels,
+        device=None if device is None else str(device),
+        amp=amp,
+        tune=allocator_state()["tuned"],
+    )
+    try:
+        n_forward = _drive(conn.client, bundle, chunks, plans, todo_by_plan, progress, durable)
+    finally:
+        conn.close()
+    return n_forward, conn.name
+
+
+def _drive(client, bundle, chunks, plans, todo_by_plan, progress, durable) -> int:
+    """Submit the batches, a window at a time, and write their results in batch order."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    shared = client.scatter(bundle, broadcast=True, hash=False)
+    window = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+    run_id = uuid.uuid4().hex[:8]
+    futures: dict[int, object] = {}
+    results: dict[int, BatchOutput] = {}
+    pending = as_completed()
+    submitted = written = n_forward = 0
+    bar = tqdm(
+        total=sum(map(len, chunks)), unit="img", desc="extract", disable=not progress, dynamic_ncols=True
+    )
+    try:
+        while written < len(chunks):
+            while submitted < len(chunks) and submitted - written < window:
+                future = client.submit(
+                    _encode_batch,
+                    shared,
+                    chunks[submitted],
+                    key=f"deepfeat-batch-{run_id}-{submitted}",
+                    pure=False,
+                )
+                futures[submitted] = future
+                pending.add(future)
+                submitted += 1
+            future = next(pending)
+            index = int(future.key.rsplit("-", 1)[1])
+            try:
+                results[index] = future.result()
+            except KilledWorker:
+                rows = chunks[index]
+                raise ClusterError(
+                    f"the batch of {bundle.dataset.source(int(rows[0]))} and {len(rows) - 1} more images "
+                    "killed every worker that ran it; the batches before it are kept (rerun to resume; "
+                    "a file that crashes the decoder can be removed from the data)"
+                ) from None
+            del futures[index]
+            while written in results:  # in order: the journal matches a local run's
+                out = results.pop(written)
+                write_output(plans, todo_by_plan, out, durable=durable)
+                n_forward += out.n_forward
+                bar.update(len(out.rows))
+                written += 1
+                stop_if_failed(out)
+    finally:
+        bar.close()
+        client.cancel([*futures.values(), shared], force=True)
+    return n_forward

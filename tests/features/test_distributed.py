@@ -1,0 +1,220 @@
+"""Extraction on a real local Dask cluster (2 worker processes of 1 thread): the store is the one a single
+process writes, byte for byte; a worker killed mid-run loses and duplicates nothing; bad images are
+reported alike; an interrupted run resumes. Skipped when the 'dask' extra is not installed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("distributed")
+
+from deepfeat.backbones import load_backbone
+from deepfeat.data.datasets import ArrayDataset, folder_dataset
+from deepfeat.data.transforms import Preprocess
+from deepfeat.errors import ConfigError
+from deepfeat.features import distributed as dist
+from deepfeat.features.activations import LayerActivations
+from deepfeat.features.journal import read_journal
+from deepfeat.features.pipeline import extract
+from tests.conftest import photo
+
+#: the tests on the cluster: worker processes import torch and deepfeat (a few seconds on an idle machine,
+#: minutes on a loaded one); the spelling checks stay fast
+slow = pytest.mark.slow
+
+TINY = Preprocess(
+    resize="shorter", size=36, crop=32, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3
+)
+METHODS = [LayerActivations(["stage3", "head"], ["avg"])]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
+    client = Client(cluster)
+    client.wait_for_workers(2)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return load_backbone("efficientnet_lite0")
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' count: a reduction split over 2 threads rounds differently
+    yield
+    torch.set_num_threads(before)
+
+
+def arrays(n: int = 24) -> ArrayDataset:
+    return ArrayDataset(
+        name="arr",
+        ids=[f"arr/{i}" for i in range(n)],
+        classes=["a", "b"],
+        targets=np.arange(n) % 2,
+        images=np.stack([photo(i, (40, 36)) for i in range(n)]),
+    )
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file of a store but the lock files, by relative path."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
+
+
+def rows_journaled(root: Path, n: int) -> list[np.ndarray]:
+    """Per entry, how many times the journal names each row (done or failed)."""
+    out = []
+    for journal in sorted(root.glob("entries/*/journal.jsonl")):
+        counts = np.zeros(n, dtype=int)
+        for record in read_journal(journal, n).records:
+            for a, b in record.rows:
+                counts[a:b] += 1
+            for r in record.failed:
+                counts[r] += 1
+        out.append(counts)
+    return out
+
+
+@slow
+def test_cluster_store_is_the_single_process_store_and_bad_images_are_reported_alike(
+    client, effnet, bad_tree, tmp_path, one_thread
+):
+    ds = folder_dataset(bad_tree)
+    local = extract(
+        ds, effnet, METHODS, store=tmp_path / "local", preprocess=TINY, batch_size=3, progress=False
+    )
+    remote = extract(
+        ds,
+        effnet,
+        METHODS,
+        store=tmp_path / "cluster",
+        preprocess=TINY,
+        batch_size=3,
+        progress=False,
+        cluster=client,
+    )
+    assert store_files(tmp_path / "cluster") == store_files(tmp_path / "local")  # features, masks, journals
+    assert remote.failures == local.failures  # the same paths, the same reasons, in the same order
+    assert {"zero.jpg", "truncated.jpg", "bomb.png"} <= {Path(p).name for p, _ in remote.failures}
+    assert remote.n_forward == local.n_forward == len(ds) - len(local.failures)
+    assert remote.device.startswith("dask cluster")
+
+
+@slow
+def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
+    client, effnet, tmp_path, monkeypatch, one_thread
+):
+    ds = arrays(24)
+    extract(ds, effnet, METHODS, store=tmp_path / "local", preprocess=TINY, batch_size=2, progress=False)
+    killed: list[tuple[int, list]] = []
+    real_write = dist.write_output
+
+    def write_then_kill(*args, **kwargs):
+        real_write(*args, **kwargs)
+        if killed:
+            return
+        busy = {addr: keys for addr, keys in client.processing().items() if keys}
+        held = {a: [k for k in keys if "deepfeat-batch" in str(k)] for a, keys in client.has_what().items()}
+        victims = busy or {a: keys for a, keys in held.items() if keys}  # running, or holding results
+        addr = next(iter(victims))
+        pid = client.run(os.getpid, workers=[addr])[addr]
+        os.kill(pid, signal.SIGKILL)  # its batches in flight must be run again elsewhere
+        killed.append((pid, list(victims[addr])))
+        deadline = time.monotonic() + 60
+        while addr in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the scheduler has noticed: the rest of the run happens without it
+
+    monkeypatch.setattr(dist, "write_output", write_then_kill)
+    result = extract(
+        ds,
+        effnet,
+        METHODS,
+        store=tmp_path / "cluster",
+        preprocess=TINY,
+        batch_size=2,
+        progress=False,
+        cluster=client,
+    )
+    assert killed and killed[0][1], "a worker running or holding batches of the run was killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0][0], 0)
+    assert result.n_forward == len(ds)
+    for counts in rows_journaled(tmp_path / "cluster", len(ds)):
+        assert (counts == 1).all()  # every row journaled exactly once
+    assert store_files(tmp_path / "cluster") == store_files(tmp_path / "local")
+
+
+@slow
+def test_an_interrupted_cluster_run_resumes_from_the_store(client, effnet, tmp_path, monkeypatch, one_thread):
+    ds = arrays(16)
+    extract(ds, effnet, METHODS, store=tmp_path / "local", preprocess=TINY, batch_size=2, progress=False)
+    calls = []
+    real_write = dist.write_output
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "write_output", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract(
+            ds,
+            effnet,
+            METHODS,
+            store=tmp_path / "cluster",
+            preprocess=TINY,
+            batch_size=2,
+            progress=False,
+            cluster=client,
+        )
+    monkeypatch.setattr(dist, "write_output", real_write)
+    resumed = extract(
+        ds,
+        effnet,
+        METHODS,
+        store=tmp_path / "cluster",
+        preprocess=TINY,
+        batch_size=2,
+        progress=False,
+        cluster=client,
+    )
+    assert resumed.n_forward == len(ds) - 3 * 2  # three batches were written before the interruption
+    assert store_files(tmp_path / "cluster") == store_files(tmp_path / "local")
+
+
+@pytest.mark.parametrize(
+    "spelling", ["local:0", "local:two", "local", "not an address!", "http://x:1/path", 42]
+)
+def test_cluster_spellings_that_cannot_work_are_refused_before_any_work(spelling, effnet, tmp_path):
+    with pytest.raises(ConfigError, match="cluster"):
+        extract(arrays(2), effnet, METHODS, store=tmp_path / "s", preprocess=TINY, cluster=spelling)
+    assert not (tmp_path / "s").exists()
+
+
+def test_without_the_extra_the_error_says_what_to_install(monkeypatch, effnet, tmp_path):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ConfigError, match=r"deepfeat\[dask\]"):
+        extract(arrays(2), effnet, METHODS, store=tmp_path / "s", preprocess=TINY, cluster="local:2")
