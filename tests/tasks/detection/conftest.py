@@ -33,7 +33,8 @@ def voc_xml(
 
 
 def make_voc(root: Path, n: int = 8, size: tuple[int, int] = (96, 80), seed: int = 0) -> Path:
-    """``n`` images, each with one or two coloured squares; even images train, odd images test."""
+    """``n`` images with one or two coloured squares (both classes in both splits); even images
+    train, odd images test."""
     rng = np.random.default_rng(seed)
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (root / "Annotations").mkdir(exist_ok=True)
@@ -42,8 +43,8 @@ def make_voc(root: Path, n: int = 8, size: tuple[int, int] = (96, 80), seed: int
     for i in range(n):
         image = photo(seed + i, size) // 3 + 60
         objects = []
-        for k in range(1 + i % 2):
-            name = CLASSES[(i + k) % 2]
+        for k in range(1 + (i % 4 >= 2)):
+            name = CLASSES[(i // 2 + k) % 2]
             side = int(rng.integers(22, 34))
             x = int(rng.integers(0, size[0] - side)) if k == 0 else max(0, size[0] - side - 2)
             y = int(rng.integers(0, size[1] - side)) if k == 0 else 1
@@ -69,3 +70,15 @@ def lite0():
     from deepfeat.backbones import load_backbone
 
     return load_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core machine, two OpenMP threads of many tiny convolutions
+    spend far more time waiting for each other than computing (seconds instead of 0.1 s per pass)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -63,10 +63,12 @@ def test_cache_resume_and_parallel_equal_serial(voc_root, tmp_path):
     assert (again.n_cached, again.n_computed) == (3, len(ds) - 3)
     for image_id in ds.ids:
         np.testing.assert_array_equal(again[image_id], serial[image_id])
-    other = compute_proposals(
-        ds, ProposalOptions(width=None, max_proposals=10), store=store, workers=0, progress=False
-    )
-    assert other.n_cached == 0 and max(len(b) for b in other.boxes.values()) <= 10  # settings are in the key
+    fewer = compute_proposals(ds, ProposalOptions(width=None, max_proposals=10), store=store, workers=0)
+    assert fewer.n_cached == len(ds)  # the budget is applied when reading: no new search
+    for image_id in ds.ids:
+        np.testing.assert_array_equal(fewer[image_id], serial[image_id][:10])
+    other = compute_proposals(ds, ProposalOptions(width=64, max_proposals=10), store=store, workers=0)
+    assert other.n_cached == 0  # the other settings are in the key
 
 
 def test_bad_image_is_reported_by_path(voc_root):

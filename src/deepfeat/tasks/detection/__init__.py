@@ -10,6 +10,7 @@ negatives, bounding-box regression, greedy NMS, VOC / COCO average precision.
     det.write_report(result, "eval/")
 """
 
+from deepfeat.tasks.detection import report
 from deepfeat.tasks.detection.bbox import BBoxOptions, BoxRegressor, train_regressors
 from deepfeat.tasks.detection.evaluate import DetectionResult, evaluate, predict
 from deepfeat.tasks.detection.extract import RegionSet, extract_regions
@@ -18,7 +19,7 @@ from deepfeat.tasks.detection.job import DetectionOptions, TrainResult, train
 from deepfeat.tasks.detection.model import DetectorModel, TestOptions
 from deepfeat.tasks.detection.proposals import ProposalOptions, compute_proposals, proposal_recall
 from deepfeat.tasks.detection.regions import RegionEncoder, RegionOptions, warp_regions
-from deepfeat.tasks.detection.report import write_report
+from deepfeat.tasks.detection.report import write_predictions, write_report
 from deepfeat.tasks.detection.svm import SVMOptions, train_svms
 from deepfeat.tasks.detection.voc_eval import Detections, coco_ap, voc_ap
 
@@ -44,10 +45,12 @@ __all__ = [
     "finetune_detector",
     "predict",
     "proposal_recall",
+    "report",
     "train",
     "train_regressors",
     "train_svms",
     "voc_ap",
     "warp_regions",
+    "write_predictions",
     "write_report",
 ]

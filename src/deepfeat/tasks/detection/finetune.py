@@ -72,14 +72,16 @@ class FinetuneOptions:
 
 
 def trainable_names(backbone: Backbone, train_from: str | None) -> list[str]:
-    """Names of the parameters trained: all, or those of layer ``train_from``'s module and after."""
+    """Names of the parameters trained: all, or those of layer ``train_from`` (its module and the
+    weight layer that produces it) and every parameter after them."""
     names = [n for n, _ in backbone.module.named_parameters()]
     if train_from is None:
         return names
     layer = backbone.catalog.get(train_from)
     if layer.module is None:
         raise ConfigError(f"layer {train_from!r} has no module of its own; name a conv or fc layer")
-    first = next((i for i, n in enumerate(names) if n.startswith(layer.module + ".")), None)
+    prefixes = tuple(f"{m}." for m in (layer.module, layer.linear) if m)  # the layer's own weight layer too
+    first = next((i for i, n in enumerate(names) if n.startswith(prefixes)), None)
     if first is None:
         raise ConfigError(f"layer {train_from!r} has no parameters; name a layer with weights")
     return names[first:]

@@ -15,10 +15,13 @@ opencv-python-headless opencv-contrib-python`` before installing the contrib-hea
 
 Cache files live in ``<store>/proposals/<sha256 of the image file>-<settings key>.npy``, written
 atomically as each image finishes, so an interrupted run resumes with the images it had not done.
+They hold every box, in rank order; ``max_proposals`` is applied when they are read, so budgets can
+change without running the search again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -84,10 +87,12 @@ class ProposalOptions:
         return asdict(self)
 
     def key(self) -> str:
-        """Hash of everything that determines the boxes (settings, OpenCV version, post-processing)."""
+        """Hash of everything that determines the cached boxes (settings but ``max_proposals``, which
+        is applied when they are read; OpenCV version; post-processing)."""
         cv2 = _cv2()
+        settings = {k: v for k, v in self.to_dict().items() if k != "max_proposals"}
         text = json.dumps(
-            {**self.to_dict(), "opencv": cv2.__version__, "algorithm": ALGORITHM_VERSION}, sort_keys=True
+            {**settings, "opencv": cv2.__version__, "algorithm": ALGORITHM_VERSION}, sort_keys=True
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -95,14 +100,17 @@ class ProposalOptions:
 def _seed_c_rand(seed: int) -> None:
     """OpenCV's selective search ranks its boxes with the C library's ``rand()`` (not cv::RNG):
     seeding it makes the ranking, hence the first ``max_proposals`` boxes, the same on every call."""
-    try:
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # no C library handle (Windows)
         ctypes.CDLL(None).srand(int(seed))
-    except (OSError, AttributeError, TypeError):  # pragma: no cover - no C library handle (Windows)
-        pass
 
 
 def selective_search(image: np.ndarray, options: ProposalOptions = ProposalOptions()) -> np.ndarray:
     """Proposals (N, 4) float32 of an RGB uint8 image (H, W, 3), post-processed as the module says."""
+    return _search_all(image, options)[: options.max_proposals]
+
+
+def _search_all(image: np.ndarray, options: ProposalOptions) -> np.ndarray:
+    """Every proposal, in rank order (not cut to ``max_proposals``: that is what the cache keeps)."""
     cv2 = _cv2()
     height, width = image.shape[:2]
     bgr = np.ascontiguousarray(image[:, :, ::-1])
@@ -127,7 +135,7 @@ def selective_search(image: np.ndarray, options: ProposalOptions = ProposalOptio
     boxes = boxes[unique_boxes(boxes)]
     if len(boxes) == 0:  # a tiny image: its own box is the only candidate
         boxes = np.array([[0, 0, width, height]], np.float32)
-    return as_boxes(boxes[: options.max_proposals])
+    return as_boxes(boxes)
 
 
 def _propose_file(path: str, options: ProposalOptions, max_pixels: int) -> tuple[np.ndarray | None, str]:
@@ -137,7 +145,7 @@ def _propose_file(path: str, options: ProposalOptions, max_pixels: int) -> tuple
         image = np.asarray(load_image(path, max_pixels=max_pixels))
     except ImageError as exc:  # returned, not raised: the exception's own pickling loses its fields
         return None, exc.reason
-    return selective_search(image, options), ""
+    return _search_all(image, options), ""
 
 
 def _pool_context():
@@ -211,7 +219,8 @@ def compute_proposals(
         target = None if cache is None else cache / f"{digest[:32]}-{key}.npy"
         if target is not None and target.is_file():
             try:
-                result.boxes[table.image_id] = as_boxes(np.load(target, allow_pickle=False))
+                boxes = as_boxes(np.load(target, allow_pickle=False))
+                result.boxes[table.image_id] = boxes[: options.max_proposals]
                 result.n_cached += 1
                 continue
             except (OSError, ValueError):
@@ -224,7 +233,7 @@ def compute_proposals(
         if boxes is None:
             result.failures.append((printable(path), reason))
         else:
-            result.boxes[image_id] = boxes
+            result.boxes[image_id] = boxes[: options.max_proposals]
             result.n_computed += 1
             if target is not None:
                 atomic_write_with(target, lambda fh: np.save(fh, boxes), durable=False)

@@ -175,3 +175,45 @@ def summary_lines(result: DetectionResult) -> list[str]:
     rows = [[c] + [_pct(result.ap(n)[c].ap11) for n in names] for c in result.classes]
     rows.append(["mAP"] + [_pct(result.map(n)) for n in names])
     return text_table(rows, ["class"] + [f"{n} AP (11-pt, %)" for n in names]).splitlines()
+
+
+def write_predictions(
+    dataset,
+    detections: dict[str, Detections],
+    classes: list[str],
+    out: str | os.PathLike,
+    *,
+    threshold: float | None = 0.0,
+    provenance: dict | None = None,
+) -> dict[str, Path]:
+    """``<out>/<image id>.png`` with the detections above ``threshold`` drawn, and ``predictions.json``
+    (every detection of every image, through the one result writer)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = {}
+    for table in dataset.images:
+        det = detections.get(table.image_id)
+        if det is None:
+            continue
+        try:
+            image = load_image(table.path)
+        except ImageError:
+            continue
+        pictures[table.image_id] = draw_detections(
+            image, det, classes, out / f"{table.image_id}.png", threshold=threshold
+        )
+    body = {
+        "classes": classes,
+        "threshold_drawn": threshold,
+        "images": {
+            t.image_id: {
+                "file": str(t.path),
+                "png": pictures[t.image_id].name if t.image_id in pictures else None,
+                "detections": detections[t.image_id].to_dict(classes) if t.image_id in detections else None,
+            }
+            for t in dataset.images
+        },
+    }
+    paths = write_result(out, "predictions", body, kind="detection-predict", provenance=provenance or {})
+    paths["predictions"] = paths.pop("json")
+    return {**paths, **pictures}

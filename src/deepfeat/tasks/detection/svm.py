@@ -5,7 +5,8 @@ implementation trains them.
   regions of each of up to 200 training images, seeded), and the same factor is used at test time.
 - Positives of a class: its annotated (non-difficult) boxes. Negatives: regions whose IoU with every
   box of the class is below 0.3; regions in the grey zone are not used.
-- Mining, one pass over the training images: the first image's negatives all enter each class's
+- Mining, one pass over the training images (``epochs``; the thesis finds one enough): the first
+  image's negatives all enter each class's
   cache; after that, a negative enters when the current SVM scores it above -1.0001 (inside the
   margin) and it is not cached yet. A class's SVM is retrained when more than 2,000 negatives were
   added since its last training, and once more after the last image; after every training, cached
@@ -50,6 +51,7 @@ class SVMOptions:
     target_norm: float = 20.0
     norm_images: int = 200
     norm_regions: int = 200
+    epochs: int = 1
     seed: int = 0
 
     def validate(self) -> None:
@@ -59,6 +61,7 @@ class SVMOptions:
         check_int("pos_weight", self.pos_weight, 1)
         check_float("neg_iou", self.neg_iou, 0, 1)
         check_int("retrain_limit", self.retrain_limit, 1)
+        check_int("mining epochs", self.epochs, 1)
         check_float("target_norm", self.target_norm, 0, low_open=True)
 
     def to_dict(self) -> dict:
@@ -174,9 +177,10 @@ def train_svms(
     added = np.zeros(K, dtype=np.int64)
     history: dict[str, list[dict]] = {c: [] for c in dataset.classes}
     first = True
-    order = [i for i in range(len(dataset)) if features.image_valid(i)]
+    valid = [i for i in range(len(dataset)) if features.image_valid(i)]
+    order = [(epoch, i) for epoch in range(options.epochs) for i in valid]
     bar = tqdm(order, desc="svm mining", unit="img", disable=not progress, dynamic_ncols=True)
-    for step, i in enumerate(bar):
+    for step, (epoch, i) in enumerate(bar):
         X = features.image_rows(i) * scale
         ov = class_overlaps(dataset.images[i], regions.boxes[i], K)
         z = X @ W + b
@@ -200,7 +204,11 @@ def train_svms(
                 zn = neg_x[c] @ w + bias
                 keep = zn >= options.evict_threshold
                 record.update(
-                    image=step + 1, n_pos=len(pos_x[c]), n_neg=len(neg_x[c]), evicted=int((~keep).sum())
+                    epoch=epoch + 1,
+                    image=step - epoch * len(valid) + 1,
+                    n_pos=len(pos_x[c]),
+                    n_neg=len(neg_x[c]),
+                    evicted=int((~keep).sum()),
                 )
                 history[dataset.classes[c]].append(record)
                 neg_x[c], neg_keys[c] = neg_x[c][keep], neg_keys[c][keep]
