@@ -1,1 +1,1 @@
-"""Tasks built on the library: each a job with typed options, a run function and a thin CLI group."""
+"""Tasks built on the library: systems of the thesis (captioning, video, detection, ...) as jobs."""
