@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 from deepfeat.data.detection import VOC_CLASSES, coco_dataset, open_detection, voc_dataset
 from deepfeat.errors import DataError
 from tests.conftest import SHARED_DATASETS
+
+DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", SHARED_DATASETS))
 
 XML = """<annotation><size><width>{w}</width><height>{h}</height></size>{objects}</annotation>"""
 OBJ = (
@@ -156,14 +159,14 @@ def test_fingerprint_changes_with_boxes(tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not (SHARED_DATASETS / "voc07_5class").is_dir(), reason="shared datasets absent")
+@pytest.mark.skipif(not (DATASETS / "voc07_5class").is_dir(), reason="shared datasets absent")
 def test_real_voc5_and_coco_mini_counts():
-    train = open_detection(SHARED_DATASETS / "voc07_5class", split="trainval")
-    test = open_detection(SHARED_DATASETS / "voc07_5class", split="test")
+    train = open_detection(DATASETS / "voc07_5class", split="trainval")
+    test = open_detection(DATASETS / "voc07_5class", split="test")
     assert (len(train), len(test)) == (572, 382) and not train.ignored and not test.ignored
     assert train.classes == ["bus", "car", "cat", "person", "train"]
     total = {c: train.class_counts()[c] + test.class_counts()[c] for c in train.classes}
     assert total == {"car": 897, "person": 716, "cat": 260, "train": 246, "bus": 141}
-    coco = [open_detection(SHARED_DATASETS / "coco_mini", split=s) for s in ("train", "val")]
+    coco = [open_detection(DATASETS / "coco_mini", split=s) for s in ("train", "val")]
     assert sum(len(d) for d in coco) == 159 and len(coco[0].classes) == 80
     assert sum(len(t) for d in coco for t in d.images) + sum(len(d.ignored) for d in coco) == 1363

@@ -103,13 +103,13 @@ def feature_scale(features: RegionFeatures, options: SVMOptions) -> float:
 
 def linear_weights(probe, dim: int, chunk: int = 1024) -> tuple[np.ndarray, float]:
     """(w (dim,), b) of a fitted single-output linear probe, read through ``decision_function``."""
-    b = float(probe.decision_function(np.zeros((1, dim), np.float32))[0, 0])
+    b = float(np.reshape(probe.decision_function(np.zeros((1, dim), np.float32)), (1, -1))[0, 0])
     w = np.empty(dim, dtype=np.float64)
     for start in range(0, dim, chunk):
         stop = min(dim, start + chunk)
         basis = np.zeros((stop - start, dim), np.float32)
         basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        w[start:stop] = probe.decision_function(basis)[:, 0] - b
+        w[start:stop] = np.reshape(probe.decision_function(basis), (stop - start, -1))[:, 0] - b
     return w, b
 
 
