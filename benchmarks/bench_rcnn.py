@@ -149,12 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer regions and repeats")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    from deepfeat import tune_allocator
     from deepfeat.backbones import load_backbone
+
+    tuned = tune_allocator()  # as the command line does; the same for every method compared
 
     backbone = load_backbone("efficientnet_lite0")
     image = photo()
     repeats = 2 if args.quick else 3
-    report = {"machine": machine(), "settings": vars(args)}
+    report = {"machine": machine(), "settings": {**vars(args), "allocator_tuned": tuned}}
     with pinned_threads(args.threads) as threads, LoadGuard() as guard:
         report["threads"] = threads
         report["warp"] = [

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfeat import tune_allocator
 from deepfeat.backbones import load_backbone
 from deepfeat.data.detection import open_detection
 from deepfeat.report import plots
@@ -57,12 +58,12 @@ ROWS = {
 }
 
 
-def subset(ds, n, seed):
-    """The first ``n`` images of a seeded permutation (all when n is None or larger)."""
+def subset(ds, n):
+    """The first ``n`` images in the split's listed order (all when n is None or larger); VOC ids are
+    not ordered by content, and a prefix lets every smaller run reuse the cached proposals."""
     if n is None or n >= len(ds):
         return ds
-    rng = np.random.default_rng(seed)
-    return ds.subset(sorted(rng.permutation(len(ds))[:n].tolist()))
+    return ds.subset(range(n))
 
 
 def warm(ds, mode, outputs, budget, region, store, with_gt, batch_size) -> dict:
@@ -84,12 +85,18 @@ def warm(ds, mode, outputs, budget, region, store, with_gt, batch_size) -> dict:
     }
 
 
+def region_options(mode: str, args) -> det.RegionOptions:
+    if mode == "warp":
+        return det.RegionOptions(mode="warp", size=args.warp_size)
+    return det.RegionOptions(mode="shared", size=args.warp_size, shared_size=args.shared_size)
+
+
 def run_rows(train, test, rows, args, store, tag) -> dict:
     out = {}
     for name in rows:
         mode, feats, ft = ROWS[name]
         budget = args.warp_budget if mode == "warp" else args.budget
-        region = det.RegionOptions(mode=mode, size=args.warp_size)
+        region = region_options(mode, args)
         finetune = None
         if ft:
             if not args.finetune_iterations:
@@ -162,15 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=300, help="proposals per image, shared-map rows")
     p.add_argument("--warp-budget", type=int, default=100, help="proposals per image, warped rows")
     p.add_argument("--warp-size", type=int, default=None, help="warp side (default: 224)")
+    p.add_argument("--shared-size", type=int, default=600, help="shorter side of the shared-map pass")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--finetune-iterations", type=int, default=0)
     p.add_argument("--finetune-from", default="stage7")
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--coco", action="store_true", help="also run the best shared row on coco_mini")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--coco-train-images", type=int, default=None)
+    p.add_argument("--coco-test-images", type=int, default=None)
+    p.add_argument("--skip-voc", action="store_true", help="only the coco_mini run (with --coco)")
     p.add_argument("--out", default=None, help="results folder (default: experiments/results/rcnn_table)")
     p.add_argument("--cache", default=None, help="store and models (default: experiments/.cache/rcnn)")
     args = p.parse_args(argv)
+    tuned = tune_allocator()  # as the deepfeat command line does
     global OUT, CACHE
     OUT, CACHE = Path(args.out or OUT), Path(args.cache or CACHE)
     voc = Path(args.data) / "voc07_5class"
@@ -180,12 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     store = CACHE / "store"
     load_before = os.getloadavg()
     started = time.perf_counter()
-    train = subset(open_detection(voc, split="trainval"), args.train_images, args.seed)
-    test = subset(open_detection(voc, split="test"), args.test_images, args.seed)
-    region_w = det.RegionOptions(mode="warp", size=args.warp_size)
-    region_s = det.RegionOptions(mode="shared", size=args.warp_size)
+    train = subset(open_detection(voc, split="trainval"), args.train_images)
+    test = subset(open_detection(voc, split="test"), args.test_images)
+    region_w, region_s = region_options("warp", args), region_options("shared", args)
     warmups = {}
-    modes = {ROWS[r][0] for r in args.rows if not ROWS[r][2]}
+    modes = set() if args.skip_voc else {ROWS[r][0] for r in args.rows if not ROWS[r][2]}
     for mode in sorted(modes):
         outs = sorted({ROWS[r][1] for r in args.rows if ROWS[r][0] == mode and not ROWS[r][2]} | {BBOX})
         budget = args.warp_budget if mode == "warp" else args.budget
@@ -194,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             warmups[f"{mode}-{role}"] = warm(ds, mode, outs, budget, region, store, with_gt, args.batch_size)
             print(mode, role, warmups[f"{mode}-{role}"], flush=True)
     recall = {}
-    for budget in sorted({args.budget, args.warp_budget, 2000}):
+    for budget in [] if args.skip_voc else sorted({args.budget, args.warp_budget, 2000}):
         props = det.compute_proposals(test, det.ProposalOptions(max_proposals=budget), store=store, workers=2)
         recall[str(budget)] = {"mean_boxes": props.mean_count(), **det.proposal_recall(test, props)}
-    rows = run_rows(train, test, args.rows, args, store, "voc07_5class")
+    rows = {} if args.skip_voc else run_rows(train, test, args.rows, args, store, "voc07_5class")
     coco = {}
     if args.coco and (Path(args.data) / "coco_mini").is_dir():
-        ctrain = open_detection(Path(args.data) / "coco_mini", split="train")
-        ctest = open_detection(Path(args.data) / "coco_mini", split="val")
+        ctrain = subset(open_detection(Path(args.data) / "coco_mini", split="train"), args.coco_train_images)
+        ctest = subset(open_detection(Path(args.data) / "coco_mini", split="val"), args.coco_test_images)
         coco = run_rows(ctrain, ctest, ["shared head/avg"], args, store, "coco_mini")
     summary = {
         "data": {
@@ -210,9 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             "train_images": len(train),
             "test_images": len(test),
             "classes": train.classes,
-            "seed": args.seed,
         },
-        "settings": vars(args),
+        "settings": {**vars(args), "allocator_tuned": tuned},
         "proposal_recall_test_by_budget": recall,
         "feature_passes": warmups,
         "rows": rows,

@@ -94,17 +94,25 @@ def test_warped_features_equal_the_network_on_the_same_crops(lite0):
 def test_shared_map_features_pool_one_forward_pass(lite0):
     image = photo(6, (96, 64))
     boxes = np.array([[0, 0, 40, 40], [20, 10, 96, 64]], np.float32)
-    opts = RegionOptions(mode="shared", size=64, padding=0, shared_size=64, shared_max=200)
-    enc = RegionEncoder(lite0, [("stage6", "unroll")], opts)
-    assert enc.grids["stage6"] == (2, 2)  # the stride-32 map of a 64-pixel input
-    got = enc.encode(image, boxes)["stage6/unroll"]
     x = normalised(image, lite0.preprocess)  # shorter side 64 already: scale 1
     with torch.inference_mode(), LayerCapture(lite0, lite0.catalog.resolve(["stage6"])) as cap:
         fmap = cap.run(x)["stage6"]
-    ref = roi_align(
-        fmap.float(), [torch.from_numpy(boxes)], (2, 2), spatial_scale=1 / 32, sampling_ratio=2, aligned=True
-    )
-    np.testing.assert_allclose(got, ref.flatten(1).numpy(), atol=1e-5)
+    for sampling in (0, 2):  # adaptive (the default) and fixed samples per cell
+        opts = RegionOptions(
+            mode="shared", size=64, padding=0, shared_size=64, shared_max=200, sampling=sampling
+        )
+        enc = RegionEncoder(lite0, [("stage6", "unroll")], opts)
+        assert enc.grids["stage6"] == (2, 2)  # the stride-32 map of a 64-pixel input
+        got = enc.encode(image, boxes)["stage6/unroll"]
+        ref = roi_align(
+            fmap.float(),
+            [torch.from_numpy(boxes)],
+            (2, 2),
+            spatial_scale=1 / 32,
+            sampling_ratio=sampling,
+            aligned=True,
+        )
+        np.testing.assert_allclose(got, ref.flatten(1).numpy(), atol=1e-5)
     with pytest.raises(ConfigError, match="no spatial map"):
         RegionEncoder(lite0, [("pool", "avg")], opts)
 

@@ -49,13 +49,17 @@ _GRID = re.compile(r"^grid([1-9][0-9]?)$")
 class RegionOptions:
     """How region features are computed: ``mode`` (warp or shared), ``size`` (warp side; None: the
     backbone's input crop), ``padding`` (context pixels in the warped frame), ``shared_size`` and
-    ``shared_max`` (image scale of the shared map: shorter side, cap on the longer side)."""
+    ``shared_max`` (image scale of the shared map: shorter side, cap on the longer side),
+    ``sampling`` (shared map: bilinear samples per grid cell and axis in ``roi_align``; 0, the
+    default, adapts them to the region, ceil(region extent / grid), as torchvision does: one
+    sample per cell for the many small proposals, several for large ones)."""
 
     mode: str = "warp"
     size: int | None = None
     padding: int = 16
     shared_size: int = 600
     shared_max: int = 1000
+    sampling: int = 0
 
     def validate(self) -> None:
         check_choice("region mode", self.mode, REGION_MODES)
@@ -66,6 +70,7 @@ class RegionOptions:
             raise ConfigError(f"padding {self.padding} leaves nothing of a {self.size}-pixel warp")
         check_int("shared_size (pixels)", self.shared_size, 16)
         check_int("shared_max (pixels)", self.shared_max, self.shared_size)
+        check_int("sampling (roi_align samples per cell; 0: adaptive)", self.sampling, 0)
 
     def resolved(self, backbone: Backbone) -> RegionOptions:
         """With ``size`` filled in from the backbone's preprocessing."""
@@ -233,7 +238,7 @@ class RegionEncoder:
                     [chunk],
                     output_size=self.grids[layer.name],
                     spatial_scale=1.0 / layer.stride,
-                    sampling_ratio=2,
+                    sampling_ratio=self.options.sampling,
                     aligned=True,
                 )
                 parts[key].append(region_pool(pooled, pool).cpu().numpy())
