@@ -122,3 +122,16 @@ def test_output_key(lite0):
     assert output_key(lite0.catalog.get("head"), "max") == "head/max"
     with pytest.raises(ConfigError):
         output_key(lite0.catalog.get("pool"), "grid2")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["warp", "shared"])
+def test_cuda_region_features_equal_the_cpu_ones(mode):
+    from deepfeat.backbones import load_backbone
+
+    image = photo(7, (90, 70))
+    boxes = np.array([[5, 5, 40, 50], [30, 10, 88, 69]], np.float32)
+    opts = RegionOptions(mode=mode, size=64, padding=4, shared_size=70, shared_max=200)
+    cpu = RegionEncoder(load_backbone("efficientnet_lite0"), [("stage6", "avg")], opts).encode(image, boxes)
+    gpu = RegionEncoder(load_backbone("efficientnet_lite0"), [("stage6", "avg")], opts, device="cuda")
+    np.testing.assert_allclose(gpu.encode(image, boxes)["stage6/avg"], cpu["stage6/avg"], atol=1e-3)
