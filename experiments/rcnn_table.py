@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-iterations", type=int, default=0)
     p.add_argument("--finetune-from", default="stage7")
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--coco", action="store_true", help="also run the best shared row on coco_mini")
+    p.add_argument("--coco", action="store_true", help="also run the shared stage7/grid3 row on coco_mini")
     p.add_argument("--coco-train-images", type=int, default=None)
     p.add_argument("--coco-test-images", type=int, default=None)
     p.add_argument("--skip-voc", action="store_true", help="only the coco_mini run (with --coco)")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.coco and (Path(args.data) / "coco_mini").is_dir():
         ctrain = subset(open_detection(Path(args.data) / "coco_mini", split="train"), args.coco_train_images)
         ctest = subset(open_detection(Path(args.data) / "coco_mini", split="val"), args.coco_test_images)
-        coco = run_rows(ctrain, ctest, ["shared head/avg"], args, store, "coco_mini")
+        coco = run_rows(ctrain, ctest, ["shared stage7/grid3"], args, store, "coco_mini")
     summary = {
         "data": {
             "train": train.name,

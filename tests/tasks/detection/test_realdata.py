@@ -26,7 +26,7 @@ def test_train_and_evaluate_on_a_voc5_subset(tmp_path):
     options = det.DetectionOptions(
         region=det.RegionOptions(mode="shared", shared_size=320, shared_max=600),
         proposals=det.ProposalOptions(width=250, max_proposals=100),
-        features="head/avg",
+        features="stage7/grid3",  # head/avg pooled from the shared map is near chance (see README)
         bbox_features="stage7/grid3",
         workers=2,
     )
