@@ -213,8 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         ctrain = subset(open_detection(Path(args.data) / "coco_mini", split="train"), args.coco_train_images)
         ctest = subset(open_detection(Path(args.data) / "coco_mini", split="val"), args.coco_test_images)
         coco = run_rows(ctrain, ctest, ["shared stage7/grid3"], args, store, "coco_mini")
+        coco["data"] = {
+            "train": ctrain.name,
+            "test": ctest.name,
+            "train_images": len(ctrain),
+            "test_images": len(ctest),
+        }
     summary = {
-        "data": {
+        "data": None
+        if args.skip_voc
+        else {
             "train": train.name,
             "test": test.name,
             "train_images": len(train),
