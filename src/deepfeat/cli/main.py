@@ -14,6 +14,7 @@ from deepfeat.cli.analyze import analyze_app
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
 from deepfeat.cli.bigan import bigan_app
 from deepfeat.cli.demo import demo_command
+from deepfeat.cli.detect import detect_app
 from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
 from deepfeat.cli.finetune import finetune_command
@@ -65,6 +66,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(video_app, name="video")
 app.add_typer(bigan_app, name="bigan")
+app.add_typer(detect_app, name="detect")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,1 +1,1 @@
-"""Tasks built on the library: systems of the thesis (captioning, ...) as jobs."""
+"""Tasks built on the library: systems of the thesis (captioning, video, detection, ...) as jobs."""
