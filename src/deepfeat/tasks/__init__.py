@@ -1,0 +1,1 @@
+"""Tasks built on the library: systems of the thesis (captioning, ...) as jobs."""
