@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -13,7 +14,10 @@ from PIL import Image
 
 from deepfeat.data.transforms import Preprocess
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+#: ../shared/datasets beside the checkout; DEEPFEAT_DATASETS points elsewhere (a git worktree in a subfolder)
+SHARED_DATASETS = Path(
+    os.environ.get("DEEPFEAT_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets"
+)
 
 #: Small input size so tests run fast on 2 cores.
 SMALL = Preprocess(

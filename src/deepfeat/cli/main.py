@@ -12,6 +12,7 @@ from deepfeat._runtime import tune_allocator
 from deepfeat._version import __version__
 from deepfeat.cli.analyze import analyze_app
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
+from deepfeat.cli.caption import caption_app
 from deepfeat.cli.demo import demo_command
 from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
@@ -57,6 +58,7 @@ store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True, ri
 store_app.command("list")(store_list_command)
 app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
+app.add_typer(caption_app, name="caption")
 
 
 if __name__ == "__main__":  # pragma: no cover

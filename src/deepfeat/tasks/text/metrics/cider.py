@@ -78,6 +78,14 @@ class CiderD:
             out[k] = dot * penalty
         return out
 
+    def score_one(self, candidate: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+        """CIDEr-D of one caption against any references, with this scorer's document frequencies."""
+        vc = self._vector(candidate)
+        total = np.zeros(self.n)
+        for ref in references:
+            total += self._similarity(vc, self._vector(ref))
+        return 10.0 * float(np.mean(total)) / len(references)
+
     def score(self, candidates: Sequence[Sequence[str]]) -> tuple[float, np.ndarray]:
         """Corpus CIDEr-D and per-image scores of candidate i against the references of image i."""
         _check(self.references, candidates)
