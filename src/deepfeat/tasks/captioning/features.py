@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from deepfeat.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
-from deepfeat.data.transforms import preset
+from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.job import ExtractionOptions
 from deepfeat.features.activations import LayerActivations
@@ -33,20 +33,36 @@ log = logging.getLogger(__name__)
 @dataclass
 class FeatureSpec:
     """Which features condition the captions: a backbone layer (pooled by averaging when spatial),
-    its preprocessing preset, and optionally the layer below the stages fine-tuned with the LSTMs."""
+    its preprocessing (a preset name or a :class:`Preprocess`), and optionally the layer below the
+    stages fine-tuned with the LSTMs."""
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
     layer: str = "pool"
-    preprocess: str = "backbone"
+    preprocess: str | Preprocess = "backbone"
     finetune_from: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if isinstance(self.preprocess, Preprocess):
+            out["preprocess"] = self.preprocess.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureSpec:
-        return cls(**{k: data.get(k, getattr(cls, k, None)) for k in cls.__dataclass_fields__})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if isinstance(values.get("preprocess"), dict):
+            prep = dict(values["preprocess"])
+            for key in ("mean", "std"):
+                if key in prep:
+                    prep[key] = tuple(prep[key])
+            values["preprocess"] = Preprocess(**prep)
+        return cls(**values)
+
+    def resolve_preprocess(self, backbone: Backbone) -> Preprocess:
+        if isinstance(self.preprocess, Preprocess):
+            return self.preprocess
+        return preset(self.preprocess, backbone.preprocess)
 
     def load(self) -> Backbone:
         return load_backbone(self.backbone, weights=self.weights)
@@ -96,7 +112,7 @@ def image_features(
     pool = "unroll" if spec.finetune_from else "avg"
     method = LayerActivations([layer], pool=pool)
     dataset = data.image_dataset()
-    prep = preset(spec.preprocess, backbone.preprocess)
+    prep = spec.resolve_preprocess(backbone)
     if not extraction.extract:
         if store is None:
             raise ConfigError("extract=False reads features from a store; give one")
@@ -180,10 +196,21 @@ def backbone_tail(backbone: Backbone, from_layer: str, to_layer: str) -> nn.Modu
             f"{backbone.name}: its graph cannot be traced to fine-tune the stages above {from_layer} "
             f"({type(exc).__name__}); train on frozen features instead"
         ) from None
-    graph = graph_module.graph
+    # torchvision's extractor keeps one graph per mode (train / eval): cut both
+    graphs = [getattr(graph_module, "train_graph", None), getattr(graph_module, "eval_graph", None)]
+    for graph in {id(g): g for g in [*graphs, graph_module.graph] if g is not None}.values():
+        _cut(graph)
+    graph_module.recompile()
+    graph_module.delete_all_unused_submodules()
+    for p in graph_module.parameters():
+        p.requires_grad_(True)
+    return graph_module
+
+
+def _cut(graph) -> None:
+    """Make the graph start at the output named "low" (a new input) and end at the one named "high"."""
     output = next(n for n in graph.nodes if n.op == "output")
-    outputs = output.args[0]
-    low_node, high_node = outputs["low"], outputs["high"]
+    low_node, high_node = output.args[0]["low"], output.args[0]["high"]
     first = next(n for n in graph.nodes if n.op == "placeholder")
     with graph.inserting_before(first):
         maps = graph.placeholder("maps")
@@ -192,11 +219,6 @@ def backbone_tail(backbone: Backbone, from_layer: str, to_layer: str) -> nn.Modu
     graph.eliminate_dead_code()
     graph.erase_node(first)
     graph.lint()
-    graph_module.recompile()
-    graph_module.delete_all_unused_submodules()
-    for p in graph_module.parameters():
-        p.requires_grad_(True)
-    return graph_module
 
 
 def conditioner(
