@@ -88,12 +88,6 @@ def _extraction(batch_size, workers, on_bad_image, max_pixels, device) -> Extrac
     )
 
 
-def _data(data: list[str], images: Path | None):
-    from deepfeat.tasks.captioning import read_captions
-
-    return read_captions(data, images=images)
-
-
 def _strategies(beam: str | None, samples: str | None, temperature: str | None) -> list[Strategy]:
     out = [Strategy(beam=b) for b in ints(beam, "--beam", minimum=1)] if beam else []
     if samples:
@@ -164,7 +158,8 @@ def train_command(
     sizes = {"hidden_size": SMALL_HIDDEN, "embed_size": SMALL_EMBED} if small else {}
     sizes |= {k: v for k, v in (("hidden_size", hidden), ("embed_size", embed)) if v is not None}
     job = CaptionTrainJob(
-        data=_data(data, images),
+        data=data,
+        images=images,
         out=out,
         split=split,
         split_seed=split_seed,
@@ -197,6 +192,7 @@ def train_command(
         store=store,
         val_images=val_images,
     )
+    job.validate()
     check_output_dir(out, "--out")
     result = train(job, progress=True, echo=typer.echo)
     t = result.training
@@ -245,7 +241,8 @@ def evaluate_command(
     setup_logging(verbose)
     set_threads(threads)
     job = CaptionEvalJob(
-        data=_data(data, images),
+        data=data,
+        images=images,
         models=list(model),
         on=on.value,
         split=split,

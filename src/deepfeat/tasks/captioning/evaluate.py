@@ -72,6 +72,7 @@ class CaptionEvalJob:
     examples: int = 8
     seed: int = 0
     device: str | None = None
+    images: str | os.PathLike | None = None
 
     def validate(self) -> None:
         check_choice("on (which images)", self.on, PARTS)
@@ -167,7 +168,7 @@ def evaluate(
     job.validate()
     models = [m if isinstance(m, CaptionModel) else CaptionModel.load(m) for m in job.models]
     device = torch.device(job.device or "cpu")
-    data = load_data(job.data)
+    data = load_data(job.data, job.images)
     echo(data.summary())
     split = _split_of(job, data, models[0])
     if job.on == "all":

@@ -109,6 +109,7 @@ class CaptionTrainJob:
     ``split``: a split file (:func:`~deepfeat.tasks.captioning.data.write_split`), a dict, or None for a
     seeded 80/10/10 split with ``split_seed``. ``store``: the feature store (default ``out/store``).
     ``val_images``: at most this many validation images for the per-epoch CIDEr-D (None: all).
+    ``images``: the folder of the images when not found next to the caption file.
     """
 
     data: DataSpec
@@ -121,6 +122,7 @@ class CaptionTrainJob:
     extraction: ExtractionOptions = field(default_factory=ExtractionOptions)
     store: str | os.PathLike | FeatureStore | None = None
     val_images: int | None = None
+    images: str | os.PathLike | None = None
 
     def validate(self) -> None:
         """Cheap checks of every option, before any image is read or model built."""
@@ -159,8 +161,8 @@ class CaptionTrainResult:
         }
 
 
-def load_data(spec: DataSpec) -> CaptionData:
-    return spec if isinstance(spec, CaptionData) else read_captions(spec)
+def load_data(spec: DataSpec, images: str | os.PathLike | None = None) -> CaptionData:
+    return spec if isinstance(spec, CaptionData) else read_captions(spec, images=images)
 
 
 def resolve_split(data: CaptionData, split, seed: int) -> dict[str, list[str]]:
@@ -199,7 +201,7 @@ def train(
     echo = echo or log.info
     job.validate()
     out = check_output_dir(job.out, "out")
-    data = load_data(job.data)
+    data = load_data(job.data, job.images)
     echo(data.summary())
     split = resolve_split(data, job.split, job.split_seed)
     if not split["train"] or not split["val"]:

@@ -127,6 +127,7 @@ class TrainingResult:
     resumed_from: int = 0
     options: dict = field(default_factory=dict)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -261,12 +262,12 @@ def train_decoder(
         start_epoch = len(history)
         ckpt.restore_rng()
         echo(f"resuming after epoch {start_epoch} from {path}")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     lengths = [len(s) for s in train.sentences]
     stopped = bool(history) and history[-1].get("stop", False)
     cond_all = train.cond.to(device)
     for epoch in range(start_epoch, options.epochs if not stopped else start_epoch):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         modules.train()
         batches = epoch_batches(lengths, options.batch_size, options.seed, epoch)
         total, words, n_sent = 0.0, 0, 0
@@ -299,6 +300,7 @@ def train_decoder(
         else:
             waited += 1
         record["seconds"] = time.perf_counter() - t0
+        record["cpu_seconds"] = time.process_time() - c0  # all threads of this process
         record["stop"] = waited >= options.patience
         history.append(record)
         echo(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
@@ -331,4 +333,5 @@ def train_decoder(
         resumed_from=start_epoch,
         options=options.to_dict(),
         seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
     )
