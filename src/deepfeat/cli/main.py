@@ -13,6 +13,7 @@ from deepfeat._version import __version__
 from deepfeat.cli.analyze import analyze_app
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
 from deepfeat.cli.bigan import bigan_app
+from deepfeat.cli.caption import caption_app
 from deepfeat.cli.demo import demo_command
 from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
@@ -61,6 +62,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(video_app, name="video")
 app.add_typer(bigan_app, name="bigan")
+app.add_typer(caption_app, name="caption")
 
 
 if __name__ == "__main__":  # pragma: no cover
