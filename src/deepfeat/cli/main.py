@@ -20,6 +20,7 @@ from deepfeat.cli.extract import extract_command, store_list_command
 from deepfeat.cli.finetune import finetune_command
 from deepfeat.cli.heatmap import heatmap_command
 from deepfeat.cli.video import video_app
+from deepfeat.cli.video_describe import describe_app
 
 app = typer.Typer(
     name="deepfeat",
@@ -60,6 +61,7 @@ store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True, ri
 store_app.command("list")(store_list_command)
 app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
+video_app.add_typer(describe_app, name="describe")
 app.add_typer(video_app, name="video")
 app.add_typer(bigan_app, name="bigan")
 app.add_typer(caption_app, name="caption")
