@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -18,7 +19,10 @@ from deepfeat.data.transforms import Preprocess
 # by itself; tests/test_runtime.py checks that in a fresh process): 2-3x faster CPU inference.
 tune_allocator()
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+#: ../shared/datasets beside the checkout; DEEPFEAT_DATASETS points elsewhere (a git worktree in a subfolder)
+SHARED_DATASETS = Path(
+    os.environ.get("DEEPFEAT_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets"
+)
 
 #: Small input size so tests run fast on 2 cores.
 SMALL = Preprocess(

@@ -13,6 +13,7 @@ from deepfeat._version import __version__
 from deepfeat.cli.analyze import analyze_app
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
 from deepfeat.cli.bigan import bigan_app
+from deepfeat.cli.caption import caption_app
 from deepfeat.cli.demo import demo_command
 from deepfeat.cli.detect import detect_app
 from deepfeat.cli.evaluate import evaluate_command
@@ -21,6 +22,7 @@ from deepfeat.cli.finetune import finetune_command
 from deepfeat.cli.heatmap import heatmap_command
 from deepfeat.cli.store import store_export_command
 from deepfeat.cli.video import video_app
+from deepfeat.cli.video_describe import describe_app
 
 app = typer.Typer(
     name="deepfeat",
@@ -64,9 +66,11 @@ store_app.command("list")(store_list_command)
 store_app.command("export")(store_export_command)
 app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
+video_app.add_typer(describe_app, name="describe")
 app.add_typer(video_app, name="video")
 app.add_typer(bigan_app, name="bigan")
 app.add_typer(detect_app, name="detect")
+app.add_typer(caption_app, name="caption")
 
 
 if __name__ == "__main__":  # pragma: no cover

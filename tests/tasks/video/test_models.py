@@ -56,6 +56,17 @@ def test_video_probabilities_average_frames_and_clips():
         lrcn.clip_proba(np.zeros((1, 3, 7), np.float32))
 
 
+def test_whole_maps_are_flattened_per_frame():
+    """Frames kept as maps (grid 0: C x H x W) read as their flattened vectors by both heads."""
+    torch.manual_seed(0)
+    maps = torch.randn(2, 5, 4, 3, 3)
+    for model in ("single", "lrcn"):
+        net = build_net(model, (4, 3, 3), 6, hidden=5).eval()
+        flat = build_net(model, (36,), 6, hidden=5).eval()
+        flat.load_state_dict(net.state_dict())
+        torch.testing.assert_close(net(maps), flat(maps.reshape(2, 5, 36)))
+
+
 def test_top_stages_reproduce_the_backbone():
     """Trainable copies of the top stages applied to cached maps give the backbone's own layer."""
     backbone = load_backbone("efficientnet_lite0")

@@ -141,10 +141,10 @@ class VideoNet(nn.Module):
         self.top = top
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
         if self.top is not None:
-            b, t = x.shape[:2]
-            x = self.top(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
-        return self.head(x)
+            x = self.top(x.reshape(b * t, *x.shape[2:]))
+        return self.head(x.reshape(b, t, -1))  # whole maps (grid 0) are flattened per frame
 
 
 def build_net(

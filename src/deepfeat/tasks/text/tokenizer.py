@@ -1,0 +1,197 @@
+"""Caption tokenisation as the COCO caption evaluation does it: Stanford's PTB tokenizer (CoreNLP 3.4.1,
+``-preserveLines -lowerCase``) followed by the removal of punctuation tokens.
+
+:func:`ptb_tokens` is an in-house re-implementation of the PTB rules that matter for captions:
+lower-casing; punctuation split off words (``.`` ``,`` ``;`` ``:`` ``!`` ``?`` and runs of them,
+ellipses, dashes); clitics split (``don't`` -> ``do n't``, ``it's`` -> ``it 's``, ``dogs'`` -> ``dogs '``,
+``cannot`` -> ``can not``, ``gonna`` -> ``gon na``); double quotes as ``` `` ``` / ``''``; brackets as
+``-lrb-`` ``-rrb-`` ``-lsb-`` ... (lower-cased, as the reference emits them); numbers (``1,000``,
+``5.00``, ``5:30``, ``12/25``), hyphenated words (``3-year-old``) and abbreviations (``u.s.``, ``mr.``)
+kept whole, with a ``.`` added after an abbreviation that ends the caption. :func:`tokenize` then drops
+the tokens of :data:`PUNCTUATION`, the reference's list. Agreement with the Java tokenizer is tested on
+every caption of the real datasets (``tests/tasks/text/test_tokenizer.py``); :func:`java_ptb_tokenize`
+runs the Java tokenizer itself when Java and the jar are available.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Tokens the COCO evaluation removes after PTB tokenisation (its list, compared case-sensitively to
+#: lower-cased tokens, so that ``-lrb-`` and friends stay, as they do in the reference).
+PUNCTUATION = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
+
+_BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
+#: words PTB splits into two tokens
+_SPLIT_WORDS = {
+    "cannot": ("can", "not"),
+    "gonna": ("gon", "na"),
+    "gotta": ("got", "ta"),
+    "wanna": ("wan", "na"),
+    "gimme": ("gim", "me"),
+    "lemme": ("lem", "me"),
+}
+#: abbreviations that keep their period inside a caption (lower case, without the period)
+_ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "mt", "ft", "vs", "etc", "inc", "co", "corp", "ltd"}
+    | {"bros", "prof", "gen", "col", "lt", "sgt", "rev", "gov", "sen", "rep", "ave", "blvd", "rd", "no"}
+    | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
+)
+_CLITIC = re.compile(r"(?i)^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
+_ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+$|^(?:[A-Za-z]\.)+[A-Za-z]$")
+_NUMBER = re.compile(r"^[0-9]+(?:[.,:/][0-9]+)*$")
+_PUNCT_RUN = re.compile(r"^[!?]+$")
+# a chunk's leading and trailing punctuation
+_LEAD = re.compile(r'^(\.{3,}|--+|-(?=[a-z])|[(\[{"`$#]|\'(?![a-z0-9]))', re.IGNORECASE)
+_TRAIL = re.compile(r'(\.{3,}|\.\.|--+|(?<=[a-z])-|[!?]+|[)\]}",;:%]|\'\'|\')$', re.IGNORECASE)
+_INNER = re.compile(r"(\.{3,}|--+|[()\[\]{}\"!?;]|[,:](?![0-9])|(?<![0-9])[,:]|(?<=[0-9])'(?=[0-9])|&|\$|%)")
+
+
+def tokenize(text: str) -> list[str]:
+    """The tokens the COCO caption evaluation scores: PTB tokens, lower-cased, without punctuation."""
+    return [t for t in ptb_tokens(text) if t not in PUNCTUATION]
+
+
+def ptb_tokens(text: str) -> list[str]:
+    """PTB tokens of one line of text, lower-cased (punctuation kept)."""
+    words = " ".join(str(text).split()).split(" ")
+    out: list[str] = []
+    for chunk in words:
+        if chunk:
+            out += _chunk(chunk)
+    if out and _is_abbreviation(out[-1]):
+        out.append(".")  # an abbreviation ending the line also ends the sentence
+    return [t.lower() for t in out]
+
+
+def _is_abbreviation(token: str) -> bool:
+    return token.endswith(".") and len(token) > 1 and token != "..." and not _PUNCT_RUN.match(token[:-1])
+
+
+def _chunk(chunk: str) -> list[str]:
+    """Tokens of one whitespace-free chunk."""
+    if chunk in ('"', "'"):
+        return ["''" if chunk == '"' else "'"]
+    if chunk.lower() == "'n'":
+        return [chunk]
+    lead: list[str] = []
+    trail: list[str] = []
+    if len(chunk) > 3 and chunk[0] == "'" and chunk[-1] == "'" and chunk[1].isalnum():
+        lead, chunk, trail = ["`"], chunk[1:-1], ["'"]  # 'quoted'
+    while chunk:
+        m = _LEAD.match(chunk)
+        if not m:
+            break
+        lead.append(_quote(m.group(1), opening=True))
+        chunk = chunk[m.end() :]
+    while chunk:
+        m = _TRAIL.search(chunk)
+        if m and m.start() == 0 and len(chunk) == len(m.group(1)):
+            trail.insert(0, _quote(chunk, opening=not lead and not trail))
+            chunk = ""
+            break
+        if not m:
+            break
+        piece = m.group(1)
+        if piece == "'" and not re.search(r"[sS]'$", chunk):
+            break  # a closing single quote goes only after a plural s (dogs'); o'neil keeps its own
+        trail[0:0] = [".", "."] if piece == ".." else [_quote(piece, opening=False)]
+        chunk = chunk[: m.start()]
+    return lead + (_core(chunk) if chunk else []) + trail
+
+
+def _quote(piece: str, *, opening: bool) -> str:
+    if piece == '"':
+        return "``" if opening else "''"
+    if piece in _BRACKETS:
+        return _BRACKETS[piece]
+    if piece.startswith("...") or piece.startswith("--"):
+        return piece[:3] if piece.startswith("...") else "--"
+    if piece == "'" and opening:
+        return "`"
+    return piece
+
+
+def _core(chunk: str) -> list[str]:
+    """A chunk stripped of outer punctuation: split inner punctuation, then words."""
+    parts = [p for p in _INNER.split(chunk) if p]
+    if len(parts) > 1:
+        out: list[str] = []
+        for i, p in enumerate(parts):
+            if _INNER.fullmatch(p):
+                out.append(_quote(p, opening=i == 0 or not out))
+            else:
+                out += _word(p)
+        return out
+    return _word(chunk)
+
+
+def _word(word: str) -> list[str]:
+    """One word: periods, clitics and the split words."""
+    if _NUMBER.match(word) or _ACRONYM.match(word):
+        return [word]
+    if word.endswith(".") and not word.endswith(".."):
+        stem = word[:-1]
+        if stem.lower() in _ABBREVIATIONS or _ACRONYM.match(word):
+            return [word]
+        return [*_word(stem), "."] if stem else ["."]
+    lowered = word.lower()
+    if lowered in _SPLIT_WORDS:
+        cut = len(_SPLIT_WORDS[lowered][0])
+        return [word[:cut], word[cut:]]
+    m = _CLITIC.match(word)
+    if m and m.group(1) != "'":
+        stem, clitic = m.group(1), m.group(2)
+        return [stem, clitic] if clitic.lower() == "n't" else [*_word(stem), clitic]
+    return [word]
+
+
+# -- the reference tokenizer, where Java is available ----------------------------------------------
+def corenlp_jar() -> Path | None:
+    """The Stanford CoreNLP 3.4.1 jar the COCO evaluation uses: ``$DEEPFEAT_CORENLP_JAR``, or the one
+    installed with ``pycocoevalcap``; None when neither exists."""
+    env = os.environ.get("DEEPFEAT_CORENLP_JAR")
+    if env and Path(env).is_file():
+        return Path(env)
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("pycocoevalcap")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        jar = Path(root) / "tokenizer" / "stanford-corenlp-3.4.1.jar"
+        if jar.is_file():
+            return jar
+    return None
+
+
+def java_ptb_tokenize(lines: Sequence[str], *, timeout: float = 300.0) -> list[list[str]] | None:
+    """Tokens of every line by the reference tokenizer itself (Java PTBTokenizer, lower-cased,
+    punctuation removed as the COCO evaluation does); None when Java or the jar is missing."""
+    jar = corenlp_jar()
+    if jar is None or shutil.which("java") is None:
+        return None
+    if not lines:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lines.txt"
+        path.write_text("\n".join(" ".join(str(s).split()) for s in lines), encoding="utf-8")
+        cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer"]
+        cmd += ["-preserveLines", "-lowerCase", str(path)]
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        return None
+    rows = done.stdout.decode("utf-8").split("\n")
+    rows += [""] * (len(lines) - len(rows))
+    return [[t for t in row.rstrip().split(" ") if t and t not in PUNCTUATION] for row in rows[: len(lines)]]
