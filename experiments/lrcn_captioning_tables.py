@@ -1,0 +1,270 @@
+"""The rows of the thesis' Tables 4.5 (retrieval) and 4.6 (generation) that fit on CPU, on
+flickr8k_mini's test split (the committed seeded split, experiments/splits/flickr8k_mini.json) and on
+coco_mini (all 159 images, out of domain: the models never see COCO).
+
+Models (Table 4.5 / 4.6's sequence-model axes): LRCN_1u, LRCN_2u, LRCN_2f with LSTMs, and LRCN_2f with
+vanilla RNN units; frozen EfficientNet-Lite0 ``pool`` features (1280-d, the bundled ImageNet weights;
+the thesis' CaffeNet / VGGNet weights are not available offline), the ``--small`` sizes (hidden and
+embedding 256), dropout 0.5, vocabulary of words seen 5+ times, captions cut at 20 words, Adam 1e-3,
+batches of 100 captions, gradient norm clipped at 10, at most EPOCHS epochs with early stopping on
+validation CIDEr-D (patience 2). Tuning (the epoch) on the val split only; test is scored once.
+
+Strategies: every model with greedy decoding (beam 1) and best-of-100 samples at T = 1.5 (the top and
+middle groups of Table 4.6); LRCN_2f LSTM also with beams 2, 3, 5, 10 and sampling with N in {25, 100}
+and T in {1, 1.5, 2} (the bottom group). Retrieval (Table 4.5) for every model. Baselines: best
+constant caption, nearest neighbour (consensus caption), human agreement.
+
+Stages (each writes its own JSON under experiments/results/lrcn_captioning_tables/, so a stage that
+is interrupted or rerun skips what is done; trainings resume from their checkpoints):
+
+    python experiments/lrcn_captioning_tables.py train --model lstm_2f     # one model; run several at once
+    python experiments/lrcn_captioning_tables.py evaluate --model lstm_2f  # its rows on both data sets
+    python experiments/lrcn_captioning_tables.py baselines                 # constant / NN / human rows
+    python experiments/lrcn_captioning_tables.py assemble                  # results.json + tables
+    python experiments/lrcn_captioning_tables.py all                       # everything, in order
+
+Measured on a shared 2-core machine under heavy load from other jobs: wall-clock times are recorded
+with the CPU time of each process (``cpu_seconds``), which the load inflates far less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from deepfeat.fileio import write_json
+from deepfeat.report.writer import write_result
+from deepfeat.tasks.captioning import (
+    CaptionEvalJob,
+    CaptionModel,
+    CaptionTrainJob,
+    FeatureSpec,
+    SequenceOptions,
+    Strategy,
+    TrainingOptions,
+    evaluate,
+    train,
+)
+from deepfeat.tasks.captioning.report import generation_table, retrieval_table
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS") or REPO.parent / "shared" / "datasets")
+FLICKR = DATASETS / "flickr8k_mini"
+COCO = [DATASETS / "coco_mini" / "annotations" / f"captions_{p}2017.json" for p in ("train", "val")]
+SPLIT = REPO / "experiments" / "splits" / "flickr8k_mini.json"
+OUT = REPO / "experiments" / "results" / "lrcn_captioning_tables"
+STORE = REPO / "experiments" / ".cache" / "store"
+EPOCHS = 10
+MODELS = {
+    "lstm_1u": ("lrcn_1u", "lstm"),
+    "lstm_2u": ("lrcn_2u", "lstm"),
+    "lstm_2f": ("lrcn_2f", "lstm"),
+    "rnn_2f": ("lrcn_2f", "rnn"),
+}
+ABLATION_MODEL = "lstm_2f"
+COMMON = [Strategy(beam=1), Strategy(samples=100, temperature=1.5)]
+ABLATION = [
+    Strategy(beam=2),
+    Strategy(beam=3),
+    Strategy(beam=5),
+    Strategy(beam=10),
+    Strategy(samples=25, temperature=2.0),
+    Strategy(samples=100, temperature=1.0),
+    Strategy(samples=100, temperature=2.0),
+    Strategy(samples=25, temperature=1.0),
+    Strategy(samples=25, temperature=1.5),
+]
+DATA = {"flickr8k_mini_test": (FLICKR, "test"), "coco_mini_all": (COCO, "all")}
+
+
+def model_dir(name: str) -> Path:
+    return OUT / "models" / name
+
+
+def train_model(name: str) -> None:
+    arch, unit = MODELS[name]
+    job = CaptionTrainJob(
+        data=FLICKR,
+        out=model_dir(name),
+        split=SPLIT,
+        features=FeatureSpec(layer="pool"),
+        sequence=SequenceOptions.small(architecture=arch, unit=unit),
+        training=TrainingOptions(epochs=EPOCHS, patience=2, seed=0),
+        store=STORE,
+    )
+    result = train(job, progress=False, echo=print)
+    print(
+        f"{name}: best epoch {result.training.best_epoch}, {result.training.seconds:.0f} s wall, "
+        f"{result.training.cpu_seconds:.0f} s CPU",
+        flush=True,
+    )
+
+
+def evaluate_model(name: str) -> None:
+    model = CaptionModel.load(model_dir(name))
+    strategies = COMMON + (ABLATION if name == ABLATION_MODEL else [])
+    for key, (data, part) in DATA.items():
+        target = OUT / "parts" / f"{name}_{key}.json"
+        if target.is_file():
+            print(f"{target} exists; skipped", flush=True)
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        ev = evaluate(
+            CaptionEvalJob(
+                data,
+                models=[model],
+                on=part,
+                split=SPLIT if part != "all" else None,
+                strategies=strategies,
+                baselines=False,
+                store=STORE,
+                examples=8,
+            ),
+            progress=False,
+            echo=print,
+        )
+        payload = ev.to_dict()
+        payload["seconds"], payload["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+        write_json(target, payload)
+
+
+def baselines() -> None:
+    model = CaptionModel.load(model_dir(ABLATION_MODEL))
+    for key, (data, part) in DATA.items():
+        target = OUT / "parts" / f"baselines_{key}.json"
+        if target.is_file():
+            continue
+        ev = evaluate(
+            CaptionEvalJob(
+                data,
+                models=[model],
+                on=part,
+                split=SPLIT if part != "all" else None,
+                strategies=[Strategy(beam=1)],
+                retrieval=False,
+                baselines=True,
+                store=STORE,
+                examples=0,
+                train_data=FLICKR,
+                train_split=SPLIT,
+            ),
+            progress=False,
+            echo=print,
+        )
+        payload = ev.to_dict()
+        payload["generation"] = [r for r in payload["generation"] if r["kind"] == "baseline"]
+        write_json(target, payload)
+
+
+def assemble() -> None:
+    from deepfeat.tasks.captioning.evaluate import CaptionEvaluation
+
+    results: dict = {"datasets": {}, "training": {}}
+    for name in MODELS:
+        record = json.loads((model_dir(name) / "training.json").read_text())["result"]
+        results["training"][name] = {
+            "best_epoch": record["training"]["best_epoch"],
+            "epochs_run": len(record["training"]["history"]),
+            "seconds": record["training"]["seconds"],
+            "cpu_seconds": record["training"].get("cpu_seconds"),
+            "history": record["training"]["history"],
+            "vocabulary": record["vocabulary"],
+        }
+    for key in DATA:
+        rows, retrievals, about = [], {}, None
+        for name in MODELS:
+            part = json.loads((OUT / "parts" / f"{name}_{key}.json").read_text())
+            about = about or part["about"]
+            for r in part["generation"]:
+                r["model_key"] = name
+            rows += part["generation"]
+            retrievals.update(part["retrieval"])
+        base = json.loads((OUT / "parts" / f"baselines_{key}.json").read_text())
+        rows += base["generation"]
+        ev = CaptionEvaluation(
+            rows=rows, retrieval=retrievals, examples=[], images=base["images"], about=about, provenance={}
+        )
+        slim = [{k: v for k, v in r.items() if k not in ("per_image", "captions")} for r in rows]
+        results["datasets"][key] = {
+            "n_images": len(base["images"]),
+            "generation": slim,
+            "retrieval": {
+                k: {d: v[d] for d in ("image_to_caption", "caption_to_image", "chance", "seconds")}
+                for k, v in retrievals.items()
+            },
+            "generation_table": generation_table(ev),
+            "retrieval_table": retrieval_table(ev),
+        }
+    results["targets"] = targets(results)
+    write_result(
+        OUT,
+        "results",
+        results,
+        kind="experiment",
+        provenance={
+            "data": {"flickr8k_mini": str(FLICKR), "coco_mini": [str(c) for c in COCO], "split": str(SPLIT)},
+            "features": FeatureSpec(layer="pool").to_dict(),
+            "sequence": SequenceOptions.small().to_dict(),
+            "epochs_max": EPOCHS,
+            "machine_note": "shared 2-core machine under heavy load; CPU seconds beside wall times",
+        },
+    )
+    print(json.dumps(results["targets"], indent=1))
+
+
+def targets(results: dict) -> dict:
+    """The issue's targets, checked on the flickr8k_mini test split."""
+    rows = results["datasets"]["flickr8k_mini_test"]["generation"]
+    model_rows = [r for r in rows if r["kind"] == "model"]
+    best = max(model_rows, key=lambda r: r["corpus"]["cider_d"])
+    constant = next(r for r in rows if r["name"] == "constant caption")["corpus"]["cider_d"]
+    nearest = next(r for r in rows if r["name"] == "nearest neighbour")["corpus"]["cider_d"]
+    ablation = [
+        r for r in model_rows if r["model_key"] == ABLATION_MODEL and r["strategy"]["strategy"] == "beam"
+    ]
+    by_beam = {r["strategy"]["beam"]: r["corpus"]["cider_d"] for r in ablation}
+    training = results["training"]
+    return {
+        "best_configuration": f"{best['name']} / {best['strategy_name']}",
+        "best_cider_d": best["corpus"]["cider_d"],
+        "constant_cider_d": constant,
+        "nearest_neighbour_cider_d": nearest,
+        "best_over_constant": best["corpus"]["cider_d"] / max(constant, 1e-12),
+        "target_1.5x_constant": best["corpus"]["cider_d"] >= 1.5 * constant,
+        "target_above_nearest_neighbour": best["corpus"]["cider_d"] > nearest,
+        "cider_d_by_beam_width": by_beam,
+        "target_beam_3_to_5_at_least_greedy": max(by_beam.get(3, 0), by_beam.get(5, 0)) >= by_beam.get(1, 0),
+        "training_cpu_seconds": {k: v["cpu_seconds"] for k, v in training.items()},
+        "training_wall_seconds": {k: v["seconds"] for k, v in training.items()},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=["train", "evaluate", "baselines", "assemble", "all"])
+    parser.add_argument("--model", choices=list(MODELS), help="for train / evaluate: one model (default all)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [args.model] if args.model else list(MODELS)
+    if args.stage in ("train", "all"):
+        for name in names:
+            train_model(name)
+    if args.stage in ("evaluate", "all"):
+        for name in names:
+            evaluate_model(name)
+    if args.stage in ("baselines", "all"):
+        baselines()
+    if args.stage in ("assemble", "all"):
+        assemble()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
