@@ -9,6 +9,11 @@
     PIL + torchvision-transforms loop without prefetching.
 (c) Peak resident memory of the end-to-end extraction for two dataset sizes (separate processes).
 
+Every comparison interleaves its methods (A, B, C, A, B, C, ...) and reports medians with their spread
+(``benchmarks/_timing.py``), with the same torch / BLAS threads and allocator setting for all; the load
+average before and after is recorded and a run under load is flagged. Sizes: (a) at 224, 320 and 448
+pixels, (b) on 256 JPEGs (64 with ``--quick``).
+
 Writes benchmarks/results/bench_extract.json. Usage: python benchmarks/bench_extract.py [--quick]
 """
 
@@ -16,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,21 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine
+from _timing import LoadGuard, interleaved, pinned_threads, ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYERS = ["stage4", "stage6", "head", "pool"]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def make_jpegs(folder: Path, n: int) -> list[Path]:
@@ -67,14 +61,14 @@ def make_jpegs(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def bench_tensors(backbone, batch_size: int, repeats: int) -> dict:
+def bench_tensors(backbone, batch_size: int, repeats: int, side: int = 224) -> dict:
     from timm.models import create_feature_extractor
 
     from deepfeat.features.capture import LayerCapture
     from deepfeat.features.pooling import pool_maps
 
     model = backbone.module.to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, side, side).contiguous(memory_format=torch.channels_last)
     layers = backbone.catalog.resolve(LAYERS)
 
     def bare():
@@ -100,20 +94,22 @@ def bench_tensors(backbone, batch_size: int, repeats: int) -> dict:
     a = ours()
     b = [t.numpy() for t in fx()]
     max_diff = max(float(np.abs(u - v).max()) for u, v in zip(a, b))
-    t_bare, t_ours, t_fx = timed(bare, repeats), timed(ours, repeats), timed(fx, repeats)
+    times, _ = interleaved({"bare": bare, "deepfeat": ours, "fx": fx}, repeats=repeats)
     return {
         "batch_size": batch_size,
-        "bare_forward_img_s": batch_size / t_bare,
-        "deepfeat_4_layers_img_s": batch_size / t_ours,
-        "torchvision_fx_4_layers_img_s": batch_size / t_fx,
-        "ratio_deepfeat_vs_bare": t_bare / t_ours,
-        "ratio_deepfeat_vs_fx": t_fx / t_ours,
+        "side": side,
+        "timings": times,
+        "bare_forward_img_s": batch_size / times["bare"]["median"],
+        "deepfeat_4_layers_img_s": batch_size / times["deepfeat"]["median"],
+        "torchvision_fx_4_layers_img_s": batch_size / times["fx"]["median"],
+        "ratio_deepfeat_vs_bare": ratio(times, "bare", "deepfeat"),
+        "ratio_deepfeat_vs_fx": ratio(times, "fx", "deepfeat"),
         "max_abs_diff_deepfeat_vs_fx": max_diff,
         "target_ratio_vs_bare": 0.9,
     }
 
 
-def bench_jpeg(backbone, n: int, batch_size: int, workdir: Path) -> dict:
+def bench_jpeg(backbone, n: int, batch_size: int, workdir: Path, repeats: int) -> dict:
     from PIL import Image
 
     from deepfeat.data.datasets import dataset_from_paths
@@ -132,8 +128,6 @@ def bench_jpeg(backbone, n: int, batch_size: int, workdir: Path) -> dict:
         with torch.inference_mode():
             for x in batches:
                 model(x)
-
-    t_bare = timed(bare, 1)
 
     # a plain loop: decode + transform in the main thread, then forward (no prefetch), same layers
     from torchvision.transforms import v2 as T
@@ -160,33 +154,31 @@ def bench_jpeg(backbone, n: int, batch_size: int, workdir: Path) -> dict:
                 feats.append([v.mean((2, 3)) if v.dim() == 4 else v for v in out.values()])
         return feats
 
-    t_plain = timed(plain, 1)
+    stores = iter(range(1000))
 
-    runs = []
-    for r in range(2):
-        store = workdir / f"store{r}"
-        t = time.perf_counter()
+    def ours():  # a fresh store every time: decode, resize, forward, write, journal
         extract(
             ds,
             backbone,
-            [LayerActivations(LAYERS, "avg")],
-            store=store,
+            [LayerActivations(LAYERS, ["avg"])],
+            store=workdir / f"store{next(stores)}",
             batch_size=batch_size,
             progress=False,
         )
-        runs.append(time.perf_counter() - t)
-    t_ours = min(runs)
+
+    times, _ = interleaved({"bare": bare, "plain": plain, "deepfeat": ours}, repeats=repeats)
     t = time.perf_counter()
-    extract(ds, backbone, [LayerActivations(LAYERS, "avg")], store=workdir / "store0", progress=False)
+    extract(ds, backbone, [LayerActivations(LAYERS, ["avg"])], store=workdir / "store0", progress=False)
     t_reread = time.perf_counter() - t
     return {
         "n_images": n,
         "source": "hymenoptera" if SHARED.is_dir() else "scikit-image photos at 500x375",
-        "bare_forward_predecoded_img_s": n / t_bare,
-        "deepfeat_from_jpeg_to_store_img_s": n / t_ours,
-        "plain_pil_torchvision_loop_img_s": n / t_plain,
-        "ratio_deepfeat_vs_bare": t_bare / t_ours,
-        "ratio_deepfeat_vs_plain_loop": t_plain / t_ours,
+        "timings": times,
+        "bare_forward_predecoded_img_s": n / times["bare"]["median"],
+        "deepfeat_from_jpeg_to_store_img_s": n / times["deepfeat"]["median"],
+        "plain_pil_torchvision_loop_img_s": n / times["plain"]["median"],
+        "ratio_deepfeat_vs_bare": ratio(times, "bare", "deepfeat"),
+        "ratio_deepfeat_vs_plain_loop": ratio(times, "plain", "deepfeat"),
         "rerun_from_store_seconds": t_reread,
         "target_ratio_vs_bare": 0.7,
     }
@@ -204,7 +196,7 @@ n = int(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
     paths = make_jpegs(Path(tmp) / "j", n)
     bb = load_backbone()
-    method = LayerActivations(LAYERS, "avg")
+    method = LayerActivations(LAYERS, ["avg"])
     extract(dataset_from_paths(paths), bb, [method], store=Path(tmp) / "s", progress=False)
 # VmHWM is this process's own peak (ru_maxrss would carry the parent's peak across exec)
 print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")))
@@ -224,25 +216,27 @@ def bench_memory(sizes: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer images and repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer images, sizes and repeats")
+    parser.add_argument("--threads", type=int, default=None, help="torch / BLAS threads (default: all cores)")
     args = parser.parse_args()
+    from deepfeat import tune_allocator
     from deepfeat.backbones import load_backbone
 
+    tuned = tune_allocator()  # as the command line does; the same for every method compared
     backbone = load_backbone()
     n = 64 if args.quick else 256
-    result = {
-        "benchmark": "bench_extract",
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-        },
-        "tensors": bench_tensors(backbone, 32, 3 if args.quick else 5),
-    }
-    result["memory"] = bench_memory([64, 256] if args.quick else [128, 1024])
-    with tempfile.TemporaryDirectory() as tmp:
-        result["jpeg_end_to_end"] = bench_jpeg(backbone, n, 32, Path(tmp))
+    repeats = 3 if args.quick else 5
+    sides = [224] if args.quick else [224, 320, 448]
+    with pinned_threads(args.threads) as threads, LoadGuard() as guard:
+        result = {
+            "benchmark": "bench_extract",
+            "machine": machine(allocator_tuned=str(tuned), threads=str(threads)),
+            "tensors": [bench_tensors(backbone, 32 if side <= 320 else 16, repeats, side) for side in sides],
+        }
+        result["memory"] = bench_memory([64, 256] if args.quick else [128, 1024])
+        with tempfile.TemporaryDirectory() as tmp:
+            result["jpeg_end_to_end"] = bench_jpeg(backbone, n, 32, Path(tmp), repeats=3 if args.quick else 5)
+    result["load"] = guard.to_dict()
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "bench_extract.json"
     path.write_text(json.dumps(result, indent=2))

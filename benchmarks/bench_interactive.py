@@ -1,37 +1,59 @@
-"""InterActive activeness features vs plain forward features at the same (improved, about 512^2) resolution.
+"""InterActive activeness features vs plain forward features on the same images at the same resolution.
 
-EfficientNet-Lite0 (bundled weights), four layers (stage4, stage5, stage6, head), images of two aspect
-ratios resized by the InterActive rule (area about 512^2, sides multiples of 32, batched by shape):
-time of average-pooled forward features vs activeness-weighted features in the ``last`` configuration
-(one backward pass per batch shared by the four layers) and in the ``next`` configuration (one short
-backward per layer), best of interleaved repeats. Target: ``last`` at most 2.5x the forward-only time.
+For each case, the time of average-pooled forward features vs activeness-weighted features in the
+``last`` configuration (one backward pass per batch shared by all layers) and in the ``next``
+configuration (one short backward per layer), both with p = 2, and of the InterActive recipe's whole
+row set (avg and max pooling plus last / next x p = 1, 2 from one forward pass per batch). Images of two
+aspect ratios (400x300 and 300x450), batch size 8, in memory. Cases:
 
-Writes benchmarks/results/bench_interactive.json. Usage: python benchmarks/bench_interactive.py [--quick]
+- ``lite0_512``: EfficientNet-Lite0 (bundled weights), stage4, stage5, stage6, head, at the InterActive
+  resolution (whole image, area about 512^2, sides multiples of 32, batched by shape);
+- ``lite0_224``: the same layers at the backbone's own preprocessing (shorter side 256, 224 crop);
+- ``alexnet_512``: AlexNet (random weights, the poster's architecture) run fully convolutionally, conv4,
+  conv5, fc6, at the InterActive resolution.
+
+The four are interleaved (``benchmarks/_timing.py``: median of ``--repeats`` >= 5 runs after a warm-up,
+with the spread); the row set must give the same features as the single methods (the script exits
+with status 1 when it does not). Target: ``last`` at most 2.5x the forward-only time.
+
+Threads (torch and BLAS) are pinned to the same number for every method, the allocator is tuned once as
+the ``deepfeat`` command does, and the load average before and after is recorded (``--strict`` refuses
+to start on a busy machine). Writes benchmarks/results/bench_interactive.json (``--quick``:
+bench_interactive.quick.json, not kept in git).
+
+Usage: python benchmarks/bench_interactive.py [--quick] [--threads N] [--cases lite0_512,alexnet_512]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from _machine import machine
+from _timing import LoadGuard, interleaved, pinned_threads, ratio
 
 from deepfeat.backbones import load_backbone
 from deepfeat.data.datasets import ArrayDataset
 from deepfeat.data.transforms import preset
+from deepfeat.evaluation import InteractiveRecipe
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.activeness import Activeness
 from deepfeat.features.pipeline import extract
+from deepfeat.fileio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-LAYERS = "stage4,stage5,stage6,head"
+ASPECTS = ((400, 300), (300, 450))  # (width, height) of the images
+BATCH_SIZE = 8
+LITE0 = ["stage4", "stage5", "stage6", "head"]
+CASES = {  # name -> backbone, weights, fully convolutional, layers, preprocessing, images per aspect ratio
+    "lite0_512": ("efficientnet_lite0", None, False, LITE0, "interactive", 16),
+    "lite0_224": ("efficientnet_lite0", None, False, LITE0, "backbone", 16),
+    "alexnet_512": ("alexnet", "random", True, ["conv4", "conv5", "fc6"], "interactive", 8),
+}
+TARGET_LAST = 2.5
 
 
 def smooth_images(n: int, width: int, height: int, seed: int) -> np.ndarray:
@@ -47,20 +69,9 @@ def smooth_images(n: int, width: int, height: int, seed: int) -> np.ndarray:
     return out
 
 
-def timed(datasets, backbone, methods) -> float:
-    start = time.perf_counter()
-    for ds in datasets:
-        extract(ds, backbone, methods, preprocess="interactive", batch_size=8, progress=False, workers=1)
-    return time.perf_counter() - start
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 images per aspect ratio, one repeat")
-    parser.add_argument("--out", type=Path, default=RESULTS / "bench_interactive.json")
-    args = parser.parse_args(argv)
-    n, repeats = (8, 1) if args.quick else (16, 3)
-    datasets = [
+def datasets(n: int) -> list[ArrayDataset]:
+    """n images of each aspect ratio, one dataset per ratio."""
+    return [
         ArrayDataset(
             name=f"a{w}x{h}",
             ids=[str(i) for i in range(n)],
@@ -68,54 +79,126 @@ def main(argv: list[str] | None = None) -> int:
             targets=np.zeros(n, int),
             images=smooth_images(n, w, h, w),
         )
-        for w, h in ((400, 300), (300, 450))
+        for w, h in ASPECTS
     ]
-    bb = load_backbone("efficientnet_lite0")
-    methods = {
-        "forward_avg": [LayerActivations(LAYERS, "avg")],
-        "last_p2": [Activeness(LAYERS, "last", 2)],
-        "next_p2": [Activeness(LAYERS, "next", 2)],
-        "table_row_set": [LayerActivations(LAYERS, "avg,max")]
-        + [Activeness(LAYERS, c, p) for c in ("last", "next") for p in (1, 2)],
+
+
+def max_rel_diff(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def run_case(name: str, n: int, repeats: int) -> dict:
+    backbone, weights, dense, layers, preprocess, _ = CASES[name]
+    bb = load_backbone(backbone, weights=weights, fully_convolutional=dense)
+    data = datasets(n)
+    sets = {
+        "forward_avg": [LayerActivations(layers, ["avg"])],
+        "last_p2": [Activeness(layers, "last", 2)],
+        "next_p2": [Activeness(layers, "next", 2)],
+        "table_row_set": InteractiveRecipe(layers).methods(),
     }
-    timed(datasets[:1], bb, methods["forward_avg"])  # warm-up
-    best = dict.fromkeys(methods, float("inf"))
-    for _ in range(repeats):
-        for key, ms in methods.items():
-            best[key] = min(best[key], timed(datasets, bb, ms))
-            print(f"{key:15s} {best[key]:7.2f} s", flush=True)
-    total = 2 * n
-    prep = preset("interactive", bb.preprocess)
+
+    def run(methods) -> list[dict[str, np.ndarray]]:
+        out = []
+        for ds in data:
+            res = extract(
+                ds, bb, methods, preprocess=preprocess, batch_size=BATCH_SIZE, progress=False, workers=1
+            )
+            out.append({key: np.asarray(fs.features) for key, fs in res.features.items()})
+        return out
+
+    times, out = interleaved({k: (lambda ms=ms: run(ms)) for k, ms in sets.items()}, repeats=repeats)
+    checks = {}
+    for single in ("forward_avg", "last_p2", "next_p2"):
+        for key in out[single][0]:
+            checks[f"{key}: {single} alone vs in the row set"] = max(
+                max_rel_diff(rows[key], together[key])
+                for rows, together in zip(out[single], out["table_row_set"])
+            )
+    prep = preset(preprocess, bb.preprocess)
+    sizes = [
+        list(prep.resized_size(w, h)) if prep.crop is None else [prep.crop, prep.crop] for w, h in ASPECTS
+    ]
+    total = n * len(ASPECTS)
+    row = {
+        "case": name,
+        "backbone": backbone,
+        "weights": weights or "bundled",
+        "fully_convolutional": dense,
+        "layers": layers,
+        "preprocess": preprocess,
+        "images": total,
+        "image_sizes": [list(a) for a in ASPECTS],
+        "input_sizes": sizes,
+        "batch_size": BATCH_SIZE,
+        "timings": times,
+        "images_per_s": {k: total / t["median"] for k, t in times.items()},
+        "ratio_last_over_forward": ratio(times, "last_p2", "forward_avg"),
+        "ratio_next_over_forward": ratio(times, "next_p2", "forward_avg"),
+        "ratio_all_rows_over_forward": ratio(times, "table_row_set", "forward_avg"),
+        "target": {"last_at_most": TARGET_LAST},
+        "max_relative_difference": checks,
+        "agree": max(checks.values()) <= 1e-5,
+    }
+    row["meets_target"] = row["ratio_last_over_forward"] <= TARGET_LAST
+    print(
+        f"{name:12s} {total} images at {sizes}: forward {times['forward_avg']['median']:6.2f} s "
+        f"(spread {times['forward_avg']['spread']:.0%}); last x{row['ratio_last_over_forward']:.2f}, "
+        f"next x{row['ratio_next_over_forward']:.2f}, all rows x{row['ratio_all_rows_over_forward']:.2f}"
+        + ("" if row["agree"] else "  DISAGREE"),
+        flush=True,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 images per aspect ratio, 3 repeats")
+    parser.add_argument("--threads", type=int, default=None, help="torch / BLAS threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per method (5; quick: 3)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    parser.add_argument("--strict", action="store_true", help="refuse to start on a busy machine")
+    parser.add_argument("--out", type=Path, help="default: results/bench_interactive[.quick].json")
+    args = parser.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown cases {unknown}; valid: {', '.join(CASES)}")
+    repeats = args.repeats or (3 if args.quick else 5)
+    if repeats < 5 and not args.quick:
+        parser.error("--repeats must be at least 5 (medians of fewer runs are for --quick only)")
+    from deepfeat import tune_allocator
+
+    tuned = tune_allocator()  # as the command line does; the same for every method compared
+    with pinned_threads(args.threads) as threads, LoadGuard(strict=args.strict) as guard:
+        info = machine(allocator_tuned=str(tuned), threads=str(threads))
+        results = [run_case(c, 2 if args.quick else CASES[c][5], repeats) for c in cases]
     report = {
         "benchmark": "bench_interactive",
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "quick": args.quick,
+        "protocol": {
+            "repeats": repeats,
+            "timing": "interleaved (forward_avg, last_p2, next_p2, table_row_set) after one warm-up round; "
+            "medians with min, max and spread = (max - min) / median; each run extracts both aspect ratios",
+            "extraction": "deepfeat.features.extract in memory (workers=1)",
+            "table_row_set": "InteractiveRecipe(layers).methods(): avg and max pooling plus last / next x "
+            "p = 1, 2 from one forward pass per batch",
+            "check": "max_relative_difference: each single method's features vs the same rows in the row set",
         },
-        "backbone": "efficientnet_lite0",
-        "layers": LAYERS.split(","),
-        "images": total,
-        "input_sizes": [list(prep.resized_size(400, 300)), list(prep.resized_size(300, 450))],
-        "seconds": best,
-        "images_per_s": {k: total / v for k, v in best.items()},
-        "ratio_last_over_forward": best["last_p2"] / best["forward_avg"],
-        "ratio_next_over_forward": best["next_p2"] / best["forward_avg"],
-        "ratio_all_rows_over_forward": best["table_row_set"] / best["forward_avg"],
-        "target": {"last_at_most": 2.5},
-        "meets_target": best["last_p2"] / best["forward_avg"] <= 2.5,
-        "note": "table_row_set = avg and max pooling plus last/next x p=1,2 from one forward pass per batch",
+        "machine": info,
+        "load": guard.to_dict(),
+        "cases": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(
-        f"last {report['ratio_last_over_forward']:.2f}x, next {report['ratio_next_over_forward']:.2f}x, "
-        f"all poster rows {report['ratio_all_rows_over_forward']:.2f}x the forward-only time"
-    )
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS / ("bench_interactive.quick.json" if args.quick else "bench_interactive.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, report)
+    print(f"wrote {out}")
+    if not guard.quiet:
+        print(f"measured under load (load average {guard.before} -> {guard.after}): flagged quiet: false")
+    if not all(r["agree"] for r in results):
+        print("the row set and the single methods disagree: see max_relative_difference", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -278,5 +278,5 @@ def test_bad_k_is_an_error(k):
 
 
 def test_unknown_method_is_an_error():
-    with pytest.raises(ConfigError, match="unknown AP method 'voc12'; valid: area, voc07"):
+    with pytest.raises(ConfigError, match="unknown AP method 'voc12'; valid: voc07, area"):
         average_precision([1, 0], [0.2, 0.1], method="voc12")

@@ -11,9 +11,11 @@ Kernels are computed in blocks of rows, so an N x N kernel needs memory for the 
 
 Normalisations (``normalize``):
 
-- ``"factors"`` (default): each factor (the stacked x_p, the stacked g_p) scaled to unit L2 norm per
-  image; for one position this is exactly the L2-normalised gradient;
-- ``"gradient"``: the kernel of the L2-normalised explicit gradients, K(a, b) / sqrt(K(a, a) K(b, b));
+- ``"gradient"`` (default): the kernel of the L2-normalised explicit gradients,
+  K(a, b) / sqrt(K(a, a) K(b, b)), as the paper compares gradients;
+- ``"factors"``: each factor (the stacked x_p, the stacked g_p) scaled to unit L2 norm per image; for
+  one position (a fully connected layer) this is exactly the L2-normalised gradient, for several
+  positions (a 1x1 convolution) it is not;
 - ``"none"``.
 """
 
@@ -106,7 +108,7 @@ def factored_kernel(
     B=None,
     *,
     layout: FactoredLayout,
-    normalize: str = "factors",
+    normalize: str = "gradient",
     block: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:

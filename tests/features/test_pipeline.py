@@ -15,7 +15,7 @@ from sklearn.base import clone
 
 from deepfeat.backbones import load_backbone
 from deepfeat.data.datasets import ArrayDataset, folder_dataset
-from deepfeat.errors import DataError, StoreError
+from deepfeat.errors import ConfigError, DataError, StoreError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.pipeline import extract
@@ -388,5 +388,14 @@ def test_unknown_layer_and_pool_fail_before_any_work(effnet):
         extract(ds, effnet, [LayerActivations("fc7")], progress=False)
     with pytest.raises(Exception, match="valid: avg, max"):
         extract(ds, effnet, [LayerActivations("head", "median")], progress=False)
-    with pytest.raises(Exception, match="on_error must be one of skip, fail"):
+    with pytest.raises(Exception, match=r"unknown on_error .ignore.; valid: skip, fail"):
         extract(ds, effnet, [LayerActivations("head")], on_error="ignore", progress=False)
+
+
+def test_feature_extractor_names_its_output_columns(effnet):
+    fx = FeatureExtractor(effnet, layers=["stage6", "pool"], pool=["avg"], preprocess=SMALL)
+    names = fx.get_feature_names_out()
+    assert len(names) == 192 + 1280 and names[0] == "stage6/avg_0" and names[-1] == "pool_1279"
+    unrolled = FeatureExtractor(effnet, layers=["stage6"], pool=["unroll"], preprocess=SMALL)
+    with pytest.raises(ConfigError, match="call transform"):
+        unrolled.get_feature_names_out()

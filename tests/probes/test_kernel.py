@@ -93,3 +93,26 @@ def test_errors_and_sklearn_conventions():
         probe_for("ksvm", dropout=0.5)
     with pytest.raises(ConfigError, match="ksvm"):
         probe_for("kvm")
+
+
+def test_binary_is_one_svm():
+    X, y = blobs(120, 6, 2, 1.5, seed=5)
+    probe = KernelProbe(kernel="linear", normalize="none", C=0.1, tol=1e-6).fit(X[:80], y[:80])
+    scores = probe.decision_function(X[80:])
+    assert scores.shape == (40,) and probe.dual_coef_.shape == (1, 80)
+    ref = SVC(kernel="linear", C=0.1, tol=1e-6).fit(X[:80], y[:80]).decision_function(X[80:])
+    np.testing.assert_allclose(scores, ref, atol=1e-3 * np.abs(ref).max())
+    np.testing.assert_array_equal(probe.predict(X[80:]), (scores > 0).astype(int))
+
+
+def test_cuda_kernel_without_cuda():
+    import torch
+
+    X, y = blobs(30, 4, 2, 1.0, seed=6)
+    if torch.cuda.is_available():
+        cpu = KernelProbe(C=1.0).fit(X, y)
+        gpu = KernelProbe(C=1.0, device="cuda").fit(X, y)
+        np.testing.assert_allclose(gpu.decision_function(X), cpu.decision_function(X), atol=1e-4)
+    else:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            KernelProbe(C=1.0, device="cuda").fit(X, y)

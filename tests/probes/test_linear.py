@@ -22,6 +22,12 @@ from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def blobs(n: int, d: int, k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n float32 points in d dims around k Gaussian centres of scale ``sep``; labels 0..k-1."""
     rng = np.random.default_rng(seed)
@@ -414,7 +420,10 @@ def test_length_mismatch(small):
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"loss": "hinge2"}, "unknown loss 'hinge2'; valid: logistic, squared_hinge, hinge"),
+        (
+            {"loss": "hinge2"},
+            "unknown loss 'hinge2'; valid: hinge, logistic, squared_hinge",
+        ),  # close matches first
         ({"multi_class": "auto"}, "unknown multi_class 'auto'; valid: multinomial, ovr"),
         ({"C": 0.0}, "C must be positive"),
         ({"C": -1.0}, "C must be positive"),
@@ -510,3 +519,103 @@ def test_log_expit_reference_helper():
     assert softmax_objective(W, b, X, y, 2.0) == pytest.approx(
         -2.0 * log_expit(t * z).sum() + 0.5 * (W**2).sum()
     )
+
+
+# -- two classes: one output, scikit-learn's conventions ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_binary_is_one_output(name):
+    X, y = blobs(300, 10, 2, sep=1.0, seed=20)
+    labels = np.array(["neg", "pos"])[y]
+    probe = probe_for(name, C=1.0).fit(X, labels)
+    scores = probe.decision_function(X)
+    assert scores.shape == (300,) and probe.coef_.shape == (1, 10)
+    np.testing.assert_array_equal(probe.predict(X), np.where(scores > 0, "pos", "neg"))
+    if probe.loss == "logistic":
+        proba = probe.predict_proba(X)
+        np.testing.assert_allclose(proba[:, 1], expit(scores.astype(np.float64)), rtol=1e-6)
+        ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X.astype(np.float64), labels)
+        np.testing.assert_allclose(proba, ref.predict_proba(X.astype(np.float64)), atol=2e-3)
+
+
+def test_binary_roc_auc_in_cross_val_score():
+    X, y = blobs(200, 10, 2, sep=0.5, seed=21)
+    scores = cross_val_score(LinearProbe(C=1.0), X, y, cv=3, scoring="roc_auc")
+    assert scores.shape == (3,) and 0.6 < scores.min() <= 1.0
+
+
+def test_grid_search_over_probe_params():
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = blobs(240, 10, 3, sep=0.5, seed=22)
+    search = GridSearchCV(LinearProbe(), {"C": [0.01, 1.0], "loss": ["logistic", "squared_hinge"]}, cv=3)
+    search.fit(X, y)
+    assert search.best_params_["C"] in (0.01, 1.0)
+    assert isinstance(search.best_estimator_, LinearProbe) and search.best_estimator_.C_ in (0.01, 1.0)
+    assert search.score(X, y) > 0.5
+
+
+# -- dropout: the loss is the mean over the masked copies --------------------------------------------
+
+
+def test_dropout_zero_equals_no_dropout():
+    X, y = blobs(200, 12, 3, 0.5, seed=23)
+    plain = LinearProbe(C=0.5).fit(X, y)
+    zero = LinearProbe(C=0.5, dropout=0.0, dropout_copies=5).fit(X, y)
+    np.testing.assert_array_equal(zero.coef_, plain.coef_)
+    # a vanishing drop rate: the copies are the data, and weighted by 1/copies they are the data once
+    tiny = LinearProbe(C=0.5, dropout=1e-9, dropout_copies=4).fit(X, y)
+    np.testing.assert_allclose(tiny.coef_, plain.coef_, atol=2e-4 * np.abs(plain.coef_).max())
+    summed = LinearProbe(C=2.0).fit(X, y)  # what summing 4 copies would amount to
+    assert np.abs(summed.coef_ - tiny.coef_).max() > 10 * np.abs(plain.coef_ - tiny.coef_).max()
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_dropout_minimises_the_mean_over_copies(loss):
+    """The fit is scikit-learn's optimum on the same masked copies with sample weights 1/copies."""
+    import torch
+
+    X, y = blobs(150, 8, 3, 0.5, seed=24)
+    probe = LinearProbe(loss=loss, C=0.7, dropout=0.3, dropout_copies=3).fit(X, y)
+    copies, codes, _, weight = probe._augment(torch.as_tensor(X), y, None)
+    assert weight == pytest.approx(1 / 3) and len(codes) == 3 * len(y)
+    Xa = copies.numpy().astype(np.float64)
+    sample_weight = np.full(len(codes), weight)
+    if loss == "logistic":
+        mean = Xa.mean(0)
+        ref = LogisticRegression(C=0.7, tol=1e-10, max_iter=20000)
+        coef = ref.fit(Xa - mean, codes, sample_weight=sample_weight).coef_
+    else:
+        ref = LinearSVC(C=0.7, dual=False, tol=1e-10, max_iter=100000, intercept_scaling=1e3)
+        coef = ref.fit(Xa, codes, sample_weight=sample_weight).coef_
+    np.testing.assert_allclose(probe.coef_, coef, atol=2e-3 * np.abs(coef).max())
+
+
+# -- device ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch_cuda_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_cuda_is_a_config_error(small):
+    X, y = small
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        LinearProbe(C=1.0, device="cuda").fit(X, y)
+
+
+def test_unknown_device(small):
+    X, y = small
+    with pytest.raises(ConfigError, match="device"):
+        LinearProbe(C=1.0, device="tpu").fit(X, y)
+
+
+@pytest.mark.skipif(not torch_cuda_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_cuda_matches_cpu(loss):
+    X, y = blobs(600, 40, 5, 0.4, seed=25)
+    cpu = LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    gpu = LinearProbe(loss=loss, path_patience=None, device="cuda").fit(X, y)
+    assert gpu.C_ == cpu.C_
+    np.testing.assert_allclose(gpu.cv_results_["mean"], cpu.cv_results_["mean"], atol=2 / 600)
+    S = cpu.decision_function(X)
+    np.testing.assert_allclose(gpu.decision_function(X), S, atol=2e-3 * np.abs(S).max())
+    assert isinstance(gpu.coef_, np.ndarray)

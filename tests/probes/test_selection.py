@@ -175,3 +175,63 @@ def test_dropout_copies_do_not_leak_into_validation():
     y = rng.integers(0, 3, 150)
     record = LinearProbe(dropout=0.1, dropout_copies=4, Cs=[1.0, 100.0], path_patience=None).fit(X, y)
     assert max(record.cv_results_["mean"]) < 0.5
+
+
+# -- the public protocol -------------------------------------------------------------------------
+
+
+class ShrunkCentroids:
+    """A toy PathProbe: nearest class centroid shrunk towards the overall mean by C / (1 + C)."""
+
+    def __init__(self, Cs, cv=3, scoring=None, fallback_C=1.0, random_state=0, path_patience=None):
+        self.Cs, self.cv, self.scoring, self.fallback_C = Cs, cv, scoring, fallback_C
+        self.random_state, self.path_patience = random_state, path_patience
+        self.calls = []
+
+    def prepare_path(self, X, codes, mask):
+        self.calls.append("prepare")
+        return X
+
+    def fit_path(self, prepared, rows, codes, mask, Cs):
+        X = prepared[rows]
+        centroids = np.stack([X[codes == k].mean(0) for k in range(codes.max() + 1)])
+        for C in Cs:
+            self.calls.append(("fit", C))
+            yield X.mean(0) + C / (1 + C) * (centroids - X.mean(0))
+
+    def decision_on(self, prepared, model, rows):
+        return -((prepared[rows][:, None, :] - model[None]) ** 2).sum(2)
+
+
+def test_select_C_uses_only_the_protocol():
+    from deepfeat.probes.selection import PathProbe, select_C
+
+    X, y = blobs(120, 5, 3, sep=1.0, seed=6)
+    toy = ShrunkCentroids(Cs=[10.0, 0.001, 1.0])
+    assert isinstance(toy, PathProbe)
+    C, record, models = select_C(toy, toy.prepare_path(X, y, None), y, None)
+    assert record["Cs"] == [0.001, 1.0, 10.0] and record["evaluated"] == record["Cs"]
+    assert record["best_C"] == C and len(models) == record["n_folds"] == 3
+    assert [c for c in toy.calls if c != "prepare"] == [
+        ("fit", c) for c in (0.001, 1.0, 10.0) for _ in range(3)
+    ]
+    # fold scores are those of the toy's own decisions
+    folds = make_folds(y, 3, 0)
+    for j, c in enumerate(record["Cs"]):
+        expected = []
+        for train, val in folds:
+            model = next(iter(toy.fit_path(X, train, y[train], None, [c])))
+            expected.append(np.mean(toy.decision_on(X, model, val).argmax(1) == y[val]))
+        assert record["mean"][j] == pytest.approx(np.mean(expected))
+
+
+def test_probes_implement_the_protocol():
+    from deepfeat.probes import KernelProbe, PathProbe
+
+    assert isinstance(LinearProbe(), PathProbe) and isinstance(KernelProbe(), PathProbe)
+
+
+def test_binary_search_scores_one_column():
+    X, y = blobs(150, 8, 2, sep=0.4, seed=7)
+    probe = LinearProbe(Cs=[0.01, 1.0], scoring="mean_class_accuracy").fit(X, y)
+    assert len(probe.cv_results_["mean"]) == 2 and probe.C_ in (0.01, 1.0)

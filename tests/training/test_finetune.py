@@ -149,4 +149,4 @@ def test_finetune_cli(image_tree, tmp_path):
     again = CliRunner().invoke(app, args)  # finished: resumes at the end, trains nothing
     assert again.exit_code == 0 and "after 1 epochs" in again.output
     bad = CliRunner().invoke(app, [*args[:-2], "--scope", "all", "--out", str(tmp_path / "b")])
-    assert bad.exit_code == 2 and "scope must be one of ft, fc" in bad.output
+    assert bad.exit_code == 2 and "unknown fine-tuning scope 'all'; valid: ft, fc" in bad.output

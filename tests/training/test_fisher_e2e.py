@@ -1,33 +1,24 @@
-"""The end-to-end Fisher-vector layer: autograd against finite differences and against the closed-form
-derivatives of the paper's appendix, the exact start of the feature transform, and training."""
+"""End-to-end training of the Fisher-vector layer: the whole head's gradients, the exact start of the
+feature transform, the SVM signals, and training (the layer's own derivatives are tested in
+tests/features/fisher/test_layer.py)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 
 import numpy as np
 import pytest
 import torch
-from torch.autograd.functional import jacobian
+from sklearn.svm import LinearSVC
 from torch.func import functional_call
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.features.fisher import (
-    DiagonalGMM,
-    GMMParams,
-    fisher_vectors,
-    fv_from_statistics,
-    fv_statistics,
-    normalize_fv,
-)
-from deepfeat.training.fisher_e2e import (
-    FeatureTransform,
-    FisherE2E,
-    FisherVectorLayer,
-    FVNormalization,
-    train_fisher_e2e,
-)
+from deepfeat.features.fisher import DiagonalGMM, FeatureTransform, GMMParams, fisher_vectors
+from deepfeat.metrics import average_precision_per_class
+from deepfeat.training.fisher_e2e import FisherE2E, train_fisher_e2e
+from deepfeat.training.fisher_svm import ap_summary, fit_ovr_svm, svm_objective
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,16 +27,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def small_gmm(k: int = 3, d: int = 3, seed: int = 0) -> GMMParams:
-    rng = np.random.default_rng(seed)
-    w = rng.uniform(0.5, 1.5, k)
-    return GMMParams(
-        torch.as_tensor(w / w.sum()),
-        torch.as_tensor(rng.normal(size=(k, d))),
-        torch.as_tensor(rng.uniform(0.4, 1.6, (k, d))),
-    )
 
 
 def multilabel_problem(n: int = 80, T: int = 40, D: int = 4, n_classes: int = 3, seed: int = 0):
@@ -66,35 +47,7 @@ def multilabel_problem(n: int = 80, T: int = 40, D: int = 4, n_classes: int = 3,
     return X, Y
 
 
-# --- gradcheck --------------------------------------------------------------------------------------
-
-
-def test_layer_gradcheck_wrt_descriptors_and_gmm_parameters():
-    layer = FisherVectorLayer.from_gmm(small_gmm(), dtype=torch.float64)
-    rng = np.random.default_rng(1)
-    x = torch.tensor(rng.normal(size=(2, 6, 3)), requires_grad=True)
-    mask = torch.ones(2, 6, dtype=torch.bool)
-    mask[1, 4:] = False  # a padded set
-    names = ("nu", "means", "zeta")
-    params = tuple(getattr(layer, n).detach().clone().requires_grad_(True) for n in names)
-
-    def f(x, *p):
-        return functional_call(layer, dict(zip(names, p)), (x, mask))
-
-    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5)
-
-
-def test_normalisation_and_transform_gradcheck():
-    z = torch.tensor(np.random.default_rng(2).normal(size=(3, 7)), requires_grad=True)
-    assert torch.autograd.gradcheck(FVNormalization(0.5, True), (z,), eps=1e-7, atol=1e-6)
-    assert torch.autograd.gradcheck(FVNormalization(0.3, False), (z,), eps=1e-7, atol=1e-6)
-    ft = FeatureTransform(4, "xavier").double()
-    u = torch.tensor(np.random.default_rng(3).normal(size=(2, 5, 4)), requires_grad=True)
-    w = ft.weight.detach().clone().requires_grad_(True)
-    b = ft.bias.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda u, w, b: functional_call(ft, {"weight": w, "bias": b}, (u,)), (u, w, b), eps=1e-6, atol=1e-6
-    )
+# --- the head --------------------------------------------------------------------------------------
 
 
 def test_whole_head_gradcheck_with_transform():
@@ -120,185 +73,7 @@ def test_whole_head_gradcheck_with_transform():
     assert torch.autograd.gradcheck(f, (z, *params), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-# --- the appendix's closed forms --------------------------------------------------------------------
-
-
-class Appendix:
-    """The quantities of the paper's appendix for one image: gamma (T, K), alpha and beta (T, K, D)."""
-
-    def __init__(self, T: int = 7, K: int = 3, D: int = 3, seed: int = 5):
-        p = small_gmm(K, D, seed)
-        self.lam, self.mu, self.var = p.weights, p.means, p.variances
-        self.x = torch.as_tensor(np.random.default_rng(seed + 1).normal(size=(T, D)))
-        self.T, self.K, self.D = T, K, D
-        self.sig = self.var.sqrt()
-        diff = self.x[:, None, :] - self.mu  # (T, K, D)
-        self.al, self.be = diff / self.sig, diff / self.var
-        logp = self.lam.log() - 0.5 * ((2 * np.pi * self.var).log().sum(1) + (diff**2 / self.var).sum(2))
-        self.g = torch.softmax(logp, dim=1)
-        self.IK, self.ID = torch.eye(K, dtype=torch.float64), torch.eye(D, dtype=torch.float64)
-        self.N = self.IK[None] - self.g[:, None, :]  # (T, k, s): delta_ks - gamma_s
-        self.M = self.IK[None] - 2 * self.g[:, None, :]  # (T, k, s): delta_ks - 2 gamma_s
-        # eq. (9): d gamma_k / d x_e, (T, K, D)
-        self.dg = self.g[:, :, None] * (-self.be + torch.einsum("tne,tn->te", self.be, self.g)[:, None, :])
-
-    @staticmethod
-    def fv(lam, mu, var, x):
-        """Eqs. (2)-(4) as a function of free (not renormalised) weights, as the appendix treats them."""
-        p = GMMParams(lam, mu, var)
-        return fv_from_statistics(*fv_statistics(x[None], p), p)[0]
-
-    def jacobians(self):
-        """Autograd Jacobians of (F_lambda, F_mu, F_sigma2) w.r.t. lambda, mu, sigma2 and x."""
-        K, D, T = self.K, self.D, self.T
-        J = jacobian(self.fv, (self.lam, self.mu, self.var, self.x))
-        split = {}
-        for name, j, shape in zip(("lam", "mu", "var", "x"), J, ((K,), (K, D), (K, D), (T, D))):
-            split[name] = (j[:K].reshape(K, *shape), j[K : K + K * D].reshape(K, D, *shape), j[K + K * D :])
-            split[name] = (*split[name][:2], split[name][2].reshape(K, D, *shape))
-        return split
-
-
-@pytest.fixture(scope="module")
-def app():
-    return Appendix()
-
-
-@pytest.fixture(scope="module")
-def jac(app):
-    return app.jacobians()
-
-
-def close(a, b):
-    torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
-
-
-def differs(a, b):
-    assert (a - b).abs().max() > 1e-3 * b.abs().max()
-
-
-def test_posterior_derivatives(app):
-    """d gamma / d (lambda, mu, sigma2, x): the appendix's last three formulas and eq. (9) hold."""
-
-    def gamma(lam, mu, var, x):
-        from deepfeat.features.fisher import log_joint
-
-        return torch.softmax(log_joint(x, GMMParams(lam, mu, var)), dim=1)
-
-    j_lam, j_mu, j_var, j_x = jacobian(gamma, (app.lam, app.mu, app.var, app.x))
-    g, lam = app.g, app.lam
-    close(j_lam, g[:, :, None] * (app.IK / lam[:, None] - g[:, None, :] / lam[None, None, :]))
-    close(j_mu, torch.einsum("tk,tks,tse->tkse", g, app.N, app.be))
-    close(j_var, torch.einsum("tk,tks,tse->tkse", g, app.N, (app.al**2 - 1) / (2 * app.var)))
-    close(torch.einsum("tkue->tke", j_x), app.dg)  # gamma(x_t) depends on x_t only
-    close(torch.einsum("tkte->tke", j_x), app.dg)
-
-
-def test_weight_derivatives(app, jac):
-    """d F / d lambda_s (first three formulas), with the factor 1/T of eqs. (2)-(4) that the
-    appendix leaves out throughout. The third formula as printed has the indices of its left-hand side
-    swapped (d F_sigma2_s / d lambda_k); its right-hand side is d F_sigma2_k / d lambda_s."""
-    g, lam, al, T = app.g, app.lam, app.al, app.T
-    den = 2 * lam[None, :] * lam.sqrt()[:, None]  # [k, s]: 2 lambda_s sqrt(lambda_k)
-    a = (torch.einsum("sk,tk->ks", app.IK, g - lam) - 2 * torch.einsum("ts,tk->ks", g, g)) / den / T
-    close(jac["lam"][0], a)
-    b = torch.einsum("tk,tkd,tks->kds", g, al, app.M) / den[:, None, :] / T
-    close(jac["lam"][1], b)
-    c = torch.einsum("tk,tkd,tks->kds", g, al**2 - 1, app.M) / (den[:, None, :] * np.sqrt(2)) / T
-    close(jac["lam"][2], c)
-
-
-def test_mean_derivatives(app, jac):
-    """d F / d mu_s. The printed d F_sigma2 / d mu has ([alpha_k]_d - 1) where the derivative of
-    gamma_k (alpha_k^2 - 1) needs ([alpha_k]_d^2 - 1); the printed form does not match."""
-    g, al, N, T = app.g, app.al, app.N, app.T
-    sq = app.lam.sqrt()
-    kron = torch.einsum("tk,ks,de->kdse", g, app.IK, app.ID)  # sum_t gamma_k delta_ks delta_de
-    d = torch.einsum("tk,tks,tse->kse", g, N, al) / (app.sig[None] * sq[:, None, None]) / T
-    close(jac["mu"][0], d)
-    e = (torch.einsum("tk,tks,tse,tkd->kdse", g, N, al, al) - kron) / (app.sig * sq[:, None, None, None]) / T
-    close(jac["mu"][1], e)
-
-    def f(square: bool):
-        ak = al**2 if square else al
-        num = torch.einsum("tk,tse,tks,tkd->kdse", g, al, N, ak - 1)
-        num = num - 2 * torch.einsum("tk,tse,ks,de->kdse", g, al, app.IK, app.ID)
-        return num / (app.sig * (2 * app.lam).sqrt()[:, None, None, None]) / T
-
-    close(jac["mu"][2], f(square=True))
-    differs(f(square=False), jac["mu"][2])
-
-
-def test_variance_derivatives(app, jac):
-    """d F / d sigma2_s. The printed d F_mu / d sigma2 and d F_sigma2 / d sigma2 lack the "- 1" of
-    d gamma_s / d sigma2_s (its factor is alpha_s^2 - 1, as the appendix's own gamma derivative says),
-    and the latter also the "- 1" of eq. (4); the printed forms do not match, the corrected ones do."""
-    g, al, N, T, var = app.g, app.al, app.N, app.T, app.var
-    sq = app.lam.sqrt()
-    gg = torch.einsum("tk,tks,tse->kse", g, N, al**2 - 1) / (2 * var[None] * sq[:, None, None]) / T
-    close(jac["var"][0], gg)
-
-    def h(c: float):
-        num = torch.einsum("tk,tkd,tks,tse->kdse", g, al, N, al**2 - c)
-        num = num - torch.einsum("tk,tkd,ks,de->kdse", g, al, app.IK, app.ID)
-        return num / (2 * var * sq[:, None, None, None]) / T
-
-    def i(c: float):
-        num = torch.einsum("tk,tks,tse,tkd->kdse", g, N, al**2 - c, al**2 - c)
-        num = num - 2 * torch.einsum("tk,ks,de,tkd->kdse", g, app.IK, app.ID, al**2)
-        return num / (2 * var * (2 * app.lam).sqrt()[:, None, None, None]) / T
-
-    close(jac["var"][1], h(1.0))
-    differs(h(0.0), jac["var"][1])
-    close(jac["var"][2], i(1.0))
-    differs(i(0.0), jac["var"][2])
-
-
-def test_descriptor_derivatives(app, jac):
-    """d F / d x_t (per descriptor, with 1/T). The printed d F_sigma2 / d x has [alpha_k^2]_d where
-    d/dx of gamma_k (alpha_k^2 - 1) gives ([alpha_k^2]_d - 1); the printed form does not match."""
-    g, al, dg, T = app.g, app.al, app.dg, app.T
-    sq = app.lam.sqrt()
-    close(jac["x"][0], dg.permute(1, 0, 2) / sq[:, None, None] / T)
-    mu_part = torch.einsum("tke,tkd->kdte", dg, al) + torch.einsum("tk,de,kd->kdte", g, app.ID, 1 / app.sig)
-    close(jac["x"][1], mu_part / sq[:, None, None, None] / T)
-
-    def var_part(c: float):
-        num = torch.einsum("tke,tkd->kdte", dg, al**2 - c)
-        num = num + 2 * torch.einsum("tk,de,tkd->kdte", g, app.ID, app.be)
-        return num / (2 * app.lam).sqrt()[:, None, None, None] / T
-
-    close(jac["x"][2], var_part(1.0))
-    differs(var_part(0.0), jac["x"][2])
-
-
-def test_normalisation_jacobian_eq_15():
-    """Eq. (15) as printed, 2 / ||x||_1 (I - x^ x^T / x^T x^), is not the Jacobian of eq. (14) for
-    alpha = 1/2: the signed square root contributes diag(1 / (2 sqrt|x_i|)) and the L2 step the factor
-    1 / ||x^||_2 = 1 / sqrt(||x||_1), i.e. the Jacobian is ||x||_1^(-1/2) P diag(1 / (2 sqrt|x|))."""
-    x = torch.as_tensor(np.random.default_rng(6).normal(size=6))
-    J = jacobian(lambda z: normalize_fv(z[None], 0.5, True)[0], x)
-    xh = x.sign() * x.abs().sqrt()
-    P = torch.eye(6, dtype=torch.float64) - torch.outer(xh, xh) / (xh @ xh)
-    l1 = x.abs().sum()
-    close(J, P @ torch.diag(1 / (2 * x.abs().sqrt())) / l1.sqrt())
-    differs(2 / l1 * P, J)
-
-
-# --- the layer and the exact start ------------------------------------------------------------------
-
-
-def test_layer_starts_as_the_fitted_gmm():
-    gmm = DiagonalGMM(4, random_state=0, tol=1e-4).fit(np.random.default_rng(7).normal(size=(400, 3)))
-    layer = FisherVectorLayer.from_gmm(gmm, dtype=torch.float64)
-    p = layer.gmm_params()
-    np.testing.assert_allclose(p.weights.detach().numpy(), gmm.weights_, rtol=1e-12)
-    np.testing.assert_allclose(p.variances.detach().numpy(), gmm.variances_, rtol=1e-12)
-    x = torch.as_tensor(np.random.default_rng(8).normal(size=(3, 50, 3)))
-    torch.testing.assert_close(layer(x), fisher_vectors(x, gmm, power=None, l2=False))
-    assert layer.eps < gmm.variances_.min()
-    with pytest.raises(ConfigError, match="eps must be in"):
-        FisherVectorLayer.from_gmm(gmm, eps=float(gmm.variances_.min()) * 2)
+# --- the exact start -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("init", ["xavier", "orthogonal", "identity"])
@@ -428,7 +203,7 @@ def test_gmm_fitted_here_when_none_is_given(problem):
         ({"gradient": "squared"}, ConfigError, "valid: paper, hinge"),
         ({"train": ("transform",)}, ConfigError, r"train must be \('gmm',\)"),
         ({"svm_loss": "logistic"}, ConfigError, "valid: hinge, squared_hinge"),
-        ({"lr": 0}, ConfigError, "lr must be a positive number"),
+        ({"lr": 0}, ConfigError, r"lr must be in \(0, inf"),
         ({"transform_init": "he"}, ConfigError, "valid: xavier, orthogonal, identity"),
         ({"tanh_range": 1.0}, ConfigError, r"tanh_range must be in \(0, 1\)"),
     ],
@@ -450,3 +225,133 @@ def test_data_errors(problem):
         model.fit(bad, Y[:10], gmm)
     with pytest.raises(DataError, match="dimension 3, the GMM has 4"):
         model.fit(X[:10, :, :3], Y[:10], gmm)
+
+
+# --- per-class heads and difficult labels -----------------------------------------------------------
+
+
+def difficult_mask(Y: np.ndarray, rate: float = 0.2, seed: int = 0) -> np.ndarray:
+    """About ``rate`` of the entries marked difficult, at least one per class, leaving every class
+    positives and negatives."""
+    hard = np.random.default_rng(seed).random(Y.shape) < rate
+    hard[:2] = False  # rows 0 and 1 are a positive and a negative of every class
+    classes = np.arange(Y.shape[1])
+    hard[2 + classes, classes] = True  # and every class has some
+    return hard
+
+
+def surrogate(fv, ysign, keep, theta, bias, gradient, loss):
+    """The loss whose gradient w.r.t. the Fisher vectors the signal is, batch-averaged, difficult
+    entries left out: the paper's linear -y theta.f, or the SVM's (squared) hinge."""
+    if gradient == "paper":
+        per = -ysign * (fv @ theta.T)
+    else:
+        slack = (1 - ysign * (fv @ theta.T + bias)).clamp_min(0)
+        per = slack if loss == "hinge" else slack**2
+    return (per * keep).sum() / len(fv)
+
+
+@pytest.mark.parametrize(
+    "heads,gradient,loss",
+    [
+        ("per_class", "paper", "hinge"),
+        ("per_class", "hinge", "squared_hinge"),
+        ("per_class", "hinge", "hinge"),
+        ("shared", "hinge", "squared_hinge"),
+    ],
+)
+def test_one_step_follows_the_autograd_gradient_of_each_heads_svm_loss(heads, gradient, loss):
+    """One full-batch SGD step: head h moves by -lr times the autograd gradient, through a copy of its
+    start, of the loss of its own classes' SVMs (one class per head for "per_class", all summed for
+    "shared"), with difficult entries left out; other classes' signals do not reach it."""
+    X, Y = multilabel_problem(n=24, T=12, D=3, n_classes=3, seed=5)
+    hard = difficult_mask(Y, seed=1)
+    gmm = DiagonalGMM(2, random_state=0).fit(X.reshape(-1, 3))
+    params = dict(heads=heads, gradient=gradient, svm_loss=loss, dtype="float64", progress=False)
+    start = FisherE2E(epochs=0, **params).fit(X, Y, gmm, difficult=hard)
+    lr = 0.05
+    moved = FisherE2E(epochs=1, batch_size=len(X), lr=lr, **params).fit(X, Y, gmm, difficult=hard)
+    assert len(moved.heads_) == (3 if heads == "per_class" else 1)
+    ysign = torch.as_tensor(2.0 * Y - 1)
+    keep = torch.as_tensor(~hard, dtype=torch.float64)
+    for h, classes in enumerate(start.classes_of_head_):
+        theta, bias = (torch.as_tensor(a, dtype=torch.float64) for a in start.svms_[h])
+        head = copy.deepcopy(start.heads_[h])
+        fv = head(head.inputs(torch.as_tensor(X)))
+        args = (ysign[:, classes], keep[:, classes], theta, bias, gradient, loss)
+        surrogate(fv, *args).backward()
+        grads = {n: p.grad.clone() for n, p in head.named_parameters()}
+        for name, p in moved.heads_[h].named_parameters():
+            expected = dict(start.heads_[h].named_parameters())[name].detach() - lr * grads[name]
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-9, atol=1e-12)
+        # the difficult entries matter: counting them gives another gradient
+        head.zero_grad()
+        fv = head(head.inputs(torch.as_tensor(X)))
+        surrogate(fv, *args[:1], torch.ones_like(args[1]), *args[2:]).backward()
+        assert not torch.allclose(head.layer.means.grad, grads["layer.means"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
+def test_difficult_labels_change_nothing(problem, loss):
+    """Flipping every difficult label, for training and held-out images, changes no SVM, objective,
+    AP or trained GMM: difficult entries are out of every loss, signal and score."""
+    X, Y, gmm = problem
+    hard = difficult_mask(Y, seed=2)
+    flipped = np.where(hard, 1 - Y, Y)
+    runs = []
+    for labels in (Y, flipped):
+        model = FisherE2E(
+            heads="per_class", gradient="hinge", svm_loss=loss, epochs=1, batch_size=20, lr=3e-3,
+            dtype="float64", progress=False,
+        )  # fmt: skip
+        model.fit(X[:60], labels[:60], gmm, difficult=hard[:60], eval_set=(X[60:], labels[60:], hard[60:]))
+        runs.append(model)
+    a, b = (m.results_ for m in runs)
+    for stage in ("before", "after"):
+        assert a[stage] == b[stage]
+    for ha, hb in zip(runs[0].heads_, runs[1].heads_, strict=True):
+        torch.testing.assert_close(ha.layer.means, hb.layer.means, rtol=0, atol=0)
+    assert a["data"]["difficult_train"] == int(hard[:60].sum()) > 0
+    assert a["data"]["difficult_eval"] == int(hard[60:].sum()) > 0
+    # and without the mask, the flipped labels do change the outcome
+    plain = FisherE2E(heads="per_class", svm_loss=loss, epochs=0, dtype="float64", progress=False)
+    assert plain.fit(X, flipped, gmm).results_["before"] != a["before"]
+
+
+def test_svm_objective_and_ap_leave_difficult_entries_out():
+    rng = np.random.default_rng(30)
+    F = rng.normal(size=(30, 6))
+    Y = (rng.random((30, 2)) < 0.5).astype(int)
+    Y[0], Y[1] = 1, 0
+    hard = difficult_mask(Y, 0.3, seed=3)
+    coef, intercept = fit_ovr_svm(F, Y, loss="hinge", C=1.0, ignore=hard)
+    total = 0.5 * np.square(coef.astype(np.float64)).sum()
+    for c in range(2):
+        keep = ~hard[:, c]
+        ref = LinearSVC(loss="hinge", C=1.0, dual=True, max_iter=5000, tol=1e-4, random_state=0)
+        ref.fit(F[keep], Y[keep, c])
+        np.testing.assert_allclose(coef[c], ref.coef_[0], rtol=1e-4, atol=1e-5)
+        margins = (2 * Y[keep, c] - 1) * (F[keep] @ coef[c].astype(np.float64) + intercept[c])
+        total += np.maximum(0, 1 - margins).sum()
+    assert svm_objective(F, Y, coef, intercept, 1.0, "hinge", hard) == pytest.approx(total, rel=1e-9)
+    scores = F @ coef.T + intercept
+    ap = ap_summary(Y, scores, hard)["ap"]
+    assert ap[1] == pytest.approx(average_precision_per_class(Y[~hard[:, 1]], scores[~hard[:, 1]])[1])
+
+
+def test_per_class_results_and_scores(problem):
+    X, Y, gmm = problem
+    per = FisherE2E(heads="per_class", epochs=1, lr=1e-3, svm_loss="squared_hinge", progress=False)
+    r = per.fit(X[:40], Y[:40], gmm, eval_set=(X[40:], Y[40:])).results_
+    assert r["settings"]["heads"] == "per_class" and r["settings"]["deviation_from_paper"] is None
+    assert r["data"]["n_heads"] == 3 and per.classes_of_head_ == [[0], [1], [2]]
+    scores = per.decision_function(X[40:])
+    assert scores.shape == (40, 3)
+    # class c is scored by head c's Fisher vectors and SVM
+    coef, intercept = per.svms_[1]
+    np.testing.assert_allclose(scores[:, 1], per.encode(X[40:], head=1) @ coef[0] + intercept[0], rtol=1e-5)
+    with pytest.raises(AttributeError, match="one head per class"):
+        per.head_  # noqa: B018
+    shared = FisherE2E(epochs=0, svm_loss="squared_hinge", progress=False).fit(X[:40], Y[:40], gmm)
+    assert "per class" in shared.results_["settings"]["deviation_from_paper"]
+    json.dumps(r)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from deepfeat.analysis._inputs import as_matrix, check_finite, to_numpy
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
-from deepfeat.probes.linear import probe_for
+from deepfeat.probes.registry import probe_for
 from deepfeat.report import plots as _plot
 from deepfeat.validation import check_choice
 

@@ -30,6 +30,10 @@ def list_backbones() -> dict[str, str]:
     """Backbone names with a one-line description; any ``timm:<model>`` is accepted too."""
     out = {name: text for name, (_, text) in _BUILDERS.items()}
     out["timm:<model>"] = "any timm model by name; weights from a file, 'pretrained' (network) or random"
+    out["bigan:<checkpoint>"] = (
+        "the encoder (or discriminator) of a 'deepfeat bigan train --arch conv' run; weights from the "
+        "checkpoint, or 'random'"
+    )
     return out
 
 
@@ -46,6 +50,9 @@ def load_backbone(
     initialisation with a warning for the others), ``"random"`` for a seeded random initialisation,
     or the path of a weights file (a PyTorch state dict, or a deepfeat fine-tuning checkpoint, which
     brings its own output layer).
+
+    ``"bigan:<checkpoint>"`` names the feature network of a convolutional BiGAN run (see
+    :mod:`deepfeat.backbones.bigan`); its weights come from the checkpoint (or ``weights="random"``).
 
     ``fully_convolutional``: run AlexNet / VGG16's fully connected layers densely as convolutions over
     large inputs (see :mod:`deepfeat.backbones.dense`); the other backbones are convolutional up to
@@ -64,6 +71,10 @@ DENSE_VARIANTS = ("alexnet", "vgg16")
 
 
 def _load(name: str, weights, seed: int) -> Backbone:
+    if name.startswith("bigan:"):
+        from deepfeat.backbones.bigan import load_bigan
+
+        return load_bigan(name.removeprefix("bigan:"), weights=weights, seed=seed)
     if name.startswith("timm:"):
         from deepfeat.backbones.timm_nets import build_timm
 

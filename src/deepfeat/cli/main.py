@@ -12,12 +12,14 @@ from deepfeat._runtime import tune_allocator
 from deepfeat._version import __version__
 from deepfeat.cli.analyze import analyze_app
 from deepfeat.cli.backbones import backbones_command, layers_command, predict_command
+from deepfeat.cli.bigan import bigan_app
 from deepfeat.cli.caption import caption_app
 from deepfeat.cli.demo import demo_command
 from deepfeat.cli.evaluate import evaluate_command
 from deepfeat.cli.extract import extract_command, store_list_command
 from deepfeat.cli.finetune import finetune_command
 from deepfeat.cli.heatmap import heatmap_command
+from deepfeat.cli.video import video_app
 
 app = typer.Typer(
     name="deepfeat",
@@ -59,6 +61,8 @@ store_app.command("list")(store_list_command)
 app.add_typer(store_app, name="store")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(caption_app, name="caption")
+app.add_typer(video_app, name="video")
+app.add_typer(bigan_app, name="bigan")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,6 @@ class Method(str, Enum):
     activations = "activations"
     gradient = "gradient"
     interactive = "interactive"
-    warp = "warp"
     fisher = "fisher"
 
 
@@ -32,6 +31,7 @@ class PreprocessName(str, Enum):
     backbone = "backbone"
     decaf = "decaf"
     interactive = "interactive"
+    warp = "warp"
 
 
 class OnBadImage(str, Enum):

@@ -33,7 +33,7 @@ from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry
-from deepfeat.validation import check_int
+from deepfeat.validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def extract(
     far stays in the store. ``durable`` syncs each batch to disk before journaling it.
     """
     if on_error not in ON_ERROR:
-        raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        check_choice("on_error", on_error, ON_ERROR)
     if not methods:
         raise ConfigError("no feature method given")
     check_int("batch_size", batch_size, minimum=1)  # before any work: no store entry is created

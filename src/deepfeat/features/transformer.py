@@ -16,7 +16,7 @@ from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import ON_ERROR, Extraction, extract
-from deepfeat.validation import check_int
+from deepfeat.validation import check_choice, check_int
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
@@ -42,8 +42,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         backbone: str | Backbone = DEFAULT_BACKBONE,
-        layers: str | Sequence[str] = "pool",
-        pool: str | Sequence[str] = "avg",
+        layers: Sequence[str] = ("pool",),
+        pool: Sequence[str] = ("avg",),
         *,
         weights: str | None = None,
         preprocess: str | Preprocess = "backbone",
@@ -71,7 +71,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None) -> FeatureExtractor:
         """Load the backbone and validate every parameter (no learning happens)."""
         if self.on_error not in ON_ERROR:
-            raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+            check_choice("on_error", self.on_error, ON_ERROR)
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("workers", self.workers, minimum=0)
         check_int("max_pixels", self.max_pixels, minimum=1)
@@ -109,4 +109,23 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if result.failures:
             path, reason = result.failures[0]
             raise DataError(f"{path}: {reason} (transform needs every image; use extract() to skip bad ones)")
-        return np.hstack([np.asarray(result.features[s.key].features) for s in self.outputs_])
+        blocks = [np.asarray(result.features[s.key].features) for s in self.outputs_]
+        self.output_dims_ = {s.key: b.shape[1] for s, b in zip(self.outputs_, blocks)}
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``<layer>/<pooling>_<i>`` for every column of :meth:`transform`'s output. Pooled outputs have
+        one column per channel; unrolled maps depend on the input size and are known after a transform."""
+        if not hasattr(self, "outputs_"):
+            self.fit()
+        names = []
+        for spec in self.outputs_:
+            dim = getattr(self, "output_dims_", {}).get(spec.key)
+            if dim is None:
+                if spec.layer.spatial and spec.params["pool"] in ("unroll", "sp-shuffle", "bin"):
+                    raise ConfigError(
+                        f"the width of {spec.key!r} depends on the input size; call transform() first"
+                    )
+                dim = spec.layer.channels
+            names += [f"{spec.key}_{i}" for i in range(dim)]
+        return np.asarray(names, dtype=object)

@@ -2,26 +2,38 @@
 plain features through the linear kernel).
 
 One-vs-rest hinge-loss SVMs (libsvm through scikit-learn's ``SVC(kernel="precomputed")``), one per
-class (multi-class) or per label (multi-label, with "difficult" entries left out of their label's
-problem). The kernel between training images is computed once; C is chosen by cross-validation on
-sub-blocks of it, on the training data only. Prediction computes the kernel between the test images
-and the training images and applies the dual coefficients.
+class (multi-class), one for two classes (binary: ``decision_function`` returns one score per sample,
+that of ``classes_[1]``) or one per label (multi-label, with "difficult" entries left out of their
+label's problem). The kernel between training images is computed once; C is chosen by
+cross-validation on sub-blocks of it, on the training data only (through the C-path protocol of
+:mod:`deepfeat.probes.selection`). Prediction computes the kernel between the test images and the
+training images and applies the dual coefficients.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from deepfeat.errors import ConfigError, DataError, UnknownNameError
-from deepfeat.kernels import NORMALIZATIONS, FactoredLayout, factored_kernel, linear_kernel
-from deepfeat.probes.linear import DEFAULT_CS, check_features
-from deepfeat.probes.selection import SCORINGS, check_C, make_folds, prepare_targets, score_predictions
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.kernels import NORMALIZATIONS, FactoredLayout, factored_kernel
+from deepfeat.probes.base import (
+    DEFAULT_CS,
+    check_C,
+    check_cv,
+    check_features,
+    check_scoring,
+    prepare_targets,
+    resolve_device,
+)
+from deepfeat.probes.selection import select_C
+from deepfeat.validation import check_choice
 
 KERNELS = ("linear", "factored")
 
@@ -34,12 +46,16 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
     kernel: ``"linear"`` (dot products of the rows) or ``"factored"`` (the trace kernel of factored
         gradient rows, which needs ``layout``).
     layout: :class:`~deepfeat.kernels.FactoredLayout` of the rows (factored kernel only).
-    normalize: ``"factors"`` (default; the L2-normalised rows for the linear kernel), ``"gradient"``
-        or ``"none"``; see :mod:`deepfeat.kernels`.
+    normalize: ``"gradient"`` (default: the L2-normalised gradient dE/dW, i.e. the factored kernel
+        divided by its diagonal's square roots), ``"factors"`` (each factor L2-normalised) or
+        ``"none"``; see :mod:`deepfeat.kernels`. For the linear kernel both of the first two mean
+        L2-normalised rows.
     C: a positive number or ``"cv"`` to choose it from ``Cs`` by ``cv``-fold cross-validation.
     scoring: CV score: ``accuracy``, ``mean_class_accuracy`` or ``map`` (default: accuracy for
         single-label data, mAP for multi-label data).
     fallback_C: C used when a class is too small for cross-validation.
+    device: where the linear kernel is computed (``"cpu"``, ``"cuda"`` or a :class:`torch.device`);
+        the factored kernel and libsvm run on the CPU.
     """
 
     #: kinds of features this probe reads (see deepfeat.features.featureset.FeatureKind)
@@ -49,13 +65,14 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         self,
         kernel: str = "linear",
         layout: FactoredLayout | None = None,
-        normalize: str = "factors",
+        normalize: str = "gradient",
         C: float | str = "cv",
         Cs: Sequence[float] = DEFAULT_CS,
         cv: int = 3,
         scoring: str | None = None,
         fallback_C: float = 1.0,
         tol: float = 1e-3,
+        device: str | torch.device = "cpu",
         random_state: int | None = 0,
     ):
         self.kernel = kernel
@@ -67,27 +84,33 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         self.scoring = scoring
         self.fallback_C = fallback_C
         self.tol = tol
+        self.device = device
         self.random_state = random_state
 
     # -- parameters and kernels ----------------------------------------------------------------
     def _validate_params(self) -> None:
-        if self.kernel not in KERNELS:
-            raise UnknownNameError("kernel", self.kernel, KERNELS)
-        if self.normalize not in NORMALIZATIONS:
-            raise UnknownNameError("kernel normalisation", self.normalize, NORMALIZATIONS)
+        check_choice("kernel", self.kernel, KERNELS)
+        check_choice("kernel normalisation", self.normalize, NORMALIZATIONS)
         if self.kernel == "factored" and not isinstance(self.layout, FactoredLayout):
             raise ConfigError("kernel='factored' needs layout=FactoredLayout(d_in, d_out, positions)")
         check_C(self.C, self.Cs)
-        if self.cv < 2:
-            raise ConfigError(f"cv must be at least 2 folds, got {self.cv}")
-        if self.scoring is not None and self.scoring not in SCORINGS:
-            raise UnknownNameError("scoring", self.scoring, SCORINGS)
+        check_cv(self.cv)
+        check_scoring(self.scoring)
+        resolve_device(self.device)
 
     def compute_kernel(self, A, B=None) -> np.ndarray:
-        """The probe's kernel between rows A and B (B=None: A with itself)."""
+        """The probe's kernel between rows A and B (B=None: A with itself), float64."""
         if self.kernel == "factored":
-            return factored_kernel(A, B, layout=self.layout, normalize=self.normalize)
-        return linear_kernel(A, B, normalize="none" if self.normalize == "none" else "l2")
+            return factored_kernel(A, B, layout=self.layout, normalize=self.normalize).astype(np.float64)
+        device = resolve_device(self.device)
+
+        def rows(X) -> torch.Tensor:
+            t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+            return t if self.normalize == "none" else t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+        a = rows(A)
+        b = a if B is None else rows(B)
+        return torch.mm(a, b.t()).double().cpu().numpy()
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, X, y, ignore=None) -> KernelProbe:
@@ -100,10 +123,10 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if len(y) != len(X):
             raise DataError(f"X has {len(X)} samples but y has {len(y)}")
-        codes, mask = self._targets(y, ignore)
-        K = self.compute_kernel(X).astype(np.float64)
+        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
+        K = self.prepare_path(X, codes, mask)
         if isinstance(self.C, str):
-            self.C_, self.cv_results_ = self._select_C(K, codes, mask)
+            self.C_, self.cv_results_, _ = select_C(self, K, codes, mask)
         else:
             self.C_, self.cv_results_ = float(self.C), None
         self.dual_coef_, self.intercept_ = self._fit_kernel(K, codes, mask, self.C_)
@@ -111,15 +134,20 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _targets(self, y: np.ndarray, ignore):
-        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
-        return codes, mask
+    def _n_outputs(self) -> int:
+        K = len(self.classes_)
+        return K if self.multilabel_ or K > 2 else 1
 
     def _fit_kernel(self, K: np.ndarray, codes: np.ndarray, mask, C: float):
         """Dual coefficients (n_outputs, n) and intercepts for one C on kernel K."""
         n = len(K)
-        n_out = len(self.classes_)
-        targets = codes if codes.ndim == 2 else np.eye(n_out, dtype=np.int64)[codes]
+        n_out = self._n_outputs()
+        if codes.ndim == 2:
+            targets = codes
+        elif n_out == 1:
+            targets = (codes == 1)[:, None].astype(np.int64)
+        else:
+            targets = np.eye(n_out, dtype=np.int64)[codes]
         dual = np.zeros((n_out, n), dtype=np.float64)
         intercept = np.zeros(n_out, dtype=np.float64)
         for k in range(n_out):
@@ -136,44 +164,43 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
             intercept[k] = svc.intercept_[0]
         return dual, intercept
 
-    def _select_C(self, K: np.ndarray, codes: np.ndarray, mask):
-        scoring = self.scoring or ("map" if codes.ndim == 2 else "accuracy")
-        Cs = sorted(float(c) for c in self.Cs)
-        folds = make_folds(codes, self.cv, self.random_state)
-        if folds is None:
-            return float(self.fallback_C), {
-                "Cs": Cs,
-                "scoring": scoring,
-                "note": "a class has fewer than 2 samples: C not searched",
-            }
-        scores = np.full((len(folds), len(Cs)), np.nan)
-        for j, C in enumerate(Cs):
-            for f, (train, val) in enumerate(folds):
-                m = None if mask is None else mask[train]
-                dual, b = self._fit_kernel(K[np.ix_(train, train)], codes[train], m, C)
-                decision = K[np.ix_(val, train)] @ dual.T + b
-                scores[f, j] = score_predictions(
-                    scoring, codes[val], decision, None if mask is None else mask[val]
-                )
-        mean = np.nanmean(scores, axis=0)
-        best = int(np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)[0])
-        return Cs[best], {"Cs": Cs, "scoring": scoring, "mean": mean.tolist(), "folds": scores.tolist()}
+    # -- the C-path protocol (deepfeat.probes.selection.PathProbe) ------------------------------
+    def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask) -> np.ndarray:
+        """The kernel between all training rows, computed once for every fold."""
+        return self.compute_kernel(X)
+
+    def fit_path(self, prepared: np.ndarray, rows, codes, mask, Cs) -> Iterator[tuple]:
+        """(rows, dual coefficients, intercepts) on the training rows ``rows`` for each C of ``Cs``."""
+        K = prepared[np.ix_(rows, rows)]
+        for C in Cs:
+            yield (rows, *self._fit_kernel(K, codes, mask, C))
+
+    def decision_on(self, prepared: np.ndarray, model: tuple, rows) -> np.ndarray:
+        """Decision values of the training rows ``rows`` under a fit of :meth:`fit_path`."""
+        train, dual, intercept = model
+        return self._apply(prepared[np.ix_(rows, train)], dual, intercept)
+
+    def _apply(self, K: np.ndarray, dual: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+        scores = (torch.from_numpy(K) @ torch.from_numpy(dual).t() + torch.from_numpy(intercept)).numpy()
+        return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     # -- prediction ----------------------------------------------------------------------------
     def decision_function(self, X) -> np.ndarray:
-        """Scores (n, K): one column per class (multi-class) or label (multi-label)."""
+        """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
+        classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("dual_coef_", "X_fit_"))
         X = check_features(X)
         if X.shape[1] != self.n_features_in_:
             raise DataError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
-        K = self.compute_kernel(X, self.X_fit_).astype(np.float64)
-        return K @ self.dual_coef_.T + self.intercept_
+        return self._apply(self.compute_kernel(X, self.X_fit_), self.dual_coef_, self.intercept_)
 
     def predict(self, X) -> np.ndarray:
         """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
         scores = self.decision_function(X)
         if self.multilabel_:
             return (scores > 0).astype(np.int64)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(np.int64)]
         return self.classes_[scores.argmax(axis=1)]
 
     def score(self, X, y, sample_weight=None) -> float:

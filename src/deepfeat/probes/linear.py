@@ -7,24 +7,28 @@ Objective (scikit-learn's parametrisation, so C grids mean the same thing):
 with ``loss`` the multinomial cross-entropy (``logistic``, ``multi_class="multinomial"``), the binary
 cross-entropy per class (``logistic``, one-vs-rest), the squared hinge per class (``squared_hinge``,
 one-vs-rest, as LinearSVC) or the hinge (``hinge``; solved exactly by liblinear through
-scikit-learn, since the hinge is not differentiable). Multi-label targets (an indicator matrix) are
-always one-vs-rest, as VOC classification is scored; entries marked ``ignore`` (VOC "difficult")
-do not enter the loss of their class.
+scikit-learn, since the hinge is not differentiable). Two classes make one binary problem, as in
+scikit-learn: one weight vector, and ``decision_function`` returns one score per sample (that of
+``classes_[1]``). Multi-label targets (an indicator matrix) are always one-vs-rest, as VOC
+classification is scored; entries marked ``ignore`` (VOC "difficult") do not enter the loss of their
+class.
 
-The smooth losses are minimised in torch by full-batch L-BFGS in a centred, row-space,
-curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`), warm-started
-along the C path during cross-validation. ``C="cv"`` picks C from ``Cs`` by stratified k-fold
-cross-validation on the training data only (see :mod:`deepfeat.probes.selection`).
+The smooth losses are minimised in torch (on ``device``) by a batched L-BFGS in a centred, row-space,
+curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`). ``C="cv"``
+picks C from ``Cs`` by stratified k-fold cross-validation on the training data only (see
+:mod:`deepfeat.probes.selection`), every fold walking the C path from its previous solution.
 
 Dropout on features (DeCAF): at training, every sample is repeated ``dropout_copies`` times with a
-fresh random mask zeroing each feature with probability ``dropout``; at test time, features are
-multiplied by the keep probability ``1 - dropout``.
+fresh random mask zeroing each feature with probability ``dropout``, and each copy's loss is weighted
+by 1/``dropout_copies``: the data term is the mean over the masks, so C means what it means without
+dropout. At test time, features are multiplied by the keep probability ``1 - dropout``.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,30 +37,44 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.probes.selection import check_C, prepare_targets
-from deepfeat.probes.solver import Basis, Problem, make_problem, solve
+from deepfeat.probes.base import (
+    DEFAULT_CS,
+    check_C,
+    check_cv,
+    check_features,
+    check_scoring,
+    prepare_targets,
+    resolve_device,
+    thread_budget,
+)
+from deepfeat.probes.objectives import make_problem
+from deepfeat.probes.selection import select_C
+from deepfeat.probes.solver import Basis, solve, solve_path
+from deepfeat.validation import check_choice, check_float, check_int
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
-DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))
 
 
-def check_features(X, name: str = "X") -> np.ndarray:
-    """float32 (n, d) features; a clear error for NaN / infinite values or a wrong shape."""
-    try:
-        arr = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"{name} must be a non-empty (n_samples, n_features) array, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))
-        raise DataError(
-            f"{name} has {int(bad.sum())} NaN or infinite values in {rows.size} rows "
-            f"(first rows: {rows[:5].tolist()}); clean or drop those samples"
-        )
-    return arr
+@dataclass
+class PreparedFeatures:
+    """Training features on the probe's device, with their basis and coordinates when one basis
+    serves every fold (no dropout)."""
+
+    X: torch.Tensor  # (n, d) normalised features
+    basis: Basis | None
+    Z: torch.Tensor | None  # (n, r) coordinates in ``basis``
+
+
+@dataclass
+class FittedPath:
+    """One fit of :meth:`LinearProbe.fit_path`: basis coordinates (smooth losses) or coefficients."""
+
+    C: float
+    W: torch.Tensor  # (K, r) in basis coordinates, or (K, d) coefficients (hinge)
+    b: torch.Tensor
+    basis: Basis | None
+    n_iter: int = 0
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -74,10 +92,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     multi_class: ``"multinomial"`` (softmax) or ``"ovr"`` for the logistic loss; SVMs are one-vs-rest.
     normalize: L2-normalise every feature vector first.
     dropout, dropout_copies: DeCAF's dropout on features (see the module docstring).
-    max_iter, tol: L-BFGS iteration limit and gradient tolerance.
+    max_iter, tol: iteration limit per C and tolerance on the curvature-scaled gradient.
     path_patience: stop walking up the C grid after this many Cs without a better validation score
         (None: evaluate every C).
     fallback_C: C used when cross-validation is impossible.
+    device: ``"cpu"``, ``"cuda"`` or a :class:`torch.device` for the smooth losses (the hinge loss
+        always runs on the CPU, in liblinear).
     random_state: seed of the folds and the dropout masks.
     """
 
@@ -94,8 +114,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         dropout_copies: int = 4,
         max_iter: int = 300,
         tol: float = 1e-5,
-        path_patience: int | None = 2,
+        path_patience: int | None = None,
         fallback_C: float = 1.0,
+        device: str | torch.device = "cpu",
         random_state: int | None = 0,
     ):
         self.loss = loss
@@ -111,27 +132,24 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.path_patience = path_patience
         self.fallback_C = fallback_C
+        self.device = device
         self.random_state = random_state
 
     # -- validation --------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        if self.multi_class not in MULTI_CLASS:
-            raise ConfigError(f"unknown multi_class {self.multi_class!r}; valid: {', '.join(MULTI_CLASS)}")
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("multi_class", self.multi_class, MULTI_CLASS)
         check_C(self.C, self.Cs)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.dropout > 0 and self.dropout_copies < 1:
-            raise ConfigError(f"dropout_copies must be at least 1, got {self.dropout_copies}")
-        if self.path_patience is not None and self.path_patience < 1:
-            raise ConfigError(f"path_patience must be at least 1 or None, got {self.path_patience}")
-        if self.cv < 2:
-            raise ConfigError(f"cv must be at least 2 folds, got {self.cv}")
-
-    def _prepare_targets(self, y, ignore) -> tuple[np.ndarray, np.ndarray | None]:
-        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
-        return codes, mask
+        check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_int("dropout_copies", self.dropout_copies, minimum=1)
+        if self.path_patience is not None:
+            check_int("path_patience", self.path_patience, minimum=1)
+        check_cv(self.cv)
+        check_scoring(self.scoring)
+        check_int("max_iter", self.max_iter, minimum=1)
+        check_float("tol", self.tol, 0.0, low_open=True)
+        check_C(self.fallback_C, ())
+        resolve_device(self.device)
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X, y, ignore=None) -> LinearProbe:
@@ -139,116 +157,187 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
         ``ignore`` (multi-label only): (n, K) mask of entries left out of their class's loss.
         """
-        from deepfeat.probes.selection import select_C
-
         self._validate_params()
         X = check_features(X)
         if len(np.asarray(y)) != len(X):
             raise DataError(f"X has {len(X)} samples but y has {len(np.asarray(y))}")
-        codes, mask = self._prepare_targets(y, ignore)
-        X = self._transform_features(X, train=True)
-        Xd, codes_d, mask_d = self._augment(X, codes, mask)
-        basis = None if self.loss == "hinge" else Basis.of(Xd)
-        init = None
-        if isinstance(self.C, str):
-            self.C_, self.cv_results_, init = select_C(self, X, codes, mask, basis)
-        else:
-            self.C_, self.cv_results_ = float(self.C), None
-        coef, intercept, n_iter = self._fit_one(Xd, codes_d, mask_d, self.C_, basis, init)
-        self.coef_, self.intercept_, self.n_iter_ = coef, intercept, n_iter
+        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
+        if self.loss == "hinge" and mask is not None:
+            raise ConfigError("loss='hinge' does not support ignore masks; use 'squared_hinge'")
+        K = len(self.classes_)
+        with thread_budget(len(X) * min(X.shape) * (K if self.multilabel_ or K > 2 else 1)):
+            prepared = self.prepare_path(X, codes, mask)
+            init = None
+            if isinstance(self.C, str):
+                self.C_, self.cv_results_, fold_models = select_C(self, prepared, codes, mask)
+                if fold_models and prepared.basis is not None and self.loss != "hinge":
+                    init = (
+                        torch.stack([m.W for m in fold_models]).mean(0),
+                        torch.stack([m.b for m in fold_models]).mean(0),
+                    )
+            else:
+                self.C_, self.cv_results_ = float(self.C), None
+            fitted = self._fit_rows(prepared, np.arange(len(X)), codes, mask, self.C_, init, final=True)
+        coef, intercept = self._coefficients(fitted)
+        self.coef_ = coef.cpu().numpy().astype(np.float32)
+        self.intercept_ = intercept.cpu().numpy().astype(np.float32)
+        self.n_iter_ = fitted.n_iter
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _transform_features(self, X: np.ndarray, train: bool = False) -> np.ndarray:
+    # -- the C-path protocol (deepfeat.probes.selection.PathProbe) ----------------------------
+    def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask) -> PreparedFeatures:
+        """Normalised features on the device and, without dropout, one basis for every fold."""
+        device = resolve_device(self.device)
+        Xt = torch.as_tensor(self._normalized(np.asarray(X, dtype=np.float32)), device=device)
+        if self.loss == "hinge" or self.dropout > 0:
+            return PreparedFeatures(Xt, None, None)
+        basis = Basis.of(Xt)
+        return PreparedFeatures(Xt, basis, basis.project(Xt))
+
+    def fit_path(self, prepared: PreparedFeatures, rows, codes, mask, Cs) -> Iterator[FittedPath]:
+        """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started."""
+        if self.loss == "hinge":
+            X = prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy()
+            for C in Cs:
+                yield self._fit_hinge(X, codes, C)
+            return
+        problem, basis = self._problem(prepared, rows, codes, mask)
+        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self.max_iter, tol=self.tol)):
+            yield FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
+
+    def decision_on(self, prepared: PreparedFeatures, model: FittedPath, rows) -> np.ndarray:
+        """Decision values of the prepared rows ``rows`` under a fit of :meth:`fit_path`."""
+        idx = torch.as_tensor(rows, device=prepared.X.device)
+        if model.basis is not None and model.basis is prepared.basis:
+            scores = torch.addmm(model.b, prepared.Z[idx], model.W.t())
+        else:
+            coef, intercept = self._coefficients(model)
+            X = prepared.X[idx] * (1.0 - self.dropout) if self.dropout > 0 else prepared.X[idx]
+            scores = torch.addmm(intercept.to(X.dtype), X, coef.to(X.dtype).t())
+        scores = scores.cpu().numpy()
+        return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
+
+    # -- internals ---------------------------------------------------------------------------
+    def _normalized(self, X: np.ndarray) -> np.ndarray:
         if self.normalize:
-            norms = np.linalg.norm(X, axis=1, keepdims=True)
-            X = X / np.maximum(norms, 1e-12)
-        if not train and self.dropout > 0:
-            X = X * (1.0 - self.dropout)
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         return X
 
-    def _augment(self, X, codes, mask):
-        """Training copies with dropout masks (identity without dropout)."""
+    def _n_outputs(self) -> int:
+        K = len(self.classes_)
+        return K if self.multilabel_ or K > 2 else 1
+
+    def _augment(self, X: torch.Tensor, codes: np.ndarray, mask):
+        """Training copies with dropout masks (identity without dropout) and their row weight."""
         if self.dropout <= 0:
-            return X, codes, mask
-        rng = np.random.default_rng(self.random_state)
-        copies = [
-            X * (rng.random(X.shape, dtype=np.float32) >= self.dropout) for _ in range(self.dropout_copies)
-        ]
+            return X, codes, mask, 1.0
+        gen = torch.Generator(device="cpu").manual_seed(0 if self.random_state is None else self.random_state)
         reps = self.dropout_copies
+        keep = torch.rand((reps, *X.shape), generator=gen) >= self.dropout
+        copies = (X.unsqueeze(0) * keep.to(X.device)).reshape(-1, X.shape[1])
         return (
-            np.concatenate(copies),
+            copies,
             np.concatenate([codes] * reps),
             None if mask is None else np.concatenate([mask] * reps),
+            1.0 / reps,
         )
 
-    def _n_outputs(self) -> int:
-        return len(self.classes_)
-
-    def _multinomial(self) -> bool:
-        return self.loss == "logistic" and self.multi_class == "multinomial" and not self.multilabel_
-
-    def _problem(self, X: np.ndarray, codes: np.ndarray, mask, basis: Basis) -> Problem:
-        return make_problem(
-            basis.project(X), basis.lam, codes, mask, self._n_outputs(), self.loss, self._multinomial()
+    def _problem(self, prepared: PreparedFeatures, rows, codes, mask):
+        """The training problem on ``rows`` and the basis its coordinates are in."""
+        idx = torch.as_tensor(rows, device=prepared.X.device)
+        if prepared.basis is not None:
+            Z, basis, row_weight = prepared.Z[idx], prepared.basis, 1.0
+        else:
+            X, codes, mask, row_weight = self._augment(prepared.X[idx], codes, mask)
+            basis = Basis.of(X)
+            Z = basis.project(X)
+        K = self._n_outputs()
+        multinomial = (
+            self.loss == "logistic" and self.multi_class == "multinomial" and not self.multilabel_ and K > 2
         )
+        loss = "multinomial" if multinomial else self.loss
+        return make_problem(Z, codes, mask, K, loss, multinomial, row_weight), basis
 
-    def _fit_one(self, X: np.ndarray, codes: np.ndarray, mask, C: float, basis: Basis | None, init=None):
-        """Fit for one C on prepared (augmented) data; returns (coef (K, d), intercept (K,), iterations)."""
+    def _fit_rows(self, prepared, rows, codes, mask, C: float, init, final: bool) -> FittedPath:
         if self.loss == "hinge":
-            return self._fit_hinge(X, codes, mask, C)
-        problem = self._problem(X, codes, mask, basis)
-        sol = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init, polish=True)
-        if not sol.converged:
+            return self._fit_hinge(
+                prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy(), codes, C
+            )
+        problem, basis = self._problem(prepared, rows, codes, mask)
+        sol = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init, polish=final)
+        if final and not sol.converged:
             warnings.warn(
-                f"LinearProbe(loss={self.loss!r}, C={C:g}) stopped after {sol.n_iter} L-BFGS iterations "
-                f"with gradient {sol.grad_max:.2g} > tol={self.tol:g}; raise max_iter or tol",
+                f"LinearProbe(loss={self.loss!r}, C={C:g}) stopped after {sol.n_iter} iterations with "
+                f"scaled gradient {sol.grad_max:.2g} > tol={self.tol:g}; raise max_iter or tol",
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        return (*basis.to_coef(sol.Wr, sol.b), sol.n_iter)
+        return FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
 
-    def _fit_hinge(self, X, codes, mask, C):
+    def _coefficients(self, fitted: FittedPath) -> tuple[torch.Tensor, torch.Tensor]:
+        if fitted.basis is None:
+            return fitted.W, fitted.b
+        return fitted.basis.to_coef(fitted.W, fitted.b)
+
+    def _fit_hinge(self, X: np.ndarray, codes: np.ndarray, C: float) -> FittedPath:
         """One-vs-rest hinge-loss SVMs by liblinear (exact; the hinge has no gradient for L-BFGS)."""
         from sklearn.svm import LinearSVC
 
-        if mask is not None:
-            raise ConfigError("loss='hinge' does not support ignore masks; use 'squared_hinge'")
         K = self._n_outputs()
-        targets = codes if self.multilabel_ else np.eye(K, dtype=np.int64)[codes]
+        if codes.ndim == 2:
+            targets = codes
+        elif K == 1:
+            targets = (codes == 1)[:, None].astype(np.int64)
+        else:
+            targets = np.eye(K, dtype=np.int64)[codes]
         coef = np.zeros((K, X.shape[1]), dtype=np.float32)
         intercept = np.zeros(K, dtype=np.float32)
         n_iter = 0
         for k in range(K):
+            if targets[:, k].min() == targets[:, k].max():  # one class in this fold: a constant
+                intercept[k] = 1.0 if targets[0, k] == 1 else -1.0
+                continue
             svc = LinearSVC(loss="hinge", C=C, dual=True, max_iter=5000, tol=1e-4, random_state=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # liblinear's convergence warnings at large C
                 svc.fit(X, targets[:, k])
             coef[k], intercept[k] = svc.coef_[0], svc.intercept_[0]
             n_iter = max(n_iter, int(svc.n_iter_))
-        return coef, intercept, n_iter
+        return FittedPath(C, torch.from_numpy(coef), torch.from_numpy(intercept), None, n_iter)
 
     # -- prediction --------------------------------------------------------------------------
     def decision_function(self, X) -> np.ndarray:
-        """Scores (n, K): one column per class (multi-class) or label (multi-label)."""
+        """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
+        classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("coef_", "intercept_"))
-        X = self._transform_features(check_features(X), train=False)
+        X = self._normalized(check_features(X))
         if X.shape[1] != self.n_features_in_:
             raise DataError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
-        return X @ self.coef_.T + self.intercept_
+        if self.dropout > 0:
+            X = X * np.float32(1.0 - self.dropout)
+        scores = torch.addmm(
+            torch.from_numpy(self.intercept_), torch.from_numpy(X), torch.from_numpy(self.coef_).t()
+        ).numpy()
+        return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def predict(self, X) -> np.ndarray:
         """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
         scores = self.decision_function(X)
         if self.multilabel_:
             return (scores > 0).astype(np.int64)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(np.int64)]
         return self.classes_[scores.argmax(axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (logistic loss only)."""
         if self.loss != "logistic":
             raise ConfigError(f"predict_proba needs loss='logistic', this probe uses {self.loss!r}")
-        scores = torch.from_numpy(np.ascontiguousarray(self.decision_function(X)))
+        scores = torch.from_numpy(np.ascontiguousarray(self.decision_function(X), dtype=np.float64))
+        if scores.dim() == 1:
+            p = scores.sigmoid()
+            return torch.stack([1 - p, p], 1).numpy()
         if self.multilabel_ or self.multi_class == "ovr":
             p = scores.sigmoid()
             return (p if self.multilabel_ else p / p.sum(1, keepdim=True)).numpy()
@@ -261,34 +350,3 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
             return mean_average_precision(np.asarray(y), self.decision_function(X))
         return super().score(X, y, sample_weight)
-
-
-PROBES = ("svm", "svm-hinge", "logreg", "logreg-ovr", "ksvm")
-
-
-def probe_for(name: str, **params):
-    """A probe by name: ``"svm"`` (squared hinge), ``"svm-hinge"``, ``"logreg"`` (multinomial),
-    ``"logreg-ovr"`` or ``"ksvm"`` (SVMs on a precomputed kernel: the probe of factored gradients).
-
-    Parameters a probe does not take are dropped (``normalize`` and ``dropout`` are the linear probes'
-    options; ``kernel_normalize`` is the kernel probe's ``normalize``)."""
-    presets = {
-        "svm": {"loss": "squared_hinge"},
-        "svm-hinge": {"loss": "hinge"},
-        "logreg": {"loss": "logistic", "multi_class": "multinomial"},
-        "logreg-ovr": {"loss": "logistic", "multi_class": "ovr"},
-    }
-    if name == "ksvm":
-        from deepfeat.probes.kernel import KernelProbe
-
-        if params.get("dropout"):
-            raise ConfigError("the kernel probe 'ksvm' does not support dropout")
-        shared = ("random_state", "C", "Cs", "cv", "scoring", "kernel_normalize")
-        kwargs = {k: v for k, v in params.items() if k in shared}
-        if "kernel_normalize" in kwargs:
-            kwargs["normalize"] = kwargs.pop("kernel_normalize")
-        return KernelProbe(**kwargs)
-    params.pop("kernel_normalize", None)
-    if name not in presets:
-        raise ConfigError(f"unknown probe {name!r}; valid: {', '.join(PROBES)}")
-    return LinearProbe(**presets[name], **params)

@@ -1,159 +1,93 @@
 """Choosing the regularisation constant C by cross-validation on the training data only.
 
 Folds are stratified for single-label data (their number reduced to the smallest class size when a
-class has fewer samples than folds) and shuffled k-fold for multi-label data; with dropout, folds
-split the original samples, never their dropout copies. The C grid is walked from the smallest C
-upwards, every fold warm-starting from its solution at the previous C. With ``path_patience`` set,
-the walk stops once the mean validation score has stayed below the best one for that many
-consecutive Cs (the validation curve of an L2-regularised linear model rises then falls); ``None``
-evaluates the whole grid. The best mean score wins; ties go to the smaller C.
+class has fewer samples than folds) and shuffled k-fold for multi-label data. The C grid is walked
+from the smallest C upwards, each fold's fit starting from its fit at the previous C. With
+``path_patience`` set, the walk stops once the mean validation score has stayed below the best one
+for that many consecutive Cs (the validation curve of an L2-regularised linear model rises then
+falls); ``None`` (the default) evaluates the whole grid. The best mean score wins; ties go to the
+smaller C.
+
+The search talks to a probe through :class:`PathProbe`, three public methods any probe can offer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
 import numpy as np
-import torch
-from sklearn.model_selection import KFold, StratifiedKFold
 
-from deepfeat.errors import ConfigError
-from deepfeat.probes.solver import Basis, solve
+from deepfeat.probes.base import SCORINGS, make_folds, score_predictions
+from deepfeat.validation import check_choice
 
-SCORINGS = ("accuracy", "mean_class_accuracy", "map")
+__all__ = ["PathProbe", "make_folds", "select_C"]
 
 
-def check_C(C, Cs) -> None:
-    """Validate a probe's ``C`` (a positive number or ``"cv"``) and, for ``"cv"``, its grid ``Cs``."""
-    if isinstance(C, str):
-        if C != "cv":
-            raise ConfigError(f"C must be a positive number or 'cv', got {C!r}")
-        if len(Cs) == 0 or any(float(c) <= 0 for c in Cs):
-            raise ConfigError(f"Cs must be a non-empty list of positive numbers, got {Cs!r}")
-    elif not float(C) > 0:
-        raise ConfigError(f"C must be positive, got {C}")
+@runtime_checkable
+class PathProbe(Protocol):
+    """What :func:`select_C` asks of a probe (besides its ``Cs``, ``cv``, ``scoring``,
+    ``fallback_C``, ``random_state`` and optional ``path_patience`` parameters).
+
+    - ``prepare_path(X, codes, mask)``: label-free work on the whole training data shared by every
+      fold (e.g. one factorisation of the features, or a kernel matrix);
+    - ``fit_path(prepared, rows, codes, mask, Cs)``: fits on the training rows ``rows`` for each of
+      the increasing ``Cs`` in turn (a generator), each may start from the previous one;
+    - ``decision_on(prepared, model, rows)``: decision values (n_rows, K) or (n_rows,) of a fitted
+      model of ``fit_path`` for the rows ``rows`` of the prepared data.
+    """
+
+    def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask: np.ndarray | None) -> Any: ...
+
+    def fit_path(
+        self, prepared: Any, rows: np.ndarray, codes: np.ndarray, mask: np.ndarray | None, Cs: list[float]
+    ) -> Iterator[Any]: ...
+
+    def decision_on(self, prepared: Any, model: Any, rows: np.ndarray) -> np.ndarray: ...
 
 
-def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
-    """Class codes (n,) or a 0/1 indicator matrix (n, K), the mask of counted entries (multi-label with
-    ``ignore`` only, else None), the classes and whether the targets are multi-label; clear errors for
-    a single class, a label without positives or negatives (ignored entries excluded), bad shapes."""
-    from deepfeat.errors import DataError
+def select_C(probe: PathProbe, prepared: Any, codes: np.ndarray, mask: np.ndarray | None):
+    """Best C of ``probe.Cs`` by cross-validation on prepared training data.
 
-    y = np.asarray(y)
-    if y.ndim == 2:
-        if not np.isin(y, (0, 1)).all():
-            raise DataError("multi-label targets must be a 0/1 indicator matrix")
-        positives = y.sum(axis=0)
-        bad = np.flatnonzero((positives == 0) | (positives == len(y)))
-        if bad.size:
-            raise DataError(
-                f"labels {bad.tolist()} are positive for none or all of the training samples; "
-                "a one-vs-rest probe needs both"
-            )
-        mask = None if ignore is None else ~np.asarray(ignore, dtype=bool)
-        if mask is not None:
-            if mask.shape != y.shape:
-                raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
-            counted_pos, counted_neg = (y * mask).sum(0), ((1 - y) * mask).sum(0)
-            bad = np.flatnonzero((counted_pos == 0) | (counted_neg == 0))
-            if bad.size:
-                raise DataError(
-                    f"labels {bad.tolist()} have no positive or no negative training sample left once "
-                    "the ignored (difficult) entries are excluded; a one-vs-rest probe needs both"
-                )
-        return y.astype(np.int64), mask, np.arange(y.shape[1]), True
-    if y.ndim != 1:
-        raise DataError(f"y must be a vector of labels or an indicator matrix, got shape {y.shape}")
-    if ignore is not None:
-        raise ConfigError("ignore applies only to multi-label (indicator matrix) targets")
-    classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise DataError(
-            f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more"
-        )
-    return codes.astype(np.int64), None, classes, False
-
-
-def score_predictions(scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None) -> float:
-    """Score decision values ``scores`` (n, K) against class codes (n,) or an indicator matrix."""
-    from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
-
-    if scoring == "map":
-        Y = codes if codes.ndim == 2 else np.eye(scores.shape[1], dtype=np.int64)[codes]
-        difficult = None if mask is None else ~mask
-        try:
-            return mean_average_precision(Y, scores, difficult=difficult)
-        except ConfigError:
-            return float("nan")
-    pred = scores.argmax(axis=1)
-    if scoring == "mean_class_accuracy":
-        return mean_per_class_accuracy(codes, pred, n_classes=scores.shape[1])
-    return float(np.mean(pred == codes))
-
-
-def make_folds(codes: np.ndarray, n_folds: int, random_state) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Train/validation index pairs, or None when some class is too small to be split."""
-    if codes.ndim == 2:
-        if len(codes) < n_folds:
-            return None
-        return list(KFold(n_folds, shuffle=True, random_state=random_state).split(codes))
-    smallest = int(np.bincount(codes).min())
-    if smallest < 2:
-        return None
-    folds = StratifiedKFold(min(n_folds, smallest), shuffle=True, random_state=random_state)
-    return list(folds.split(np.zeros(len(codes)), codes))
-
-
-def select_C(probe, X: np.ndarray, codes: np.ndarray, mask, basis: Basis | None):
-    """Best C of ``probe.Cs`` for a LinearProbe on prepared features.
-
-    Returns (C, search record, warm start for the final fit or None).
+    ``codes``: class codes (n,) or an indicator matrix (n, K); ``mask``: counted entries or None.
+    Returns (C, search record, the folds' models at the chosen C, or None when C was not searched).
     """
     scoring = probe.scoring or ("map" if codes.ndim == 2 else "accuracy")
-    if scoring not in SCORINGS:
-        raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
+    check_choice("scoring", scoring, SCORINGS)
     Cs = sorted(float(c) for c in probe.Cs)
     folds = make_folds(codes, probe.cv, probe.random_state)
     if folds is None:
         record = {"Cs": Cs, "scoring": scoring, "note": "a class has fewer than 2 samples: C not searched"}
         return float(probe.fallback_C), record, None
-    fold_data = []
-    for train, val in folds:
-        Xtr, ctr, mtr = probe._augment(X[train], codes[train], None if mask is None else mask[train])
-        problem = None if probe.loss == "hinge" else probe._problem(Xtr, ctr, mtr, basis)
-        Xval = probe._transform_features(X[val], train=False)
-        fold_data.append((Xtr, ctr, mtr, problem, Xval, codes[val], None if mask is None else mask[val]))
+    patience = getattr(probe, "path_patience", None)
+    paths = [
+        probe.fit_path(prepared, train, codes[train], None if mask is None else mask[train], Cs)
+        for train, _ in folds
+    ]
     scores = np.full((len(folds), len(Cs)), np.nan)
-    solutions: list[list] = [[None] * len(Cs) for _ in folds]
+    models: list[list] = [[] for _ in folds]
     best, since_best, evaluated = -np.inf, 0, 0
-    for j, C in enumerate(Cs):
-        for f, (Xtr, ctr, mtr, problem, Xval, cval, mval) in enumerate(fold_data):
-            if probe.loss == "hinge":
-                coef, intercept, _ = probe._fit_hinge(Xtr, ctr, mtr, C)
-            else:
-                init = solutions[f][j - 1] if j > 0 else None
-                sol = solve(problem, C, max_iter=probe.max_iter, tol=probe.tol, init=init)
-                Wr, b = sol.Wr, sol.b
-                solutions[f][j] = (Wr, b)
-                coef, intercept = basis.to_coef(Wr, b)
-            scores[f, j] = score_predictions(scoring, cval, Xval @ coef.T + intercept, mval)
+    for j in range(len(Cs)):
+        for f, (path, (_, val)) in enumerate(zip(paths, folds)):
+            model = next(path)
+            models[f].append(model)
+            decision = probe.decision_on(prepared, model, val)
+            scores[f, j] = score_predictions(
+                scoring, codes[val], decision, None if mask is None else mask[val]
+            )
         evaluated = j + 1
         mean_j = float(np.nanmean(scores[:, j])) if not np.isnan(scores[:, j]).all() else -np.inf
         if mean_j > best + 1e-12:
             best, since_best = mean_j, 0
         else:
             since_best += 1
-            if probe.path_patience is not None and since_best >= probe.path_patience:
+            if patience is not None and since_best >= patience:
                 break
+    for path in paths:
+        path.close()
     done = scores[:, :evaluated]
     mean = np.nanmean(done, axis=0) if np.isfinite(done).any() else np.zeros(evaluated)
-    top = np.nanmax(mean)
-    best_j = int(np.flatnonzero(mean >= top - 1e-12)[0])
-    init = None
-    if probe.loss != "hinge":
-        init = (
-            torch.stack([solutions[f][best_j][0] for f in range(len(folds))]).mean(0),
-            torch.stack([solutions[f][best_j][1] for f in range(len(folds))]).mean(0),
-        )
+    best_j = int(np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)[0])
     record = {
         "Cs": Cs,
         "evaluated": Cs[:evaluated],
@@ -161,6 +95,7 @@ def select_C(probe, X: np.ndarray, codes: np.ndarray, mask, basis: Basis | None)
         "n_folds": len(folds),
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in np.nanstd(done, axis=0)],
+        "folds": [[float(v) for v in row] for row in done],
         "best_C": Cs[best_j],
     }
-    return Cs[best_j], record, init
+    return Cs[best_j], record, [m[best_j] for m in models]

@@ -43,6 +43,7 @@ from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.fileio import to_jsonable, write_json
+from deepfeat.validation import check_choice
 
 SCOPES = ("ft", "fc")
 FC_SCOPE = {
@@ -56,6 +57,7 @@ BASE_LR = 0.01
 
 def trainable_prefixes(backbone: Backbone, scope: str) -> tuple[str, ...]:
     """Module path prefixes whose parameters train under ``scope`` ("" = everything)."""
+    check_choice("fine-tuning scope", scope, SCOPES)
     if scope == "ft":
         return ("",)
     if scope == "fc":
@@ -64,7 +66,6 @@ def trainable_prefixes(backbone: Backbone, scope: str) -> tuple[str, ...]:
         from deepfeat.backbones.finetuned import output_layer_path
 
         return (output_layer_path(backbone),)
-    raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
 
 
 def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -127,7 +128,7 @@ class FineTuner(BaseEstimator):
 
     def _validate(self) -> None:
         if self.scope not in SCOPES:
-            raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+            check_choice("fine-tuning scope", self.scope, SCOPES)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:

@@ -1,316 +1,99 @@
 """End-to-end training of a Fisher-vector layer (Wieschollek et al., "Backpropagation Training for
 Fisher Vectors within Neural Networks"): the GMM parameters, and optionally a feature transform
 tanh(W z + b) in front of them, learn from the gradient a linear SVM on the Fisher vectors sends back.
+The layer itself (:class:`~deepfeat.features.fisher.FisherHead` and its parts, the exact start of the
+transform) lives in :mod:`deepfeat.features.fisher.layer`, encoding and scoring with the trained heads
+in :mod:`deepfeat.training.fisher_heads`, the SVMs and their signal in
+:mod:`deepfeat.training.fisher_svm`.
 
-Modules
-    :class:`FisherVectorLayer` computes eqs. (2)-(4) of descriptor sets (B, T, D), padded sets with a
-    mask, from GMM parameters kept unconstrained as in the paper: weights w_k = s(nu_k) / sum_l s(nu_l)
-    with s the logistic sigmoid (eq. 11) and variances sigma2_k = eps + exp(zeta_k) (eq. 12, one zeta
-    per component and dimension). :class:`FVNormalization` is the signed power and L2 normalisation
-    (eqs. 5, 6 and 14) with a finite gradient at 0. :class:`FeatureTransform` is tanh(W z + b).
-    Gradients come from autograd (vector-Jacobian products through the sufficient statistics, O(B T K D)
-    per batch); no Jacobian is ever formed.
-
-Exact start of the feature transform
-    The paper feeds the transform inputs z chosen so that tanh(W z + b) equals the fixed descriptors x
-    at the start, with W Xavier-initialised. We do exactly that: W0 is drawn by Xavier (uniform) and
-    b0 = 0, and z = W0^-1 (atanh(u) - b0) is computed once in float64 from u, the descriptors mapped
-    into (-tanh_range, tanh_range) by a fixed per-dimension affine map fitted on the training
-    descriptors. A per-dimension affine map changes no Fisher vector of a diagonal GMM (posteriors and
-    (x - mu) / sigma are invariant when the GMM is mapped with it), so the GMM is mapped along and the
-    layer starts from exactly the Fisher vectors of the fixed descriptors. But W0^-1 inflates z, and
-    with it the gradient of W, by up to the condition number of W0, which for a Xavier draw is large
-    (D = 64: a median of about 270 over 20 seeds, once 1.3e4; the constructor warns above 1e3), so two
-    other starts are offered: ``"orthogonal"``, a random orthogonal W0, whose entries have exactly the
-    Xavier variance 1/D but whose condition number is 1, and ``"identity"``, W0 = I. Test descriptors
-    outside the training range are clipped to (-1, 1) before atanh (a warning says how many).
+Two readings of the paper's multi-class setting (``heads``)
+    ``"per_class"`` (the paper's): its SVM layer is a binary one-vs-rest SVM, and Table 2 reports one run
+    per class. Every class c gets its own head (GMM and transform, all starting from the same ones) and
+    its own binary SVM; head c learns from class c's signal only, and class c is scored by it.
+    ``"shared"``: one head for all classes, trained with the sum over classes of the per-class signals,
+    so that one set of Fisher vectors serves every class. This is a deviation from the paper (cheaper:
+    one encoding instead of one per class); the results say so where it is used.
 
 Training (the setting of the paper's Table 2)
-    1. Fisher vectors of the training images with the initial GMM; a one-vs-rest linear SVM (hinge
-       loss by liblinear, or squared hinge) trained to its optimum: per-class AP "before".
+    1. Fisher vectors of the training images with the initial GMM; one-vs-rest linear SVMs (hinge loss
+       by liblinear, or squared hinge) trained to their optimum: per-class AP "before".
     2. Epochs of mini-batch SGD on the GMM parameters (``train=("gmm",)``) and optionally W, b
-       (``train=("gmm", "transform")``), the SVM (theta, b) held fixed within an epoch. The gradient sent
-       back into the Fisher vector f_i of image i is, averaged over the batch,
-       ``gradient="paper"``: -sum_c y_ic theta_c (y in {-1, +1}), which pushes every image to the
-       correct side of every hyperplane (the paper's choice); ``"hinge"``: the true sub-gradient of the
-       SVM loss, -sum_c y_ic theta_c [y_ic s_ic < 1] (hinge) or -2 sum_c y_ic theta_c max(0, 1 - y_ic
-       s_ic) (squared hinge), with the constant C left to the learning rate.
-    3. After every epoch the Fisher vectors are recomputed and the SVM is re-solved to its optimum
+       (``train=("gmm", "transform")``), the SVMs (theta, b) held fixed within an epoch. The gradient sent
+       back into the Fisher vector f_i of image i is, averaged over the batch and summed over the classes
+       of the head, ``gradient="paper"``: -y_ic theta_c (y in {-1, +1}), which pushes every image to the
+       correct side of the hyperplane (the paper's choice); ``"hinge"``: the true sub-gradient of the SVM
+       loss, -y_ic theta_c [y_ic s_ic < 1] (hinge) or -2 y_ic theta_c max(0, 1 - y_ic s_ic) (squared
+       hinge), with the constant C left to the learning rate.
+    3. After every epoch the Fisher vectors are recomputed and the SVMs re-solved to their optimum
        (block-coordinate descent on (GMM, theta)); the SVM objective 1/2 ||theta||^2 + C sum loss and
        per-class AP are recorded. The last epoch gives AP "after".
+    VOC "difficult" labels (``difficult``, an (n, n_classes) mask) count in no loss, signal, objective or
+    AP, for training and held-out images alike.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
-import numbers
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from deepfeat.errors import ConfigError, DataError
+from deepfeat.errors import ConfigError
 from deepfeat.features.fisher import (
-    CHUNK_ROWS,
-    CONVENTIONS,
     DTYPES,
+    TRANSFORM_INITS,
     DiagonalGMM,
-    GMMParams,
-    as_descriptor_sets,
-    as_gmm_params,
+    FisherHead,
     check_device,
-    check_finite_sets,
-    fisher_dim,
-    fv_from_statistics,
-    fv_statistics,
-    normalize_fv,
-    padded_batches,
 )
-from deepfeat.metrics import average_precision_per_class
-from deepfeat.probes.linear import LinearProbe
+from deepfeat.training.fisher_heads import FisherHeads
+from deepfeat.training.fisher_svm import (
+    GRADIENTS,
+    SVM_LOSSES,
+    ap_summary,
+    check_difficult,
+    check_targets,
+    fit_ovr_svm,
+    svm_objective,
+    svm_signal,
+)
+from deepfeat.validation import check_choice, check_float, check_int
 
 log = logging.getLogger(__name__)
 
-GRADIENTS = ("paper", "hinge")
-SVM_LOSSES = ("hinge", "squared_hinge")
+HEADS = ("shared", "per_class")
 TRAINABLE = ("gmm", "transform")
-TRANSFORM_INITS = ("xavier", "orthogonal", "identity")
 #: Descriptors (drawn at random from the training images) a GMM is fitted on when none is given.
 GMM_FIT_SAMPLE = 100_000
+SHARED_DEVIATION = (
+    "one GMM (and transform) shared by all classes, trained with the sum over classes of the per-class "
+    "signals; the paper trains a binary one-vs-rest model per class (its Table 2 reports per-class runs)"
+)
 
-__all__ = [
-    "GRADIENTS",
-    "FVNormalization",
-    "FeatureTransform",
-    "FisherE2E",
-    "FisherHead",
-    "FisherVectorLayer",
-    "svm_objective",
-    "train_fisher_e2e",
-]
+_SETTINGS = (
+    "heads", "gradient", "svm_loss", "C", "epochs", "batch_size", "lr", "momentum", "power", "l2",
+    "random_state", "dtype",
+)  # fmt: skip
 
-
-# --- modules ----------------------------------------------------------------------------------------
+__all__ = ["GRADIENTS", "HEADS", "SVM_LOSSES", "FisherE2E", "svm_objective", "train_fisher_e2e"]
 
 
-class FVNormalization(nn.Module):
-    """Signed power sign(z)|z|^power (None: skip) and L2 normalisation of Fisher vectors (B, d)."""
-
-    def __init__(self, power: float | None = 0.5, l2: bool = True, eps: float = 1e-12):
-        super().__init__()
-        if power is not None and not (isinstance(power, numbers.Real) and 0 < power <= 1):
-            raise ConfigError(f"power must be a number in (0, 1] or None, got {power!r}")
-        self.power, self.l2, self.eps = power, l2, eps
-
-    def forward(self, fv: torch.Tensor) -> torch.Tensor:
-        return normalize_fv(fv, self.power, self.l2, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"power={self.power}, l2={self.l2}"
-
-
-class FisherVectorLayer(nn.Module):
-    """Fisher vectors (eqs. 2-4) of descriptor sets, with trainable GMM parameters.
-
-    Parameters ``nu`` (K,), ``means`` (K, D), ``zeta`` (K, D): weights softmax-free normalised
-    sigmoids of ``nu`` (eq. 11), variances ``eps + exp(zeta)`` (eq. 12). Build it from a fitted GMM
-    with :meth:`from_gmm`; ``forward(x, mask=None)`` maps (B, T, D) descriptors (``mask`` (B, T) true
-    for real descriptors of padded sets) to unnormalised Fisher vectors (B, (2D + 1) K).
-    """
-
-    def __init__(self, n_components: int, dim: int, *, eps: float = 1e-6, convention: str = "paper"):
-        super().__init__()
-        if convention not in CONVENTIONS:
-            raise ConfigError(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
-        if not eps > 0:
-            raise ConfigError(f"eps must be positive, got {eps!r}")
-        self.eps, self.convention = float(eps), convention
-        self.nu = nn.Parameter(torch.zeros(n_components))
-        self.means = nn.Parameter(torch.zeros(n_components, dim))
-        self.zeta = nn.Parameter(torch.zeros(n_components, dim))
-
-    @classmethod
-    def from_gmm(
-        cls,
-        gmm,
-        *,
-        eps: float | None = None,
-        convention: str = "paper",
-        dtype: torch.dtype = torch.float32,
-    ) -> FisherVectorLayer:
-        """A layer whose GMM is exactly ``gmm`` (DiagonalGMM, GMMParams or diagonal GaussianMixture).
-
-        ``eps``: the variance floor of eq. (12); default 1e-3 times the smallest variance. It must be
-        below every variance of ``gmm``.
-        """
-        p = as_gmm_params(gmm).to("cpu", torch.float64)
-        vmin = float(p.variances.min())
-        eps = 1e-3 * vmin if eps is None else float(eps)
-        if not 0 < eps < vmin:
-            raise ConfigError(f"eps must be in (0, smallest GMM variance {vmin:.3g}), got {eps!r}")
-        layer = cls(p.n_components, p.dim, eps=eps, convention=convention).to(torch.float64)
-        w = p.weights / p.weights.sum()
-        s = w / (2 * w.max())  # sigmoid values in (0, 1/2]: normalised they give back w exactly
-        with torch.no_grad():
-            layer.nu.copy_(torch.log(s / (1 - s)))
-            layer.means.copy_(p.means)
-            layer.zeta.copy_(torch.log(p.variances - eps))
-        return layer.to(dtype)
-
-    @property
-    def n_components(self) -> int:
-        return int(self.means.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.means.shape[1])
-
-    @property
-    def out_dim(self) -> int:
-        return fisher_dim(self.n_components, self.dim)
-
-    def gmm_params(self) -> GMMParams:
-        """The current GMM (differentiable functions of the layer's parameters)."""
-        s = torch.sigmoid(self.nu)
-        return GMMParams(s / s.sum(), self.means, self.eps + torch.exp(self.zeta))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise DataError(f"descriptors must be (B, T, {self.dim}), got shape {tuple(x.shape)}")
-        p = self.gmm_params()
-        # shifting x and the means by one constant changes neither the value nor the gradients, and
-        # keeps the expanded quadratic forms accurate in float32
-        c = ((p.weights[:, None] * p.means).sum(0)).detach()
-        shifted = GMMParams(p.weights, p.means - c, p.variances)
-        # one chunk: autograd keeps every chunk's tensors for the backward pass anyway
-        stats = fv_statistics(x, shifted, mask, x.shape[0] * x.shape[1], c)
-        return fv_from_statistics(*stats, shifted, self.convention)
-
-
-class FeatureTransform(nn.Module):
-    """tanh(W z + b) applied to every descriptor, W (D, D) and b (D,) trainable.
-
-    ``init``: W0 Xavier-uniform (``"xavier"``, seeded by ``random_state``), a random orthogonal matrix
-    (``"orthogonal"``) or I (``"identity"``); b0 = 0.
-    :meth:`preimage` gives the inputs z with tanh(W0 z + b0) = u for descriptors u in (-1, 1), so the
-    transform starts as the identity on them.
-    """
-
-    def __init__(self, dim: int, init: str = "xavier", random_state: int | None = 0):
-        super().__init__()
-        if init not in TRANSFORM_INITS:
-            raise ConfigError(f"unknown transform init {init!r}; valid: {', '.join(TRANSFORM_INITS)}")
-        gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-        if init == "xavier":
-            bound = math.sqrt(6.0 / (dim + dim))
-            w0 = (torch.rand((dim, dim), generator=gen, dtype=torch.float64) * 2 - 1) * bound
-        elif init == "orthogonal":
-            q, r = torch.linalg.qr(torch.randn((dim, dim), generator=gen, dtype=torch.float64))
-            w0 = q * torch.sign(torch.diagonal(r))
-        else:
-            w0 = torch.eye(dim, dtype=torch.float64)
-        cond = float(torch.linalg.cond(w0))
-        if cond > 1e3:
-            warnings.warn(
-                f"the {init} draw of W0 has condition number {cond:.3g}: its inverse inflates the "
-                "transform's inputs and the gradient of W; transform_init='orthogonal' has Xavier's entry "
-                "variance and condition number 1",
-                stacklevel=2,
-            )
-        self.weight = nn.Parameter(w0.clone())
-        self.bias = nn.Parameter(torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("weight0", w0.clone())
-        self.register_buffer("bias0", torch.zeros(dim, dtype=torch.float64))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ self.weight.T + self.bias)
-
-    def preimage(self, u: torch.Tensor, clip: float = 1e-6) -> torch.Tensor:
-        """Inputs z with tanh(W0 z + b0) = u (float64 solve), in the dtype of ``u``; values of ``u``
-        outside (-1 + clip, 1 - clip) are clipped first."""
-        u64 = u.to(torch.float64)
-        lim = 1 - clip
-        outside = int((u64.abs() > lim).sum())
-        if outside:
-            warnings.warn(
-                f"{outside} descriptor values lie outside (-1, 1) of the tanh transform and were clipped",
-                stacklevel=2,
-            )
-        # W0 and b0 in the precision the forward pass uses them, solved in float64
-        a = torch.atanh(u64.clamp(-lim, lim)) - self.bias0.to(torch.float64)
-        w0 = self.weight0.to(torch.float64)
-        z = torch.linalg.solve(w0, a.reshape(-1, a.shape[-1]).T).T
-        return z.reshape(u.shape).to(u.dtype)
-
-
-class FisherHead(nn.Module):
-    """Optional feature transform, Fisher-vector layer and normalisation, with the fixed map from raw
-    descriptors to the head's inputs (:meth:`inputs`)."""
-
-    def __init__(
-        self,
-        layer: FisherVectorLayer,
-        norm: FVNormalization,
-        transform: FeatureTransform | None = None,
-        shift: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-    ):
-        super().__init__()
-        self.transform, self.layer, self.norm = transform, layer, norm
-        d = layer.dim
-        self.register_buffer("shift", torch.zeros(d) if shift is None else shift.clone())
-        self.register_buffer("scale", torch.ones(d) if scale is None else scale.clone())
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's fixed inputs for raw descriptors ``x`` (..., D)."""
-        if self.transform is None:
-            return x
-        u = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
-        return self.transform.preimage(u)
-
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.transform(z) if self.transform is not None else z
-        return self.norm(self.layer(x, mask))
-
-
-# --- the SVM ----------------------------------------------------------------------------------------
-
-
-def svm_objective(
-    F: np.ndarray, Y: np.ndarray, coef: np.ndarray, intercept: np.ndarray, C: float, loss: str
-) -> float:
-    """1/2 ||theta||^2 + C sum_i sum_c loss(y_ic (theta_c . f_i + b_c)) of a one-vs-rest SVM."""
-    margins = (2 * Y - 1) * (F.astype(np.float64) @ coef.T.astype(np.float64) + intercept)
-    slack = np.maximum(0.0, 1.0 - margins)
-    data = slack.sum() if loss == "hinge" else np.square(slack).sum()
-    return float(0.5 * np.square(coef.astype(np.float64)).sum() + C * data)
-
-
-def _ap_summary(Y: np.ndarray, scores: np.ndarray) -> dict:
-    ap = average_precision_per_class(Y, scores)
-    return {
-        "ap": [None if np.isnan(a) else round(float(a), 6) for a in ap],
-        "map": float(np.nanmean(ap)),
-    }
-
-
-# --- training ---------------------------------------------------------------------------------------
-
-
-class FisherE2E:
-    """Joint training of a Fisher-vector layer's GMM (and optionally a tanh feature transform) with a
-    one-vs-rest linear SVM on multi-label targets; see the module docstring for the procedure.
+class FisherE2E(FisherHeads):
+    """Joint training of Fisher-vector layers' GMMs (and optionally tanh feature transforms) with
+    one-vs-rest linear SVMs on multi-label targets; see the module docstring for the procedure.
 
     Parameters
     ----------
+    heads: ``"per_class"`` (one head and binary SVM per class, the paper's reading) or ``"shared"`` (one
+        head for all classes, trained with the summed signal: a deviation from the paper).
     train: what the SGD updates: ``("gmm",)`` or ``("gmm", "transform")``.
     gradient: ``"paper"`` (-y theta) or ``"hinge"`` (the SVM loss's true sub-gradient).
-    svm_loss, C: the SVM (``"hinge"`` or ``"squared_hinge"``; scikit-learn's C).
+    svm_loss, C: the SVMs (``"hinge"`` or ``"squared_hinge"``; scikit-learn's C).
     epochs, batch_size, lr, momentum: the SGD (the paper: batches of 24 images, lr 1e-4, no momentum).
     lr_transform: learning rate of W and b (default: ``lr``). Every descriptor of every image moves with
         W, so the transform usually needs a smaller rate than the GMM.
@@ -318,18 +101,20 @@ class FisherE2E:
     n_components: GMM components when ``fit`` gets no GMM (then fitted on at most ``GMM_FIT_SAMPLE``
         training descriptors).
     eps: variance floor of eq. (12) (default 1e-3 times the smallest initial variance).
-    transform_init, tanh_range: start of the feature transform (see the module docstring).
+    transform_init, tanh_range: start of the feature transform (see :mod:`deepfeat.features.fisher.layer`).
     random_state: seeds the batch order, the transform's W0 and a GMM fitted here.
     device, dtype: where and in which precision (``"float32"``, ``"float64"``) to train.
     progress: show a progress bar.
 
-    After ``fit``: ``head_`` (FisherHead), ``probe_`` (the last SVM, a LinearProbe), ``results_``
-    (JSON-ready dict: settings, AP and objective before and after, per-epoch history).
+    After ``fit``: ``heads_`` (FisherHead per head; ``head_`` when there is one), ``classes_of_head_``
+    (the classes each head scores), ``svms_`` ((coef, intercept) per head), ``results_`` (JSON-ready:
+    settings, AP and objective before and after, per-epoch history).
     """
 
     def __init__(
         self,
         *,
+        heads: str = "shared",
         train: Sequence[str] = ("gmm",),
         gradient: str = "paper",
         svm_loss: str = "hinge",
@@ -350,6 +135,7 @@ class FisherE2E:
         dtype: str = "float32",
         progress: bool = True,
     ):
+        self.heads = heads
         self.train = train
         self.gradient = gradient
         self.svm_loss = svm_loss
@@ -371,125 +157,63 @@ class FisherE2E:
         self.progress = progress
 
     def _validate(self) -> tuple[torch.device, torch.dtype]:
+        check_choice("heads", self.heads, HEADS)
         train = (self.train,) if isinstance(self.train, str) else tuple(self.train)
-        if not train or any(t not in TRAINABLE for t in train) or "gmm" not in train:
+        for part in train:
+            check_choice("trainable part", part, TRAINABLE)
+        if "gmm" not in train:
             raise ConfigError(f"train must be ('gmm',) or ('gmm', 'transform'), got {self.train!r}")
-        if self.gradient not in GRADIENTS:
-            raise ConfigError(f"unknown gradient {self.gradient!r}; valid: {', '.join(GRADIENTS)}")
-        if self.svm_loss not in SVM_LOSSES:
-            raise ConfigError(f"unknown svm_loss {self.svm_loss!r}; valid: {', '.join(SVM_LOSSES)}")
-        for name in ("C", "lr", "lr_transform"):
-            value = getattr(self, name)
-            if name == "lr_transform" and value is None:
-                continue
-            if not (isinstance(value, numbers.Real) and value > 0):
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.momentum, numbers.Real) and 0 <= self.momentum < 1):
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        for name, minimum in (("epochs", 0), ("batch_size", 1), ("n_components", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if not (isinstance(self.tanh_range, numbers.Real) and 0 < self.tanh_range < 1):
-            raise ConfigError(f"tanh_range must be in (0, 1), got {self.tanh_range!r}")
-        if self.transform_init not in TRANSFORM_INITS:
-            raise ConfigError(
-                f"unknown transform_init {self.transform_init!r}; valid: {', '.join(TRANSFORM_INITS)}"
-            )
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        check_choice("gradient", self.gradient, GRADIENTS)
+        check_choice("svm_loss", self.svm_loss, SVM_LOSSES)
+        check_float("C", self.C, 0, low_open=True)
+        check_float("lr", self.lr, 0, low_open=True)
+        if self.lr_transform is not None:
+            check_float("lr_transform", self.lr_transform, 0, low_open=True)
+        check_float("momentum", self.momentum, 0, 1, high_open=True)
+        check_int("epochs", self.epochs, 0)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("n_components", self.n_components, 1)
+        check_float("tanh_range", self.tanh_range, 0, 1, low_open=True, high_open=True)
+        check_choice("transform_init", self.transform_init, TRANSFORM_INITS)
+        check_choice("dtype", self.dtype, DTYPES)
         self._train = train
         return check_device(self.device), DTYPES[self.dtype]
 
     # -- data ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _targets(Y, n: int, name: str = "Y") -> np.ndarray:
-        y = np.asarray(Y)
-        if y.ndim != 2 or y.shape[0] != n or not np.isin(y, (0, 1)).all():
-            raise DataError(
-                f"{name} must be an (n_images={n}, n_classes) 0/1 indicator matrix, got {y.shape}"
+    def _evaluate(self, inputs, Y, hard, evaluation) -> dict:
+        """Re-solve every head's SVMs on its current Fisher vectors; objective and AP."""
+        scores = np.zeros(Y.shape, dtype=np.float64)
+        objective = 0.0
+        for h, classes in enumerate(self.classes_of_head_):
+            F = self._encode_inputs(inputs, h)
+            ignore = None if hard is None else hard[:, classes]
+            coef, intercept = fit_ovr_svm(
+                F, Y[:, classes], loss=self.svm_loss, C=self.C, ignore=ignore, random_state=self.random_state
             )
-        return y.astype(np.int64)
-
-    def _sets(self, descriptors, name: str, device, dtype):
-        sets = as_descriptor_sets(descriptors, name)
-        if isinstance(sets, torch.Tensor):
-            sets = sets.to(device=device, dtype=dtype)
-        else:
-            sets = [s.to(device=device, dtype=dtype) for s in sets]
-        check_finite_sets(sets, name)
-        return sets
-
-    def _inputs(self, sets):
-        with torch.no_grad():
-            if isinstance(sets, torch.Tensor):
-                return self.head_.inputs(sets)
-            return [self.head_.inputs(s) for s in sets]
-
-    def _encode_inputs(self, inputs) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for _, x, mask in padded_batches(inputs, CHUNK_ROWS):
-                out.append(self.head_(x, mask).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
-
-    def encode(self, descriptors) -> np.ndarray:
-        """Normalised Fisher vectors (n, (2D + 1) K) of raw descriptor sets with the trained head."""
-        device, dtype = check_device(self.device), DTYPES[self.dtype]
-        return self._encode_inputs(self._inputs(self._sets(descriptors, "descriptors", device, dtype)))
-
-    def decision_function(self, descriptors) -> np.ndarray:
-        """SVM scores (n, n_classes) of raw descriptor sets."""
-        return self.probe_.decision_function(self.encode(descriptors))
-
-    # -- building --------------------------------------------------------------------------------------
-    def _build_head(self, sets, gmm, device, dtype) -> FisherHead:
-        params = as_gmm_params(gmm).to("cpu", torch.float64)
-        d = sets.shape[-1] if isinstance(sets, torch.Tensor) else sets[0].shape[1]
-        if params.dim != d:
-            raise DataError(f"descriptors have dimension {d}, the GMM has {params.dim}")
-        shift = scale = transform = None
-        if "transform" in self._train:
-            flat = sets.reshape(-1, d) if isinstance(sets, torch.Tensor) else torch.cat(list(sets))
-            lo, hi = flat.min(0).values.double().cpu(), flat.max(0).values.double().cpu()
-            shift = (lo + hi) / 2
-            scale = ((hi - lo) / 2).clamp_min(1e-12) / self.tanh_range
-            # the same per-dimension affine map applied to the GMM leaves every Fisher vector unchanged
-            params = GMMParams(
-                params.weights, (params.means - shift) / scale, params.variances / scale.square()
-            )
-            transform = FeatureTransform(d, self.transform_init, self.random_state)
-        layer = FisherVectorLayer.from_gmm(params, eps=self.eps, dtype=torch.float64)
-        head = FisherHead(layer, FVNormalization(self.power, self.l2), transform, shift, scale)
-        return head.to(device=device, dtype=dtype)
-
-    def _fit_svm(self, F: np.ndarray, Y: np.ndarray) -> tuple[LinearProbe, dict]:
-        probe = LinearProbe(loss=self.svm_loss, C=float(self.C), random_state=self.random_state)
-        probe.fit(F, Y)
-        objective = svm_objective(F, Y, probe.coef_, probe.intercept_, float(self.C), self.svm_loss)
-        return probe, {"objective": objective}
-
-    def _evaluate(self, inputs, Y, eval_inputs, Y_eval) -> dict:
-        F = self._encode_inputs(inputs)
-        self.probe_, row = self._fit_svm(F, Y)
-        train = _ap_summary(Y, self.probe_.decision_function(F))
-        row.update({"train_ap": train["ap"], "train_map": train["map"]})
-        if eval_inputs is not None:
-            test = _ap_summary(Y_eval, self.probe_.decision_function(self._encode_inputs(eval_inputs)))
-            row.update({"test_ap": test["ap"], "test_map": test["map"]})
+            self.svms_[h] = (coef, intercept)
+            objective += svm_objective(F, Y[:, classes], coef, intercept, self.C, self.svm_loss, ignore)
+            scores[:, classes] = F @ coef.T + intercept
+        train = ap_summary(Y, scores, hard)
+        row = {"objective": objective, "train_ap": train["ap"], "train_map": train["map"]}
+        if evaluation is not None:
+            eval_inputs, Y_eval, hard_eval = evaluation
+            test = ap_summary(Y_eval, self._scores(eval_inputs), hard_eval)
+            row.update({"test_ap": test["ap"], "test_map": test["map"], "test_map_voc07": test["map_voc07"]})
         return row
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, descriptors, Y, gmm=None, *, eval_set: tuple | None = None) -> FisherE2E:
+    def fit(self, descriptors, Y, gmm=None, *, difficult=None, eval_set: tuple | None = None) -> FisherE2E:
         """Train on descriptor sets of the training images (dense (n, T, D) or a list of (T_i, D)
         arrays, already reduced, e.g. by PCA) and their labels ``Y`` (n, n_classes) 0/1. ``gmm``: the
-        starting GMM (fitted on the training descriptors here when None). ``eval_set``: (descriptors,
-        Y) of held-out images, scored before, after and at every epoch."""
+        starting GMM (fitted on the training descriptors here when None). ``difficult``: (n, n_classes)
+        mask of labels left out of every loss, signal and AP. ``eval_set``: (descriptors, Y) or
+        (descriptors, Y, difficult) of held-out images, scored before, after and at every epoch."""
         start = time.perf_counter()
         device, dtype = self._validate()
         sets = self._sets(descriptors, "descriptors", device, dtype)
         n = len(sets)
-        Y = self._targets(Y, n)
+        Y = check_targets(Y, n)
+        hard = check_difficult(difficult, Y.shape, "difficult")
         if gmm is None:
             flat = sets.reshape(-1, sets.shape[-1]) if isinstance(sets, torch.Tensor) else torch.cat(sets)
             if len(flat) > GMM_FIT_SAMPLE:
@@ -498,21 +222,25 @@ class FisherE2E:
                 )
                 flat = flat[torch.from_numpy(np.sort(pick)).to(flat.device)]
             gmm = DiagonalGMM(self.n_components, random_state=self.random_state, device=str(device)).fit(flat)
-        self.head_ = self._build_head(sets, gmm, device, dtype)
+        head = self._build_head(sets, gmm, device, dtype)
+        n_classes = Y.shape[1]
+        per_class = self.heads == "per_class"
+        self.classes_of_head_ = [[c] for c in range(n_classes)] if per_class else [list(range(n_classes))]
+        self.heads_ = [copy.deepcopy(head) for _ in self.classes_of_head_] if per_class else [head]
+        self.svms_ = [None] * len(self.heads_)
         inputs = self._inputs(sets)
-        eval_inputs = Y_eval = None
+        evaluation = None
         if eval_set is not None:
             eval_sets = self._sets(eval_set[0], "eval_set descriptors", device, dtype)
-            Y_eval = self._targets(eval_set[1], len(eval_sets), "eval_set Y")
-            eval_inputs = self._inputs(eval_sets)
+            Y_eval = check_targets(eval_set[1], len(eval_sets), "eval_set Y")
+            hard_eval = check_difficult(
+                eval_set[2] if len(eval_set) > 2 else None, Y_eval.shape, "eval_set difficult"
+            )
+            evaluation = (self._inputs(eval_sets), Y_eval, hard_eval)
 
-        before = self._evaluate(inputs, Y, eval_inputs, Y_eval)
+        before = self._evaluate(inputs, Y, hard, evaluation)
         history = [{"epoch": 0, **before, "seconds": round(time.perf_counter() - start, 3)}]
-        groups = [{"params": list(self.head_.layer.parameters())}]
-        if "transform" in self._train:
-            lr_t = self.lr if self.lr_transform is None else self.lr_transform
-            groups.append({"params": list(self.head_.transform.parameters()), "lr": float(lr_t)})
-        optimizer = torch.optim.SGD(groups, lr=float(self.lr), momentum=float(self.momentum))
+        optimizers = [self._optimizer(h) for h in self.heads_]
         rng = np.random.default_rng(self.random_state)
         steps_per_epoch = math.ceil(n / self.batch_size)
         bar = tqdm(
@@ -522,80 +250,88 @@ class FisherE2E:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        Ysign = torch.as_tensor(2 * Y - 1, dtype=dtype, device=device)
+        ysign = torch.as_tensor(2 * Y - 1, dtype=dtype, device=device)
+        keep = None if hard is None else torch.as_tensor(~hard, device=device)
         for epoch in range(1, self.epochs + 1):
-            theta = torch.as_tensor(self.probe_.coef_, dtype=dtype, device=device)
-            bias = torch.as_tensor(self.probe_.intercept_, dtype=dtype, device=device)
+            svms = [tuple(torch.as_tensor(a, dtype=dtype, device=device) for a in svm) for svm in self.svms_]
             order = rng.permutation(n)
             surrogate = 0.0
             for b0 in range(0, n, self.batch_size):
                 idx = order[b0 : b0 + self.batch_size]
                 x, mask = self._batch(inputs, idx)
-                fv = self.head_(x, mask)
-                coef = self._signal(fv.detach(), Ysign[idx], theta, bias)
-                upstream = -(coef @ theta) / len(idx)  # dL/df_i, averaged over the batch
-                optimizer.zero_grad(set_to_none=True)
-                fv.backward(upstream)  # a vector-Jacobian product through the whole head
-                optimizer.step()
-                surrogate += float((upstream * fv.detach()).sum()) * len(idx)
+                for h, classes in enumerate(self.classes_of_head_):
+                    surrogate += self._step(h, optimizers[h], x, mask, idx, classes, ysign, keep, *svms[h])
                 bar.update(1)
-            row = self._evaluate(inputs, Y, eval_inputs, Y_eval)
+            row = self._evaluate(inputs, Y, hard, evaluation)
             row["surrogate_loss"] = surrogate / n
             history.append({"epoch": epoch, **row, "seconds": round(time.perf_counter() - start, 3)})
             bar.set_postfix(objective=f"{row['objective']:.4g}", train_map=f"{row['train_map']:.4f}")
         bar.close()
-        self.results_ = self._results(n, Y, eval_inputs, history, time.perf_counter() - start)
+        self.results_ = self._results(n, Y, hard, evaluation, history, time.perf_counter() - start)
         return self
 
-    def _signal(self, fv, ysign, theta, bias) -> torch.Tensor:
+    def _optimizer(self, head: FisherHead) -> torch.optim.Optimizer:
+        groups = [{"params": list(head.layer.parameters())}]
+        if "transform" in self._train:
+            lr_t = self.lr if self.lr_transform is None else self.lr_transform
+            groups.append({"params": list(head.transform.parameters()), "lr": float(lr_t)})
+        return torch.optim.SGD(groups, lr=float(self.lr), momentum=float(self.momentum))
+
+    def _step(self, h, optimizer, x, mask, idx, classes, ysign, keep, theta, bias) -> float:
+        """One SGD step of head ``h`` on a batch with its classes' signal; its surrogate loss times the
+        batch size."""
+        fv = self.heads_[h](x, mask)
+        upstream = self._upstream(fv.detach(), idx, classes, ysign, keep, theta, bias)
+        optimizer.zero_grad(set_to_none=True)
+        fv.backward(upstream)  # a vector-Jacobian product through the whole head
+        optimizer.step()
+        return float((upstream * fv.detach()).sum()) * len(idx)
+
+    def _upstream(self, fv, idx, classes, ysign, keep, theta, bias) -> torch.Tensor:
+        """dL/df (batch, fisher_dim) sent into the Fisher vectors ``fv`` of images ``idx`` by the SVMs
+        (theta, bias) of ``classes``: -sum_c a_ic theta_c averaged over the batch (see
+        :func:`~deepfeat.training.fisher_svm.svm_signal`)."""
+        a = svm_signal(
+            fv,
+            ysign[idx][:, classes],
+            theta,
+            bias,
+            gradient=self.gradient,
+            loss=self.svm_loss,
+            keep=None if keep is None else keep[idx][:, classes],
+        )
+        return -(a @ theta) / len(idx)
+
+    def _signal(self, fv, ysign, theta, bias, keep=None) -> torch.Tensor:
         """Per-image, per-class weights a_ic of the signal -sum_c a_ic theta_c sent back into f_i."""
-        if self.gradient == "paper":
-            return ysign
-        margins = ysign * (fv @ theta.T + bias)
-        if self.svm_loss == "hinge":
-            return ysign * (margins < 1).to(fv.dtype)
-        return 2 * ysign * (1 - margins).clamp_min(0)
+        return svm_signal(fv, ysign, theta, bias, gradient=self.gradient, loss=self.svm_loss, keep=keep)
 
-    @staticmethod
-    def _batch(inputs, idx) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if isinstance(inputs, torch.Tensor):
-            return inputs[torch.as_tensor(idx, device=inputs.device)], None
-        group = [inputs[i] for i in idx]
-        (_, x, mask) = next(padded_batches(group, max(len(s) for s in group) * len(group)))
-        return x, mask
-
-    def _results(self, n, Y, eval_inputs, history, seconds) -> dict:
-        layer = self.head_.layer
+    def _results(self, n, Y, hard, evaluation, history, seconds) -> dict:
+        layer = self.heads_[0].layer
+        transform = "transform" in self._train
+        hard_eval = None if evaluation is None else evaluation[2]
+        lr_t = float(self.lr if self.lr_transform is None else self.lr_transform)
         return {
             "method": "fisher_e2e",
             "settings": {
+                **{k: getattr(self, k) for k in _SETTINGS},
+                "deviation_from_paper": SHARED_DEVIATION if self.heads == "shared" else None,
                 "train": list(self._train),
-                "gradient": self.gradient,
-                "svm_loss": self.svm_loss,
-                "C": float(self.C),
-                "epochs": self.epochs,
-                "batch_size": self.batch_size,
-                "lr": float(self.lr),
-                "lr_transform": (
-                    float(self.lr if self.lr_transform is None else self.lr_transform)
-                    if "transform" in self._train
-                    else None
-                ),
-                "momentum": float(self.momentum),
-                "power": self.power,
-                "l2": self.l2,
+                "lr_transform": lr_t if transform else None,
                 "eps": layer.eps,
-                "transform_init": self.transform_init if "transform" in self._train else None,
-                "tanh_range": self.tanh_range if "transform" in self._train else None,
-                "random_state": self.random_state,
+                "transform_init": self.transform_init if transform else None,
+                "tanh_range": self.tanh_range if transform else None,
                 "device": str(self.device),
-                "dtype": self.dtype,
                 "svm_refit": "to its optimum after every epoch (theta fixed within an epoch)",
+                "difficult": "left out of every loss, signal, objective and AP",
             },
             "data": {
                 "n_train": n,
-                "n_eval": None if eval_inputs is None else len(eval_inputs),
+                "n_eval": None if evaluation is None else len(evaluation[0]),
                 "n_classes": int(Y.shape[1]),
+                "n_heads": len(self.heads_),
+                "difficult_train": 0 if hard is None else int(hard.sum()),
+                "difficult_eval": 0 if hard_eval is None else int(hard_eval.sum()),
                 "descriptor_dim": layer.dim,
                 "n_components": layer.n_components,
                 "fisher_dim": layer.out_dim,
@@ -608,10 +344,13 @@ class FisherE2E:
 
 
 def _summary(row: dict) -> dict:
-    keys = ("objective", "train_ap", "train_map", "test_ap", "test_map")
+    keys = ("objective", "train_ap", "train_map", "test_ap", "test_map", "test_map_voc07")
     return {k: row[k] for k in keys if k in row}
 
 
-def train_fisher_e2e(descriptors, Y, gmm=None, *, eval_set: tuple | None = None, **params) -> dict:
+def train_fisher_e2e(
+    descriptors, Y, gmm=None, *, difficult=None, eval_set: tuple | None = None, **params
+) -> dict:
     """Train as :class:`FisherE2E` (``params`` are its parameters) and return its JSON-ready results."""
-    return FisherE2E(**params).fit(descriptors, Y, gmm, eval_set=eval_set).results_
+    model = FisherE2E(**params)
+    return model.fit(descriptors, Y, gmm, difficult=difficult, eval_set=eval_set).results_

@@ -1,0 +1,190 @@
+"""Pieces every probe shares: the default C grid, checks of features, C and device, target
+preparation (class codes or a multi-label indicator with its mask of counted entries), the folds of
+the C search and the scores it compares."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.validation import check_choice
+
+#: the C grid searched by default: 1e-4 ... 1e2, one value per decade
+DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))
+#: criteria of the C search
+SCORINGS = ("accuracy", "mean_class_accuracy", "map")
+
+
+def check_features(X, name: str = "X") -> np.ndarray:
+    """float32 (n, d) features; a clear error for NaN / infinite values or a wrong shape."""
+    try:
+        arr = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{name} must be a non-empty (n_samples, n_features) array, got shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise DataError(
+            f"{name} has {int(bad.sum())} NaN or infinite values in {rows.size} rows "
+            f"(first rows: {rows[:5].tolist()}); clean or drop those samples"
+        )
+    return arr
+
+
+def check_C(C, Cs) -> None:
+    """Validate a probe's ``C`` (a positive number or ``"cv"``) and, for ``"cv"``, its grid ``Cs``."""
+    if isinstance(C, str):
+        if C != "cv":
+            raise ConfigError(f"C must be a positive number or 'cv', got {C!r}")
+        try:
+            grid = [float(c) for c in Cs]
+        except (TypeError, ValueError):
+            grid = None
+        if not grid or any(not c > 0 or not np.isfinite(c) for c in grid):
+            raise ConfigError(f"Cs must be a non-empty list of positive numbers, got {Cs!r}")
+        return
+    try:
+        value = float(C)
+    except (TypeError, ValueError):
+        raise ConfigError(f"C must be a positive number or 'cv', got {C!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise ConfigError(f"C must be positive, got {C}")
+
+
+def check_cv(cv) -> int:
+    """The number of folds of the C search (at least 2)."""
+    if isinstance(cv, bool) or not isinstance(cv, int | np.integer) or cv < 2:
+        raise ConfigError(f"cv must be at least 2 folds, got {cv!r}")
+    return int(cv)
+
+
+def check_scoring(scoring: str | None) -> str | None:
+    """``scoring`` when it is None or one of :data:`SCORINGS`."""
+    return None if scoring is None else check_choice("scoring", scoring, SCORINGS)
+
+
+def resolve_device(device) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (``"cuda:N"``) or a :class:`torch.device`; a ConfigError when CUDA is asked
+    for and not available, or the name is not a device."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device("cpu" if device is None else str(device))
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"unknown device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} asked for, but CUDA is not available here; use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices"
+            )
+    return dev
+
+
+#: multiply-adds of one objective evaluation per thread below which extra threads do not pay
+WORK_PER_THREAD = 20_000_000
+
+
+@contextlib.contextmanager
+def thread_budget(work: int) -> Iterator[int]:
+    """Torch's intra-op threads for a fit whose objective evaluation costs about ``work`` multiply-adds:
+    at most ``torch.get_num_threads()``, and fewer for small problems, whose many small operations
+    only pay thread hand-overs (costly on shared, loaded cores). Restored on exit."""
+    before = torch.get_num_threads()
+    n = max(1, min(before, int(work // WORK_PER_THREAD)))
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
+def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
+    """Class codes (n,) or a 0/1 indicator matrix (n, K), the mask of counted entries (multi-label with
+    ``ignore`` only, else None), the classes and whether the targets are multi-label; clear errors for
+    a single class, a label without positives or negatives (ignored entries excluded), bad shapes."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if not np.isin(y, (0, 1)).all():
+            raise DataError("multi-label targets must be a 0/1 indicator matrix")
+        positives = y.sum(axis=0)
+        bad = np.flatnonzero((positives == 0) | (positives == len(y)))
+        if bad.size:
+            raise DataError(
+                f"labels {bad.tolist()} are positive for none or all of the training samples; "
+                "a one-vs-rest probe needs both"
+            )
+        mask = None if ignore is None else ~np.asarray(ignore, dtype=bool)
+        if mask is not None:
+            if mask.shape != y.shape:
+                raise DataError(f"ignore must have the shape of the targets {y.shape}, got {mask.shape}")
+            counted_pos, counted_neg = (y * mask).sum(0), ((1 - y) * mask).sum(0)
+            bad = np.flatnonzero((counted_pos == 0) | (counted_neg == 0))
+            if bad.size:
+                raise DataError(
+                    f"labels {bad.tolist()} have no positive or no negative training sample left once "
+                    "the ignored (difficult) entries are excluded; a one-vs-rest probe needs both"
+                )
+        return y.astype(np.int64), mask, np.arange(y.shape[1]), True
+    if y.ndim != 1:
+        raise DataError(f"y must be a vector of labels or an indicator matrix, got shape {y.shape}")
+    if ignore is not None:
+        raise ConfigError("ignore applies only to multi-label (indicator matrix) targets")
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(
+            f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more"
+        )
+    return codes.astype(np.int64).ravel(), None, classes, False
+
+
+def make_folds(codes: np.ndarray, n_folds: int, random_state) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Train/validation index pairs, or None when some class is too small to be split.
+
+    Stratified for class codes (fewer folds when the smallest class has fewer samples than
+    ``n_folds``), shuffled k-fold for a multi-label indicator matrix."""
+    if codes.ndim == 2:
+        if len(codes) < n_folds:
+            return None
+        return list(KFold(n_folds, shuffle=True, random_state=random_state).split(codes))
+    smallest = int(np.bincount(codes).min())
+    if smallest < 2:
+        return None
+    folds = StratifiedKFold(min(n_folds, smallest), shuffle=True, random_state=random_state)
+    return list(folds.split(np.zeros(len(codes)), codes))
+
+
+def score_predictions(scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None) -> float:
+    """Score decision values ``scores`` (n, K) (or (n,) for two classes) against class codes (n,) or an
+    indicator matrix (n, K); ``mask``: the counted entries of a multi-label indicator."""
+    from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
+
+    scores = np.asarray(scores)
+    if scores.ndim == 1:  # two classes: the score of the second one
+        scores = np.column_stack([-scores, scores])
+    if scoring == "map":
+        Y = codes if codes.ndim == 2 else np.eye(scores.shape[1], dtype=np.int64)[codes]
+        difficult = None if mask is None else ~mask
+        try:
+            return mean_average_precision(Y, scores, difficult=difficult)
+        except ConfigError:
+            return float("nan")
+    pred = scores.argmax(axis=1)
+    if scoring == "mean_class_accuracy":
+        return mean_per_class_accuracy(codes, pred, n_classes=scores.shape[1])
+    return float(np.mean(pred == codes))

@@ -1,0 +1,176 @@
+"""The probes' training objectives in basis coordinates, with hand-written gradients.
+
+Every objective is scikit-learn's, divided by C N (which moves no optimum):
+
+    (1/N) sum_i sum_k w_ik loss_k(z_i . w_k + b_k, y_i) + ||W||^2 / (2 C N)        (b not penalised)
+
+``w_ik`` are entry weights (0 for an ignored multi-label entry; 1/copies for a dropout copy, so the
+data term is the mean over the copies, not their sum) and N is the effective number of samples (the
+rows divided by the copies). Losses:
+
+- ``multinomial``: softmax cross-entropy over the K classes (one problem);
+- ``logistic``: binary cross-entropy per output (K independent problems: one-vs-rest, multi-label,
+  or the single output of a two-class problem);
+- ``squared_hinge``: max(0, 1 - t f)^2 per output with t = +-1 (K independent problems).
+
+Alongside values and gradients, an evaluation returns per-entry curvature weights ``h`` (n, K): the
+diagonal of each loss's second derivative (p(1-p) for the logistic losses, 2 on margin violators for
+the squared hinge), from which :meth:`Problem.diagonal` builds a diagonal preconditioner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: largest curvature weight of each loss (at a zero margin; anywhere active for the squared hinge)
+CURVATURE = {"multinomial": 0.25, "logistic": 0.25, "squared_hinge": 2.0}
+#: curvature weights are floored at this fraction of the loss's largest one: a step may move a sample
+#: to where its loss bends, so a vanishing estimate would make the first trial steps far too long
+FLOOR = 1e-2
+
+
+@dataclass
+class Problem:
+    """One training problem: projected features, targets and entry weights, on one device."""
+
+    Z: torch.Tensor  # (n, r) projected (centred, rotated) features
+    loss: str  # "multinomial", "logistic" or "squared_hinge"
+    T: torch.Tensor  # (n,) class indices (multinomial), else (n, K) targets in {0, 1} / {-1, +1}
+    weight: torch.Tensor | None  # (n, K) or (n, 1) entry weights (None: all 1)
+    N: float  # effective number of samples
+    n_outputs: int  # K
+    fixed: torch.Tensor | None = None  # (K,) outputs without both targets among counted entries
+    _Z2: torch.Tensor | None = None
+
+    @property
+    def multinomial(self) -> bool:
+        return self.loss == "multinomial"
+
+    @property
+    def n_blocks(self) -> int:
+        """Independent problems: 1 (multinomial, coupled classes) or one per output."""
+        return 1 if self.multinomial else self.n_outputs
+
+    @property
+    def Z2(self) -> torch.Tensor:
+        if self._Z2 is None:
+            self._Z2 = self.Z * self.Z
+        return self._Z2
+
+    def to(self, dtype: torch.dtype) -> Problem:
+        T = self.T if self.multinomial else self.T.to(dtype)
+        w = None if self.weight is None else self.weight.to(dtype)
+        return Problem(self.Z.to(dtype), self.loss, T, w, self.N, self.n_outputs, self.fixed)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, W: torch.Tensor, b: torch.Tensor, C: float, cols: torch.Tensor | None = None):
+        """Objective values (float64; (1,) multinomial, else one per output in ``cols``), gradients
+        (gW like W, gb like b) and curvature weights h (n, len(cols)) at coefficients W (k, r), b (k,)
+        of the outputs ``cols`` (None: all)."""
+        logits = torch.addmm(b, self.Z, W.t())
+        if self.multinomial:
+            G, h, data = self._multinomial(logits)
+        else:
+            T = self.T if cols is None else self.T[:, cols]
+            weight = self.weight
+            if weight is not None and cols is not None and weight.shape[1] > 1:
+                weight = weight[:, cols]
+            G, h, data = self._binary(logits, T, weight)
+        reg = 1.0 / (C * self.N)
+        gW = torch.addmm(W, G.t(), self.Z, beta=reg, alpha=1.0 / self.N)
+        gb = G.sum(0) / self.N
+        penalty = 0.5 * reg * W.double().pow(2).sum(1)
+        if self.multinomial:
+            value = (data.sum() / self.N + penalty.sum()).reshape(1)
+        else:
+            value = data / self.N + penalty
+        return value, gW, gb, h
+
+    def _multinomial(self, logits):
+        lse = torch.logsumexp(logits, 1, keepdim=True)
+        P = torch.exp(logits - lse)
+        picked = logits.gather(1, self.T[:, None])
+        nll = (lse - picked).squeeze(1)
+        h = P * (1 - P)
+        G = P.scatter_add(1, self.T[:, None], -torch.ones_like(picked))
+        if self.weight is not None:
+            G = G * self.weight
+            h = h * self.weight
+            nll = nll * self.weight[:, 0]
+        return G, h, nll.sum(dtype=torch.float64)
+
+    def _binary(self, logits, T, weight):
+        if self.loss == "logistic":
+            sig = torch.sigmoid(logits)
+            per = F.softplus(logits) - T * logits
+            G = sig - T
+            h = sig * (1 - sig)
+        else:
+            margin = (1 - T * logits).clamp_min(0)
+            per = margin * margin
+            G = -2 * T * margin
+            h = 2.0 * (margin > 0).to(logits.dtype)
+        if weight is not None:
+            per, G, h = per * weight, G * weight, h * weight
+        return G, h, per.sum(0, dtype=torch.float64)
+
+    def diagonal(self, h: torch.Tensor, C: float, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """Diagonal curvature estimate (k, r + 1) (intercept last) from the curvature weights h (n, k)
+        of the outputs ``cols``: each counted entry's weight floored at ``FLOOR`` times the loss's
+        largest, the weights' part floored by the penalty."""
+        floor = FLOOR * CURVATURE[self.loss]
+        w = self.weight
+        if w is not None and cols is not None and w.shape[1] > 1:
+            w = w[:, cols]
+        h = h.clamp_min(floor) if w is None else torch.maximum(h, floor * w)
+        data = torch.mm(h.t(), self.Z2) / self.N + 1.0 / (C * self.N)
+        return torch.cat([data, (h.sum(0) / self.N)[:, None]], 1)
+
+    def scores(self, Z: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Decision values of projected rows Z."""
+        return torch.addmm(b, Z, W.t())
+
+
+def make_problem(
+    Z: torch.Tensor,
+    codes: np.ndarray,
+    mask: np.ndarray | None,
+    n_outputs: int,
+    loss: str,
+    multinomial: bool,
+    row_weight: float = 1.0,
+) -> Problem:
+    """Targets in the form each loss needs: indices (softmax), {0, 1} (logistic), {-1, +1} (hinge).
+
+    ``codes``: class codes (n,) or an indicator matrix (n, K); ``mask``: counted entries (n, K) or
+    None; ``n_outputs``: K (1 for a two-class problem, whose single output scores the second class);
+    ``row_weight``: weight of every row (1/copies with dropout)."""
+    device, dtype = Z.device, Z.dtype
+    n = Z.shape[0]
+    weight = None
+    if mask is not None:
+        weight = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=device).to(dtype) * row_weight
+    elif row_weight != 1.0:
+        weight = torch.full((n, 1), float(row_weight), dtype=dtype, device=device)
+    if multinomial:
+        T = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=device)
+        return Problem(Z, "multinomial", T, weight, n * row_weight, n_outputs)
+    if codes.ndim == 2:
+        onehot = codes
+    elif n_outputs == 1:
+        onehot = (codes == 1)[:, None]
+    else:
+        onehot = np.eye(n_outputs, dtype=np.int64)[codes]
+    counted = np.ones_like(onehot, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    positives, negatives = (counted & (onehot == 1)).any(0), (counted & (onehot == 0)).any(0)
+    fixed = None
+    if not (positives & negatives).all():  # e.g. a label without positives in a fold: a constant
+        fixed = torch.as_tensor(~(positives & negatives), device=device)
+    T = torch.as_tensor(np.asarray(onehot, dtype=np.float32), device=device).to(dtype)
+    if loss == "squared_hinge":
+        T = 2 * T - 1
+    return Problem(Z, loss, T, weight, n * row_weight, n_outputs, fixed)

@@ -1,0 +1,81 @@
+"""Shared probe checks: C, folds, device, scores of one-column decisions, target preparation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepfeat.errors import ConfigError, DataError
+from deepfeat.probes.base import (
+    DEFAULT_CS,
+    check_C,
+    check_cv,
+    check_features,
+    prepare_targets,
+    resolve_device,
+    score_predictions,
+)
+
+
+def test_default_grid():
+    assert tuple(float(c) for c in np.logspace(-4, 2, 7)) == DEFAULT_CS
+
+
+@pytest.mark.parametrize(
+    ("C", "Cs", "match"),
+    [
+        ("best", DEFAULT_CS, "positive number or 'cv'"),
+        ("cv", [], "non-empty list"),
+        ("cv", [1.0, np.nan], "non-empty list"),
+        ("cv", ["a"], "non-empty list"),
+        (0, (), "positive"),
+        (np.inf, (), "positive"),
+        (None, (), "positive number or 'cv'"),
+    ],
+)
+def test_check_C(C, Cs, match):
+    with pytest.raises(ConfigError, match=match):
+        check_C(C, Cs)
+
+
+def test_check_cv_and_features():
+    assert check_cv(np.int64(4)) == 4
+    for bad in (1, 2.5, True, "3"):
+        with pytest.raises(ConfigError, match="cv must be at least 2"):
+            check_cv(bad)
+    with pytest.raises(DataError, match="non-empty"):
+        check_features(np.zeros((0, 3)))
+    assert check_features([[1, 2]]).dtype == np.float32
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")).type == "cpu"
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("gpu0")
+    with pytest.raises(ConfigError, match="unsupported device"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    else:
+        assert resolve_device("cuda").type == "cuda"
+        with pytest.raises(ConfigError, match="CUDA devices"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_one_column_scores_mean_the_second_class():
+    codes = np.array([0, 1, 1, 0])
+    s = np.array([-1.0, 2.0, -0.5, -3.0])
+    assert score_predictions("accuracy", codes, s) == 0.75
+    assert score_predictions("accuracy", codes, np.column_stack([-s, s])) == 0.75
+    assert score_predictions("mean_class_accuracy", codes, s) == 0.75
+
+
+def test_prepare_targets_binary_and_multilabel():
+    codes, mask, classes, multilabel = prepare_targets(np.array(["b", "a", "b"]))
+    assert codes.tolist() == [1, 0, 1] and list(classes) == ["a", "b"] and mask is None and not multilabel
+    Y = np.array([[1, 0], [0, 1], [1, 1]])
+    codes, mask, classes, multilabel = prepare_targets(Y, ignore=np.zeros_like(Y, bool))
+    assert multilabel and mask.all() and classes.tolist() == [0, 1]

@@ -1,0 +1,106 @@
+"""The hand-written gradients and curvature weights of the probes' objectives against autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepfeat.probes.objectives import CURVATURE, FLOOR, make_problem
+
+
+def data(n=40, r=6, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    Z = torch.as_tensor(rng.normal(size=(n, r)), dtype=torch.float64)
+    codes = rng.integers(0, k, n)
+    codes[:k] = np.arange(k)
+    W = torch.as_tensor(rng.normal(size=(k, r)), dtype=torch.float64)
+    b = torch.as_tensor(rng.normal(size=k), dtype=torch.float64)
+    return Z, codes, W, b
+
+
+def reference(loss, Z, codes, W, b, C, weight, N):
+    """The objective written directly with torch's own losses, for autograd."""
+    logits = Z @ W.t() + b
+    if loss == "multinomial":
+        per = F.cross_entropy(logits, torch.as_tensor(codes), reduction="none")
+        per = per if weight is None else per * weight[:, 0]
+    else:
+        T = torch.as_tensor(np.eye(W.shape[0])[codes])
+        if loss == "logistic":
+            per = F.binary_cross_entropy_with_logits(logits, T, reduction="none")
+        else:
+            per = torch.clamp(1 - (2 * T - 1) * logits, min=0) ** 2
+        per = per if weight is None else per * weight
+    return per.sum() / N + 0.5 * (W**2).sum() / (C * N)
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "logistic", "squared_hinge"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradients_match_autograd(loss, weighted):
+    Z, codes, W, b = data()
+    C = 0.7
+    mask = None
+    if weighted and loss != "multinomial":
+        mask = np.random.default_rng(1).random((len(Z), 4)) > 0.2
+    row_weight = 0.25 if weighted and loss == "multinomial" else 1.0
+    problem = make_problem(
+        Z, codes, mask, 4, "logistic" if loss == "logistic" else loss, loss == "multinomial", row_weight
+    )
+    value, gW, gb, _h = problem.evaluate(W, b, C)
+    Wr, br = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    ref = reference(loss, Z, codes, Wr, br, C, problem.weight, problem.N)
+    ref.backward()
+    assert float(value.sum()) == pytest.approx(float(ref.detach()), rel=1e-12)
+    torch.testing.assert_close(gW, Wr.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gb, br.grad, rtol=1e-10, atol=1e-12)
+    if loss != "multinomial":  # independent outputs: one value per output, summing to the total
+        assert value.shape == (4,)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_curvature_weights_are_second_derivatives(loss):
+    """h is the diagonal second derivative of each entry's loss in its logit."""
+    Z, codes, W, b = data(n=30)
+    problem = make_problem(Z, codes, None, 4, loss, False)
+    _, _, _, h = problem.evaluate(W, b, 1.0)
+    logits = (Z @ W.t() + b).requires_grad_(True)
+    T = torch.as_tensor(np.eye(4)[codes])
+    if loss == "logistic":
+        per = F.binary_cross_entropy_with_logits(logits, T, reduction="none")
+    else:
+        per = torch.clamp(1 - (2 * T - 1) * logits, min=0) ** 2
+    (g,) = torch.autograd.grad(per.sum(), logits, create_graph=True)
+    (second,) = torch.autograd.grad(g.sum(), logits)  # entries are independent: the diagonal
+    torch.testing.assert_close(h, second)
+
+
+def test_diagonal_floor_and_subset():
+    Z, codes, _W, _b = data(n=30)
+    mask = np.ones((30, 4), bool)
+    mask[:5, 1] = False
+    problem = make_problem(Z, codes, mask, 4, "squared_hinge", False)
+    h = torch.zeros(30, 4, dtype=torch.float64)  # no violator anywhere
+    diag = problem.diagonal(h, C=2.0)
+    floor = FLOOR * CURVATURE["squared_hinge"]
+    w = torch.as_tensor(mask, dtype=torch.float64)
+    expected = (floor * w).t() @ (Z * Z) / problem.N + 1 / (2.0 * problem.N)
+    torch.testing.assert_close(diag[:, :-1], expected)
+    torch.testing.assert_close(diag[:, -1], floor * w.sum(0) / problem.N)
+    sub = problem.diagonal(h[:, [1, 3]], C=2.0, cols=torch.tensor([1, 3]))
+    torch.testing.assert_close(sub, diag[[1, 3]])
+
+
+def test_targets_and_fixed_outputs():
+    Z, codes, _, _ = data(n=12, k=3)
+    Y = np.eye(3, dtype=np.int64)[codes]
+    Y[:, 2] = 0  # a label without positives (as in a small fold): left constant
+    p = make_problem(Z, Y, None, 3, "squared_hinge", False)
+    assert set(np.unique(p.T.numpy())) == {-1.0, 1.0}
+    assert p.fixed.tolist() == [False, False, True]
+    binary = make_problem(Z, (codes == 1).astype(np.int64), None, 1, "logistic", False)
+    assert binary.T.shape == (12, 1) and binary.fixed is None
+    np.testing.assert_array_equal(binary.T[:, 0].numpy(), (codes == 1).astype(float))
+    dropout = make_problem(Z, codes, None, 3, "multinomial", True, row_weight=0.25)
+    assert dropout.N == 3.0 and dropout.weight.shape == (12, 1)
