@@ -64,6 +64,7 @@ FLICKR = DATASETS / "flickr8k_mini"
 COCO = [DATASETS / "coco_mini" / "annotations" / f"captions_{p}2017.json" for p in ("train", "val")]
 SPLIT = REPO / "experiments" / "splits" / "flickr8k_mini.json"
 OUT = REPO / "experiments" / "results" / "lrcn_captioning_tables"
+PARTS = OUT / "parts"
 STORE = REPO / "experiments" / ".cache" / "store"
 EPOCHS = 10
 MODELS = {
@@ -146,6 +147,7 @@ def evaluate_model(name: str, images: int | None = None, meteor: bool = True) ->
         )
         payload = ev.to_dict()
         payload["seconds"], payload["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+        target.parent.mkdir(parents=True, exist_ok=True)
         write_json(target, payload)
 
 
@@ -180,6 +182,7 @@ def baselines(images: int | None = None, meteor: bool = True) -> None:
         )
         payload = ev.to_dict()
         payload["generation"] = [r for r in payload["generation"] if r["kind"] == "baseline"]
+        target.parent.mkdir(parents=True, exist_ok=True)
         write_json(target, payload)
 
 
