@@ -301,7 +301,9 @@ def targets(results: dict) -> dict:
         "target_1.5x_constant": None if constant is None else best["corpus"]["cider_d"] >= 1.5 * constant,
         "target_above_nearest_neighbour": None if nearest is None else best["corpus"]["cider_d"] > nearest,
         "cider_d_by_beam_width": by_beam,
-        "target_beam_3_to_5_at_least_greedy": max(by_beam.get(3, 0), by_beam.get(5, 0)) >= by_beam.get(1, 0),
+        "target_beam_3_to_5_at_least_greedy": (
+            max(by_beam.get(3, 0), by_beam.get(5, 0)) >= by_beam[1] if {1, 3} <= set(by_beam) else None
+        ),
         "training_cpu_seconds": {k: v["cpu_seconds"] for k, v in training.items()},
         "training_wall_seconds": {k: v["seconds"] for k, v in training.items()},
     }
