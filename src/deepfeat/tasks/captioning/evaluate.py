@@ -37,7 +37,7 @@ from deepfeat.tasks.captioning.model import CaptionModel
 from deepfeat.tasks.captioning.retrieval import retrieval
 from deepfeat.tasks.captioning.train import DataSpec, load_data, rows_of
 from deepfeat.tasks.text.decoding import Strategy, pair_log_likelihood
-from deepfeat.tasks.text.metrics import FAMILIES, score_captions
+from deepfeat.tasks.text.metrics import FAMILIES, Meteor, meteor_unavailable, score_captions
 from deepfeat.validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,10 @@ def _store(store) -> FeatureStore:
     return store if isinstance(store, FeatureStore) else FeatureStore(store)
 
 
-def _row(name: str, kind: str, candidates, refs, ids, metrics, strategy: dict | None = None) -> dict:
-    scores = score_captions(refs, candidates, metrics=metrics)
+def _row(
+    name: str, kind: str, candidates, refs, ids, metrics, strategy: dict | None = None, meteor=None
+) -> dict:
+    scores = score_captions(refs, candidates, metrics=metrics, meteor_scorer=meteor)
     return {
         "name": name,
         "kind": kind,
@@ -181,9 +183,44 @@ def evaluate(
         ids = list(split[job.on])
     if job.max_images is not None:
         ids = ids[: job.max_images]
+    meteor = Meteor() if "meteor" in job.metrics and meteor_unavailable() is None else None
+    opts = {"metrics": job.metrics, "meteor": meteor}
+    try:
+        rows, retrievals, images, refs = _run(job, models, data, ids, device, opts, progress, echo)
+    finally:
+        if meteor is not None:
+            meteor.close()
+    examples = _examples(job, data, images, rows)
+    about = {
+        "data": data.name,
+        "data_source": data.source,
+        "on": job.on,
+        "n_images": len(images),
+        "n_references": sum(len(r) for r in refs),
+        "models": [
+            {
+                "name": m.name,
+                "decoder": m.decoder.config.to_dict(),
+                "features": m.features.to_dict(),
+                "vocabulary": len(m.vocabulary),
+                "training": m.about,
+            }
+            for m in models
+        ],
+        "strategies": [s.to_dict() for s in job.strategies],
+        "seed": job.seed,
+    }
+    provenance = {**environment(job.device), "data": data.name, "data_fingerprint": data.fingerprint()}
+    return CaptionEvaluation(
+        rows=rows, retrieval=retrievals, examples=examples, images=images, about=about, provenance=provenance
+    )
+
+
+def _run(job, models, data, ids, device, opts, progress, echo):
+    """Generation rows and retrieval of every model, then the baselines."""
     tokens = data.tokens()
     cache: dict = {}
-    rows, retrievals, timings = [], {}, {}
+    rows, retrievals = [], {}
     images: list[str] | None = None
     for model in models:
         model.decoder.to(device)
@@ -197,7 +234,7 @@ def evaluate(
             t0 = time.perf_counter()
             words, _ = model.caption(values, strategy, ids=kept, seed=job.seed, progress=progress)
             seconds = time.perf_counter() - t0
-            row = _row(model.name, "model", words, refs, kept, job.metrics, strategy=strategy.to_dict())
+            row = _row(model.name, "model", words, refs, kept, strategy=strategy.to_dict(), **opts)
             row.update(
                 strategy_name=strategy.name, seconds=seconds, images_per_second=len(kept) / max(seconds, 1e-9)
             )
@@ -220,36 +257,12 @@ def evaluate(
     assert images is not None
     refs = [tokens[data.index(i)] for i in images]
     if job.baselines:
-        rows += _baselines(job, models[0], data, images, refs, cache, progress, echo)
-    examples = _examples(job, data, images, rows)
-    about = {
-        "data": data.name,
-        "data_source": data.source,
-        "on": job.on,
-        "n_images": len(images),
-        "n_references": sum(len(r) for r in refs),
-        "models": [
-            {
-                "name": m.name,
-                "decoder": m.decoder.config.to_dict(),
-                "features": m.features.to_dict(),
-                "vocabulary": len(m.vocabulary),
-                "training": m.about,
-            }
-            for m in models
-        ],
-        "strategies": [s.to_dict() for s in job.strategies],
-        "seed": job.seed,
-        "timings": timings,
-    }
-    provenance = {**environment(job.device), "data": data.name, "data_fingerprint": data.fingerprint()}
-    return CaptionEvaluation(
-        rows=rows, retrieval=retrievals, examples=examples, images=images, about=about, provenance=provenance
-    )
+        rows += _baselines(job, models[0], data, images, refs, cache, progress, echo, opts)
+    return rows, retrievals, images, refs
 
 
 def _baselines(
-    job, model: CaptionModel, data: CaptionData, images, refs, cache, progress, echo
+    job, model: CaptionModel, data: CaptionData, images, refs, cache, progress, echo, opts
 ) -> list[dict]:
     source = job.train_data if job.train_data is not None else model.about.get("data_source")
     out = []
@@ -270,21 +283,21 @@ def _baselines(
         text = " ".join(caption)
         took = time.perf_counter() - t0
         echo(f"best constant caption (training CIDEr-D {train_score:.3f}): {text!r} ({took:.0f} s)")
-        row = _row("constant caption", "baseline", [caption] * len(images), refs, images, job.metrics)
+        row = _row("constant caption", "baseline", [caption] * len(images), refs, images, **opts)
         out.append({**row, "caption": text, "train_cider_d": train_score})
         eval_feats = _features(model, data, job, cache, progress, echo)
         eval_rows, _ = rows_of(eval_feats, images)
         query = model.conditions(eval_feats.values[eval_rows]).cpu().numpy()
         train = model.conditions(feats.values[rows_idx]).cpu().numpy()
         nn_caps, nearest = nearest_neighbour_captions(query, train, train_refs)
-        row = _row("nearest neighbour", "baseline", nn_caps, refs, images, job.metrics)
+        row = _row("nearest neighbour", "baseline", nn_caps, refs, images, **opts)
         row["neighbours"] = dict(zip(images, [train_ids[j] for j in nearest]))
         out.append(row)
     else:
         echo("no training data recorded with the model: constant and nearest-neighbour baselines skipped")
     h_refs, h_cands, _ = human_agreement_sets(refs)
     if h_cands:
-        row = _row("human (1 vs 4)", "baseline", h_cands, h_refs, None, job.metrics)
+        row = _row("human (1 vs 4)", "baseline", h_cands, h_refs, None, **opts)
         row["note"] = "each reference against the image's others, pooled over the held-out choice"
         out.append(row)
     return out

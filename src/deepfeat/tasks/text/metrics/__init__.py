@@ -15,7 +15,7 @@ import numpy as np
 from deepfeat.errors import ConfigError
 from deepfeat.tasks.text.metrics.bleu import bleu
 from deepfeat.tasks.text.metrics.cider import CiderD, cider_d
-from deepfeat.tasks.text.metrics.meteor import meteor, meteor_unavailable
+from deepfeat.tasks.text.metrics.meteor import Meteor, meteor, meteor_unavailable
 from deepfeat.tasks.text.metrics.rouge import rouge_l
 
 #: metric names in the order of the thesis' Table 4.6 columns (B1-B4, C, M, R)
@@ -58,10 +58,11 @@ def score_captions(
     candidates: Sequence[Sequence[str]],
     *,
     metrics: Sequence[str] = FAMILIES,
+    meteor_scorer: Meteor | None = None,
 ) -> CaptionScores:
     """Score tokenised ``candidates`` against ``references`` with the metric families in ``metrics``
     (``bleu``, ``cider_d``, ``meteor``, ``rouge_l``); METEOR is skipped, with the reason recorded,
-    where Java or its jar is missing."""
+    where Java or its jar is missing. ``meteor_scorer``: a running :class:`Meteor` to reuse."""
     unknown = [m for m in metrics if m not in FAMILIES]
     if unknown:
         raise ConfigError(f"unknown caption metric {unknown[0]!r}; valid: {', '.join(FAMILIES)}")
@@ -76,8 +77,8 @@ def score_captions(
     if "cider_d" in metrics:
         corpus["cider_d"], per_image["cider_d"] = cider_d(references, candidates)
     if "meteor" in metrics:
-        why = meteor_unavailable()
-        got = None if why else meteor(references, candidates)
+        why = None if meteor_scorer is not None else meteor_unavailable()
+        got = None if why else meteor(references, candidates, scorer=meteor_scorer)
         if got is None:
             unavailable["meteor"] = why or "the METEOR jar failed"
         else:
@@ -95,6 +96,7 @@ __all__ = [
     "METRICS",
     "CaptionScores",
     "CiderD",
+    "Meteor",
     "bleu",
     "cider_d",
     "meteor",

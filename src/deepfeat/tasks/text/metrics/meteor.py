@@ -45,43 +45,72 @@ def meteor_unavailable() -> str | None:
     return None
 
 
+class Meteor:
+    """One running METEOR process for many scoring calls (its start-up, loading WordNet and the
+    paraphrase tables, takes most of the time); use as a context manager. Raises RuntimeError when
+    METEOR is unavailable (see :func:`meteor_unavailable`)."""
+
+    def __init__(self, memory: str = "2G"):
+        why = meteor_unavailable()
+        if why is not None:
+            raise RuntimeError(f"METEOR unavailable: {why}")
+        jar = meteor_jar()
+        cmd = ["java", "-jar", f"-Xmx{memory}", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
+        self._proc = subprocess.Popen(
+            cmd, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+
+    def _ask(self, line: str) -> str:
+        self._proc.stdin.write((line + "\n").encode("utf-8"))
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline().decode("utf-8").strip()
+        if not answer:
+            raise RuntimeError("METEOR stopped answering")
+        return answer
+
+    def score(
+        self, references: Sequence[Sequence[Sequence[str]]], candidates: Sequence[Sequence[str]]
+    ) -> tuple[float, np.ndarray]:
+        """Corpus METEOR and per-image scores."""
+        _check(references, candidates)
+        stats = []
+        for refs, cand in zip(references, candidates):
+            parts = [" ".join(r).replace("|||", "") for r in refs]
+            hyp = " ".join(cand).replace("|||", "").replace("  ", " ")
+            stats.append(self._ask(" ||| ".join(["SCORE", *parts, hyp])))
+        first = self._ask(" ||| ".join(["EVAL", *stats]))
+        scores = [float(first)] + [float(self._proc.stdout.readline().strip()) for _ in range(len(stats) - 1)]
+        return float(self._proc.stdout.readline().strip()), np.array(scores)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.kill()
+        self._proc.wait()
+
+    def __enter__(self) -> Meteor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def meteor(
     references: Sequence[Sequence[Sequence[str]]],
     candidates: Sequence[Sequence[str]],
     *,
     memory: str = "2G",
+    scorer: Meteor | None = None,
 ) -> tuple[float, np.ndarray] | None:
-    """Corpus METEOR and per-image scores, or None when Java or the jar is missing."""
+    """Corpus METEOR and per-image scores (with ``scorer``'s process, or a new one), or None when
+    Java or the jar is missing or METEOR fails."""
     _check(references, candidates)
-    if meteor_unavailable() is not None:
+    if scorer is None and meteor_unavailable() is not None:
         return None
-    jar = meteor_jar()
-    cmd = ["java", "-jar", f"-Xmx{memory}", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
-    proc = subprocess.Popen(
-        cmd, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
     try:
-
-        def ask(line: str) -> str:
-            proc.stdin.write((line + "\n").encode("utf-8"))
-            proc.stdin.flush()
-            answer = proc.stdout.readline().decode("utf-8").strip()
-            if not answer:
-                raise RuntimeError("METEOR stopped answering")
-            return answer
-
-        stats = []
-        for refs, cand in zip(references, candidates):
-            parts = [" ".join(r).replace("|||", "") for r in refs]
-            hyp = " ".join(cand).replace("|||", "").replace("  ", " ")
-            stats.append(ask(" ||| ".join(["SCORE", *parts, hyp])))
-        first = ask(" ||| ".join(["EVAL", *stats]))
-        scores = [float(first)] + [float(proc.stdout.readline().strip()) for _ in range(len(stats) - 1)]
-        corpus = float(proc.stdout.readline().strip())
+        if scorer is not None:
+            return scorer.score(references, candidates)
+        with Meteor(memory) as own:
+            return own.score(references, candidates)
     except (RuntimeError, ValueError, OSError):
         return None
-    finally:
-        proc.stdin.close()
-        proc.kill()
-        proc.wait()
-    return corpus, np.array(scores)
