@@ -74,11 +74,12 @@ def arrays(n: int = 24) -> ArrayDataset:
 
 
 def store_files(root: Path) -> dict[str, bytes]:
-    """Every file of a store but the lock files, by relative path."""
+    """Every file of a store but the lock files and the record of the environment that completed
+    each entry (its time, threads and command line differ by design), by relative path."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "lock"
+        if p.is_file() and p.name not in ("lock", "environment.json")
     }
 
 

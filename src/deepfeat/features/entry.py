@@ -364,7 +364,10 @@ class StoreEntry:
         )
         if self.ids_sha256 and not meta.get("ids_sha256"):
             meta["ids_sha256"] = self.ids_sha256
-        meta["environment"] = summary()  # versions, threads, allocator of the run that completed it
+        # versions, threads, allocator of the run that completes the entry: beside meta.json, so the
+        # rows and the bookkeeping stay byte-identical whichever process or cluster computed them;
+        # written before meta.json marks the entry complete (a kill in between leaves it resumable)
+        atomic_write_text(self.path / "environment.json", json.dumps(summary(), indent=1))
         atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))
         return True
 
