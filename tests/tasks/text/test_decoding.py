@@ -39,14 +39,16 @@ def all_sentences(max_length):
             yield [*words, EOS_ID]
 
 
-def greedy(dec, cond, max_length):
+def greedy(dec, cond, max_length, min_length=0):
     out = []
     for i in range(len(cond)):
         state = dec.start(cond[i : i + 1])
         word, sent = torch.tensor([1]), []
-        for _ in range(max_length):
+        for t in range(max_length):
             logits, state = dec.step(word, state)
             logits[:, :2] = -1e30  # <pad> and <bos> are never produced
+            if t < min_length:
+                logits[:, EOS_ID] = -1e30  # no <eos> before min_length words
             word = logits.argmax(-1)
             if int(word) == EOS_ID:
                 break
@@ -61,6 +63,8 @@ def test_width_one_is_greedy(arch):
     cond = torch.randn(6, 4)
     got = beam_search(dec, cond, width=1, max_length=7)
     assert got.tokens == greedy(dec, cond, 7)
+    one_word = beam_search(dec, cond, width=1, max_length=7, min_length=1)
+    assert one_word.tokens == greedy(dec, cond, 7, min_length=1) and all(one_word.tokens)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -51,15 +51,26 @@ def _log_probs(decoder: ConditionedDecoder, words: torch.Tensor, state: dict, sc
 
 @torch.no_grad()
 def beam_search(
-    decoder: ConditionedDecoder, cond: torch.Tensor, *, width: int = 1, max_length: int = 20
+    decoder: ConditionedDecoder,
+    cond: torch.Tensor,
+    *,
+    width: int = 1,
+    max_length: int = 20,
+    min_length: int = 0,
 ) -> Decoded:
     """The most probable sentence of every row of ``cond`` found by beam search of ``width``.
 
     At every step the ``width`` most probable expansions of the live sentences are kept, ``<eos>``
     included; those ending with ``<eos>`` leave the beam as finished sentences. Width 1 is therefore
-    greedy decoding (the most probable word at every step, until ``<eos>`` is the most probable)."""
+    greedy decoding (the most probable word at every step, until ``<eos>`` is the most probable).
+    ``<eos>`` is not allowed before ``min_length`` words (default 0: the exact search; 1 rules out
+    the empty sentence, which a search without length normalisation prefers as soon as ``<eos>``
+    enters the beam at the first step, as it does for briefly trained models)."""
     check_int("beam width", width, 1)
     check_int("max_length", max_length, 1)
+    check_int("min_length", min_length, 0)
+    if min_length > max_length:
+        raise ConfigError(f"min_length {min_length} is above max_length {max_length}")
     decoder.eval()
     batch, device = len(cond), cond.device
     offsets = torch.arange(batch, device=device)[:, None] * width
@@ -80,6 +91,9 @@ def beam_search(
     for t in range(max_length + 1):
         logp, _, state = _log_probs(decoder, words, state)
         vocab = logp.shape[-1]
+        if t < min_length:
+            logp = logp.clone()
+            logp[:, EOS_ID] = NEG
         total = scores.reshape(-1, 1) + logp
         if t == max_length:  # the end is forced on every live sentence
             ended = total[:, EOS_ID].reshape(batch, width).cpu().numpy()
