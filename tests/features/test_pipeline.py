@@ -291,8 +291,10 @@ def test_resume_after_kill_gives_identical_features(effnet, tmp_path):
     resumed = extract(ds, effnet, [method], store=store, preprocess=SMALL, batch_size=16, progress=False)
     assert 0 < resumed.n_forward < 120
     fresh = extract(ds, effnet, [method], preprocess=SMALL, batch_size=16, progress=False)
+    # rows from the killed child and from this process: another process with another thread count
+    # (other tests change this process's), so float32 sums agree to rounding, not to the bit
     for key in fresh.features:
-        np.testing.assert_allclose(resumed[key].features, fresh[key].features, atol=1e-5)
+        np.testing.assert_allclose(resumed[key].features, fresh[key].features, rtol=1e-4, atol=1e-4)
     assert all(e["complete"] for e in FeatureStore(store).entries())
 
 
