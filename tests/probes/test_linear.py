@@ -433,6 +433,7 @@ def test_length_mismatch(small):
         ({"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
         ({"cv": 1}, "cv must be at least 2"),
         ({"path_patience": 0}, "path_patience must be at least 1"),
+        ({"cv_tol": 0.0}, "cv_tol must be"),
         ({"scoring": "f1"}, "unknown scoring 'f1'; valid: accuracy, mean_class_accuracy, map"),
     ],
 )
@@ -440,6 +441,22 @@ def test_bad_params(small, params, match):
     X, y = small
     with pytest.raises(ConfigError, match=match):
         LinearProbe(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_cv_tol_applies_to_the_search_only(loss):
+    """cv_tol=None solves the search to tol; a fixed C never uses cv_tol; the final fit after a search
+    is solved to tol whatever cv_tol is, so the chosen model is the optimum at the chosen C."""
+    X, y = blobs(240, 12, 4, 0.6, seed=3)
+    tight = LinearProbe(loss=loss, tol=1e-5, cv_tol=None).fit(X, y)
+    same = LinearProbe(loss=loss, tol=1e-5, cv_tol=1e-5).fit(X, y)
+    assert tight.C_ == same.C_
+    np.testing.assert_array_equal(tight.coef_, same.coef_)
+    fixed = [LinearProbe(loss=loss, C=0.3, cv_tol=t).fit(X, y).coef_ for t in (1e-1, 1e-6)]
+    np.testing.assert_array_equal(*fixed)
+    loose = LinearProbe(loss=loss, tol=1e-5, cv_tol=1e-2).fit(X, y)
+    ref = LinearProbe(loss=loss, C=loose.C_, tol=1e-5).fit(X, y)
+    np.testing.assert_allclose(loose.coef_, ref.coef_, atol=2e-3)
 
 
 def test_unknown_probe_name():

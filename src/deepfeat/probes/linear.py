@@ -93,6 +93,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     normalize: L2-normalise every feature vector first.
     dropout, dropout_copies: DeCAF's dropout on features (see the module docstring).
     max_iter, tol: iteration limit per C and tolerance on the curvature-scaled gradient.
+    cv_tol: that tolerance for the fits made while choosing C (None: ``tol``); validation scores need
+        less precision than the final fit, which is solved to ``tol`` and polished in float64.
     path_patience: stop walking up the C grid after this many Cs without a better validation score
         (None: evaluate every C).
     fallback_C: C used when cross-validation is impossible.
@@ -114,6 +116,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         dropout_copies: int = 4,
         max_iter: int = 300,
         tol: float = 1e-5,
+        cv_tol: float | None = 1e-4,
         path_patience: int | None = None,
         fallback_C: float = 1.0,
         device: str | torch.device = "cpu",
@@ -130,6 +133,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.dropout_copies = dropout_copies
         self.max_iter = max_iter
         self.tol = tol
+        self.cv_tol = cv_tol
         self.path_patience = path_patience
         self.fallback_C = fallback_C
         self.device = device
@@ -148,6 +152,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_scoring(self.scoring)
         check_int("max_iter", self.max_iter, minimum=1)
         check_float("tol", self.tol, 0.0, low_open=True)
+        if self.cv_tol is not None:
+            check_float("cv_tol", self.cv_tol, 0.0, low_open=True)
         check_C(self.fallback_C, ())
         resolve_device(self.device)
 
@@ -203,7 +209,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 yield self._fit_hinge(X, codes, C)
             return
         problem, basis = self._problem(prepared, rows, codes, mask)
-        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self.max_iter, tol=self.tol)):
+        tol = self.tol if self.cv_tol is None else self.cv_tol
+        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self.max_iter, tol=tol)):
             yield FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
 
     def decision_on(self, prepared: PreparedFeatures, model: FittedPath, rows) -> np.ndarray:
