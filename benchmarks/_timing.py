@@ -2,8 +2,8 @@
 
 - :func:`interleaved` runs the compared methods in turn (A, B, C, A, B, C, ...) after a warm-up, so a
   change of machine load hits them alike, and reports the median of every method with its spread;
-- :class:`LoadGuard` records the load average before and after a run and flags (or refuses) a run
-  taken while other processes used the cores;
+- :class:`LoadGuard` records the load average before and after a run and the CPU time other processes
+  took during it, and flags (or refuses) a run taken while other processes used the cores;
 - :func:`pinned_threads` sets torch's and the BLAS libraries' thread counts to the same value for every
   method (scikit-learn, numpy and torch otherwise each pick their own).
 """
@@ -19,8 +19,30 @@ from typing import Any
 
 import torch
 
-#: A run counts as quiet when the 1-minute load average stays below this fraction of the cores.
+#: The machine counts as busy at the start when the 1-minute load average is above this fraction of
+#: the cores.
 QUIET_LOAD_PER_CORE = 0.35
+#: A run counts as quiet when other processes used at most this fraction of the cores' time during it
+#: (the load average cannot tell: it counts the benchmark's own threads).
+QUIET_OTHERS_FRACTION = 0.1
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds spent by every process since boot (user, nice, system, irq, softirq), from
+    /proc/stat; None where it is unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process (all threads) and its finished children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def cores() -> int:
@@ -81,7 +103,8 @@ def ratio(timings: dict[str, dict], slow: str, fast: str) -> float:
 
 
 class LoadGuard:
-    """Load average before and after a measurement; ``quiet`` tells whether the machine was idle.
+    """Load average before and after a measurement and the share of the cores other processes used
+    during it; ``quiet`` tells whether the machine was otherwise idle.
 
     Use as a context manager; ``strict`` raises SystemExit when the machine is busy at the start
     (set ``DEEPFEAT_BENCH_ALLOW_LOAD=1`` to measure anyway: the JSON then says ``quiet: false``).
@@ -95,6 +118,8 @@ class LoadGuard:
 
     def __enter__(self) -> LoadGuard:
         self.before = [round(v, 2) for v in os.getloadavg()]
+        self._busy, self._own, self._wall = _busy_seconds(), _own_seconds(), time.perf_counter()
+        self.others_fraction: float | None = None
         busy = self.before[0] > self.limit
         if busy and self.strict and os.environ.get("DEEPFEAT_BENCH_ALLOW_LOAD") != "1":
             raise SystemExit(
@@ -105,10 +130,18 @@ class LoadGuard:
 
     def __exit__(self, *exc) -> None:
         self.after = [round(v, 2) for v in os.getloadavg()]
+        busy, wall = _busy_seconds(), time.perf_counter() - self._wall
+        if busy is not None and self._busy is not None and wall > 0:
+            others = (busy - self._busy) - (_own_seconds() - self._own)
+            self.others_fraction = round(max(0.0, others) / (wall * cores()), 3)
 
     @property
     def quiet(self) -> bool:
-        """True when the 1-minute load stayed below the limit at both ends of the run."""
+        """True when other processes used at most QUIET_OTHERS_FRACTION of the cores during the run
+        (where /proc/stat is unreadable: when the load average stayed below the limit at both ends,
+        which a benchmark's own threads can exceed)."""
+        if getattr(self, "others_fraction", None) is not None:
+            return self.others_fraction <= QUIET_OTHERS_FRACTION
         return bool(self.before) and max(self.before[0], (self.after or self.before)[0]) <= self.limit
 
     def to_dict(self) -> dict:
@@ -116,5 +149,7 @@ class LoadGuard:
             "load_before": self.before,
             "load_after": self.after,
             "quiet_limit": round(self.limit, 2),
+            "others_cpu_fraction": getattr(self, "others_fraction", None),
+            "others_cpu_limit": QUIET_OTHERS_FRACTION,
             "quiet": self.quiet,
         }
