@@ -270,7 +270,7 @@ def run_shape(key: str, X, labels, repeats: int, warmup: int, feature_info: dict
 
 
 def protocol_key(repeats: int, warmup: int, threads: int, families: list[str]) -> str:
-    text = json.dumps([GRID, N_TEST, SEED, repeats, warmup, threads, families, "v1"])
+    text = json.dumps([GRID, N_TEST, SEED, repeats, warmup, threads, families, "v2"])
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -364,7 +364,7 @@ def report(results: dict, info: dict, threads: int, repeats: int, warmup: int, k
 
 
 def summary(results: dict) -> None:
-    print(f"\n{'shape':16s} {'logistic x':>11s} {'pts':>6s} {'svm x':>8s} {'pts':>6s}  load")
+    print(f"\n{'shape':16s} {'logistic x':>11s} {'pts':>6s} {'svm x':>8s} {'pts':>6s}  others' CPU")
     for shape, r in results.items():
         c = {x["sklearn"]: x for x in r["comparisons"]}
         cells = []
@@ -375,7 +375,7 @@ def summary(results: dict) -> None:
                 if x is None
                 else f"{x['speedup']:9.2f}x {x['accuracy_diff_points']:+6.2f}"
             )
-        print(f"{shape:16s} {cells[0]} {cells[1]}  {r['load']['load_before'][0]}")
+        print(f"{shape:16s} {cells[0]} {cells[1]}  {r['load'].get('others_cpu_fraction')}")
 
 
 if __name__ == "__main__":
