@@ -64,10 +64,16 @@ def pinned_threads(n: int | None = None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+#: untimed pause before each timed call: BLAS worker threads keep spinning for a while after a call
+#: (OpenBLAS about 0.1 s), and without it the method after a numpy/scipy one pays for that spin
+SETTLE_S = 0.25
+
+
 def interleaved(
-    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
+    methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, settle: float = SETTLE_S
 ) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Time every method ``repeats`` times, interleaved, after ``warmup`` untimed rounds.
+    """Time every method ``repeats`` times, interleaved, after ``warmup`` untimed rounds, with an
+    untimed pause of ``settle`` seconds before each timed call.
 
     Returns ({name: {"median", "min", "max", "spread", "times"}} in seconds, {name: last return value}).
     ``spread`` is (max - min) / median over the timed runs.
@@ -81,6 +87,7 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
+            time.sleep(settle)
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)

@@ -129,6 +129,9 @@ def _statistics_blocks(x, a, mask, rows, centre) -> Iterator[tuple[int, int, tor
     # whole images when they fit, else equal slices of one image
     per, step = (max(1, rows // T), T) if rows >= T else (1, -(-T // -(-T // rows)))
     per = min(per, B)
+    threads = torch.get_num_threads() if x.device.type == "cpu" else 1
+    if per > threads:  # batched products split images between threads: a multiple of them balances
+        per -= per % threads
     # images whose statistics are returned together: at least ``per``, about 1 MB of them
     block = max(1, min(B, (1 << 18) // (K * W)) // per) * per
     s_buf = x.new_empty((min(block, B), K, W))
