@@ -86,6 +86,40 @@ def test_checkpoint_resumes_without_refitting(tmp_path, monkeypatch):
     assert [r["metrics"] for r in again.records] == [r["metrics"] for r in first.records]
 
 
+def test_feature_sets_with_the_same_provenance_keep_their_own_records(tmp_path):
+    """Hand-built feature sets may share a provenance: each still gets its own fits and summary row,
+    in one run and when a checkpoint is resumed."""
+    X, y = blobs()
+    noise = np.random.default_rng(5).normal(size=X.shape)
+    sets = {
+        "good": FeatureSet(
+            "same",
+            X.astype(np.float32),
+            [f"i{i}" for i in range(len(y))],
+            y,
+            ["a", "b", "c", "d"],
+            np.arange(len(y)),
+            {},
+        ),
+        "noise": FeatureSet(
+            "same",
+            noise.astype(np.float32),
+            [f"i{i}" for i in range(len(y))],
+            y,
+            ["a", "b", "c", "d"],
+            np.arange(len(y)),
+            {},
+        ),
+    }
+    ckpt = tmp_path / "ckpt.jsonl"
+    for _ in range(2):  # the second run reads every record from the checkpoint
+        res = evaluate(sets, KShot(k=10, n_splits=2), FAST, checkpoint=ckpt, progress=False)
+        rows = {(r["features"], r["probe"]): r["mean_class_accuracy"]["mean"] for r in res.summary()}
+        assert len(res.records) == 2 * 2 * 2 and len(rows) == 4
+        assert all(rows[("good", p)] > 0.99 and rows[("noise", p)] < 0.6 for p in FAST)
+    assert len(ckpt.read_text().splitlines()) == 8
+
+
 def test_nan_features_name_the_feature_set():
     X, y = blobs()
     X[3, 2] = np.nan

@@ -65,9 +65,15 @@ def _scores(probe, X: np.ndarray, y: np.ndarray, n_classes: int, multilabel: boo
     return metrics, [None if np.isnan(v) else float(v) for v in pca]
 
 
-def _record_key(feature: FeatureSet, encoder, probe_name: str, probe, split: Split) -> str:
+def _record_key(name: str, feature: FeatureSet, encoder, probe_name: str, probe, split: Split) -> str:
+    """The checkpoint key of one fit: the feature set's name, store key, shape and provenance, the
+    encoder, the probe with its parameters and the split (two feature sets with the same provenance,
+    e.g. built by hand, never share records)."""
     text = json.dumps(
         [
+            name,
+            feature.key,
+            list(feature.features.shape),
             feature.provenance,
             encoder_description(encoder),
             probe_name,
@@ -236,7 +242,7 @@ def evaluate(
             pending = []
             for probe_name in usable[name]:
                 template = probes[probe_name]
-                key = _record_key(fs, enc, probe_name, template, split)
+                key = _record_key(name, fs, enc, probe_name, template, split)
                 order.append(key)
                 if key in done:
                     records_by_key[key] = done[key]
