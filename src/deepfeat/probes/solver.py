@@ -17,7 +17,8 @@ secant predictor, kept only where it lowers the objective). The bulk of the work
 final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 line searches stall
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
-Newton method throughout (see ``NEWTON_WORK``).
+Newton method throughout (see ``NEWTON_WORK``), small binary logistic ones Newton's method with exact
+Hessians in float64 (see ``NEWTON_LOGISTIC_WORK``).
 """
 
 from __future__ import annotations
