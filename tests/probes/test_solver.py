@@ -68,11 +68,12 @@ def test_polish_tightens_the_optimum():
     assert fine.grad_max <= 1e-4 and fine.converged
 
 
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
 @pytest.mark.parametrize("C", [0.1, 100.0])
-def test_newton_logistic_reaches_the_lbfgs_optimum(C, monkeypatch):
-    """Small binary logistic problems go to Newton's method (float64, exact Hessians); it reaches the
-    optimum L-BFGS reaches (the path forced onto L-BFGS), also at a large C on nearly separable data,
-    and leaves an output without positives where it started."""
+def test_newton_exact_reaches_the_iterative_optimum(loss, C, monkeypatch):
+    """Small per-output problems go to Newton's method (float64, exact Hessians); it reaches the
+    optimum that L-BFGS or Newton-CG reaches (forced by a zero threshold), also at a large C on nearly
+    separable data, and leaves an output without positives where it started."""
     import deepfeat.probes.solver as solver
 
     rng = np.random.default_rng(7)
@@ -80,16 +81,16 @@ def test_newton_logistic_reaches_the_lbfgs_optimum(C, monkeypatch):
     codes = rng.integers(0, 3, 150)
     X = X + 2 * torch.as_tensor(np.eye(3)[codes] @ rng.normal(size=(3, 12)), dtype=torch.float32)
     onehot = np.eye(4, dtype=np.int64)[codes]  # output 3 has no positives: fixed
-    problem = make_problem(Basis.of(X).project(X), onehot, None, 4, "logistic", False)
+    problem = make_problem(Basis.of(X).project(X), onehot, None, 4, loss, False)
     assert problem.fixed is not None and bool(problem.fixed[3])
-    assert solver.NEWTON_LOGISTIC_WORK >= 4 * 150 * 12 * 12
+    assert solver.NEWTON_EXACT_WORK >= 4 * 150 * 12 * 12
     newton = solve(problem, C, tol=1e-6, polish=True)
-    monkeypatch.setattr(solver, "NEWTON_LOGISTIC_WORK", 0)
+    monkeypatch.setattr(solver, "NEWTON_EXACT_WORK", 0)
     lbfgs = solve(problem, C, tol=1e-6, polish=True)
     p64 = problem.to(torch.float64)
     f_newton = p64.evaluate(newton.W.double(), newton.b.double(), C)[0][:3]
     f_lbfgs = p64.evaluate(lbfgs.W.double(), lbfgs.b.double(), C)[0][:3]
-    assert newton.converged and newton.n_iter < lbfgs.n_iter
+    assert newton.converged and (loss == "squared_hinge" or newton.n_iter < lbfgs.n_iter)
     torch.testing.assert_close(f_newton, f_lbfgs, rtol=1e-6, atol=1e-9)
     assert bool((f_newton <= f_lbfgs * (1 + 1e-7)).all())
     start_W, start_b = solver.initial_point(problem)

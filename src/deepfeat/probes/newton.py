@@ -1,4 +1,6 @@
-"""Semismooth Newton method for the one-vs-rest squared hinge, every output at once.
+"""Newton methods for the per-output losses, every output at once.
+
+Semismooth Newton-CG for the one-vs-rest squared hinge:
 
 The squared hinge's objective is piecewise quadratic: once the set of margin violators settles, one
 Newton step lands on the optimum, where L-BFGS would crawl. Output k's generalised Hessian is
@@ -83,16 +85,18 @@ def newton_squared_hinge(
     return W, b, products, gmax
 
 
-def newton_logistic(
+def newton_exact(
     problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor, tol: float, max_iter: int
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """Newton's method with each output's exact Hessian for the binary logistic loss (two-class,
-    one-vs-rest or multi-label: K independent outputs), from (W, b) to scaled gradient ``tol``.
+    """Newton's method with each output's exact (generalised) Hessian for the per-output losses
+    (logistic or squared hinge: two-class, one-vs-rest or multi-label; K independent outputs), from
+    (W, b) to scaled gradient ``tol``.
 
-    Output k's Hessian is (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0); directions come from its
-    Cholesky factor, steps from backtracking on each output's objective (Armijo). Meant for small
-    problems in float64, where L-BFGS's cost is its per-iteration overhead: a few Newton steps replace
-    tens to hundreds of L-BFGS iterations at large C. Returns (W, b, iterations, scaled gradient max).
+    Output k's Hessian is (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0) (h: p(1-p), or 2 on the
+    margin violators); directions come from its Cholesky factor, steps from backtracking on each
+    output's objective (Armijo). Meant for small problems in float64, where L-BFGS and conjugate
+    gradients cost mostly per-iteration overhead: a few Newton steps replace tens to hundreds of their
+    iterations at large C. Returns (W, b, iterations, scaled gradient max).
     """
     Z, N = problem.Z, problem.N
     n, r = Z.shape

@@ -17,8 +17,8 @@ secant predictor, kept only where it lowers the objective). The bulk of the work
 final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 line searches stall
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
-Newton method throughout (see ``NEWTON_WORK``), small binary logistic ones Newton's method with exact
-Hessians in float64 (see ``NEWTON_LOGISTIC_WORK``).
+Newton method throughout (see ``NEWTON_WORK``); the smallest per-output problems of either loss use
+Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from deepfeat.probes.lbfgs import minimize
-from deepfeat.probes.newton import newton_logistic, newton_squared_hinge
+from deepfeat.probes.newton import newton_exact, newton_squared_hinge
 from deepfeat.probes.objectives import Problem
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
@@ -137,12 +137,13 @@ MEMORY = 10
 #: fewer matrix products with L-BFGS (102 x 3,060 x 1,280: 2,800 Hessian products per fold's path
 #: against some 1,000 L-BFGS evaluations)
 NEWTON_WORK = 5_000_000
-#: binary logistic problems (two-class, one-vs-rest, multi-label) whose Hessians cost at most this
-#: many multiply-adds (outputs x n x r^2) are solved by Newton's method in float64: their L-BFGS
-#: iterations cost mostly per-iteration overhead, hundreds of them at large C (a two-class C search,
-#: 300 x 192: 0.26 -> 0.08 s; 3,060 x 192: 0.84 -> 0.5 s); larger ones keep L-BFGS, whose
-#: iterations cost O(n r) (2 x 8,000 x 192 with Newton's O(n r^2) ones: 0.6 -> 0.7 s)
-NEWTON_LOGISTIC_WORK = 100_000_000
+#: per-output problems (logistic or squared hinge: two-class, one-vs-rest, multi-label) whose Hessians
+#: cost at most this many multiply-adds (outputs x n x r^2) are solved by Newton's method with exact
+#: Hessians in float64: L-BFGS and conjugate-gradient iterations cost mostly per-iteration overhead
+#: there, hundreds of them at large C (a two-class logistic C search, 300 x 192: 0.26 -> 0.08 s;
+#: 3,060 x 192: 0.84 -> 0.5 s); larger ones keep L-BFGS / Newton-CG, whose iterations cost O(n r)
+#: (2 x 8,000 x 192 with Newton's O(n r^2) ones: 0.6 -> 0.7 s)
+NEWTON_EXACT_WORK = 100_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
 CONTINUE_ABOVE = 1.0
 
@@ -182,10 +183,10 @@ def solve(
         initial_point(problem) if init is None else (init[0].to(problem.Z.dtype), init[1].to(problem.Z.dtype))
     )
     n, r = problem.Z.shape
-    if problem.loss == "logistic" and problem.n_outputs * n * r * r <= NEWTON_LOGISTIC_WORK:
+    if not problem.multinomial and problem.n_outputs * n * r * r <= NEWTON_EXACT_WORK:
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
-        W64, b64, n_iter, grad = newton_logistic(
+        W64, b64, n_iter, grad = newton_exact(
             p64, C, W.double(), b.double(), POLISH * tol if polish else tol, max_iter
         )
         return Solution(W64.to(dtype), b64.to(dtype), n_iter, grad, grad <= tol)
