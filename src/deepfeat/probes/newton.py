@@ -118,7 +118,7 @@ def newton_exact(
             break
         iterations += 1
         hN = (h / N).float()
-        H = torch.einsum("nk,ni,nj->kij", hN, Za, Za) if h.shape[1] > 1 else ((Za * hN).t() @ Za)[None]
+        H = torch.stack([torch.mm((Za * hN[:, k : k + 1]).t(), Za) for k in range(hN.shape[1])])
         H = H.to(Z.dtype) + torch.diag(ridge)
         L, info = torch.linalg.cholesky_ex(H)
         if bool((info > 0).any()):  # curvature vanished along some direction (separated data)

@@ -137,13 +137,14 @@ MEMORY = 10
 #: fewer matrix products with L-BFGS (102 x 3,060 x 1,280: 2,800 Hessian products per fold's path
 #: against some 1,000 L-BFGS evaluations)
 NEWTON_WORK = 5_000_000
-#: per-output problems (logistic or squared hinge: two-class, one-vs-rest, multi-label) whose Hessians
-#: cost at most this many multiply-adds (outputs x n x r^2) are solved by Newton's method with exact
-#: Hessians in float64: L-BFGS and conjugate-gradient iterations cost mostly per-iteration overhead
-#: there, hundreds of them at large C (a two-class logistic C search, 300 x 192: 0.26 -> 0.08 s;
-#: 3,060 x 192: 0.84 -> 0.5 s); larger ones keep L-BFGS / Newton-CG, whose iterations cost O(n r)
-#: (2 x 8,000 x 192 with Newton's O(n r^2) ones: 0.6 -> 0.7 s)
-NEWTON_EXACT_WORK = 100_000_000
+#: per-output problems (logistic or squared hinge: two-class, one-vs-rest, multi-label) with at most
+#: NEWTON_EXACT_SIZE entries n x r (first-order iterations are then mostly per-iteration overhead,
+#: hundreds of them at large C) and Hessians of at most NEWTON_EXACT_WORK multiply-adds (outputs x n x
+#: r^2) are solved by Newton's method with exact Hessians in float64. Measured C searches: two-class
+#: logistic 300 x 192 0.26 -> 0.08 s, 3,060 x 192 0.84 -> 0.5 s; 10-class SVM 1,200 x 192 3.1 -> 1.5
+#: s; at 2 x 8,000 x 192 (n r = 1.5e6) Newton's O(n r^2) iterations were slower (0.5 -> 0.7 s)
+NEWTON_EXACT_SIZE = 1_000_000
+NEWTON_EXACT_WORK = 1_000_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
 CONTINUE_ABOVE = 1.0
 
@@ -183,7 +184,11 @@ def solve(
         initial_point(problem) if init is None else (init[0].to(problem.Z.dtype), init[1].to(problem.Z.dtype))
     )
     n, r = problem.Z.shape
-    if not problem.multinomial and problem.n_outputs * n * r * r <= NEWTON_EXACT_WORK:
+    if (
+        not problem.multinomial
+        and n * r <= NEWTON_EXACT_SIZE
+        and problem.n_outputs * n * r * r <= NEWTON_EXACT_WORK
+    ):
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         W64, b64, n_iter, grad = newton_exact(
