@@ -71,28 +71,40 @@ def test_polish_tightens_the_optimum():
 @pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
 @pytest.mark.parametrize("C", [0.1, 100.0])
 def test_newton_exact_reaches_the_iterative_optimum(loss, C, monkeypatch):
-    """Small per-output problems go to Newton's method (float64, exact Hessians); it reaches the
-    optimum that L-BFGS or Newton-CG reaches (forced by a zero threshold), also at a large C on nearly
-    separable data, and leaves an output without positives where it started."""
+    """Newton's method with exact Hessians (float64) reaches the optimum L-BFGS / Newton-CG reach,
+    also at a large C on nearly separable data: on a two-class problem through ``solve`` (which sends
+    small ones to it), and on four outputs called directly, where an output without positives stays
+    where it started."""
     import deepfeat.probes.solver as solver
+    from deepfeat.probes.newton import newton_exact
 
     rng = np.random.default_rng(7)
     X = torch.as_tensor(rng.normal(size=(150, 12)), dtype=torch.float32)
     codes = rng.integers(0, 3, 150)
     X = X + 2 * torch.as_tensor(np.eye(3)[codes] @ rng.normal(size=(3, 12)), dtype=torch.float32)
+    Z = Basis.of(X).project(X)
     onehot = np.eye(4, dtype=np.int64)[codes]  # output 3 has no positives: fixed
-    problem = make_problem(Basis.of(X).project(X), onehot, None, 4, loss, False)
-    assert problem.fixed is not None and bool(problem.fixed[3])
-    assert solver.NEWTON_EXACT_WORK >= 4 * 150 * 12 * 12
-    newton = solve(problem, C, tol=1e-6, polish=True)
+    many = make_problem(Z, onehot, None, 4, loss, False)
+    two = make_problem(Z, (codes == 1).astype(np.int64), None, 1, loss, False)
+    assert many.fixed is not None and bool(many.fixed[3])
+
+    def objective(problem, sol):
+        return problem.to(torch.float64).evaluate(sol[0].double(), sol[1].double(), C)[0]
+
+    newton_two = solve(two, C, tol=1e-6, polish=True)
+    W0, b0 = solver.initial_point(many)
+    W, b, _its, grad = newton_exact(many.to(torch.float64), C, W0.double(), b0.double(), 1e-7, 300)
+    assert grad <= 1e-7
     monkeypatch.setattr(solver, "NEWTON_EXACT_WORK", 0)
-    lbfgs = solve(problem, C, tol=1e-6, polish=True)
-    p64 = problem.to(torch.float64)
-    f_newton = p64.evaluate(newton.W.double(), newton.b.double(), C)[0][:3]
-    f_lbfgs = p64.evaluate(lbfgs.W.double(), lbfgs.b.double(), C)[0][:3]
-    assert newton.converged and (loss == "squared_hinge" or newton.n_iter < lbfgs.n_iter)
-    torch.testing.assert_close(f_newton, f_lbfgs, rtol=1e-6, atol=1e-9)
-    assert bool((f_newton <= f_lbfgs * (1 + 1e-7)).all())
-    start_W, start_b = solver.initial_point(problem)
-    torch.testing.assert_close(newton.W[3], start_W[3])
-    torch.testing.assert_close(newton.b[3], start_b[3])
+    iter_two = solve(two, C, tol=1e-6, polish=True)
+    iter_many = solve(many, C, tol=1e-6, polish=True)
+    assert newton_two.converged and (loss == "squared_hinge" or newton_two.n_iter < iter_two.n_iter)
+    for problem, ours, ref in [
+        (two, (newton_two.W, newton_two.b), (iter_two.W, iter_two.b)),
+        (many, (W, b), (iter_many.W, iter_many.b)),
+    ]:
+        f_ours, f_ref = objective(problem, ours), objective(problem, ref)
+        torch.testing.assert_close(f_ours, f_ref, rtol=1e-6, atol=1e-9)
+        assert bool((f_ours <= f_ref * (1 + 1e-7)).all())
+    torch.testing.assert_close(W[3], W0[3].double())
+    torch.testing.assert_close(b[3], b0[3].double())

@@ -17,8 +17,8 @@ secant predictor, kept only where it lowers the objective). The bulk of the work
 final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 line searches stall
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
-Newton method throughout (see ``NEWTON_WORK``); the smallest per-output problems of either loss use
-Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``).
+Newton method throughout (see ``NEWTON_WORK``); small per-output problems with few outputs, of either
+loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``).
 """
 
 from __future__ import annotations
@@ -138,11 +138,14 @@ MEMORY = 10
 #: against some 1,000 L-BFGS evaluations)
 NEWTON_WORK = 5_000_000
 #: per-output problems (logistic or squared hinge: two-class, one-vs-rest, multi-label) with at most
-#: NEWTON_EXACT_SIZE entries n x r (first-order iterations are then mostly per-iteration overhead,
-#: hundreds of them at large C) and Hessians of at most NEWTON_EXACT_WORK multiply-adds (outputs x n x
-#: r^2) are solved by Newton's method with exact Hessians in float64. Measured C searches: two-class
-#: logistic 300 x 192 0.26 -> 0.08 s, 3,060 x 192 0.84 -> 0.5 s; 10-class SVM 1,200 x 192 3.1 -> 1.5
-#: s; at 2 x 8,000 x 192 (n r = 1.5e6) Newton's O(n r^2) iterations were slower (0.5 -> 0.7 s)
+#: NEWTON_EXACT_OUTPUTS outputs, at most NEWTON_EXACT_SIZE entries n x r (first-order iterations are
+#: then mostly per-iteration overhead, hundreds of them at large C) and Hessians of at most
+#: NEWTON_EXACT_WORK multiply-adds (outputs x n x r^2) are solved by Newton's method with exact
+#: Hessians in float64. Measured C searches: two-class logistic 300 x 192 0.26 -> 0.08 s, 3,060 x 192
+#: 0.84 -> 0.5 s; SVM 2 x 1,200 x 192 1.26 -> 0.29 s, 10 x 1,200 x 192 3.1 -> 1.8 s. With many
+#: outputs one Hessian each cost more than it saved (102 x 300 x 192 SVM: 5.1 s with Newton-CG, 6.2
+#: s with exact Hessians; both well behind liblinear's 1.0 s there)
+NEWTON_EXACT_OUTPUTS = 16
 NEWTON_EXACT_SIZE = 1_000_000
 NEWTON_EXACT_WORK = 1_000_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
@@ -185,7 +188,8 @@ def solve(
     )
     n, r = problem.Z.shape
     if (
-        not problem.multinomial
+        problem.n_outputs <= NEWTON_EXACT_OUTPUTS
+        and not problem.multinomial
         and n * r <= NEWTON_EXACT_SIZE
         and problem.n_outputs * n * r * r <= NEWTON_EXACT_WORK
     ):
