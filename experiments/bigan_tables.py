@@ -51,7 +51,14 @@ THESIS_5_1 = {"bigan": 97.39, "D": 97.30, "lr": 97.44, "jlr": 97.13, "ae-l2": 97
 MNIST_METHODS = ("bigan", "lr", "jlr", "ae-l2", "ae-l1", "random")
 CONV_METHODS = ("bigan", "gan", "random")
 CONV_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
-MACHINE = "shared 2-core CPU under heavy load from other jobs (load average often 10-17); one torch thread"
+
+
+def machine_note(threads: int) -> str:
+    """The machine as this run found it: cores, load average, torch threads."""
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs, load average {load} when the tables were written; {threads} torch thread(s)"
+    )
 
 
 def _evaluation(folder: Path, epochs: int, network: str | None, name: str, metrics, pixels: bool) -> dict:
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{DATASETS} is absent; nothing to do")
         return 0
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    common = {"machine": MACHINE, "settings": settings}
+    common = {"machine": machine_note(args.threads), "settings": settings}
     if args.part in ("mnist", "all"):
         summary = mnist_part(args)
         write_result(
