@@ -122,11 +122,12 @@ class LoadGuard:
         self.limit = limit_per_core * cores()
         self.before: list[float] = []
         self.after: list[float] = []
+        self.others_fraction: float | None = None
 
     def __enter__(self) -> LoadGuard:
         self.before = [round(v, 2) for v in os.getloadavg()]
         self._busy, self._own, self._wall = _busy_seconds(), _own_seconds(), time.perf_counter()
-        self.others_fraction: float | None = None
+        self.others_fraction = None
         busy = self.before[0] > self.limit
         if busy and self.strict and os.environ.get("DEEPFEAT_BENCH_ALLOW_LOAD") != "1":
             raise SystemExit(
@@ -147,7 +148,7 @@ class LoadGuard:
         """True when other processes used at most QUIET_OTHERS_FRACTION of the cores during the run
         (where /proc/stat is unreadable: when the load average stayed below the limit at both ends,
         which a benchmark's own threads can exceed)."""
-        if getattr(self, "others_fraction", None) is not None:
+        if self.others_fraction is not None:
             return self.others_fraction <= QUIET_OTHERS_FRACTION
         return bool(self.before) and max(self.before[0], (self.after or self.before)[0]) <= self.limit
 
@@ -156,7 +157,7 @@ class LoadGuard:
             "load_before": self.before,
             "load_after": self.after,
             "quiet_limit": round(self.limit, 2),
-            "others_cpu_fraction": getattr(self, "others_fraction", None),
+            "others_cpu_fraction": self.others_fraction,
             "others_cpu_limit": QUIET_OTHERS_FRACTION,
             "quiet": self.quiet,
         }

@@ -1,13 +1,15 @@
 """Newton methods for the per-output losses, every output at once.
 
-Semismooth Newton-CG for the one-vs-rest squared hinge:
-
-The squared hinge's objective is piecewise quadratic: once the set of margin violators settles, one
-Newton step lands on the optimum, where L-BFGS would crawl. Output k's generalised Hessian is
+:func:`newton_squared_hinge` (semismooth Newton-CG, any number of outputs): the squared hinge's
+objective is piecewise quadratic, so once the set of margin violators settles one Newton step lands
+on the optimum, where L-BFGS would crawl. Output k's generalised Hessian is
 (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0), h_k = 2 w_k on its violators; Newton directions come
 from conjugate gradients preconditioned by that Hessian's diagonal, step lengths from regula falsi on
 each output's directional derivative (exact enough in float32, unlike differences of objective
 values near the optimum).
+
+:func:`newton_exact` (small problems with few outputs, logistic or squared hinge): each output's
+Hessian formed and factored, for problems where first-order iterations are mostly overhead.
 """
 
 from __future__ import annotations
@@ -104,7 +106,6 @@ def newton_exact(
     Za = torch.cat([Z, Z.new_ones(n, 1)], 1).float()
     ridge = torch.full((r + 1,), 1.0 / (C * N), dtype=Z.dtype, device=Z.device)
     ridge[-1] = 0.0
-    eye = torch.eye(r + 1, dtype=Z.dtype, device=Z.device)
     free = None if problem.fixed is None else (~problem.fixed).to(Z.dtype)
     W, b = W.clone(), b.clone()
     value, gW, gb, h = problem.evaluate(W, b, C)
@@ -123,6 +124,7 @@ def newton_exact(
         L, info = torch.linalg.cholesky_ex(H)
         if bool((info > 0).any()):  # curvature vanished along some direction (separated data)
             scale = H.diagonal(dim1=1, dim2=2).amax(1).clamp_min(1e-300)
+            eye = torch.eye(r + 1, dtype=Z.dtype, device=Z.device)
             L = torch.linalg.cholesky(H + 1e-10 * scale[:, None, None] * eye)
         d = -torch.cholesky_solve(grad[:, :, None], L).squeeze(2)
         slope = (grad * d).sum(1)
