@@ -16,10 +16,12 @@ direction): a single-frame model should know the pair and not the direction, whi
 temporal model adds.
 
 Writes experiments/results/lrcn_activity_table/{summary.json, results.json, report.md, confusion.png,
-per_class.png}; the videos, feature store and models go to experiments/.cache/lrcn_activity_table
-(reused by a rerun, which resumes). Needs ../shared/datasets/mnist/mnist.npz (or --mnist).
+per_class.png}; the videos, feature store and models go to
+experiments/.cache/lrcn_activity_table_c<clips per class> (reused by a rerun, which resumes). The
+first runs used 12 clips per class (8 training videos): too few for any model (README). Needs
+../shared/datasets/mnist/mnist.npz (or --mnist).
 
-Usage: python experiments/lrcn_activity_table.py [--epochs 25] [--clips-per-class 12]
+Usage: python experiments/lrcn_activity_table.py [--epochs 25] [--clips-per-class 40]
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ MNIST = next(
     REPO.parent / "shared" / "datasets" / "mnist" / "mnist.npz",
 )
 OUT = REPO / "experiments" / "results" / "lrcn_activity_table"
-WORK = REPO / "experiments" / ".cache" / "lrcn_activity_table"
+#: videos, store and models of one set size: .cache/lrcn_activity_table_c<clips per class>
+WORK = REPO / "experiments" / ".cache"
 
 #: Table 4.1 (UCF-101, average over the three splits), for comparison
 THESIS = {
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist", default=str(MNIST))
     parser.add_argument("--digits", default="0,1,2")
     parser.add_argument("--motions", default=",".join(MOTIONS))
-    parser.add_argument("--clips-per-class", type=int, default=12)
+    parser.add_argument("--clips-per-class", type=int, default=40)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--hidden", type=int, default=256, help="LSTM units for both streams")
@@ -90,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, default=0, help="0: the whole map")
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work", default=str(WORK))
+    parser.add_argument("--work", default=None, help="default: experiments/.cache/lrcn_activity_table_c<N>")
     args = parser.parse_args(argv)
     if not Path(args.mnist).exists():
         print(f"{args.mnist} is absent; nothing to do")
         return 0
     torch.set_num_threads(args.threads)
-    work = Path(args.work)
+    work = Path(args.work or WORK / f"lrcn_activity_table_c{args.clips_per_class}")
     load_start = [round(v, 2) for v in os.getloadavg()]
     t0 = time.perf_counter()
     spec = MovingDigits(
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": torch.get_num_threads(),
             "load_average_start": load_start,
             "load_average_end": [round(v, 2) for v in os.getloadavg()],
-            "note": "taken on a shared 2-core machine loaded by other jobs; times are not benchmarks",
+            "note": "load averages as found (this run's own processes count); times are not benchmarks",
         },
         "files": {k: str(v.relative_to(REPO)) for k, v in paths.items()},
     }
