@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             "FT fc7 BB": 58.5,
         },
         "machine": {
-            "note": "shared 2-core machine, loaded by other engineers' jobs; run under nice -n 10",
+            "note": "as found: the load averages before and after the run (the experiment's own"
+            " processes count in them)",
+            "niceness": os.nice(0),
             "load_before": load_before,
             "load_after": os.getloadavg(),
             "cpus": os.cpu_count(),
