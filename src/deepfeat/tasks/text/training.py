@@ -234,7 +234,8 @@ def train_decoder(
     fingerprint = hashlib.sha256(
         json.dumps(
             [
-                options.to_dict() | {"device": None, "epochs": None},
+                # epochs and patience only say when to stop: a run may be extended with more of either
+                options.to_dict() | {"device": None, "epochs": None, "patience": None},
                 decoder.config.to_dict(),
                 train.fingerprint(),
             ]
@@ -264,7 +265,7 @@ def train_decoder(
         echo(f"resuming after epoch {start_epoch} from {path}")
     started, cpu_started = time.perf_counter(), time.process_time()
     lengths = [len(s) for s in train.sentences]
-    stopped = bool(history) and history[-1].get("stop", False)
+    stopped = bool(history) and waited >= options.patience  # with this run's patience
     cond_all = train.cond.to(device)
     for epoch in range(start_epoch, options.epochs if not stopped else start_epoch):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -329,7 +330,7 @@ def train_decoder(
         history=history,
         best_epoch=best_epoch,
         best_score=best_score,
-        stopped_early=bool(history and history[-1]["stop"]),
+        stopped_early=bool(history) and waited >= options.patience,
         resumed_from=start_epoch,
         options=options.to_dict(),
         seconds=time.perf_counter() - started,
