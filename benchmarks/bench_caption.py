@@ -164,7 +164,9 @@ def main(argv=None) -> dict:
     out["target_met"] = (
         out["retrieval"]["seconds_250x1250"] / 60 <= TARGET["retrieval_250x1250_minutes_at_most"]
     )
-    out["machine"] = machine(note="shared 2-core machine; other jobs were running (see load)")
+    out["machine"] = machine(
+        note="whether other processes shared the CPU: see load (others_cpu_fraction, quiet)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_caption.json").write_text(json.dumps(out, indent=1))
     return out
