@@ -141,52 +141,27 @@ def test_a_stopped_run_extended_with_more_patience_equals_one_run_with_it(tmp_pa
     data = toy_data()
     scores = [0.1, 0.5, 0.4, 0.3, 0.2, 0.6, 0.5, 0.4, 0.3, 0.2]
 
-    def scores_from(start):
+    def run(dec, patience, first_score, folder):
         calls = []
 
-        def validate(dec):
+        def validate(_dec):  # the scores of epochs first_score + 1, first_score + 2, ...
             calls.append(1)
-            return {"score": scores[start + len(calls) - 1]}
+            return {"score": scores[first_score + len(calls) - 1]}
 
-        return validate
+        options = opts(epochs=10, patience=patience, monitor="score")
+        return train_decoder(
+            dec, data, options=options, validate=validate, checkpoint_dir=folder, progress=False
+        )
 
     one = decoder()
-    r_one = train_decoder(
-        one,
-        data,
-        options=opts(epochs=10, patience=4, monitor="score"),
-        validate=scores_from(0),
-        progress=False,
-    )
+    r_one = run(one, 4, 0, None)
     assert r_one.best_epoch == 6 and r_one.stopped_early and len(r_one.history) == 10
-    part = decoder()
-    first = train_decoder(
-        part,
-        data,
-        options=opts(epochs=10, patience=2, monitor="score"),
-        validate=scores_from(0),
-        checkpoint_dir=tmp_path,
-        progress=False,
-    )
+    first = run(decoder(), 2, 0, tmp_path)
     assert first.stopped_early and len(first.history) == 4
-    again = train_decoder(  # same patience: stays stopped
-        decoder(seed=5),
-        data,
-        options=opts(epochs=10, patience=2, monitor="score"),
-        validate=scores_from(4),
-        checkpoint_dir=tmp_path,
-        progress=False,
-    )
+    again = run(decoder(seed=5), 2, 4, tmp_path)  # same patience: stays stopped
     assert len(again.history) == 4 and again.stopped_early
     extended = decoder(seed=99)
-    r_ext = train_decoder(
-        extended,
-        data,
-        options=opts(epochs=10, patience=4, monitor="score"),
-        validate=scores_from(4),
-        checkpoint_dir=tmp_path,
-        progress=False,
-    )
+    r_ext = run(extended, 4, 4, tmp_path)
     assert r_ext.resumed_from == 4 and r_ext.best_epoch == 6 and r_ext.stopped_early
     assert [h["train_loss"] for h in r_ext.history] == [h["train_loss"] for h in r_one.history]
     for (k, a), b in zip(one.state_dict().items(), extended.state_dict().values()):
