@@ -202,7 +202,8 @@ def summarise_conv(scores: dict, histories: dict, args) -> dict:
         checks[data_name] = {
             r["features"]: {
                 "bigan_above_random": r["bigan"]["mean"] > r["random"]["mean"],
-                "bigan_above_discriminator": r["bigan"]["mean"] > r["gan"]["mean"],
+                # None when no discriminator baseline ran (--d-seeds outside --seeds)
+                "bigan_above_discriminator": r["bigan"]["mean"] > r["gan"]["mean"] if "gan" in r else None,
             }
             for r in rows
             if r["features"].split("/")[0] in ("conv3", "conv4", "conv5")
@@ -234,7 +235,7 @@ def plot_conv(summary: dict, path: Path) -> Path:
     fig, axes = plots.grid(2, ncols=2, size=(5.5, 3.8))
     for ax, (name, rows) in zip(axes, summary["tables"].items()):
         feats = [r["features"] for r in rows if r["features"].endswith("/max")]
-        for method in CONV_METHODS:
+        for method in [m for m in CONV_METHODS if m in rows[0]]:  # D only when it ran
             means = [next(r for r in rows if r["features"] == f)[method]["mean"] for f in feats]
             stds = [next(r for r in rows if r["features"] == f)[method]["std"] for f in feats]
             ax.errorbar(range(len(feats)), means, yerr=stds, marker="o", capsize=3, label=method)
