@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats, steps = (3, 3) if args.quick else (5, 10)
     with pinned_threads(args.threads) as threads, LoadGuard() as guard:
-        info = machine(note="whether other processes shared the CPU: see load (others_cpu_fraction, quiet)")
+        info = machine()
         result = {"a_mnist_epoch": part_a(repeats, steps), "b_networks": part_b(repeats)}
         if args.full_epoch:
             result["a_full_epoch"] = full_epoch()

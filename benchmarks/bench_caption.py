@@ -164,9 +164,7 @@ def main(argv=None) -> dict:
     out["target_met"] = (
         out["retrieval"]["seconds_250x1250"] / 60 <= TARGET["retrieval_250x1250_minutes_at_most"]
     )
-    out["machine"] = machine(
-        note="whether other processes shared the CPU: see load (others_cpu_fraction, quiet)"
-    )
+    out["machine"] = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_caption.json").write_text(json.dumps(out, indent=1))
     return out

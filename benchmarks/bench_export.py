@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "round_trip_equal": same,
         "file_bytes": sizes,
         "load": load.to_dict(),
-        "machine": machine(
-            note="whether other processes shared the CPU: see load (others_cpu_fraction, quiet)"
-        ),
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "maps_equal_forward_intermediates": same,
         "warnings": [str(w.message)[:200] for w in caught],
         "load": load.to_dict(),
-        "machine": machine(
-            note="whether other processes shared the CPU: see load (others_cpu_fraction, quiet)"
-        ),
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
