@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit, logsumexp
 from sklearn.base import clone
@@ -17,14 +18,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+import deepfeat.probes.linear as linear_module
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
+from deepfeat.probes.linear import stack_folds
+from deepfeat.probes.objectives import make_problem
+from deepfeat.probes.solver import Basis, solve
 
 
 def torch_cuda_available() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
@@ -636,3 +639,55 @@ def test_cuda_matches_cpu(loss):
     S = cpu.decision_function(X)
     np.testing.assert_allclose(gpu.decision_function(X), S, atol=2e-3 * np.abs(S).max())
     assert isinstance(gpu.coef_, np.ndarray)
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "squared_hinge", "logistic"])
+def test_stacked_folds_have_each_folds_optimum(loss):
+    """All folds of a C search as one problem (rows selected by weights): every fold's block of
+    outputs is the optimum of that fold's own problem, including (per-output losses) an output with
+    no positive in a fold, which stays constant."""
+    rng = np.random.default_rng(0)
+    n, d, K = 90, 8, 4
+    X = torch.as_tensor(rng.normal(size=(n, d)))
+    codes = rng.integers(0, K, n)
+    codes[:K] = np.arange(K)
+    if loss != "multinomial":  # (a softmax class without samples has no finite optimum)
+        codes[codes == 3] = 2
+        codes[5] = 3  # class 3 has one sample: absent from the folds that hold it out
+    basis = Basis.of(X)
+    Z = basis.project(X)
+    part = np.arange(n) % 3
+    folds = [(np.flatnonzero(part != f), np.flatnonzero(part == f)) for f in range(3)]
+    multinomial = loss == "multinomial"
+    make = lambda rows: make_problem(  # noqa: E731
+        Z[torch.as_tensor(rows)], codes[rows], None, K, loss, multinomial
+    )
+    stacked = stack_folds(make(np.arange(n)), [train for train, _ in folds])
+    assert stacked.n_outputs == 3 * K
+    sol = solve(stacked, 3.0, tol=1e-9, max_iter=2000)
+    for f, (train, _) in enumerate(folds):
+        own = solve(make(train), 3.0, tol=1e-9, max_iter=2000)
+        torch.testing.assert_close(sol.W[f * K : (f + 1) * K], own.W, rtol=1e-5, atol=1e-6)
+        b, own_b = sol.b[f * K : (f + 1) * K], own.b
+        if loss == "multinomial":  # softmax intercepts are defined up to a common shift
+            b, own_b = b - b.mean(), own_b - own_b.mean()
+        torch.testing.assert_close(b, own_b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss, k", [("logistic", 3), ("squared_hinge", 18)])
+def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(k, 30))[np.arange(360) % k] * 0.4 + rng.normal(size=(360, 30))).astype(np.float32)
+    y = np.arange(360) % k
+    batched = LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    calls = []
+    real = linear_module.LinearProbe._folds_path
+    monkeypatch.setattr(linear_module.LinearProbe, "_folds_path", lambda *a: calls.append(1) or real(*a))
+    LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    assert calls, "the small search should take the batched path"
+    monkeypatch.setattr(linear_module, "FOLD_BATCH_WORK", 0)
+    per_fold = LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    # fits to the search tolerance: a near-tied validation prediction may flip (1/360 each)
+    np.testing.assert_allclose(batched.cv_results_["mean"], per_fold.cv_results_["mean"], atol=2 / 360)
+    assert batched.C_ == per_fold.C_
+    np.testing.assert_allclose(batched.coef_, per_fold.coef_, rtol=1e-3, atol=1e-4)

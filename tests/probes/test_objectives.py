@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepfeat.probes.objectives import CURVATURE, FLOOR, make_problem
+from deepfeat.probes.objectives import CURVATURE, FLOOR, Problem, make_problem
 
 
 def data(n=40, r=6, k=4, seed=0):
@@ -104,3 +104,30 @@ def test_targets_and_fixed_outputs():
     np.testing.assert_array_equal(binary.T[:, 0].numpy(), (codes == 1).astype(float))
     dropout = make_problem(Z, codes, None, 3, "multinomial", True, row_weight=0.25)
     assert dropout.N == 3.0 and dropout.weight.shape == (12, 1)
+
+
+def test_grouped_multinomial_matches_autograd_per_group():
+    """Groups of one multinomial problem (the folds of a C search): each group's value and gradients
+    are those of its own softmax problem on the rows its weight column selects."""
+    Z, codes, _, _ = data()
+    G = 3
+    rng = np.random.default_rng(2)
+    member = torch.as_tensor(rng.random((len(Z), G)) > 0.3, dtype=torch.float64)
+    base = make_problem(Z, codes, None, 4, "multinomial", True)
+    grouped = Problem(Z, "multinomial", base.T, member, base.N, G * 4, None, G)
+    Ws = torch.as_tensor(rng.normal(size=(G * 4, Z.shape[1])))
+    bs = torch.as_tensor(rng.normal(size=G * 4))
+    value, gW, gb, h = grouped.evaluate(Ws, bs, 0.7)
+    assert value.shape == (G,) and h.shape == (len(Z), G * 4)
+    for g in range(G):
+        Wr = Ws[4 * g : 4 * g + 4].clone().requires_grad_(True)
+        br = bs[4 * g : 4 * g + 4].clone().requires_grad_(True)
+        ref = reference("multinomial", Z, codes, Wr, br, 0.7, member[:, g : g + 1], base.N)
+        ref.backward()
+        assert float(value[g]) == pytest.approx(float(ref.detach()), rel=1e-12)
+        torch.testing.assert_close(gW[4 * g : 4 * g + 4], Wr.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(gb[4 * g : 4 * g + 4], br.grad, rtol=1e-10, atol=1e-12)
+    # a subset of groups evaluates those groups only
+    sub = grouped.evaluate(Ws[4:], bs[4:], 0.7, torch.tensor([1, 2]))
+    torch.testing.assert_close(sub[0], value[1:])
+    torch.testing.assert_close(sub[1], gW[4:])

@@ -42,8 +42,9 @@ class Problem:
     T: torch.Tensor  # (n,) class indices (multinomial), else (n, K) targets in {0, 1} / {-1, +1}
     weight: torch.Tensor | None  # (n, K) or (n, 1) entry weights (None: all 1)
     N: float  # effective number of samples
-    n_outputs: int  # K
+    n_outputs: int  # K (all groups' classes together for a grouped multinomial problem)
     fixed: torch.Tensor | None = None  # (K,) outputs without both targets among counted entries
+    groups: int = 1  # multinomial only: independent softmax problems, weight (n, groups) selects rows
     _Z2: torch.Tensor | None = None
 
     @property
@@ -52,8 +53,13 @@ class Problem:
 
     @property
     def n_blocks(self) -> int:
-        """Independent problems: 1 (multinomial, coupled classes) or one per output."""
-        return 1 if self.multinomial else self.n_outputs
+        """Independent problems: one per group (multinomial, coupled classes) or one per output."""
+        return self.groups if self.multinomial else self.n_outputs
+
+    @property
+    def n_classes(self) -> int:
+        """Classes of one multinomial group (the outputs of a per-output problem)."""
+        return self.n_outputs // self.groups if self.multinomial else self.n_outputs
 
     @property
     def Z2(self) -> torch.Tensor:
@@ -64,16 +70,19 @@ class Problem:
     def to(self, dtype: torch.dtype) -> Problem:
         T = self.T if self.multinomial else self.T.to(dtype)
         w = None if self.weight is None else self.weight.to(dtype)
-        return Problem(self.Z.to(dtype), self.loss, T, w, self.N, self.n_outputs, self.fixed)
+        return Problem(self.Z.to(dtype), self.loss, T, w, self.N, self.n_outputs, self.fixed, self.groups)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, W: torch.Tensor, b: torch.Tensor, C: float, cols: torch.Tensor | None = None):
-        """Objective values (float64; (1,) multinomial, else one per output in ``cols``), gradients
-        (gW like W, gb like b) and curvature weights h (n, len(cols)) at coefficients W (k, r), b (k,)
-        of the outputs ``cols`` (None: all)."""
+        """Objective values (float64; one per multinomial group, else one per output in ``cols``),
+        gradients (gW like W, gb like b) and curvature weights h (n, k) at coefficients W (k, r), b (k,)
+        of the outputs ``cols`` (None: all; for a multinomial problem, ``cols`` are group indices)."""
         logits = torch.addmm(b, self.Z, W.t())
         if self.multinomial:
-            G, h, data = self._multinomial(logits)
+            weight = self.weight
+            if weight is not None and cols is not None and weight.shape[1] > 1:
+                weight = weight[:, cols]
+            G, h, data = self._multinomial(logits, weight)
         else:
             T = self.T if cols is None else self.T[:, cols]
             weight = self.weight
@@ -85,23 +94,27 @@ class Problem:
         gb = G.sum(0) / self.N
         penalty = 0.5 * reg * W.double().pow(2).sum(1)
         if self.multinomial:
-            value = (data.sum() / self.N + penalty.sum()).reshape(1)
+            value = data / self.N + penalty.reshape(len(data), -1).sum(1)
         else:
             value = data / self.N + penalty
         return value, gW, gb, h
 
-    def _multinomial(self, logits):
-        lse = torch.logsumexp(logits, 1, keepdim=True)
-        P = torch.exp(logits - lse)
-        picked = logits.gather(1, self.T[:, None])
-        nll = (lse - picked).squeeze(1)
+    def _multinomial(self, logits, weight):
+        """Softmax cross-entropy of each group's K classes (logits (n, groups x K), group-major)."""
+        n = logits.shape[0]
+        L = logits.reshape(n, -1, self.n_classes)
+        lse = torch.logsumexp(L, 2, keepdim=True)
+        P = torch.exp(L - lse)
+        index = self.T[:, None, None].expand(n, L.shape[1], 1)
+        picked = L.gather(2, index)
+        nll = (lse - picked).squeeze(2)
         h = P * (1 - P)
-        G = P.scatter_add(1, self.T[:, None], -torch.ones_like(picked))
-        if self.weight is not None:
-            G = G * self.weight
-            h = h * self.weight
-            nll = nll * self.weight[:, 0]
-        return G, h, nll.sum(dtype=torch.float64)
+        G = P.scatter_add(2, index, -torch.ones_like(picked))
+        if weight is not None:
+            G = G * weight[:, :, None]
+            h = h * weight[:, :, None]
+            nll = nll * weight
+        return G.reshape(n, -1), h.reshape(n, -1), nll.sum(0, dtype=torch.float64)
 
     def _binary(self, logits, T, weight):
         if self.loss == "logistic":
@@ -126,6 +139,8 @@ class Problem:
         w = self.weight
         if w is not None and cols is not None and w.shape[1] > 1:
             w = w[:, cols]
+        if w is not None and self.multinomial and w.shape[1] > 1:
+            w = w.repeat_interleave(self.n_classes, dim=1)  # one weight per group -> its classes
         h = h.clamp_min(floor) if w is None else torch.maximum(h, floor * w)
         data = torch.mm(h.t(), self.Z2) / self.N + 1.0 / (C * self.N)
         return torch.cat([data, (h.sum(0) / self.N)[:, None]], 1)

@@ -46,6 +46,26 @@ class PathProbe(Protocol):
     def decision_on(self, prepared: Any, model: Any, rows: np.ndarray) -> np.ndarray: ...
 
 
+def _fold_models(probe, prepared, folds, codes, mask, Cs) -> Iterator[list]:
+    """Every fold's fit for each C in turn (one list per C): from the probe's ``fit_folds_path``
+    (all folds at once) where it offers one for this problem, else one ``fit_path`` per fold."""
+    batched = getattr(probe, "fit_folds_path", None)
+    steps = None if batched is None else batched(prepared, folds, codes, mask, Cs)
+    if steps is not None:
+        yield from steps
+        return
+    paths = [
+        probe.fit_path(prepared, train, codes[train], None if mask is None else mask[train], Cs)
+        for train, _ in folds
+    ]
+    try:
+        for _ in Cs:
+            yield [next(path) for path in paths]
+    finally:
+        for path in paths:
+            path.close()
+
+
 def select_C(probe: PathProbe, prepared: Any, codes: np.ndarray, mask: np.ndarray | None):
     """Best C of ``probe.Cs`` by cross-validation on prepared training data.
 
@@ -60,16 +80,12 @@ def select_C(probe: PathProbe, prepared: Any, codes: np.ndarray, mask: np.ndarra
         record = {"Cs": Cs, "scoring": scoring, "note": "a class has fewer than 2 samples: C not searched"}
         return float(probe.fallback_C), record, None
     patience = getattr(probe, "path_patience", None)
-    paths = [
-        probe.fit_path(prepared, train, codes[train], None if mask is None else mask[train], Cs)
-        for train, _ in folds
-    ]
+    steps = _fold_models(probe, prepared, folds, codes, mask, Cs)
     scores = np.full((len(folds), len(Cs)), np.nan)
     models: list[list] = [[] for _ in folds]
     best, since_best, evaluated = -np.inf, 0, 0
     for j in range(len(Cs)):
-        for f, (path, (_, val)) in enumerate(zip(paths, folds)):
-            model = next(path)
+        for f, (model, (_, val)) in enumerate(zip(next(steps), folds)):
             models[f].append(model)
             decision = probe.decision_on(prepared, model, val)
             scores[f, j] = score_predictions(
@@ -83,8 +99,7 @@ def select_C(probe: PathProbe, prepared: Any, codes: np.ndarray, mask: np.ndarra
             since_best += 1
             if patience is not None and since_best >= patience:
                 break
-    for path in paths:
-        path.close()
+    steps.close()
     done = scores[:, :evaluated]
     mean = np.nanmean(done, axis=0) if np.isfinite(done).any() else np.zeros(evaluated)
     best_j = int(np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)[0])

@@ -85,10 +85,12 @@ def initial_point(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
     like = problem.Z
     W = like.new_zeros(K, r)
     if problem.multinomial:
-        w = torch.ones_like(problem.T, dtype=like.dtype) if problem.weight is None else problem.weight[:, 0]
-        counts = torch.zeros(K, dtype=like.dtype, device=like.device).index_add_(0, problem.T, w)
+        n, k = len(problem.T), problem.n_classes
+        w = like.new_ones(n, 1) if problem.weight is None else problem.weight
+        w = w.expand(n, problem.groups)
+        counts = like.new_zeros(k, problem.groups).index_add_(0, problem.T, w)
         b = torch.log(counts.clamp_min(0.5))
-        return W, b - b.mean()
+        return W, (b - b.mean(0)).t().reshape(-1)
     w = torch.ones_like(problem.T) if problem.weight is None else problem.weight.expand_as(problem.T)
     if problem.loss == "logistic":
         pos = (problem.T * w).sum(0) / w.sum(0).clamp_min(1e-12)
@@ -107,7 +109,7 @@ class _Packed:
 
     def pack(self, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         x = torch.cat([W, b[:, None]], 1)
-        return x.reshape(1, -1) if self.problem.multinomial else x
+        return x.reshape(self.problem.groups, -1) if self.problem.multinomial else x
 
     def unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.reshape(-1, self.r + 1)
@@ -115,10 +117,12 @@ class _Packed:
 
     def __call__(self, x: torch.Tensor, rows: torch.Tensor | None):
         W, b = self.unpack(x)
-        cols = None if self.problem.multinomial else rows
-        value, gW, gb, h = self.problem.evaluate(W, b, self.C, cols)
-        if rows is None or self.problem.multinomial:
+        value, gW, gb, h = self.problem.evaluate(W, b, self.C, rows)
+        if rows is None:
             self.h = h
+        elif self.problem.multinomial:  # rows are groups: their blocks of classes
+            n, k = h.shape[0], self.problem.n_classes
+            self.h.view(n, -1, k)[:, rows] = h.view(n, -1, k)
         else:
             self.h[:, rows] = h
         g = torch.cat([gW, gb[:, None]], 1)
@@ -150,6 +154,17 @@ NEWTON_EXACT_SIZE = 1_000_000
 NEWTON_EXACT_WORK = 1_000_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
 CONTINUE_ABOVE = 1.0
+
+
+def exact_newton(loss: str, n_outputs: int, n: int, r: int) -> bool:
+    """Whether :func:`solve` takes Newton's method with exact Hessians for a problem of this loss,
+    outputs, rows and basis dimension (see ``NEWTON_EXACT_*``)."""
+    return (
+        loss != "multinomial"
+        and n_outputs <= NEWTON_EXACT_OUTPUTS
+        and n * r <= NEWTON_EXACT_SIZE
+        and n_outputs * n * r * r <= NEWTON_EXACT_WORK
+    )
 
 
 def _minimize(problem: Problem, C: float, W, b, tol: float, max_iter: int):
@@ -187,12 +202,7 @@ def solve(
         initial_point(problem) if init is None else (init[0].to(problem.Z.dtype), init[1].to(problem.Z.dtype))
     )
     n, r = problem.Z.shape
-    if (
-        problem.n_outputs <= NEWTON_EXACT_OUTPUTS
-        and not problem.multinomial
-        and n * r <= NEWTON_EXACT_SIZE
-        and problem.n_outputs * n * r * r <= NEWTON_EXACT_WORK
-    ):
+    if exact_newton(problem.loss, problem.n_outputs, n, r):
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         W64, b64, n_iter, grad = newton_exact(
@@ -245,9 +255,9 @@ def _predict(problem: Problem, C: float, current: Solution, prev: Solution):
     cols = None
     f0 = problem.evaluate(current.W, current.b, C, cols)[0]
     f1 = problem.evaluate(W1, b1, C, cols)[0]
-    if problem.multinomial:
-        return (W1, b1) if bool(f1[0] < f0[0]) else (current.W, current.b)
     better = (f1 < f0).to(W1.dtype)
+    if problem.multinomial:  # one value per group: its classes follow it
+        better = better.repeat_interleave(problem.n_classes)
     return (
         better[:, None] * W1 + (1 - better[:, None]) * current.W,
         better * b1 + (1 - better) * current.b,
