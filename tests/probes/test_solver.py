@@ -108,3 +108,37 @@ def test_newton_exact_reaches_the_iterative_optimum(loss, C, monkeypatch):
         assert bool((f_ours <= f_ref * (1 + 1e-7)).all())
     torch.testing.assert_close(W[3], W0[3].double())
     torch.testing.assert_close(b[3], b0[3].double())
+
+
+@pytest.mark.parametrize("C", [0.1, 100.0])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_newton_multinomial_reaches_the_lbfgs_optimum(C, groups, monkeypatch):
+    """Newton-CG for the softmax loss (the final fit's float64 phase of small multinomial problems)
+    reaches the optimum of the float32 L-BFGS + float64 L-BFGS polish, per group of a grouped
+    problem whose groups see different rows."""
+    import deepfeat.probes.solver as solver
+    from deepfeat.probes.newton import newton_multinomial
+    from deepfeat.probes.objectives import Problem
+
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.normal(size=(120, 10)), dtype=torch.float32)
+    codes = rng.integers(0, 4, 120)
+    X = X + 1.5 * torch.as_tensor(np.eye(4)[codes] @ rng.normal(size=(4, 10)), dtype=torch.float32)
+    Z = Basis.of(X).project(X)
+    base = make_problem(Z, codes, None, 4, "multinomial", True)
+    if groups == 1:
+        problem = base
+    else:
+        member = torch.as_tensor(rng.random((120, groups)) > 0.3, dtype=torch.float32)
+        problem = Problem(Z, "multinomial", base.T, member, base.N, 4 * groups, None, groups)
+    W0, b0 = solver.initial_point(problem)
+    p64 = problem.to(torch.float64)
+    W, b, products, grad = newton_multinomial(p64, C, W0.double(), b0.double(), 1e-7, 300)
+    assert grad <= 1e-7 and products > 0
+    monkeypatch.setattr(solver, "MULTINOMIAL_NEWTON_WORK", 0)
+    ref = solve(problem, C, tol=1e-6, polish=True)  # L-BFGS in float32, then in float64
+    f_ours = p64.evaluate(W, b, C)[0]
+    f_ref = p64.evaluate(ref.W.double(), ref.b.double(), C)[0]
+    assert f_ours.shape == (groups,)
+    torch.testing.assert_close(f_ours, f_ref, rtol=1e-6, atol=1e-9)
+    assert bool((f_ours <= f_ref * (1 + 1e-7)).all())
