@@ -147,11 +147,11 @@ def summarise_mnist(results: dict, args) -> dict:
     return {"table": table, "pixels": pixels, "targets": checks, "epochs": epochs}
 
 
-def probe(backbone: str, data: Path, store: Path, seed: int) -> dict[str, float]:
+def probe(backbone: str, data: Path, store: Path, seed: int, pools: list[str]) -> dict[str, float]:
     """Mean per-class accuracy of a logistic-regression probe per (layer, pooling)."""
     job = EvaluationJob(
         data,
-        recipe=ActivationsRecipe(CONV_LAYERS, pool=["avg", "max"]),
+        recipe=ActivationsRecipe(CONV_LAYERS, pool=list(pools)),
         protocol=RandomSplit(test_size=0.3, n_splits=1, random_state=seed),
         probes=["logreg"],
         probe_params={"cv": 3},
@@ -176,13 +176,15 @@ def conv_part(args) -> dict:
             opts = TrainOptions(
                 method=method, arch="conv", epochs=epochs, seed=seed, encoder_widths=args.widths,
                 gan_width=args.gan_width, latent_dim=args.latent, sample_every=max(1, epochs),
+                latent_init_scale=args.latent_init_scale,
             )  # fmt: skip
-            folder = runs / f"cifar-{method}-s{seed}-e{epochs}"
+            zs = "" if method != "bigan" or args.latent_init_scale == 25 else f"-z{args.latent_init_scale:g}"
+            folder = runs / f"cifar-{method}-s{seed}-e{epochs}{zs}"
             result = train(opts, data, folder, progress=args.progress, echo=print)
             histories[f"{method}/s{seed}"] = result.history
             for name, where in (("cifar10_test", cifar), ("pacs_photo", pacs)):
                 t0 = time.perf_counter()
-                acc = probe(f"bigan:{folder / 'last.pt'}", where, folder / f"probe-{name}", seed)
+                acc = probe(f"bigan:{folder / 'last.pt'}", where, folder / f"probe-{name}", seed, args.pools)
                 scores[name].setdefault(method, {})[seed] = acc
                 print(f"{method} s{seed} {name}: probes in {time.perf_counter() - t0:.0f} s")
     return summarise_conv(scores, histories, args)
@@ -192,7 +194,7 @@ def summarise_conv(scores: dict, histories: dict, args) -> dict:
     tables, checks = {}, {}
     for data_name, by_method in scores.items():
         rows = []
-        for feat in [f"{layer}/{pool}" for layer in CONV_LAYERS for pool in ("avg", "max")]:
+        for feat in [f"{layer}/{pool}" for layer in CONV_LAYERS for pool in args.pools]:
             row = {"features": feat}
             for method, per_seed in by_method.items():
                 vals = np.array([100 * per_seed[s][feat] for s in sorted(per_seed)])
@@ -208,7 +210,7 @@ def summarise_conv(scores: dict, histories: dict, args) -> dict:
             for r in rows
             if r["features"].split("/")[0] in ("conv3", "conv4", "conv5")
         }
-    return {"tables": tables, "targets_conv3_and_deeper": checks, "histories": histories}
+    return {"tables": tables, "pools": args.pools, "targets_conv3_and_deeper": checks, "histories": histories}
 
 
 def plot_mnist(summary: dict, path: Path) -> Path:
@@ -234,13 +236,14 @@ def plot_mnist(summary: dict, path: Path) -> Path:
 def plot_conv(summary: dict, path: Path) -> Path:
     fig, axes = plots.grid(2, ncols=2, size=(5.5, 3.8))
     for ax, (name, rows) in zip(axes, summary["tables"].items()):
-        feats = [r["features"] for r in rows if r["features"].endswith("/max")]
+        pool = summary["pools"][-1]
+        feats = [r["features"] for r in rows if r["features"].endswith(f"/{pool}")]
         for method in [m for m in CONV_METHODS if m in rows[0]]:  # D only when it ran
             means = [next(r for r in rows if r["features"] == f)[method]["mean"] for f in feats]
             stds = [next(r for r in rows if r["features"] == f)[method]["std"] for f in feats]
             ax.errorbar(range(len(feats)), means, yerr=stds, marker="o", capsize=3, label=method)
         ax.set_xticks(range(len(feats)), [f.split("/")[0] for f in feats])
-        ax.set_title(f"{name} (max pooling)")
+        ax.set_title(f"{name} ({pool} features)")
         ax.set_ylabel("mean per-class accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -260,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", default="16,32,48,48,32", help="conv encoder channels")
     parser.add_argument("--gan-width", type=int, default=16)
     parser.add_argument("--latent", type=int, default=64)
+    parser.add_argument(
+        "--latent-init-scale", type=float, default=25.0,
+        help="D's weights on z start N(0, 0.02 x this): the thesis' 25, or 1 (standard)",
+    )  # fmt: skip
+    parser.add_argument("--pools", default="avg,max", help="poolings of the probed maps (avg, max, unroll)")
     parser.add_argument("--metrics", default="l2,cosine")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default=str(RUNS))
@@ -269,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.d_seeds = [int(s) for s in args.d_seeds.split(",")]
     args.widths = tuple(int(w) for w in args.widths.split(","))
+    args.pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     args.metrics = args.metrics.split(",")
     torch.set_num_threads(args.threads)
     if not DATASETS.is_dir():

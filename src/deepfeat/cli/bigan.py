@@ -72,6 +72,9 @@ def train_command(
     input_size: int = typer.Option(32, help="conv: input side, 32 or 64 pixels."),
     encoder_widths: str = typer.Option("24,64,96,96,64", help="conv: encoder channels conv1..conv5."),
     gan_width: int = typer.Option(32, min=1, help="conv: base channels of G and the joint D."),
+    latent_init_scale: float = typer.Option(
+        25.0, help="conv: D's weights on z start N(0, 0.02 x this) (thesis 25; 1: standard)."
+    ),
     minimax: bool = typer.Option(
         False, "--minimax", help="G and E descend V instead of the inverted objective."
     ),
@@ -102,6 +105,7 @@ def train_command(
         input_size=input_size,
         encoder_widths=tuple(ints(encoder_widths, "--encoder-widths", minimum=1)),
         gan_width=gan_width,
+        latent_init_scale=latent_init_scale,
         inverted=not minimax,
         simultaneous=not alternate,
         sample_every=sample_every,

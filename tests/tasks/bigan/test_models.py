@@ -62,6 +62,16 @@ def test_joint_discriminator_sees_z_and_its_z_weights_start_larger():
         z_std = float(torch.cat([m.weight.flatten() for m in D.latents]).std())
     assert conv_std == pytest.approx(0.02, rel=0.1)
     assert z_std == pytest.approx(0.5, rel=0.15)  # 25 times: added to the outputs of 5x5 convolutions
+    torch.manual_seed(0)
+    standard = build_networks(tiny(arch="conv", latent_dim=8, gan_width=8, latent_init_scale=1.0))
+    with torch.no_grad():
+        z_std = float(torch.cat([m.weight.flatten() for m in standard.discriminator.latents]).std())
+    assert z_std == pytest.approx(0.02, rel=0.15)
+
+
+def test_latent_init_scale_is_validated():
+    with pytest.raises(ConfigError, match="latent_init_scale"):
+        tiny(arch="conv", latent_init_scale=0.0).validate()
 
 
 def test_baselines_get_their_networks():

@@ -13,7 +13,8 @@ linear map of z to a 4x4 map of 4 or 8 x ``gan_width`` channels, then 5x5 stride
 convolutions halving the channels, batch norm and ReLU after each but the last, tanh output); the joint
 D is DCGAN's discriminator (5x5 stride-2 convolutions doubling the channels, leaky ReLU, batch norm
 after all but the first) with z mapped linearly to each later convolution's channels and added before
-its batch norm, those weights initialised 25 times larger (5x5 kernels) as the thesis says; E is the
+its batch norm, those weights initialised 25 times larger (5x5 kernels) as the thesis says (the
+option ``latent_init_scale``); E is the
 AlexNet-like :class:`~deepfeat.backbones.bigan.ConvEncoder`, which with one output is also the
 x-only discriminator of the baselines (the thesis' discriminator baseline uses the encoder's
 architecture). Every weight starts N(0, 0.02).
@@ -188,7 +189,7 @@ def build_networks(options: TrainOptions, in_features: int = MNIST_PIXELS) -> Ne
     if isinstance(nets.discriminator, DCGANJointDiscriminator):
         with torch.no_grad():
             for latent in nets.discriminator.latents:  # weights multiplying z into 5x5 conv outputs
-                latent.weight.normal_(0.0, INIT_STD * 25)
+                latent.weight.normal_(0.0, INIT_STD * options.latent_init_scale)
     return nets
 
 
