@@ -22,8 +22,7 @@ import deepfeat.probes.linear as linear_module
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
-from deepfeat.probes.linear import stack_folds
-from deepfeat.probes.objectives import make_problem
+from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.solver import Basis, solve
 
 

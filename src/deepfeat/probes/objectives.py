@@ -189,3 +189,27 @@ def make_problem(
     if loss == "squared_hinge":
         T = 2 * T - 1
     return Problem(Z, loss, T, weight, n * row_weight, n_outputs, fixed)
+
+
+def stack_folds(base: Problem, trains: list[np.ndarray]) -> Problem:
+    """One problem holding a training problem's folds: each fold's outputs (a multinomial group, or
+    a copy of every per-output problem) weighted by membership of its training rows, fold-major.
+
+    Fold f's objective is its own problem's times N_f / N (the data term sums over its rows, the
+    penalty keeps the common N), which moves no optimum: C means what it means per fold."""
+    n, F = base.Z.shape[0], len(trains)
+    member = torch.zeros(n, F, dtype=base.Z.dtype, device=base.Z.device)
+    for f, train in enumerate(trains):
+        member[torch.as_tensor(train, device=base.Z.device), f] = 1.0
+    if base.multinomial:
+        weight = member if base.weight is None else member * base.weight
+        return Problem(base.Z, base.loss, base.T, weight, base.N, F * base.n_outputs, None, F)
+    K = base.n_outputs
+    w = base.Z.new_ones(n, K) if base.weight is None else base.weight.expand(n, K)
+    weight = w.repeat(1, F) * member.repeat_interleave(K, dim=1)
+    T = base.T.repeat(1, F)
+    counted = weight > 0
+    positive = T > 0
+    both = (counted & positive).any(0) & (counted & ~positive).any(0)
+    fixed = None if bool(both.all()) else ~both
+    return Problem(base.Z, base.loss, T, weight, base.N, F * K, fixed)
