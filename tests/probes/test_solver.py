@@ -142,3 +142,19 @@ def test_newton_multinomial_reaches_the_lbfgs_optimum(C, groups, monkeypatch):
     assert f_ours.shape == (groups,)
     torch.testing.assert_close(f_ours, f_ref, rtol=1e-6, atol=1e-9)
     assert bool((f_ours <= f_ref * (1 + 1e-7)).all())
+
+
+def test_newton_exact_stops_at_round_off_below_an_unreachable_tol():
+    """A scaled-gradient tolerance below float64's reach ends when iterations stop lowering the
+    objective, not after max_iter of them."""
+    from deepfeat.probes.newton import newton_exact
+    from deepfeat.probes.solver import initial_point
+
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.normal(size=(90, 8)))
+    codes = rng.integers(0, 3, 90)
+    Z = Basis.of(X).project(X)
+    problem = make_problem(Z, codes, None, 3, "squared_hinge", False)
+    W0, b0 = initial_point(problem)
+    *_, iterations, grad = newton_exact(problem, 3.0, W0, b0, 1e-300, 2000)
+    assert iterations < 50 and 0 < grad < 1e-6

@@ -23,6 +23,9 @@ from deepfeat.probes.objectives import Problem
 
 #: conjugate gradients stop at this residual, relative to the gradient
 CG_REL = 1e-2
+#: exact Newton stops when an iteration lowers no output's objective by more than this, relative
+#: (float64 round-off: a scaled-gradient tolerance below reach would otherwise spend max_iter)
+ROUNDOFF = 1e-14
 
 
 def newton_squared_hinge(
@@ -247,5 +250,8 @@ def newton_exact(
         if torch.equal(W_new, W) and torch.equal(b_new, b):
             break  # no output could move: as far as round-off allows
         W, b = W_new, b_new
+        previous = value
         value, gW, gb, h = problem.evaluate(W, b, C)
+        if bool((previous - value <= ROUNDOFF * previous.abs()).all()):
+            break  # the moves no longer lower any objective beyond round-off (a tol below reach)
     return W, b, iterations, gmax
