@@ -71,26 +71,33 @@ def newton_squared_hinge(
             rz_new = (res * z).sum(1)
             p = z + (rz_new / rz.clamp_min(tiny))[:, None] * p
             rz = rz_new
-        # line search on the directional derivative (exact in float32, unlike objective values):
-        # regula falsi on the bracket [lo, hi] of phi' = g(t) . d, piecewise linear and increasing
-        slope = (grad * d).sum(1)
-        lo, hi = torch.zeros_like(slope), torch.full_like(slope, float("inf"))
-        dlo = slope.clone()
-        step = torch.ones_like(slope)
-        for _ in range(8):
-            W_new, b_new = W + step[:, None] * d[:, :-1], b + step * d[:, -1]
-            new = problem.evaluate(W_new, b_new, C)
-            dt = (new[1] * d[:, :-1]).sum(1) + new[2] * d[:, -1]
-            done = (dt <= 0) | (dt <= 0.1 * slope.abs())
-            if bool(done.all()):
-                break
-            hi = torch.where(done, hi, step)
-            dhi = dt
-            nxt = lo + (hi - lo) * (-dlo / (dhi - dlo).clamp_min(1e-30))
-            step = torch.where(done, step, nxt.clamp(lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo)))
-        W, b = W_new, b_new
+        W, b, new = line_search(problem, C, W, b, grad, d, lambda x: x.sum(1), lambda v: v[:, None])
         _value, gW, gb, h = new
     return W, b, products, gmax
+
+
+def line_search(problem: Problem, C: float, W, b, grad, d, block_sum, spread):
+    """A step along direction d (rows of [W b]) per independent block of rows (``block_sum`` (k, m)
+    -> (blocks,), ``spread`` (blocks,) -> (k, 1)): regula falsi on each block's directional
+    derivative phi'(t) = g(t) . d, increasing along d for a convex objective, and exact in float32
+    unlike differences of objective values. Accepts a step whose derivative is non-positive or at
+    most a tenth of the initial slope; returns (W, b, the evaluation there)."""
+    slope = block_sum(grad * d)
+    lo, hi = torch.zeros_like(slope), torch.full_like(slope, float("inf"))
+    dlo = slope.clone()
+    step = torch.ones_like(slope)
+    for _ in range(8):
+        t = spread(step)
+        W_new, b_new = W + t * d[:, :-1], b + t[:, 0] * d[:, -1]
+        new = problem.evaluate(W_new, b_new, C)
+        dt = block_sum(torch.cat([new[1], new[2][:, None]], 1) * d)
+        done = (dt <= 0) | (dt <= 0.1 * slope.abs())
+        if bool(done.all()):
+            break
+        hi = torch.where(done, hi, step)
+        nxt = lo + (hi - lo) * (-dlo / (dt - dlo).clamp_min(1e-30))
+        step = torch.where(done, step, nxt.clamp(lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo)))
+    return W_new, b_new, new
 
 
 def newton_multinomial(
@@ -171,24 +178,7 @@ def newton_multinomial(
             rz_new = per_group(res * z)
             p = z + spread(torch.where(open_, rz_new / rz.clamp_min(tiny), 0.0)) * p
             rz = rz_new
-        # regula falsi on each group's directional derivative (increasing along d: convex)
-        slope = per_group(grad * d)
-        lo, hi = torch.zeros_like(slope), torch.full_like(slope, float("inf"))
-        dlo = slope.clone()
-        step = torch.ones_like(slope)
-        for _ in range(8):
-            t = spread(step)
-            W_new, b_new = W + t * d[:, :-1], b + t[:, 0] * d[:, -1]
-            new = problem.evaluate(W_new, b_new, C)
-            dt = per_group(torch.cat([new[1], new[2][:, None]], 1) * d)
-            done = (dt <= 0) | (dt <= 0.1 * slope.abs())
-            if bool(done.all()):
-                break
-            hi = torch.where(done, hi, step)
-            dhi = dt
-            nxt = lo + (hi - lo) * (-dlo / (dhi - dlo).clamp_min(1e-30))
-            step = torch.where(done, step, nxt.clamp(lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo)))
-        W, b = W_new, b_new
+        W, b, new = line_search(problem, C, W, b, grad, d, per_group, spread)
         _value, gW, gb, h = new
         P = probabilities(W, b)
     return W, b, products, gmax
