@@ -35,6 +35,9 @@ class PathProbe(Protocol):
       the increasing ``Cs`` in turn (a generator), each may start from the previous one;
     - ``decision_on(prepared, model, rows)``: decision values (n_rows, K) or (n_rows,) of a fitted
       model of ``fit_path`` for the rows ``rows`` of the prepared data.
+
+    Optional: ``fit_folds_path(prepared, folds, codes, mask, Cs)``, every fold's fit for each C at
+    once (a generator of one list per C), or None where the probe prefers ``fit_path`` per fold.
     """
 
     def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask: np.ndarray | None) -> Any: ...
