@@ -14,10 +14,11 @@ classification is scored; entries marked ``ignore`` (VOC "difficult") do not ent
 class.
 
 The smooth losses are minimised in torch (on ``device``) by a batched L-BFGS in a centred, row-space,
-curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`; small binary
-logistic and squared-hinge problems by Newton methods). ``C="cv"`` picks C from ``Cs`` by stratified
-k-fold cross-validation on the training data only (see :mod:`deepfeat.probes.selection`), every fold
-walking the C path from its previous solution, solved to ``cv_tol``.
+curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`; small
+problems by Newton methods: exact Hessians for few per-output problems, Newton-CG for the squared
+hinge and the softmax). ``C="cv"`` picks C from ``Cs`` by stratified k-fold cross-validation on the
+training data only (see :mod:`deepfeat.probes.selection`), every fold walking the C path from its
+previous solution, solved to ``cv_tol``; small searches solve the folds together as one problem.
 
 Dropout on features (DeCAF): at training, every sample is repeated ``dropout_copies`` times with a
 fresh random mask zeroing each feature with probability ``dropout``, and each copy's loss is weighted
