@@ -44,9 +44,13 @@ def test_train_then_evaluate_mnist(mnist_file, tmp_path):
 
 def test_conv_run_becomes_a_backbone_of_deepfeat_evaluate(image_tree, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["bigan", "train", str(image_tree), "--out", str(out), *TINY_CONV])
+    result = runner.invoke(
+        app, ["bigan", "train", str(image_tree), "--out", str(out), *TINY_CONV, "--latent-init-scale", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert f"--backbone bigan:{out / 'last.pt'}" in result.output
+    options = json.loads((out / "history.json").read_text())["result"]["options"]
+    assert options["latent_init_scale"] == 1.0
     result = runner.invoke(
         app,
         [
