@@ -79,16 +79,10 @@ class Problem:
         of the outputs ``cols`` (None: all; for a multinomial problem, ``cols`` are group indices)."""
         logits = torch.addmm(b, self.Z, W.t())
         if self.multinomial:
-            weight = self.weight
-            if weight is not None and cols is not None and weight.shape[1] > 1:
-                weight = weight[:, cols]
-            G, h, data = self._multinomial(logits, weight)
+            G, h, data = self._multinomial(logits, self._weight(cols))
         else:
             T = self.T if cols is None else self.T[:, cols]
-            weight = self.weight
-            if weight is not None and cols is not None and weight.shape[1] > 1:
-                weight = weight[:, cols]
-            G, h, data = self._binary(logits, T, weight)
+            G, h, data = self._binary(logits, T, self._weight(cols))
         reg = 1.0 / (C * self.N)
         gW = torch.addmm(W, G.t(), self.Z, beta=reg, alpha=1.0 / self.N)
         gb = G.sum(0) / self.N
@@ -98,6 +92,14 @@ class Problem:
         else:
             value = data / self.N + penalty
         return value, gW, gb, h
+
+    def _weight(self, cols: torch.Tensor | None) -> torch.Tensor | None:
+        """The weight columns of the outputs (or multinomial groups) ``cols``; a single column is
+        shared by all."""
+        w = self.weight
+        if w is not None and cols is not None and w.shape[1] > 1:
+            w = w[:, cols]
+        return w
 
     def _multinomial(self, logits, weight):
         """Softmax cross-entropy of each group's K classes (logits (n, groups x K), group-major)."""
@@ -136,9 +138,7 @@ class Problem:
         of the outputs ``cols``: each counted entry's weight floored at ``FLOOR`` times the loss's
         largest, the weights' part floored by the penalty."""
         floor = FLOOR * CURVATURE[self.loss]
-        w = self.weight
-        if w is not None and cols is not None and w.shape[1] > 1:
-            w = w[:, cols]
+        w = self._weight(cols)
         if w is not None and self.multinomial and w.shape[1] > 1:
             w = w.repeat_interleave(self.n_classes, dim=1)  # one weight per group -> its classes
         h = h.clamp_min(floor) if w is None else torch.maximum(h, floor * w)
