@@ -158,3 +158,15 @@ def test_newton_exact_stops_at_round_off_below_an_unreachable_tol():
     W0, b0 = initial_point(problem)
     *_, iterations, grad = newton_exact(problem, 3.0, W0, b0, 1e-300, 2000)
     assert iterations < 50 and 0 < grad < 1e-6
+
+
+def test_small_multinomial_final_fit_in_float64_is_solved():
+    """A float64 multinomial problem's final fit (polish) goes straight to Newton-CG and converges:
+    the float32-then-float64 route has no float32 phase to skip here."""
+    rng = np.random.default_rng(5)
+    X = torch.as_tensor(rng.normal(size=(80, 6)))
+    codes = rng.integers(0, 3, 80)
+    X = X + torch.as_tensor(np.eye(3)[codes] @ rng.normal(size=(3, 6)))
+    problem = make_problem(Basis.of(X).project(X), codes, None, 3, "multinomial", True)
+    sol = solve(problem, 1.0, tol=1e-6, polish=True)
+    assert sol.converged and sol.grad_max <= 1e-6 and sol.n_iter > 0

@@ -219,10 +219,12 @@ def solve(
     if problem.loss == "squared_hinge" and n * r * problem.n_outputs <= NEWTON_WORK:
         W, b, n_iter, grad = newton_squared_hinge(problem, C, W, b, tol, max_iter)
     elif problem.multinomial and n * r * problem.n_outputs <= MULTINOMIAL_NEWTON_WORK:
-        if polish:
+        if polish and problem.Z.dtype != torch.float64:
             n_iter, grad = 0, float("inf")  # straight to the float64 Newton-CG phase below
         else:
-            W, b, n_iter, grad = newton_multinomial(problem, C, W, b, tol, max_iter)
+            W, b, n_iter, grad = newton_multinomial(
+                problem, C, W, b, POLISH * tol if polish else tol, max_iter
+            )
     else:
         W, b, res = _minimize(problem, C, W, b, tol, max_iter)
         n_iter, grad = res.n_iter, float(res.grad_max.max())
