@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepfeat.checkpoint import load_checkpoint
+from deepfeat.checkpoint import load_checkpoint, save_checkpoint
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.tasks.bigan import METHODS, load_run, open_training_data, train
 from deepfeat.tasks.bigan import steps as steps_module
@@ -102,6 +102,20 @@ def test_a_finished_run_is_not_trained_again_and_other_settings_are_refused(mnis
         train(tiny(lr=1e-3), mnist_data, tmp_path, progress=False)
     with pytest.raises(ConfigError, match="other data"):
         train(tiny(), mnist_data.subset(np.arange(128)), tmp_path, progress=False)
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(mnist_data, tmp_path):
+    """A run written before ``latent_init_scale`` existed (no such key in its options) was trained
+    with the default: it continues; a non-default value is still refused."""
+    train(tiny(epochs=1), mnist_data, tmp_path, progress=False)
+    ck = load_checkpoint(tmp_path / "last.pt", kind="bigan")
+    meta = dict(ck.meta)
+    meta["options"] = {k: v for k, v in meta["options"].items() if k != "latent_init_scale"}
+    save_checkpoint(tmp_path / "last.pt", ck.state, kind="bigan", meta=meta)
+    resumed = train(tiny(epochs=1), mnist_data, tmp_path, progress=False)
+    assert resumed.resumed_from == 1 and len(resumed.history) == 1
+    with pytest.raises(ConfigError, match="latent_init_scale"):
+        train(tiny(epochs=1, latent_init_scale=1.0), mnist_data, tmp_path, progress=False)
 
 
 def test_loaded_run_gives_the_trained_networks(mnist_data, tmp_path):

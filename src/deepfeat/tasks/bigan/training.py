@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,12 @@ from deepfeat.tasks.bigan.steps import STEPS
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
+#: settings with a default in every version (plain JSON); latent_dim's depends on the architecture
+OPTION_DEFAULTS = {
+    f.name: to_jsonable(f.default)
+    for f in fields(TrainOptions)
+    if f.default is not MISSING and f.name not in ("latent_dim", "device")
+}
 FORMAT = 1
 
 
@@ -171,6 +177,8 @@ def _resume(
             "fingerprint); use another --out folder or the same data"
         )
     saved, wanted = ck.meta.get("options") or {}, to_jsonable(options.run_config())
+    # a setting added after the checkpoint was written had its default then
+    saved = {**{k: v for k, v in OPTION_DEFAULTS.items() if k in wanted}, **saved}
     if saved != wanted:
         diff = sorted(k for k in wanted.keys() | saved.keys() if saved.get(k) != wanted.get(k))
         raise ConfigError(
