@@ -170,3 +170,30 @@ def test_small_multinomial_final_fit_in_float64_is_solved():
     problem = make_problem(Basis.of(X).project(X), codes, None, 3, "multinomial", True)
     sol = solve(problem, 1.0, tol=1e-6, polish=True)
     assert sol.converged and sol.grad_max <= 1e-6 and sol.n_iter > 0
+
+
+def test_newton_squared_hinge_many_outputs_few_violators():
+    """One-vs-rest SVMs with more dimensions than training rows along a C path: at large C each
+    output has few margin violators (ridge plus low rank), where conjugate gradients converge in
+    about rank steps unpreconditioned. Every C reaches the exact-Newton optimum, with fewer Hessian
+    products than the diagonally preconditioned iteration took (1,091 on this path; now about 400)."""
+    from deepfeat.probes.newton import newton_exact, newton_squared_hinge
+    from deepfeat.probes.solver import initial_point
+
+    rng = np.random.default_rng(0)
+    n, r, K = 150, 192, 102
+    Z = torch.as_tensor(rng.normal(size=(n, r)) * np.geomspace(3, 0.01, r), dtype=torch.float32)
+    problem = make_problem(Z, rng.integers(0, K, n), None, K, "squared_hinge", False)
+    p64 = problem.to(torch.float64)
+    W, b = initial_point(problem)
+    total = 0
+    for C in (0.01, 0.1, 1.0, 10.0):
+        W, b, products, grad = newton_squared_hinge(problem, C, W, b, 1e-4, 300)
+        total += products
+        assert grad <= 1e-4
+        We, be, _its, grad_e = newton_exact(p64, C, W.double(), b.double(), 1e-9, 100)
+        assert grad_e <= 1e-9
+        f_cg = p64.evaluate(W.double(), b.double(), C)[0]
+        f_exact = p64.evaluate(We, be, C)[0]
+        torch.testing.assert_close(f_cg, f_exact, rtol=1e-4, atol=1e-8)
+    assert total < 700

@@ -4,7 +4,8 @@
 objective is piecewise quadratic, so once the set of margin violators settles one Newton step lands
 on the optimum, where L-BFGS would crawl. Output k's generalised Hessian is
 (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0), h_k = 2 w_k on its violators; Newton directions come
-from conjugate gradients preconditioned by that Hessian's diagonal, step lengths from regula falsi on
+from conjugate gradients, preconditioned by that Hessian's diagonal for outputs with more violators than
+dimensions (unpreconditioned for the others), step lengths from regula falsi on
 each output's directional derivative (exact enough in float32, unlike differences of objective
 values near the optimum).
 
@@ -34,6 +35,7 @@ def newton_squared_hinge(
     """Minimise from (W, b) to scaled gradient ``tol``; returns (W, b, Hessian products, scaled
     gradient max) where the scaling is the square root of the diagonal curvature, as in L-BFGS."""
     Z, N = problem.Z, problem.N
+    r = Z.shape[1]
     reg = 1.0 / (C * N)
     W, b = W.clone(), b.clone()
 
@@ -52,6 +54,12 @@ def newton_squared_hinge(
         gmax = float((grad / diag.sqrt()).abs().max())
         if gmax <= tol or products >= 4 * max_iter:
             break
+        # an output with at most r margin violators has a Hessian of the ridge plus a low-rank term:
+        # plain conjugate gradients converge in about rank steps there, while the diagonal scaling
+        # spreads the ridge's cluster of eigenvalues (102 classes x 300 x 192: some outputs took
+        # the 200-step limit for every Newton step and never converged)
+        few = ((h > 0).sum(0) <= r)[:, None]
+        diag = torch.where(few, torch.ones_like(diag), diag)
         # preconditioned conjugate gradients for H d = -g, per output (rows)
         d = torch.zeros_like(grad)
         res = -grad
