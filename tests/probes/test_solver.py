@@ -197,3 +197,16 @@ def test_newton_squared_hinge_many_outputs_few_violators():
         f_exact = p64.evaluate(We, be, C)[0]
         torch.testing.assert_close(f_cg, f_exact, rtol=1e-4, atol=1e-8)
     assert total < 700
+
+
+def test_weighted_gram_from_the_nonzero_rows_equals_the_full_product():
+    """The squared hinge's Hessians are formed from the margin violators' rows only (weights 0
+    elsewhere): the same matrix as the product over every row."""
+    from deepfeat.probes.newton import _weighted_gram
+
+    rng = np.random.default_rng(2)
+    Za = torch.as_tensor(rng.normal(size=(50, 7)), dtype=torch.float32)
+    w = torch.as_tensor(rng.random(50) * (rng.random(50) < 0.3), dtype=torch.float32)
+    full = torch.mm((Za * w[:, None]).t(), Za)
+    torch.testing.assert_close(_weighted_gram(Za, w, True), full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_weighted_gram(Za, w, False), full, rtol=1e-5, atol=1e-6)

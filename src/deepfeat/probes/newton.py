@@ -200,10 +200,10 @@ def newton_exact(
     (W, b) to scaled gradient ``tol``.
 
     Output k's Hessian is (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0) (h: p(1-p), or 2 on the
-    margin violators); directions come from its Cholesky factor, steps from backtracking on each
-    output's objective (Armijo). Meant for small problems in float64, where L-BFGS and conjugate
-    gradients cost mostly per-iteration overhead: a few Newton steps replace tens to hundreds of their
-    iterations at large C. Returns (W, b, iterations, scaled gradient max).
+    margin violators, whose rows alone are multiplied); directions come from its Cholesky factor,
+    steps from backtracking on each output's objective (Armijo). Meant for small problems in float64,
+    where L-BFGS and conjugate gradients cost mostly per-iteration overhead: a few Newton steps
+    replace tens to hundreds of their iterations at large C. Returns (W, b, iterations, scaled gradient max).
     """
     Z, N = problem.Z, problem.N
     n, r = Z.shape
@@ -212,6 +212,7 @@ def newton_exact(
     ridge = torch.full((r + 1,), 1.0 / (C * N), dtype=Z.dtype, device=Z.device)
     ridge[-1] = 0.0
     free = None if problem.fixed is None else (~problem.fixed).to(Z.dtype)
+    hinge = problem.loss == "squared_hinge"
     W, b = W.clone(), b.clone()
     value, gW, gb, h = problem.evaluate(W, b, C)
     iterations, gmax = 0, float("inf")
@@ -224,7 +225,7 @@ def newton_exact(
             break
         iterations += 1
         hN = (h / N).float()
-        H = torch.stack([torch.mm((Za * hN[:, k : k + 1]).t(), Za) for k in range(hN.shape[1])])
+        H = torch.stack([_weighted_gram(Za, hN[:, k], hinge) for k in range(hN.shape[1])])
         H = H.to(Z.dtype) + torch.diag(ridge)
         L, info = torch.linalg.cholesky_ex(H)
         if bool((info > 0).any()):  # curvature vanished along some direction (separated data)
@@ -253,3 +254,13 @@ def newton_exact(
         if bool((previous - value <= ROUNDOFF * previous.abs()).all()):
             break  # the moves no longer lower any objective beyond round-off (a tol below reach)
     return W, b, iterations, gmax
+
+
+def _weighted_gram(Za: torch.Tensor, w: torch.Tensor, sparse: bool) -> torch.Tensor:
+    """Za^T diag(w) Za; with ``sparse`` (weights mostly 0: the squared hinge's non-violators) from
+    the rows of non-zero weight only."""
+    if sparse:
+        rows = torch.nonzero(w).squeeze(1)
+        if len(rows) < 0.8 * len(w):
+            Za, w = Za[rows], w[rows]
+    return torch.mm((Za * w[:, None]).t(), Za)
