@@ -88,22 +88,28 @@ def line_search(problem: Problem, C: float, W, b, grad, d, block_sum, spread):
     """A step along direction d (rows of [W b]) per independent block of rows (``block_sum`` (k, m)
     -> (blocks,), ``spread`` (blocks,) -> (k, 1)): regula falsi on each block's directional
     derivative phi'(t) = g(t) . d, increasing along d for a convex objective, and exact in float32
-    unlike differences of objective values. Accepts a step whose derivative is non-positive or at
-    most a tenth of the initial slope; returns (W, b, the evaluation there)."""
+    unlike differences of objective values. Accepts the full step where the derivative is at most a
+    tenth of the initial slope's size, a shorter one where it is that small in size; returns (W, b,
+    the evaluation there)."""
     slope = block_sum(grad * d)
-    lo, hi = torch.zeros_like(slope), torch.full_like(slope, float("inf"))
-    dlo = slope.clone()
+    lo, hi = torch.zeros_like(slope), torch.ones_like(slope)
+    dlo, dhi = slope.clone(), torch.zeros_like(slope)
     step = torch.ones_like(slope)
-    for _ in range(8):
+    for trial in range(8):
         t = spread(step)
         W_new, b_new = W + t * d[:, :-1], b + t[:, 0] * d[:, -1]
         new = problem.evaluate(W_new, b_new, C)
         dt = block_sum(torch.cat([new[1], new[2][:, None]], 1) * d)
-        done = (dt <= 0) | (dt <= 0.1 * slope.abs())
+        # the full step is kept while the objective still falls there; a shorter one only near the
+        # minimum along d (accepting any descending point left steps of 1% of a Newton step that
+        # overshot past new margin violators, and tens of Newton steps each crawling by that much)
+        done = dt <= 0.1 * slope.abs() if trial == 0 else dt.abs() <= 0.1 * slope.abs()
         if bool(done.all()):
             break
-        hi = torch.where(done, hi, step)
-        nxt = lo + (hi - lo) * (-dlo / (dt - dlo).clamp_min(1e-30))
+        above = dt > 0
+        hi, dhi = torch.where(done | ~above, hi, step), torch.where(done | ~above, dhi, dt)
+        lo, dlo = torch.where(done | above, lo, step), torch.where(done | above, dlo, dt)
+        nxt = lo + (hi - lo) * (-dlo / (dhi - dlo).clamp_min(1e-30))
         step = torch.where(done, step, nxt.clamp(lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo)))
     return W_new, b_new, new
 
