@@ -39,10 +39,10 @@ def newton_squared_hinge(
     reg = 1.0 / (C * N)
     W, b = W.clone(), b.clone()
 
-    def hess(h, P):  # P (K, r + 1)
-        u = torch.addmm(P[:, -1], Z, P[:, :-1].t()) * h
+    def hess(Zs, h, P):  # P (K, r + 1); Zs: the rows of h
+        u = torch.addmm(P[:, -1], Zs, P[:, :-1].t()) * h
         return torch.cat(
-            [torch.addmm(P[:, :-1], u.t(), Z, beta=reg, alpha=1.0 / N), u.sum(0)[:, None] / N], 1
+            [torch.addmm(P[:, :-1], u.t(), Zs, beta=reg, alpha=1.0 / N), u.sum(0)[:, None] / N], 1
         )
 
     tiny = torch.finfo(W.dtype).tiny
@@ -60,6 +60,11 @@ def newton_squared_hinge(
         # the 200-step limit for every Newton step and never converged)
         few = ((h > 0).sum(0) <= r)[:, None]
         diag = torch.where(few, torch.ones_like(diag), diag)
+        # the Hessian products need only the rows that violate some output's margin
+        Zs, hs = Z, h
+        rows = torch.nonzero(h.any(1)).squeeze(1)
+        if len(rows) < 0.8 * len(h):
+            Zs, hs = Z[rows], h[rows]
         # preconditioned conjugate gradients for H d = -g, per output (rows)
         d = torch.zeros_like(grad)
         res = -grad
@@ -68,7 +73,7 @@ def newton_squared_hinge(
         rz = (res * z).sum(1)
         stop = CG_REL**2 * (grad * grad).sum(1)
         for _ in range(200):
-            Hp = hess(h, p)
+            Hp = hess(Zs, hs, p)
             products += 1
             alpha = rz / (p * Hp).sum(1).clamp_min(tiny)
             d += alpha[:, None] * p
