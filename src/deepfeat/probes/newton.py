@@ -61,10 +61,8 @@ def newton_squared_hinge(
         few = ((h > 0).sum(0) <= r)[:, None]
         diag = torch.where(few, torch.ones_like(diag), diag)
         # the Hessian products need only the rows that violate some output's margin
-        Zs, hs = Z, h
-        rows = torch.nonzero(h.any(1)).squeeze(1)
-        if len(rows) < 0.8 * len(h):
-            Zs, hs = Z[rows], h[rows]
+        rows = _sparse_rows(h.any(1))
+        Zs, hs = (Z, h) if rows is None else (Z[rows], h[rows])
         # preconditioned conjugate gradients for H d = -g, per output (rows)
         d = torch.zeros_like(grad)
         res = -grad
@@ -267,11 +265,17 @@ def newton_exact(
     return W, b, iterations, gmax
 
 
+def _sparse_rows(active: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the true entries of ``active`` (n,) when they are under 80% of the rows (gathering
+    them then costs less than the products it saves), else None."""
+    rows = torch.nonzero(active).squeeze(1)
+    return rows if len(rows) < 0.8 * len(active) else None
+
+
 def _weighted_gram(Za: torch.Tensor, w: torch.Tensor, sparse: bool) -> torch.Tensor:
     """Za^T diag(w) Za; with ``sparse`` (weights mostly 0: the squared hinge's non-violators) from
     the rows of non-zero weight only."""
-    if sparse:
-        rows = torch.nonzero(w).squeeze(1)
-        if len(rows) < 0.8 * len(w):
-            Za, w = Za[rows], w[rows]
+    rows = _sparse_rows(w != 0) if sparse else None
+    if rows is not None:
+        Za, w = Za[rows], w[rows]
     return torch.mm((Za * w[:, None]).t(), Za)

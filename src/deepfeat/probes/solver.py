@@ -150,7 +150,7 @@ NEWTON_WORK = 5_000_000
 #: outputs one Hessian each cost more than it saved (102 x 300 x 192 SVM: 5.1 s with Newton-CG, 6.2
 #: s with exact Hessians; both well behind liblinear's 1.0 s there). Not for squared-hinge problems
 #: with several outputs and fewer rows than dimensions, whose Hessians (ridge plus rank <= n) conjugate
-#: gradients invert in few steps (10 x 300 x 1,280, folds of 200 rows in 300 dimensions: 0.98 -> 0.46 s)
+#: gradients invert in few steps (10 x 300 x 1,280, folds of 200 rows in 300 dimensions: 0.98 -> 0.57 s)
 NEWTON_EXACT_OUTPUTS = 16
 NEWTON_EXACT_SIZE = 1_000_000
 NEWTON_EXACT_WORK = 1_000_000_000
