@@ -164,7 +164,8 @@ def probe(backbone: str, data: Path, store: Path, seed: int, pools: list[str]) -
 
 def conv_part(args) -> dict:
     cifar, pacs = DATASETS / "cifar10_test", DATASETS / "pacs" / "photo"
-    data = open_training_data(cifar, "conv", 32)
+    data = open_training_data(args.conv_train or cifar, "conv", 32)
+    tag = "cifar" if args.conv_train is None else Path(args.conv_train).name
     runs = Path(args.runs)
     scores: dict = {"cifar10_test": {}, "pacs_photo": {}}
     histories = {}
@@ -179,7 +180,7 @@ def conv_part(args) -> dict:
                 latent_init_scale=args.latent_init_scale,
             )  # fmt: skip
             zs = "" if method != "bigan" or args.latent_init_scale == 25 else f"-z{args.latent_init_scale:g}"
-            folder = runs / f"cifar-{method}-s{seed}-e{epochs}{zs}"
+            folder = runs / f"{tag if method != 'random' else 'cifar'}-{method}-s{seed}-e{epochs}{zs}"
             result = train(opts, data, folder, progress=args.progress, echo=print)
             histories[f"{method}/s{seed}"] = result.history
             for name, where in (("cifar10_test", cifar), ("pacs_photo", pacs)):
@@ -258,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         "--bigan-epochs", type=int, default=None, help="BiGAN's own budget (default: --mnist-epochs)"
     )
     parser.add_argument("--conv-epochs", type=int, default=4)
+    parser.add_argument(
+        "--conv-train", default=None,
+        help="image folder or manifest the conv networks train on without labels (default: CIFAR-10 test)",
+    )  # fmt: skip
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--d-seeds", default="0", help="seeds of the discriminator baseline (a subset)")
     parser.add_argument("--widths", default="16,32,48,48,32", help="conv encoder channels")
@@ -297,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         write_result(
             args.out, "table_5_3", {**common, **summary}, kind="experiment",
             plots={"plot": lambda p: plot_conv(summary, p)},
-            provenance={"data": "CIFAR-10 test (10,000, training and probes), PACS photo (probes)"},
+            provenance={
+                "data": f"{args.conv_train or 'CIFAR-10 test (10,000)'} (training), CIFAR-10 test and PACS "
+                "photo (probes)"
+            },
         )  # fmt: skip
     return 0
 
