@@ -164,8 +164,9 @@ def probe(backbone: str, data: Path, store: Path, seed: int, pools: list[str]) -
 
 def conv_part(args) -> dict:
     cifar, pacs = DATASETS / "cifar10_test", DATASETS / "pacs" / "photo"
-    data = open_training_data(args.conv_train or cifar, "conv", 32)
+    data = open_training_data(args.conv_train or cifar, "conv", args.input_size)
     tag = "cifar" if args.conv_train is None else Path(args.conv_train).name
+    px = "" if args.input_size == 32 else f"-px{args.input_size}"
     runs = Path(args.runs)
     scores: dict = {"cifar10_test": {}, "pacs_photo": {}}
     histories = {}
@@ -177,10 +178,10 @@ def conv_part(args) -> dict:
             opts = TrainOptions(
                 method=method, arch="conv", epochs=epochs, seed=seed, encoder_widths=args.widths,
                 gan_width=args.gan_width, latent_dim=args.latent, sample_every=max(1, epochs),
-                latent_init_scale=args.latent_init_scale,
+                latent_init_scale=args.latent_init_scale, input_size=args.input_size,
             )  # fmt: skip
             zs = "" if method != "bigan" or args.latent_init_scale == 25 else f"-z{args.latent_init_scale:g}"
-            folder = runs / f"{tag if method != 'random' else 'cifar'}-{method}-s{seed}-e{epochs}{zs}"
+            folder = runs / f"{tag if method != 'random' else 'cifar'}-{method}-s{seed}-e{epochs}{zs}{px}"
             result = train(opts, data, folder, progress=args.progress, echo=print)
             histories[f"{method}/s{seed}"] = result.history
             for name, where in (("cifar10_test", cifar), ("pacs_photo", pacs)):
@@ -267,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d-seeds", default="0", help="seeds of the discriminator baseline (a subset)")
     parser.add_argument("--widths", default="16,32,48,48,32", help="conv encoder channels")
     parser.add_argument("--gan-width", type=int, default=16)
+    parser.add_argument("--input-size", type=int, default=32, choices=[32, 64], help="conv input pixels")
     parser.add_argument("--latent", type=int, default=64)
     parser.add_argument(
         "--latent-init-scale", type=float, default=25.0,
