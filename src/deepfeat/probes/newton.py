@@ -58,10 +58,11 @@ def newton_squared_hinge(
         # plain conjugate gradients converge in about rank steps there, while the diagonal scaling
         # spreads the ridge's cluster of eigenvalues (102 classes x 300 x 192: some outputs took
         # the 200-step limit for every Newton step and never converged)
-        few = ((h > 0).sum(0) <= r)[:, None]
+        violates = h > 0
+        few = (violates.sum(0) <= r)[:, None]
         diag = torch.where(few, torch.ones_like(diag), diag)
         # the Hessian products need only the rows that violate some output's margin
-        rows = _sparse_rows(h.any(1))
+        rows = _sparse_rows(violates.any(1))
         Zs, hs = (Z, h) if rows is None else (Z[rows], h[rows])
         # preconditioned conjugate gradients for H d = -g, per output (rows)
         d = torch.zeros_like(grad)
