@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 import deepfeat.probes.linear as linear_module
+import deepfeat.probes.solver as solver_module
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
@@ -675,6 +676,8 @@ def test_stacked_folds_have_each_folds_optimum(loss):
 
 @pytest.mark.parametrize("loss, k", [("logistic", 3), ("squared_hinge", 18)])
 def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
+    if loss == "squared_hinge":  # small squared-hinge problems take exact Newton steps per fold
+        monkeypatch.setattr(solver_module, "DUAL_WORK", 0)
     rng = np.random.default_rng(1)
     X = (rng.normal(size=(k, 30))[np.arange(360) % k] * 0.4 + rng.normal(size=(360, 30))).astype(np.float32)
     y = np.arange(360) % k

@@ -26,3 +26,34 @@ def test_line_search_reaches_the_minimum_along_an_overshooting_direction():
     W_new, b_new, new = line_search(problem, C, W, b, grad, d, lambda x: x.sum(1), lambda v: v[:, None])
     assert float(new[0]) <= start - 0.95 * (start - best)
     torch.testing.assert_close(new[0], problem.evaluate(W_new, b_new, C)[0])
+
+
+def test_dual_steps_equal_the_primal_newton_steps():
+    """Through the margin violators' Gram matrix (m <= r rows), the squared-hinge Newton direction
+    equals the one from each output's full (r + 1)^2 Hessian, with entry weights (an ignored entry),
+    an output without violators and padding to the largest violator count."""
+    from deepfeat.probes.newton import _dual_steps
+
+    rng = np.random.default_rng(3)
+    n, r, K, C = 60, 40, 4, 3.0
+    Z = torch.as_tensor(rng.normal(size=(n, r)), dtype=torch.float64)
+    onehot = (rng.random((n, K)) < 0.3).astype(np.int64)
+    mask = np.ones((n, K), dtype=bool)
+    mask[5, 0] = False
+    problem = make_problem(Z, onehot, mask, K, "squared_hinge", False)
+    W = torch.as_tensor(rng.normal(size=(K, r)), dtype=torch.float64)
+    b = torch.as_tensor(rng.normal(size=K), dtype=torch.float64)
+    W[3], b[3] = 0.0, 50.0
+    problem.T[:, 3] = 1.0  # every margin of output 3 is 50: no violators
+    _, gW, gb, h = problem.evaluate(W, b, C)
+    violators = (h > 0).sum(0)
+    assert int(violators[3]) == 0 and int(violators.max()) <= r and len(set(violators.tolist())) > 2
+    grad = torch.cat([gW, gb[:, None]], 1)
+    Za = torch.cat([Z, torch.ones(n, 1, dtype=torch.float64)], 1)
+    ridge = torch.full((r + 1,), 1.0 / (C * problem.N), dtype=torch.float64)
+    ridge[-1] = 0.0
+    d = _dual_steps(Z, torch.mm(Z, Z.t()), problem.T, h / 2, W, b, C)
+    for k in range(3):
+        H = (Za * (h[:, k] / problem.N)[:, None]).t() @ Za + torch.diag(ridge)
+        torch.testing.assert_close(d[k], -torch.linalg.solve(H, grad[k]), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(d[3], torch.cat([-W[3], torch.zeros(1, dtype=torch.float64)]))

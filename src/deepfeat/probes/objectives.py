@@ -46,6 +46,7 @@ class Problem:
     fixed: torch.Tensor | None = None  # (K,) outputs without both targets among counted entries
     groups: int = 1  # multinomial only: independent softmax problems, weight (n, groups) selects rows
     _Z2: torch.Tensor | None = None
+    _gram: torch.Tensor | None = None
 
     @property
     def multinomial(self) -> bool:
@@ -66,6 +67,13 @@ class Problem:
         if self._Z2 is None:
             self._Z2 = self.Z * self.Z
         return self._Z2
+
+    def gram(self) -> torch.Tensor:
+        """Z Z^T (n, n) in float64, computed once per problem (for every C of a path)."""
+        if self._gram is None:
+            Z64 = self.Z.double()
+            self._gram = torch.mm(Z64, Z64.t())
+        return self._gram
 
     def to(self, dtype: torch.dtype) -> Problem:
         T = self.T if self.multinomial else self.T.to(dtype)

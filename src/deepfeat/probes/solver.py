@@ -18,7 +18,9 @@ final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
 Newton method throughout (see ``NEWTON_WORK``); small per-output problems with few outputs, of either
-loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``).
+loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``), and so do
+squared-hinge problems with many outputs whose outputs have few margin violators each (Newton steps
+through the violators' Gram matrix, see ``DUAL_WORK``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from deepfeat.probes.lbfgs import minimize
-from deepfeat.probes.newton import newton_exact, newton_multinomial, newton_squared_hinge
+from deepfeat.probes.newton import DUAL_ROWS, newton_exact, newton_multinomial, newton_squared_hinge
 from deepfeat.probes.objectives import Problem
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
@@ -148,12 +150,19 @@ NEWTON_WORK = 5_000_000
 #: Hessians in float64. Measured C searches: two-class logistic 300 x 192 0.26 -> 0.08 s, 3,060 x 192
 #: 0.84 -> 0.5 s; SVM 2 x 1,200 x 192 1.26 -> 0.29 s, 10 x 1,200 x 192 3.1 -> 1.8 s. With many
 #: outputs one Hessian each cost more than it saved (102 x 300 x 192 SVM: 5.1 s with Newton-CG, 6.2
-#: s with exact Hessians; both well behind liblinear's 1.0 s there). Not for squared-hinge problems
-#: with several outputs and fewer rows than dimensions, whose Hessians (ridge plus rank <= n) conjugate
-#: gradients invert in few steps (10 x 300 x 1,280, folds of 200 rows in 300 dimensions: 0.98 -> 0.57 s)
+#: s with exact Hessians; both well behind liblinear's 1.0 s there). Squared-hinge problems of at
+#: most ``DUAL_ROWS`` rows follow ``DUAL_WORK`` instead.
 NEWTON_EXACT_OUTPUTS = 16
 NEWTON_EXACT_SIZE = 1_000_000
 NEWTON_EXACT_WORK = 1_000_000_000
+#: squared-hinge problems of at most ``DUAL_ROWS`` rows (their Gram matrix kept) take exact Newton
+#: steps for any number of outputs while outputs x min(n, r)^3 is at most DUAL_WORK: an output with
+#: at most r margin violators solves a system of their number (:func:`newton._dual_steps`), the others
+#: one of r + 1. Measured C searches (one thread, interleaved): 102 x 300 x 192 1.43 -> 1.25 s,
+#: 102 x 300 x 1,280 1.77 -> 1.32 s, 10 x 300 x 1,280 0.68 -> 0.53 s, 102 x 1,200 x 192 6.6 -> 5.9 s,
+#: 102 x 3,060 x 192 18.0 -> 16.0 s; above it (10 x 1,200 x 1,280: 5.1e9) Newton-CG was faster (5.3
+#: against 9.1 s)
+DUAL_WORK = 1_000_000_000
 #: multinomial problems up to this many multiply-adds per evaluation (n x r x K) are solved by
 #: Newton-CG (final fits in float64 from the start, no float32 L-BFGS phase): tens of L-BFGS
 #: iterations near the optimum cost more than a few Newton steps of Hessian products. Measured C
@@ -167,7 +176,9 @@ CONTINUE_ABOVE = 1.0
 
 def exact_newton(loss: str, n_outputs: int, n: int, r: int) -> bool:
     """Whether :func:`solve` takes Newton's method with exact Hessians for a problem of this loss,
-    outputs, rows and basis dimension (see ``NEWTON_EXACT_*``)."""
+    outputs, rows and basis dimension (see ``NEWTON_EXACT_*`` and ``DUAL_WORK``)."""
+    if loss == "squared_hinge" and n <= DUAL_ROWS:
+        return n * r <= NEWTON_EXACT_SIZE and n_outputs * min(n, r) ** 3 <= DUAL_WORK
     return (
         loss != "multinomial"
         and n_outputs <= NEWTON_EXACT_OUTPUTS
@@ -216,7 +227,7 @@ def solve(
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         W64, b64, n_iter, grad = newton_exact(
-            p64, C, W.double(), b.double(), POLISH * tol if polish else tol, max_iter
+            p64, C, W.double(), b.double(), POLISH * tol if polish else tol, max_iter, gram_of=problem
         )
         return Solution(W64.to(dtype), b64.to(dtype), n_iter, grad, grad <= tol)
     if problem.loss == "squared_hinge" and n * r * problem.n_outputs <= NEWTON_WORK:
