@@ -233,6 +233,8 @@ def newton_exact(
     free = None if problem.fixed is None else (~problem.fixed).to(Z.dtype)
     hinge = problem.loss == "squared_hinge"
     dual_ok = hinge and n <= DUAL_ROWS
+    # rows of zero curvature weight: the squared hinge's non-violators, or rows outside an output's fold
+    sparse = hinge or (problem.weight is not None and problem.weight.shape[1] > 1)
     gram_of = problem if gram_of is None else gram_of
     W, b = W.clone(), b.clone()
     value, gW, gb, h = problem.evaluate(W, b, C)
@@ -263,7 +265,7 @@ def newton_exact(
             open_ = [k for k, m in zip(open_, counts) if m > r]
         if open_:
             hN = (h / N).float()
-            H = torch.stack([_weighted_gram(Za, hN[:, k], hinge) for k in open_])
+            H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])
             H = H.to(Z.dtype) + torch.diag(ridge)
             L, info = torch.linalg.cholesky_ex(H)
             if bool((info > 0).any()):  # curvature vanished along some direction (separated data)
