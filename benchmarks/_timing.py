@@ -39,6 +39,17 @@ def _busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def _steal_seconds() -> float | None:
+    """Seconds the hypervisor ran something else while this virtual machine's CPUs wanted to run
+    (the 'steal' column of /proc/stat, summed over CPUs); None where it is unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _own_seconds() -> float:
     """CPU seconds of this process (all threads) and its finished children."""
     t = os.times()
@@ -123,11 +134,13 @@ class LoadGuard:
         self.before: list[float] = []
         self.after: list[float] = []
         self.others_fraction: float | None = None
+        self.steal_fraction: float | None = None
 
     def __enter__(self) -> LoadGuard:
         self.before = [round(v, 2) for v in os.getloadavg()]
         self._busy, self._own, self._wall = _busy_seconds(), _own_seconds(), time.perf_counter()
-        self.others_fraction = None
+        self._steal = _steal_seconds()
+        self.others_fraction = self.steal_fraction = None
         busy = self.before[0] > self.limit
         if busy and self.strict and os.environ.get("DEEPFEAT_BENCH_ALLOW_LOAD") != "1":
             raise SystemExit(
@@ -142,6 +155,9 @@ class LoadGuard:
         if busy is not None and self._busy is not None and wall > 0:
             others = (busy - self._busy) - (_own_seconds() - self._own)
             self.others_fraction = round(max(0.0, others) / (wall * cores()), 3)
+        steal = _steal_seconds()
+        if steal is not None and self._steal is not None and wall > 0:
+            self.steal_fraction = round(max(0.0, steal - self._steal) / (wall * cores()), 3)
 
     @property
     def quiet(self) -> bool:
@@ -159,5 +175,7 @@ class LoadGuard:
             "quiet_limit": round(self.limit, 2),
             "others_cpu_fraction": self.others_fraction,
             "others_cpu_limit": QUIET_OTHERS_FRACTION,
+            # a virtual machine's CPUs taken by the host: not in others' CPU time, slows every method
+            "steal_fraction": self.steal_fraction,
             "quiet": self.quiet,
         }
