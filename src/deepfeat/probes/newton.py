@@ -25,7 +25,7 @@ from deepfeat.probes.objectives import Problem
 #: conjugate gradients stop at this residual, relative to the gradient
 CG_REL = 1e-2
 #: squared-hinge problems of at most this many rows keep their Gram matrix (n x n, float64) for
-#: Newton steps through the margin violators (see :func:`_dual_step`)
+#: Newton steps through the margin violators (see :func:`_dual_steps`)
 DUAL_ROWS = 3000
 #: exact Newton stops when an iteration lowers no output's objective by more than this, relative
 #: (float64 round-off: a scaled-gradient tolerance below reach would otherwise spend max_iter)
@@ -219,7 +219,9 @@ def newton_exact(
     (W, b) to scaled gradient ``tol``.
 
     Output k's Hessian is (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0) (h: p(1-p), or 2 on the
-    margin violators, whose rows alone are multiplied); directions come from its Cholesky factor,
+    margin violators, whose rows alone are multiplied); directions come from its Cholesky factor
+    (for a squared-hinge output with at most r violators, from an m x m system on their Gram matrix:
+    :func:`_dual_steps`; only outputs still above ``tol`` are factored),
     steps from backtracking on each output's objective (Armijo). Meant for small problems in float64,
     where L-BFGS and conjugate gradients cost mostly per-iteration overhead: a few Newton steps
     replace tens to hundreds of their iterations at large C. Returns (W, b, iterations, scaled gradient max).
