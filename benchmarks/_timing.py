@@ -27,27 +27,29 @@ QUIET_LOAD_PER_CORE = 0.35
 QUIET_OTHERS_FRACTION = 0.1
 
 
-def _busy_seconds() -> float | None:
-    """CPU seconds spent by every process since boot (user, nice, system, irq, softirq), from
-    /proc/stat; None where it is unreadable."""
+def _cpu_ticks() -> list[int] | None:
+    """The aggregate 'cpu' line of /proc/stat (clock ticks since boot); None where it is unreadable."""
     try:
         with open("/proc/stat") as f:
-            fields = f.readline().split()[1:]
-    except OSError:
+            return [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds spent by every process since boot (user, nice, system, irq, softirq)."""
+    ticks = _cpu_ticks()
+    if ticks is None:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _steal_seconds() -> float | None:
     """Seconds the hypervisor ran something else while this virtual machine's CPUs wanted to run
-    (the 'steal' column of /proc/stat, summed over CPUs); None where it is unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()[1:]
-        return int(fields[7]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+    (the 'steal' column, summed over CPUs); None where it is unreadable."""
+    ticks = _cpu_ticks()
+    return None if ticks is None or len(ticks) < 8 else ticks[7] / os.sysconf("SC_CLK_TCK")
 
 
 def _own_seconds() -> float:
