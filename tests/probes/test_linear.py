@@ -697,3 +697,22 @@ def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
     np.testing.assert_allclose(batched.cv_results_["mean"], per_fold.cv_results_["mean"], atol=2 / 360)
     assert batched.C_ == per_fold.C_
     np.testing.assert_allclose(batched.coef_, per_fold.coef_, rtol=1e-3, atol=1e-4)
+
+
+def test_prepared_gram_blocks_are_the_rows_gram():
+    """The probe's problems take their Gram matrix (squared-hinge dual steps) as blocks of one
+    computed for the whole training set: a fold's block equals its rows' Z Z^T, and a stacked
+    fold problem shares its base problem's."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 25)).astype(np.float32)
+    codes = np.arange(40) % 3
+    probe = LinearProbe(loss="squared_hinge").fit(X, codes)
+    prepared = probe.prepare_path(X, codes, None)
+    rows = np.sort(rng.choice(40, 27, replace=False))
+    problem, _ = probe._problem(prepared, rows, codes[rows], None)
+    Z64 = prepared.Z[torch.as_tensor(rows)].double()
+    torch.testing.assert_close(problem.gram(), Z64 @ Z64.t())
+    whole, _ = probe._problem(prepared, np.arange(40), codes, None)
+    assert whole.gram() is prepared.gram_of(torch.arange(40))
+    stacked = stack_folds(whole, [rows, np.setdiff1d(np.arange(40), rows)])
+    assert stacked.gram() is whole.gram()

@@ -57,3 +57,30 @@ def test_dual_steps_equal_the_primal_newton_steps():
         H = (Za * (h[:, k] / problem.N)[:, None]).t() @ Za + torch.diag(ridge)
         torch.testing.assert_close(d[k], -torch.linalg.solve(H, grad[k]), rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(d[3], torch.cat([-W[3], torch.zeros(1, dtype=torch.float64)]))
+
+
+def test_dual_steps_share_the_systems_of_outputs_with_equal_weights():
+    """At zero weights every row violates every output's margin: the outputs' systems are equal
+    and factored once, and each output's direction still equals its primal Newton step (with one
+    output of different weights among them)."""
+    from deepfeat.probes.newton import _dual_steps
+
+    rng = np.random.default_rng(5)
+    n, r, K, C = 30, 40, 5, 0.7
+    Z = torch.as_tensor(rng.normal(size=(n, r)), dtype=torch.float64)
+    onehot = (rng.random((n, K)) < 0.4).astype(np.int64)
+    mask = np.ones((n, K), dtype=bool)
+    mask[:4, 2] = False  # output 2 sees fewer rows: a system of its own
+    problem = make_problem(Z, onehot, mask, K, "squared_hinge", False)
+    W = torch.zeros(K, r, dtype=torch.float64)
+    b = torch.zeros(K, dtype=torch.float64)
+    _, gW, gb, h = problem.evaluate(W, b, C)
+    assert len(torch.unique(h.t(), dim=0)) == 2
+    grad = torch.cat([gW, gb[:, None]], 1)
+    Za = torch.cat([Z, torch.ones(n, 1, dtype=torch.float64)], 1)
+    ridge = torch.full((r + 1,), 1.0 / (C * problem.N), dtype=torch.float64)
+    ridge[-1] = 0.0
+    d = _dual_steps(Z, torch.mm(Z, Z.t()), problem.T, h / 2, W, b, C)
+    for k in range(K):
+        H = (Za * (h[:, k] / problem.N)[:, None]).t() @ Za + torch.diag(ridge)
+        torch.testing.assert_close(d[k], -torch.linalg.solve(H, grad[k]), rtol=1e-8, atol=1e-10)

@@ -245,3 +245,39 @@ def test_weighted_gram_from_the_nonzero_rows_equals_the_full_product():
     full = torch.mm((Za * w[:, None]).t(), Za)
     torch.testing.assert_close(_weighted_gram(Za, w, True), full, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(_weighted_gram(Za, w, False), full, rtol=1e-5, atol=1e-6)
+
+
+def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(monkeypatch):
+    """Outside the static exact-Newton rule, a squared-hinge problem with fewer rows than dimensions
+    is sent to exact Newton through the violators' Gram matrix where its margin violators are few
+    (large C), and stays iterative where every row violates (small C): both reach the iterative
+    solver's optimum."""
+    import deepfeat.probes.newton as newton
+    import deepfeat.probes.solver as solver
+
+    rng = np.random.default_rng(12)
+    K, n, d = 6, 90, 150
+    codes = np.arange(n) % K
+    X = rng.normal(size=(n, d)) + 1.0 * rng.normal(size=(K, d))[codes]
+    Xt = torch.as_tensor(X, dtype=torch.float32)
+    Z = Basis.of(Xt).project(Xt)
+    problem = make_problem(Z, codes, None, K, "squared_hinge", False)
+    monkeypatch.setattr(solver, "NEWTON_EXACT_SIZE", 0)  # the static rule says no
+    assert not solver.exact_newton("squared_hinge", K, n, Z.shape[1])
+    calls = []
+    real = newton._dual_steps
+    monkeypatch.setattr(newton, "_dual_steps", lambda *a: calls.append(a[3].shape[1]) or real(*a))
+    r = Z.shape[1]
+    monkeypatch.setattr(solver, "DUAL_WORK", (K * n**3 + n * n * r) // 2)  # half of a step at zero
+    W0, b0 = solver.initial_point(problem)
+    small, large = 1e-4, 10.0
+    assert not solver._dual_newton(problem, small, W0, b0)  # all n rows violate K outputs
+    ours = {C: solve(problem, C, tol=1e-6, polish=True) for C in (small, large)}
+    assert ours[large].converged and sum(calls) > 0
+    monkeypatch.setattr(solver, "DUAL_WORK", 0)
+    for C, sol in ours.items():
+        ref = solve(problem, C, tol=1e-6, polish=True)
+        p64 = problem.to(torch.float64)
+        f_ours = p64.evaluate(sol.W.double(), sol.b.double(), C)[0]
+        f_ref = p64.evaluate(ref.W.double(), ref.b.double(), C)[0]
+        torch.testing.assert_close(f_ours, f_ref, rtol=1e-6, atol=1e-9)

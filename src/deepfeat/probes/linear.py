@@ -31,6 +31,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ from deepfeat.probes.base import (
     resolve_device,
     thread_budget,
 )
+from deepfeat.probes.newton import DUAL_ROWS
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import Basis, exact_newton, solve, solve_path
@@ -74,6 +76,17 @@ class PreparedFeatures:
     X: torch.Tensor  # (n, d) normalised features
     basis: Basis | None
     Z: torch.Tensor | None  # (n, r) coordinates in ``basis``
+    _gram: torch.Tensor | None = None
+
+    def gram_of(self, idx: torch.Tensor) -> torch.Tensor:
+        """Z Z^T (float64) of the rows ``idx``: a block of the whole set's, computed once for every
+        fold and the final fit."""
+        if self._gram is None:
+            Z64 = self.Z.double()
+            self._gram = torch.mm(Z64, Z64.t())
+        if len(idx) == len(self._gram) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+            return self._gram
+        return self._gram[idx][:, idx]
 
 
 @dataclass
@@ -308,7 +321,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         K = self._n_outputs()
         multinomial = self._multinomial()
         loss = "multinomial" if multinomial else self.loss
-        return make_problem(Z, codes, mask, K, loss, multinomial, row_weight), basis
+        problem = make_problem(Z, codes, mask, K, loss, multinomial, row_weight)
+        if prepared.basis is not None and len(prepared.Z) <= DUAL_ROWS:
+            problem.gram_from = partial(prepared.gram_of, idx)
+        return problem, basis
 
     def _fit_rows(self, prepared, rows, codes, mask, C: float, init, final: bool) -> FittedPath:
         if self.loss == "hinge":

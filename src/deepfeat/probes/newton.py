@@ -321,13 +321,24 @@ def _dual_steps(
     m = max(int(active.sum(0).max()), 1)
     R = torch.argsort(active.to(torch.int8), dim=0, descending=True, stable=True)[:m].t()  # (k, m)
     s, tA = a.t().gather(1, R).sqrt(), T.t().gather(1, R)
-    M = torch.take(gram, R[:, :, None] * len(gram) + R[:, None, :])  # (k, m, m) Gram of the violators
-    M.mul_(s[:, :, None]).mul_(s[:, None, :])
+    # outputs with the same weights share one system (at small C every row of a fold violates every
+    # output's margin): factor each distinct one once
+    shared, which = torch.unique(a.t(), dim=0, return_inverse=True)
+    if len(shared) == len(which):
+        first = torch.arange(len(which), device=a.device)
+    else:
+        first = torch.full((len(shared),), len(which), dtype=torch.long, device=a.device)
+        first.scatter_reduce_(0, which, torch.arange(len(which), device=a.device), "amin")
+    Rf, sf = R[first], s[first]
+    M = torch.take(gram, Rf[:, :, None] * len(gram) + Rf[:, None, :])  # Gram of the violators
+    M.mul_(sf[:, :, None]).mul_(sf[:, None, :])
     M.diagonal(dim1=1, dim2=2).add_(0.5 / C)
     L, info = torch.linalg.cholesky_ex(M)
     if bool((info > 0).any()):  # round-off in a near-singular system: a touch more ridge
         M.diagonal(dim1=1, dim2=2).add_(1e-10 * M.diagonal(dim1=1, dim2=2).amax(1, keepdim=True))
         L = torch.linalg.cholesky(M)
+    if len(shared) < len(which):
+        L = L[which]
     sol = _cholesky_solve(torch.stack([s * tA, s], 2), L)  # (k, m, 2)
     denominator = (s * sol[:, :, 1]).sum(1)
     # no violators at all: only the penalty pulls, towards w = 0 at any intercept

@@ -20,6 +20,7 @@ the squared hinge), from which :meth:`Problem.diagonal` builds a diagonal precon
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,9 @@ class Problem:
     groups: int = 1  # multinomial only: independent softmax problems, weight (n, groups) selects rows
     _Z2: torch.Tensor | None = None
     _gram: torch.Tensor | None = None
+    #: where the Gram matrix comes from when another object already holds it (the rows' block of
+    #: the whole training set's, or the problem a stacked problem shares its rows with)
+    gram_from: Callable[[], torch.Tensor] | None = None
 
     @property
     def multinomial(self) -> bool:
@@ -71,8 +75,11 @@ class Problem:
     def gram(self) -> torch.Tensor:
         """Z Z^T (n, n) in float64, computed once per problem (for every C of a path)."""
         if self._gram is None:
-            Z64 = self.Z.double()
-            self._gram = torch.mm(Z64, Z64.t())
+            if self.gram_from is not None:
+                self._gram = self.gram_from()
+            else:
+                Z64 = self.Z.double()
+                self._gram = torch.mm(Z64, Z64.t())
         return self._gram
 
     def to(self, dtype: torch.dtype) -> Problem:
@@ -211,7 +218,9 @@ def stack_folds(base: Problem, trains: list[np.ndarray]) -> Problem:
         member[torch.as_tensor(train, device=base.Z.device), f] = 1.0
     if base.multinomial:
         weight = member if base.weight is None else member * base.weight
-        return Problem(base.Z, base.loss, base.T, weight, base.N, F * base.n_outputs, None, F)
+        return Problem(
+            base.Z, base.loss, base.T, weight, base.N, F * base.n_outputs, None, F, gram_from=base.gram
+        )
     K = base.n_outputs
     w = base.Z.new_ones(n, K) if base.weight is None else base.weight.expand(n, K)
     weight = w.repeat(1, F) * member.repeat_interleave(K, dim=1)
@@ -220,4 +229,4 @@ def stack_folds(base: Problem, trains: list[np.ndarray]) -> Problem:
     positive = T > 0
     both = (counted & positive).any(0) & (counted & ~positive).any(0)
     fixed = None if bool(both.all()) else ~both
-    return Problem(base.Z, base.loss, T, weight, base.N, F * K, fixed)
+    return Problem(base.Z, base.loss, T, weight, base.N, F * K, fixed, gram_from=base.gram)
