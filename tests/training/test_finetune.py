@@ -150,3 +150,22 @@ def test_finetune_cli(image_tree, tmp_path):
     assert again.exit_code == 0 and "after 1 epochs" in again.output
     bad = CliRunner().invoke(app, [*args[:-2], "--scope", "all", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "unknown fine-tuning scope 'all'; valid: ft, fc" in bad.output
+
+
+def test_frozen_scope_trains_what_follows_the_layer_from_a_fresh_start(tmp_path):
+    """``frozen:LAYER`` keeps everything up to the layer (its BatchNorm too) and re-initialises and
+    trains every parameter after it; a bad layer name or an empty one is refused early."""
+    bb = load_backbone("efficientnet_lite0")
+    names = trainable_prefixes(bb, "frozen:stage5")
+    params = [n for n, _ in bb.module.named_parameters()]
+    assert names == tuple(params[params.index(names[0]) :])
+    assert names[0].startswith("blocks.5.") and "conv_head.weight" in names and "classifier.weight" in names
+    with pytest.raises(ConfigError, match="frozen:LAYER"):
+        tuner(tmp_path / "empty", scope="frozen:").fit(two_class_data())
+    with pytest.raises(Exception, match="stage5"):  # the error lists the valid layers
+        trainable_prefixes(bb, "frozen:stage9")
+    ft = tuner(tmp_path / "frozen", scope="frozen:stage5", epochs=1).fit(two_class_data())
+    before, after = bb.module.state_dict(), ft.backbone_.module.state_dict()
+    assert torch.equal(before["blocks.4.0.conv_pw.weight"], after["blocks.4.0.conv_pw.weight"])
+    assert torch.equal(before["blocks.4.0.bn1.running_mean"], after["blocks.4.0.bn1.running_mean"])
+    assert not torch.allclose(before["conv_head.weight"], after["conv_head.weight"], atol=1e-3)

@@ -28,10 +28,14 @@ KIND = "finetune"
 
 
 def output_layer_path(backbone: Backbone) -> str:
-    """Dotted path of the weight layer that produces the logits."""
+    """Dotted path of the weight layer that produces the logits (a network without a logits layer:
+    the linear layer of its last catalog layer, e.g. a BiGAN encoder's prediction of z)."""
     for layer in backbone.catalog:
         if layer.kind == "logits" and layer.linear is not None:
             return layer.linear
+    last = list(backbone.catalog)[-1]
+    if last.linear is not None and last.kind == "fc":
+        return last.linear
     raise ConfigError(f"{backbone.name} has no linear output layer to replace")
 
 
@@ -51,7 +55,9 @@ def replace_classifier(backbone: Backbone, n_classes: int, class_names: list[str
     if hasattr(backbone.module, "num_classes"):
         backbone.module.num_classes = n_classes
     layers = [
-        dataclasses.replace(layer, channels=n_classes) if layer.kind in ("logits", "prob") else layer
+        dataclasses.replace(layer, channels=n_classes)
+        if layer.kind in ("logits", "prob") or layer.linear == path
+        else layer
         for layer in backbone.catalog
     ]
     return dataclasses.replace(backbone, catalog=LayerCatalog(layers), class_names=class_names)

@@ -19,7 +19,11 @@ def finetune_command(
     ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name."),
     weights: str = typer.Option(None, help="Weights file to start from (default: the backbone's own)."),
-    scope: str = typer.Option("fc", help="'ft' (all layers) or 'fc' (classifier-side layers only)."),
+    scope: str = typer.Option(
+        "fc",
+        help="'ft' (all layers), 'fc' (classifier-side layers only) or 'frozen:LAYER' (the layers after "
+        "LAYER trained from a fresh initialisation, the rest kept).",
+    ),
     epochs: int = typer.Option(10, help="Passes over the training images."),
     lr: float = typer.Option(None, help="Learning rate (default 0.001: a tenth of the base rate 0.01)."),
     step_size: int = typer.Option(None, help="Epochs between x0.1 learning-rate decays (default: half)."),

@@ -14,6 +14,10 @@ Trainable scope (``scope``):
   output layer; EfficientNet-Lite0 the 1x1 head convolution with its BatchNorm (``conv_head``,
   ``bn2``: 1280 units applied at every position, the counterpart of fc6 before global pooling) and the
   output layer (``classifier``). Other backbones: the output layer only.
+- ``"frozen:LAYER"``: the layers up to and including catalog layer LAYER stay as they are; every
+  parameter after it (in the network's order) is initialised afresh (each module's own
+  ``reset_parameters``, seeded) and trained: the "first N layers transferred and frozen, the rest
+  trained from scratch" protocol of Noroozi & Favaro that the thesis' Table 5.2 follows.
 
 After every epoch a checkpoint (:mod:`deepfeat.checkpoint`, kind ``"finetune"``) is written
 atomically (``epoch-<n>.pt`` and ``last.pt``) with the model, optimizer, scheduler and random states;
@@ -56,9 +60,20 @@ FC_SCOPE = {
 BASE_LR = 0.01
 
 
+FROZEN = "frozen:"
+
+
+def check_scope(scope: str) -> None:
+    if not (isinstance(scope, str) and scope.startswith(FROZEN) and len(scope) > len(FROZEN)):
+        check_choice("fine-tuning scope", scope, (*SCOPES, "frozen:LAYER"))
+
+
 def trainable_prefixes(backbone: Backbone, scope: str) -> tuple[str, ...]:
-    """Module path prefixes whose parameters train under ``scope`` ("" = everything)."""
-    check_choice("fine-tuning scope", scope, SCOPES)
+    """Module path prefixes whose parameters train under ``scope`` ("" = everything; for
+    ``frozen:LAYER`` the names of the parameters after LAYER's module)."""
+    check_scope(scope)
+    if scope.startswith(FROZEN):
+        return _after_layer(backbone, scope[len(FROZEN) :])
     if scope == "ft":
         return ("",)
     if scope == "fc":
@@ -67,6 +82,49 @@ def trainable_prefixes(backbone: Backbone, scope: str) -> tuple[str, ...]:
         from deepfeat.backbones.finetuned import output_layer_path
 
         return (output_layer_path(backbone),)
+
+
+def _after_layer(backbone: Backbone, layer: str) -> tuple[str, ...]:
+    info = backbone.catalog[layer]  # a LayerError naming the valid layers otherwise
+    if info.module is None:
+        raise ConfigError(f"frozen:{layer}: {layer!r} is derived from another layer; name a module layer")
+    names = [name for name, _ in backbone.module.named_parameters()]
+    inside = [i for i, name in enumerate(names) if _in_scope(name, (info.module,))]
+    # a parameter-free layer (a pooling): freeze through the last parameter registered before it
+    modules = [name for name, _ in backbone.module.named_modules()]
+    if not inside:
+        position = modules.index(info.module)
+        before = [i for i, name in enumerate(names) if modules.index(name.rpartition(".")[0]) < position]
+        last = max(before, default=-1)
+    else:
+        last = max(inside)
+    after = tuple(names[last + 1 :])
+    output = _output_path(backbone)
+    if all(_in_scope(name, (output,)) for name in after):
+        raise ConfigError(
+            f"frozen:{layer} leaves only the new output layer to train (that is scope 'fc'); "
+            f"freeze through an earlier layer of {[x.name for x in backbone.catalog if x.module]}"
+        )
+    return after
+
+
+def _output_path(backbone: Backbone) -> str:
+    from deepfeat.backbones.finetuned import output_layer_path
+
+    return output_layer_path(backbone)
+
+
+def reinitialize(model: torch.nn.Module, names: tuple[str, ...]) -> int:
+    """Fresh parameters (each module's ``reset_parameters``, from the global torch RNG) for every
+    module whose own parameters are all in ``names``; returns how many modules were reset."""
+    chosen = set(names)
+    count = 0
+    for module_name, module in model.named_modules():
+        own = [f"{module_name}.{p}" if module_name else p for p, _ in module.named_parameters(recurse=False)]
+        if own and all(p in chosen for p in own) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+            count += 1
+    return count
 
 
 def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -79,7 +137,8 @@ class FineTuner(BaseEstimator):
     Parameters
     ----------
     backbone, weights: the network to start from (see ``load_backbone``).
-    scope: ``"ft"`` (all layers) or ``"fc"`` (classifier-side layers; see the module docstring).
+    scope: ``"ft"`` (all layers), ``"fc"`` (classifier-side layers) or ``"frozen:LAYER"`` (the layers
+        after LAYER trained from a fresh initialisation); see the module docstring.
     epochs: number of passes over the training images.
     lr: learning rate (default: 1/10 of the base rate 0.01); ``step_size`` epochs between x``gamma``
         decays (default: half the epochs).
@@ -128,8 +187,7 @@ class FineTuner(BaseEstimator):
         self.progress = progress
 
     def _validate(self) -> None:
-        if self.scope not in SCOPES:
-            check_choice("fine-tuning scope", self.scope, SCOPES)
+        check_scope(self.scope)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:
@@ -210,6 +268,8 @@ class FineTuner(BaseEstimator):
         bb = replace_classifier(base, len(dataset.classes), list(dataset.classes))
         model = bb.module
         prefixes = trainable_prefixes(bb, self.scope)
+        if self.scope.startswith(FROZEN):
+            reinitialize(model, prefixes)
         params = []
         for name, p in model.named_parameters():
             p.requires_grad_(_in_scope(name, prefixes))

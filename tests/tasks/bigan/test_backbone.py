@@ -96,3 +96,40 @@ def test_evaluation_job_runs_on_the_bigan_backbone(conv_run, image_tree, tmp_pat
     assert features == {f"{layer}/{pool}" for layer in ("conv1", "conv3", "conv5") for pool in ("avg", "max")}
     assert result.provenance["weights_id"] == f"sha256:{sha256_file(conv_run)}"
     assert all(np.isfinite(r["mean_class_accuracy"]["mean"]) for r in result.summary())
+
+
+def test_frozen_prefix_transfer_of_the_encoder(conv_run, image_tree, tmp_path):
+    """The thesis' Table 5.2 protocol on a BiGAN encoder: conv1..conv3 kept frozen as trained,
+    conv4, conv5 and a new class output initialised afresh and trained; the output layer (E's
+    prediction of z) is the one replaced by the classifier."""
+    from deepfeat.data.datasets import open_dataset
+    from deepfeat.training.finetune import FineTuner, trainable_prefixes
+
+    data = open_dataset(image_tree)
+    bb = load_backbone(f"bigan:{conv_run}")
+    names = trainable_prefixes(bb, "frozen:conv3")
+    assert names == (
+        "conv4.0.weight",
+        "conv4.0.bias",
+        "conv5.0.weight",
+        "conv5.0.bias",
+        "output.weight",
+        "output.bias",
+    )
+    assert trainable_prefixes(bb, "frozen:pool2") == (
+        "conv3.0.weight", "conv3.0.bias", *names,
+    )  # fmt: skip
+    with pytest.raises(Exception, match="only the new output layer"):
+        trainable_prefixes(bb, "frozen:conv5")
+    ft = FineTuner(
+        f"bigan:{conv_run}", scope="frozen:conv3", epochs=1, batch_size=4, lr=0.01,
+        progress=False, out=tmp_path / "ft", val_fraction=0.25,
+    ).fit(data)  # fmt: skip
+    before, after = bb.module.state_dict(), ft.backbone_.module.state_dict()
+    for key in ("conv1.0.weight", "conv2.0.bias", "conv3.0.weight"):
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    # re-initialised, then trained: neither the trained encoder's nor unchanged from a fresh start
+    assert not torch.allclose(after["conv4.0.weight"], before["conv4.0.weight"])
+    assert after["output.weight"].shape == (3, before["output.weight"].shape[1])
+    assert ft.backbone_.catalog["output"].channels == 3
+    assert ft.n_trainable_ == sum(after[k].numel() for k in names)
