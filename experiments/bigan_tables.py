@@ -162,6 +162,25 @@ def probe(backbone: str, data: Path, store: Path, seed: int, pools: list[str]) -
     return {r["features"]: r["mean_class_accuracy"]["mean"] for r in result.summary()}
 
 
+def frozen_transfer(backbone: str, data: Path, out: Path, seed: int, epochs: int) -> dict[str, float]:
+    """Table 5.2's protocol per layer: the encoder through the layer frozen, the layers after it
+    initialised afresh and trained with labels (conv5: only a new linear output on the flattened
+    conv5 maps); accuracy on a seeded, class-stratified 30% of the images held out of training."""
+    from deepfeat.data.datasets import open_dataset
+    from deepfeat.training.finetune import FineTuner
+
+    dataset = open_dataset(data)
+    scores = {}
+    for layer in CONV_LAYERS:
+        scope = "fc" if layer == CONV_LAYERS[-1] else f"frozen:{layer}"
+        tuner = FineTuner(
+            backbone, scope=scope, epochs=epochs, lr=0.01, step_size=max(1, (2 * epochs) // 3),
+            batch_size=64, val_fraction=0.3, random_state=seed, out=out / layer, progress=False,
+        ).fit(dataset)  # fmt: skip
+        scores[layer] = tuner.val_accuracy_
+    return scores
+
+
 def conv_part(args) -> dict:
     cifar, pacs = DATASETS / "cifar10_test", DATASETS / "pacs" / "photo"
     data = open_training_data(args.conv_train or cifar, "conv", args.input_size)
@@ -169,6 +188,7 @@ def conv_part(args) -> dict:
     px = "" if args.input_size == 32 else f"-px{args.input_size}"
     runs = Path(args.runs)
     scores: dict = {"cifar10_test": {}, "pacs_photo": {}}
+    frozen: dict = {"cifar10_test": {}, "pacs_photo": {}}
     histories = {}
     for seed in args.seeds:
         for method in CONV_METHODS:
@@ -179,17 +199,56 @@ def conv_part(args) -> dict:
                 method=method, arch="conv", epochs=epochs, seed=seed, encoder_widths=args.widths,
                 gan_width=args.gan_width, latent_dim=args.latent, sample_every=max(1, epochs),
                 latent_init_scale=args.latent_init_scale, input_size=args.input_size,
+                batch_size=args.batch_size,
             )  # fmt: skip
             zs = "" if method != "bigan" or args.latent_init_scale == 25 else f"-z{args.latent_init_scale:g}"
+            if method != "random" and args.batch_size != TrainOptions.batch_size:
+                zs += f"-b{args.batch_size}"
             folder = runs / f"{tag if method != 'random' else 'cifar'}-{method}-s{seed}-e{epochs}{zs}{px}"
             result = train(opts, data, folder, progress=args.progress, echo=print)
             histories[f"{method}/s{seed}"] = result.history
+            backbone = f"bigan:{folder / 'last.pt'}"
             for name, where in (("cifar10_test", cifar), ("pacs_photo", pacs)):
                 t0 = time.perf_counter()
-                acc = probe(f"bigan:{folder / 'last.pt'}", where, folder / f"probe-{name}", seed, args.pools)
-                scores[name].setdefault(method, {})[seed] = acc
-                print(f"{method} s{seed} {name}: probes in {time.perf_counter() - t0:.0f} s")
-    return summarise_conv(scores, histories, args)
+                if "probe" in args.conv_protocol:
+                    acc = probe(backbone, where, folder / f"probe-{name}", seed, args.pools)
+                    scores[name].setdefault(method, {})[seed] = acc
+                if "frozen" in args.conv_protocol and method in args.frozen_methods:
+                    acc = frozen_transfer(
+                        backbone, where, folder / f"frozen-{name}-e{args.frozen_epochs}",
+                        seed, args.frozen_epochs,
+                    )  # fmt: skip
+                    frozen[name].setdefault(method, {})[seed] = acc
+                print(f"{method} s{seed} {name}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
+    summary = summarise_conv(scores, histories, args) if "probe" in args.conv_protocol else {}
+    if "frozen" in args.conv_protocol:
+        summary["frozen"] = summarise_frozen(frozen, args)
+    return summary
+
+
+def summarise_frozen(frozen: dict, args) -> dict:
+    tables, checks = {}, {}
+    for data_name, by_method in frozen.items():
+        rows = []
+        for layer in CONV_LAYERS:
+            row = {"frozen_through": layer}
+            for method, per_seed in by_method.items():
+                vals = np.array([100 * per_seed[s][layer] for s in sorted(per_seed)])
+                row[method] = {"mean": float(vals.mean()), "std": float(vals.std()), "seeds": vals.tolist()}
+            rows.append(row)
+        tables[data_name] = rows
+        checks[data_name] = {
+            r["frozen_through"]: r["bigan"]["mean"] > r["random"]["mean"]
+            for r in rows
+            if "bigan" in r and "random" in r and r["frozen_through"] in ("conv3", "conv4", "conv5")
+        }
+    return {
+        "protocol": "thesis Table 5.2 (Noroozi & Favaro): conv1..convN frozen, the layers after convN "
+        "re-initialised and trained with labels (SGD, momentum 0.9, lr 0.01, x0.1 after two thirds of "
+        f"the {args.frozen_epochs} epochs, batch 64, flips); accuracy on a seeded stratified 30% held out",
+        "tables": tables,
+        "bigan_above_random_conv3_and_deeper": checks,
+    }
 
 
 def summarise_conv(scores: dict, histories: dict, args) -> dict:
@@ -252,6 +311,23 @@ def plot_conv(summary: dict, path: Path) -> Path:
     return plots.save(fig, path, "frozen conv features + logistic regression")
 
 
+def plot_frozen(summary: dict, path: Path) -> Path:
+    fig, axes = plots.grid(2, ncols=2, size=(5.5, 3.8))
+    for ax, (name, rows) in zip(axes, summary["tables"].items()):
+        methods = [m for m in CONV_METHODS if m in rows[0]]
+        for method in methods:
+            means = [r[method]["mean"] for r in rows]
+            stds = [r[method]["std"] for r in rows]
+            ax.errorbar(range(len(rows)), means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.set_xticks(range(len(rows)), [r["frozen_through"] for r in rows])
+        ax.set_xlabel("frozen through")
+        ax.set_title(name)
+        ax.set_ylabel("held-out accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return plots.save(fig, path, "first layers frozen, the rest trained from scratch (Table 5.2 protocol)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["mnist", "conv", "all"], default="all")
@@ -270,12 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gan-width", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=32, choices=[32, 64], help="conv input pixels")
     parser.add_argument("--latent", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128, help="conv networks' mini-batch (thesis: 128)")
     parser.add_argument(
         "--latent-init-scale", type=float, default=25.0,
         help="D's weights on z start N(0, 0.02 x this): the thesis' 25, or 1 (standard)",
     )  # fmt: skip
     parser.add_argument("--pools", default="avg,max", help="poolings of the probed maps (avg, max, unroll)")
     parser.add_argument("--metrics", default="l2,cosine")
+    parser.add_argument(
+        "--conv-protocol", default="probe",
+        help="probe (frozen features + logistic regression), frozen (Table 5.2: layers after convN "
+        "trained afresh with labels), or both: probe,frozen",
+    )  # fmt: skip
+    parser.add_argument("--frozen-epochs", type=int, default=10)
+    parser.add_argument("--frozen-methods", default="bigan,random", help="methods the frozen protocol runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default=str(RUNS))
     parser.add_argument("--out", default=str(OUT))
@@ -286,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     args.widths = tuple(int(w) for w in args.widths.split(","))
     args.pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     args.metrics = args.metrics.split(",")
+    args.conv_protocol = [p.strip() for p in args.conv_protocol.split(",") if p.strip()]
+    args.frozen_methods = [m.strip() for m in args.frozen_methods.split(",") if m.strip()]
     torch.set_num_threads(args.threads)
     if not DATASETS.is_dir():
         print(f"{DATASETS} is absent; nothing to do")
@@ -301,6 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     if args.part in ("conv", "all"):
         summary = conv_part(args)
+        if "frozen" in summary:
+            frozen = summary.pop("frozen")
+            write_result(
+                args.out, "table_5_2", {**common, **frozen}, kind="experiment",
+                plots={"plot": lambda p: plot_frozen(frozen, p)},
+                provenance={
+                    "data": f"{args.conv_train or 'CIFAR-10 test (10,000)'} (BiGAN training), CIFAR-10 test "
+                    "and PACS photo (supervised training and held-out accuracy)",
+                    "thesis_table": "5.2",
+                },
+            )  # fmt: skip
+        if not summary:
+            return 0
         write_result(
             args.out, "table_5_3", {**common, **summary}, kind="experiment",
             plots={"plot": lambda p: plot_conv(summary, p)},
