@@ -244,14 +244,7 @@ def solve(
         initial_point(problem) if init is None else (init[0].to(problem.Z.dtype), init[1].to(problem.Z.dtype))
     )
     n, r = problem.Z.shape
-    if exact_newton(problem.loss, problem.n_outputs, n, r):
-        dtype = problem.Z.dtype
-        p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
-        W64, b64, n_iter, grad = newton_exact(
-            p64, C, W.double(), b.double(), POLISH * tol if polish else tol, max_iter, gram_of=problem
-        )
-        return Solution(W64.to(dtype), b64.to(dtype), n_iter, grad, grad <= tol)
-    if _dual_newton(problem, C, W, b):
+    if exact_newton(problem.loss, problem.n_outputs, n, r) or _dual_newton(problem, C, W, b):
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         W64, b64, n_iter, grad = newton_exact(

@@ -39,7 +39,7 @@ from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
 from deepfeat.backbones.backbone import Backbone
-from deepfeat.backbones.finetuned import KIND, MARKER, replace_classifier
+from deepfeat.backbones.finetuned import KIND, MARKER, output_layer_path, replace_classifier
 from deepfeat.backbones.registry import DEFAULT_BACKBONE, load_backbone
 from deepfeat.checkpoint import load_checkpoint, save_checkpoint
 from deepfeat.data.datasets import ImageDataset
@@ -79,8 +79,6 @@ def trainable_prefixes(backbone: Backbone, scope: str) -> tuple[str, ...]:
     if scope == "fc":
         if backbone.name in FC_SCOPE:
             return FC_SCOPE[backbone.name]
-        from deepfeat.backbones.finetuned import output_layer_path
-
         return (output_layer_path(backbone),)
 
 
@@ -88,19 +86,13 @@ def _after_layer(backbone: Backbone, layer: str) -> tuple[str, ...]:
     info = backbone.catalog[layer]  # a LayerError naming the valid layers otherwise
     if info.module is None:
         raise ConfigError(f"frozen:{layer}: {layer!r} is derived from another layer; name a module layer")
-    names = [name for name, _ in backbone.module.named_parameters()]
-    inside = [i for i, name in enumerate(names) if _in_scope(name, (info.module,))]
-    # a parameter-free layer (a pooling): freeze through the last parameter registered before it
-    modules = [name for name, _ in backbone.module.named_modules()]
-    if not inside:
-        position = modules.index(info.module)
-        before = [i for i, name in enumerate(names) if modules.index(name.rpartition(".")[0]) < position]
-        last = max(before, default=-1)
-    else:
-        last = max(inside)
-    after = tuple(names[last + 1 :])
-    output = _output_path(backbone)
-    if all(_in_scope(name, (output,)) for name in after):
+    # modules in registration (forward) order; the layer's subtree and everything before it stay
+    order = {name: i for i, (name, _) in enumerate(backbone.module.named_modules())}
+    end = max(i for name, i in order.items() if _in_scope(name, (info.module,)))
+    after = tuple(
+        name for name, _ in backbone.module.named_parameters() if order[name.rpartition(".")[0]] > end
+    )
+    if all(_in_scope(name, (output_layer_path(backbone),)) for name in after):
         raise ConfigError(
             f"frozen:{layer} leaves only the new output layer to train (that is scope 'fc'); "
             f"freeze through an earlier layer of {[x.name for x in backbone.catalog if x.module]}"
@@ -108,23 +100,14 @@ def _after_layer(backbone: Backbone, layer: str) -> tuple[str, ...]:
     return after
 
 
-def _output_path(backbone: Backbone) -> str:
-    from deepfeat.backbones.finetuned import output_layer_path
-
-    return output_layer_path(backbone)
-
-
-def reinitialize(model: torch.nn.Module, names: tuple[str, ...]) -> int:
+def reinitialize(model: torch.nn.Module, names: tuple[str, ...]) -> None:
     """Fresh parameters (each module's ``reset_parameters``, from the global torch RNG) for every
-    module whose own parameters are all in ``names``; returns how many modules were reset."""
+    module whose own parameters are all in ``names``."""
     chosen = set(names)
-    count = 0
     for module_name, module in model.named_modules():
         own = [f"{module_name}.{p}" if module_name else p for p, _ in module.named_parameters(recurse=False)]
         if own and all(p in chosen for p in own) and hasattr(module, "reset_parameters"):
             module.reset_parameters()
-            count += 1
-    return count
 
 
 def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
