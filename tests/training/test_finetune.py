@@ -164,6 +164,10 @@ def test_frozen_scope_trains_what_follows_the_layer_from_a_fresh_start(tmp_path)
         tuner(tmp_path / "empty", scope="frozen:").fit(two_class_data())
     with pytest.raises(Exception, match="stage5"):  # the error lists the valid layers
         trainable_prefixes(bb, "frozen:stage9")
+    with pytest.raises(ConfigError, match="derived from another layer"):
+        trainable_prefixes(bb, "frozen:prob")
+    with pytest.raises(ConfigError, match="only the new output layer"):
+        trainable_prefixes(bb, "frozen:pool")
     ft = tuner(tmp_path / "frozen", scope="frozen:stage5", epochs=1).fit(two_class_data())
     before, after = bb.module.state_dict(), ft.backbone_.module.state_dict()
     assert torch.equal(before["blocks.4.0.conv_pw.weight"], after["blocks.4.0.conv_pw.weight"])
