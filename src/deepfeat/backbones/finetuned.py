@@ -100,10 +100,13 @@ def load_finetuned(name: str, path: str | Path, build) -> Backbone:
     load the checkpoint's weights."""
     path = Path(path)
     meta, model = read_finetuned(path)
-    if meta["backbone"] != name:
+    # a BiGAN backbone is named by its run's checkpoint ("bigan:RUN/last.pt"); its fine-tuning
+    # checkpoints record the family, and the strict weight load checks the architecture
+    if meta["backbone"] != ("bigan" if name.startswith("bigan:") else name):
         raise BackboneError(
             f"{path}: a fine-tuned {meta['backbone']!r} checkpoint, not {name!r}; "
             f"use --backbone {meta['backbone']}"
+            + (":RUN/last.pt (the BiGAN run it was tuned from)" if meta["backbone"] == "bigan" else "")
         )
     base = build(weights="random")
     bb = replace_classifier(base, int(meta["n_classes"]), list(meta.get("classes") or []) or None)

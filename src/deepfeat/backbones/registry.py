@@ -59,7 +59,8 @@ def load_backbone(
     ``HF_HUB_OFFLINE`` is set). See :mod:`deepfeat.backbones.timm_nets` for timm names.
 
     ``"bigan:<checkpoint>"`` names the feature network of a convolutional BiGAN run (see
-    :mod:`deepfeat.backbones.bigan`); its weights come from the checkpoint (or ``weights="random"``).
+    :mod:`deepfeat.backbones.bigan`); its weights come from the checkpoint (or ``weights="random"``,
+    or a fine-tuning checkpoint of that network).
 
     ``fully_convolutional``: run AlexNet / VGG16's fully connected layers densely as convolutions over
     large inputs (see :mod:`deepfeat.backbones.dense`); the other backbones are convolutional up to
@@ -81,8 +82,9 @@ def _load(name: str, weights, seed: int) -> Backbone:
     if name.startswith("bigan:"):
         from deepfeat.backbones.bigan import load_bigan
 
-        return load_bigan(name.removeprefix("bigan:"), weights=weights, seed=seed)
-    if name.startswith("timm:"):
+        def build(weights=weights):
+            return load_bigan(name.removeprefix("bigan:"), weights=weights, seed=seed)
+    elif name.startswith("timm:"):
         from deepfeat.backbones.timm_nets import build_timm
 
         def build(weights=weights):

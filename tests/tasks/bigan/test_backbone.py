@@ -133,3 +133,28 @@ def test_frozen_prefix_transfer_of_the_encoder(conv_run, image_tree, tmp_path):
     assert after["output.weight"].shape == (3, before["output.weight"].shape[1])
     assert ft.backbone_.catalog["output"].channels == 3
     assert ft.n_trainable_ == sum(after[k].numel() for k in names)
+
+
+def test_fine_tuned_encoder_loads_back_as_a_backbone(conv_run, image_tree, tmp_path):
+    """The fine-tuning CLI's hint (--backbone bigan:RUN --weights OUT/last.pt) gives the fine-tuned
+    network: its new output layer and its trained weights, outputs equal to the tuner's."""
+    from deepfeat.data.datasets import open_dataset
+    from deepfeat.training.finetune import FineTuner
+
+    data = open_dataset(image_tree)
+    ft = FineTuner(
+        f"bigan:{conv_run}", scope="fc", epochs=1, batch_size=4, lr=0.01,
+        progress=False, out=tmp_path / "ft", val_fraction=0.25,
+    ).fit(data)  # fmt: skip
+    ck = tmp_path / "ft" / "last.pt"
+    bb = load_backbone(f"bigan:{conv_run}", weights=ck)
+    assert bb.weights_id == f"sha256:{sha256_file(ck)}"
+    assert bb.catalog["output"].channels == 3 and bb.class_names == list(data.classes)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(bb.module(x), ft.backbone_.module.eval()(x))
+    # the encoder as trained is a different network from the fine-tuned one
+    with torch.no_grad():
+        assert load_backbone(f"bigan:{conv_run}").module(x).shape[1] != 3
+    with pytest.raises(BackboneError, match="use --backbone bigan:RUN"):
+        load_backbone("efficientnet_lite0", weights=ck)
