@@ -692,7 +692,10 @@ def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
     LinearProbe(loss=loss, path_patience=None).fit(X, y)
     assert calls, "the small search should take the batched path"
     monkeypatch.setattr(linear_module, "FOLD_BATCH_WORK", 0)
+    monkeypatch.setattr(linear_module, "FOLD_BATCH_CLASSES", 0)
+    calls.clear()
     per_fold = LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    assert not calls
     # fits to the search tolerance: a near-tied validation prediction may flip (1/360 each)
     np.testing.assert_allclose(batched.cv_results_["mean"], per_fold.cv_results_["mean"], atol=2 / 360)
     assert batched.C_ == per_fold.C_
@@ -716,3 +719,28 @@ def test_prepared_gram_blocks_are_the_rows_gram():
     assert whole.gram() is prepared.gram_of(torch.arange(40))
     stacked = stack_folds(whole, [rows, np.setdiff1d(np.arange(40), rows)])
     assert stacked.gram() is whole.gram()
+
+
+@pytest.mark.parametrize(
+    "loss, k, stacks",
+    [("logistic", 2, True), ("squared_hinge", 2, True), ("logistic", 5, True), ("squared_hinge", 5, False)],
+)
+def test_searches_of_one_output_or_few_softmax_classes_stack_their_folds_at_any_size(
+    loss, k, stacks, monkeypatch
+):
+    """Above FOLD_BATCH_WORK the folds are still solved as one problem for two classes (one output)
+    and multinomial problems of few classes, not for one-vs-rest outputs; same search and fit."""
+    rng = np.random.default_rng(2)
+    X = (rng.normal(size=(k, 30))[np.arange(300) % k] * 0.4 + rng.normal(size=(300, 30))).astype(np.float32)
+    y = np.arange(300) % k
+    monkeypatch.setattr(linear_module, "FOLD_BATCH_WORK", 0)
+    calls = []
+    real = linear_module.LinearProbe._folds_path
+    monkeypatch.setattr(linear_module.LinearProbe, "_folds_path", lambda *a: calls.append(1) or real(*a))
+    large = LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    assert bool(calls) == stacks
+    monkeypatch.setattr(linear_module, "FOLD_BATCH_CLASSES", 0)
+    per_fold = LinearProbe(loss=loss, path_patience=None).fit(X, y)
+    np.testing.assert_allclose(large.cv_results_["mean"], per_fold.cv_results_["mean"], atol=2 / 300)
+    assert large.C_ == per_fold.C_
+    np.testing.assert_allclose(large.coef_, per_fold.coef_, rtol=1e-3, atol=1e-4)
