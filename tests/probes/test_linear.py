@@ -691,8 +691,8 @@ def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
     monkeypatch.setattr(linear_module.LinearProbe, "_folds_path", lambda *a: calls.append(1) or real(*a))
     LinearProbe(loss=loss, path_patience=None).fit(X, y)
     assert calls, "the small search should take the batched path"
-    monkeypatch.setattr(linear_module, "FOLD_BATCH_WORK", 0)
-    monkeypatch.setattr(linear_module, "FOLD_BATCH_CLASSES", 0)
+    monkeypatch.setattr(solver_module, "FOLD_BATCH_WORK", 0)
+    monkeypatch.setattr(solver_module, "FOLD_BATCH_CLASSES", 0)
     calls.clear()
     per_fold = LinearProbe(loss=loss, path_patience=None).fit(X, y)
     assert not calls
@@ -733,13 +733,13 @@ def test_searches_of_one_output_or_few_softmax_classes_stack_their_folds_at_any_
     rng = np.random.default_rng(2)
     X = (rng.normal(size=(k, 30))[np.arange(300) % k] * 0.4 + rng.normal(size=(300, 30))).astype(np.float32)
     y = np.arange(300) % k
-    monkeypatch.setattr(linear_module, "FOLD_BATCH_WORK", 0)
+    monkeypatch.setattr(solver_module, "FOLD_BATCH_WORK", 0)
     calls = []
     real = linear_module.LinearProbe._folds_path
     monkeypatch.setattr(linear_module.LinearProbe, "_folds_path", lambda *a: calls.append(1) or real(*a))
     large = LinearProbe(loss=loss, path_patience=None).fit(X, y)
     assert bool(calls) == stacks
-    monkeypatch.setattr(linear_module, "FOLD_BATCH_CLASSES", 0)
+    monkeypatch.setattr(solver_module, "FOLD_BATCH_CLASSES", 0)
     per_fold = LinearProbe(loss=loss, path_patience=None).fit(X, y)
     np.testing.assert_allclose(large.cv_results_["mean"], per_fold.cv_results_["mean"], atol=2 / 300)
     assert large.C_ == per_fold.C_

@@ -53,28 +53,11 @@ from deepfeat.probes.base import (
 from deepfeat.probes.newton import DUAL_ROWS
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
-from deepfeat.probes.solver import Basis, exact_newton, solve, solve_path
+from deepfeat.probes.solver import Basis, solve, solve_path, stacks_folds
 from deepfeat.validation import check_choice, check_float, check_int
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
-#: C searches whose problem has at most this many entries x outputs (n x r x K) solve all folds as
-#: one problem (the folds' rows selected by weights): their cost is largely per-iteration overhead,
-#: paid once instead of once per fold (10 classes x 300 x 192, multinomial: 0.42 -> 0.26 s). Where a
-#: fold's problem takes exact Newton, only when the stacked one does too; each fold's Hessian then
-#: comes from its own rows (interleaved, 2 threads: two classes x 300 x 192 logistic 0.18 -> 0.14 s,
-#: SVM 0.21 -> 0.14 s; x 1,200 x 192 0.35 -> 0.31 s and 0.42 -> 0.34 s; x 3,060 x 192 1.0 -> 0.97 s
-#: and 1.0 -> 0.81 s; 10 classes x 300 x 192 SVM 0.51 -> 0.46 s)
-FOLD_BATCH_WORK = 2_000_000
-#: ... and at any size the C searches of one output (two classes) and of multinomial problems of at
-#: most this many classes: one pass over the training rows per evaluation serves every fold instead of
-#: one pass over each fold's two thirds (interleaved, 2 threads: two classes x 3,060 x 1,280 logistic
-#: 2.70 -> 2.04 s, SVM 4.23 -> 3.22 s, x 8,000 x 1,280 logistic 5.79 -> 4.84 s, SVM 5.15 -> 5.07 s;
-#: 10 classes multinomial x 1,200 x 192 1.04 -> 0.82 s, x 1,200 x 1,280 3.48 -> 2.53 s, x 3,060 x 192
-#: 8.44 -> 3.57 s, x 3,060 x 1,280 6.85 -> 4.26 s, x 8,000 x 192 6.90 -> 5.84 s, x 8,000 x 1,280
-#: 8.49 -> 6.45 s). Not for more outputs: 102 classes x 300 x 192 multinomial 0.54 -> 0.70 s,
-#: 10 classes x 3,060 x 192 SVM 4.66 -> 6.17 s (the stacked problem takes a slower solver)
-FOLD_BATCH_CLASSES = 16
 
 
 @dataclass
@@ -254,13 +237,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         is the better way (large problems, the hinge, dropout)."""
         if self.loss == "hinge" or prepared.basis is None:
             return None
-        n, r = prepared.Z.shape
-        K = self._n_outputs()
         loss = "multinomial" if self._multinomial() else self.loss
-        few = K <= FOLD_BATCH_CLASSES and (K == 1 or loss == "multinomial")
-        if n * r * K > FOLD_BATCH_WORK and not few:
-            return None
-        if exact_newton(loss, K, n, r) and not exact_newton(loss, K * len(folds), n, r):
+        if not stacks_folds(loss, self._n_outputs(), *prepared.Z.shape, len(folds)):
             return None
         return self._folds_path(prepared, folds, codes, mask, Cs)
 
