@@ -281,3 +281,39 @@ def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(mo
         f_ours = p64.evaluate(sol.W.double(), sol.b.double(), C)[0]
         f_ref = p64.evaluate(ref.W.double(), ref.b.double(), C)[0]
         torch.testing.assert_close(f_ours, f_ref, rtol=1e-6, atol=1e-9)
+
+
+def test_many_squared_hinge_outputs_inside_the_static_rule_follow_the_run_time_rule(monkeypatch):
+    """With more than DUAL_RUNTIME_OUTPUTS outputs (and over NEWTON_WORK per evaluation), a problem
+    the static rule would send to exact Newton takes it only where the violators' work at the C's
+    start is accepted: not at small C from the start (every row violates every output), yes at large
+    C; both reach the optimum of exact Newton."""
+    import deepfeat.probes.solver as solver
+
+    rng = np.random.default_rng(13)
+    K, n, d = 8, 160, 12
+    codes = np.arange(n) % K
+    X = rng.normal(size=(n, d)) + 1.5 * rng.normal(size=(K, d))[codes]
+    Xt = torch.as_tensor(X, dtype=torch.float32)
+    Z = Basis.of(Xt).project(Xt)
+    r = Z.shape[1]
+    problem = make_problem(Z, codes, None, K, "squared_hinge", False)
+    assert solver.exact_newton("squared_hinge", K, n, r)
+    exact = {}
+    for C in (1e-4, 10.0):  # the static rule alone: exact Newton at every C
+        exact[C] = solve(problem, C, tol=1e-6, polish=True)
+    monkeypatch.setattr(solver, "DUAL_RUNTIME_OUTPUTS", K - 1)
+    monkeypatch.setattr(solver, "NEWTON_WORK", n * r * K - 1)
+    monkeypatch.setattr(solver, "DUAL_WORK", K * (n * r * r + r**3) // 2)  # below the all-violating start
+    calls = []
+    real = solver.newton_exact
+    monkeypatch.setattr(solver, "newton_exact", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    small = solve(problem, 1e-4, tol=1e-6, polish=True)
+    assert 1e-4 not in calls
+    large = solve(problem, 10.0, init=(exact[10.0].W, exact[10.0].b), tol=1e-6, polish=True)
+    assert 10.0 in calls
+    p64 = problem.to(torch.float64)
+    for C, sol in ((1e-4, small), (10.0, large)):
+        f = p64.evaluate(sol.W.double(), sol.b.double(), C)[0]
+        f_ref = p64.evaluate(exact[C].W.double(), exact[C].b.double(), C)[0]
+        torch.testing.assert_close(f, f_ref, rtol=1e-6, atol=1e-9)

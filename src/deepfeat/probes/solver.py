@@ -171,6 +171,16 @@ NEWTON_EXACT_WORK = 1_000_000_000
 #: where L-BFGS took hundreds of iterations (C searches, 2 threads, interleaved: 10 x 1,200 x 1,280
 #: 4.1 -> 3.2 s, 102 x 1,200 x 1,280 8.8 -> 5.7 s; n = 300 and 3,060 rows unchanged)
 DUAL_WORK = 1_000_000_000
+#: squared-hinge problems with more outputs than this (and over NEWTON_WORK per evaluation) take
+#: exact Newton steps only where the run-time rule (:func:`_dual_newton`) accepts the violators' work
+#: at the C's start, even inside the static rule: at small C most one-vs-rest outputs have more
+#: violators than dimensions, each step then costs a Hessian per output, and the ridge-dominated
+#: problem is easy for Newton-CG / L-BFGS.
+#: Interleaved C searches (2 threads): 102 x 1,200 x 192 6.89 -> 3.42 s, 102 x 3,060 x 192 9.63 ->
+#: 7.34 s, 102 x 300 x 192 / 1,280 unchanged; not for 10 outputs (10 x 3,060 x 192 4.03 -> 8.81 s,
+#: 10 x 1,200 x 192 1.39 -> 1.53 s), two classes (0.93-1.0x) or small problems (10 x 300 x 192 with
+#: its 3 folds stacked, 30 outputs: 0.44 -> 0.49 s)
+DUAL_RUNTIME_OUTPUTS = 16
 #: multinomial problems up to this many multiply-adds per evaluation (n x r x K) are solved by
 #: Newton-CG (final fits in float64 from the start, no float32 L-BFGS phase): tens of L-BFGS
 #: iterations near the optimum cost more than a few Newton steps of Hessian products. Measured C
@@ -276,7 +286,11 @@ def solve(
         initial_point(problem) if init is None else (init[0].to(problem.Z.dtype), init[1].to(problem.Z.dtype))
     )
     n, r = problem.Z.shape
-    if exact_newton(problem.loss, problem.n_outputs, n, r) or _dual_newton(problem, C, W, b):
+    # many squared-hinge outputs: the violators' work at this C decides (see DUAL_RUNTIME_OUTPUTS)
+    K = problem.n_outputs
+    many = problem.loss == "squared_hinge" and K > DUAL_RUNTIME_OUTPUTS and n * r * K > NEWTON_WORK
+    many = many and n <= DUAL_ROWS
+    if (exact_newton(problem.loss, problem.n_outputs, n, r) and not many) or _dual_newton(problem, C, W, b):
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         W64, b64, n_iter, grad = newton_exact(
