@@ -247,6 +247,15 @@ def test_weighted_gram_from_the_nonzero_rows_equals_the_full_product():
     torch.testing.assert_close(_weighted_gram(Za, w, False), full, rtol=1e-5, atol=1e-6)
 
 
+def _one_vs_rest_hinge(seed: int, K: int, n: int, d: int, spread: float):
+    """A K-output squared-hinge problem of n rows around K Gaussian class centres, in its basis."""
+    rng = np.random.default_rng(seed)
+    codes = np.arange(n) % K
+    X = rng.normal(size=(n, d)) + spread * rng.normal(size=(K, d))[codes]
+    Xt = torch.as_tensor(X, dtype=torch.float32)
+    return make_problem(Basis.of(Xt).project(Xt), codes, None, K, "squared_hinge", False)
+
+
 def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(monkeypatch):
     """Outside the static exact-Newton rule, a squared-hinge problem with fewer rows than dimensions
     is sent to exact Newton through the violators' Gram matrix where its margin violators are few
@@ -255,13 +264,9 @@ def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(mo
     import deepfeat.probes.newton as newton
     import deepfeat.probes.solver as solver
 
-    rng = np.random.default_rng(12)
-    K, n, d = 6, 90, 150
-    codes = np.arange(n) % K
-    X = rng.normal(size=(n, d)) + 1.0 * rng.normal(size=(K, d))[codes]
-    Xt = torch.as_tensor(X, dtype=torch.float32)
-    Z = Basis.of(Xt).project(Xt)
-    problem = make_problem(Z, codes, None, K, "squared_hinge", False)
+    K, n = 6, 90
+    problem = _one_vs_rest_hinge(12, K, n, 150, 1.0)
+    Z = problem.Z
     monkeypatch.setattr(solver, "NEWTON_EXACT_SIZE", 0)  # the static rule says no
     assert not solver.exact_newton("squared_hinge", K, n, Z.shape[1])
     calls = []
@@ -290,14 +295,9 @@ def test_many_squared_hinge_outputs_inside_the_static_rule_follow_the_run_time_r
     C; both reach the optimum of exact Newton."""
     import deepfeat.probes.solver as solver
 
-    rng = np.random.default_rng(13)
-    K, n, d = 8, 160, 12
-    codes = np.arange(n) % K
-    X = rng.normal(size=(n, d)) + 1.5 * rng.normal(size=(K, d))[codes]
-    Xt = torch.as_tensor(X, dtype=torch.float32)
-    Z = Basis.of(Xt).project(Xt)
-    r = Z.shape[1]
-    problem = make_problem(Z, codes, None, K, "squared_hinge", False)
+    K, n = 8, 160
+    problem = _one_vs_rest_hinge(13, K, n, 12, 1.5)
+    r = problem.Z.shape[1]
     assert solver.exact_newton("squared_hinge", K, n, r)
     exact = {}
     for C in (1e-4, 10.0):  # the static rule alone: exact Newton at every C

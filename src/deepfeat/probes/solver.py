@@ -235,9 +235,10 @@ def stacks_folds(loss: str, n_outputs: int, n: int, r: int, n_folds: int) -> boo
 
 def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether a squared-hinge problem of at most ``DUAL_ROWS`` rows, outside :func:`exact_newton`'s
-    static rule, takes exact Newton steps from (W, b): when the steps' systems there cost at most
-    ``DUAL_WORK`` (per output m^3 for its m margin violators, or n r^2 for the Hessian where m > r;
-    plus n^2 r for the Gram matrix where no shared one is at hand). At small C nearly every row
+    static rule (or inside it with many outputs, see ``DUAL_RUNTIME_OUTPUTS``), takes exact Newton
+    steps from (W, b): when the steps' systems there cost at most ``DUAL_WORK`` (per output m^3 for
+    its m margin violators, or n r^2 for the Hessian where m > r; plus n^2 r for the Gram matrix
+    where no shared one is at hand). At small C nearly every row
     violates its margins (L-BFGS or Newton-CG, well conditioned there, stay cheaper); at large C few
     do and iterative solvers need hundreds of iterations."""
     n, r = problem.Z.shape
@@ -286,11 +287,12 @@ def solve(
         initial_point(problem) if init is None else (init[0].to(problem.Z.dtype), init[1].to(problem.Z.dtype))
     )
     n, r = problem.Z.shape
-    # many squared-hinge outputs: the violators' work at this C decides (see DUAL_RUNTIME_OUTPUTS)
     K = problem.n_outputs
+    # many squared-hinge outputs: the violators' work at this C decides (see DUAL_RUNTIME_OUTPUTS)
     many = problem.loss == "squared_hinge" and K > DUAL_RUNTIME_OUTPUTS and n * r * K > NEWTON_WORK
-    many = many and n <= DUAL_ROWS
-    if (exact_newton(problem.loss, problem.n_outputs, n, r) and not many) or _dual_newton(problem, C, W, b):
+    if (exact_newton(problem.loss, K, n, r) and not (many and n <= DUAL_ROWS)) or _dual_newton(
+        problem, C, W, b
+    ):
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         W64, b64, n_iter, grad = newton_exact(
