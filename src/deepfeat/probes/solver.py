@@ -230,7 +230,8 @@ def stacks_folds(loss: str, n_outputs: int, n: int, r: int, n_folds: int) -> boo
     few = n_outputs <= FOLD_BATCH_CLASSES and (n_outputs == 1 or loss == "multinomial")
     if n * r * n_outputs > FOLD_BATCH_WORK and not few:
         return False
-    return not (exact_newton(loss, n_outputs, n, r) and not exact_newton(loss, n_outputs * n_folds, n, r))
+    # a fold that would take exact Newton only stacks into a problem that still does
+    return not exact_newton(loss, n_outputs, n, r) or exact_newton(loss, n_outputs * n_folds, n, r)
 
 
 def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor) -> bool:
