@@ -131,3 +131,25 @@ def test_grouped_multinomial_matches_autograd_per_group():
     sub = grouped.evaluate(Ws[4:], bs[4:], 0.7, torch.tensor([1, 2]))
     torch.testing.assert_close(sub[0], value[1:])
     torch.testing.assert_close(sub[1], gW[4:])
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "logistic", "squared_hinge"])
+def test_values_and_gradients_from_given_logits_equal_a_full_evaluation(loss):
+    """Line searches evaluate trial points from their logits (no pass over Z): the same values; a
+    gradient from the caller's logits is the full evaluation's."""
+    Z, codes, W, b = data()
+    problem = make_problem(Z, codes, None, 4, loss, loss == "multinomial")
+    full = problem.evaluate(W, b, 0.7)
+    logits = Z @ W.t() + b
+    torch.testing.assert_close(problem.value_at(logits, W, 0.7), full[0])
+    for given, expected in zip(problem.evaluate(W, b, 0.7, logits=logits), full):
+        torch.testing.assert_close(given, expected)
+
+
+def test_a_problem_converts_to_another_precision_once():
+    Z, codes, _, _ = data()
+    problem = make_problem(Z.float(), codes, None, 4, "squared_hinge", False)
+    p64 = problem.to(torch.float64)
+    assert p64.Z.dtype == torch.float64 and problem.to(torch.float64) is p64
+    assert problem.to(torch.float32) is problem
+    torch.testing.assert_close(p64.T, problem.T.double())

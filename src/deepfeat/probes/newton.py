@@ -228,8 +228,7 @@ def newton_exact(
     """
     Z, N = problem.Z, problem.N
     n, r = Z.shape
-    # Hessians in float32: they set the directions only (gradients and values stay in Z's dtype)
-    Za = torch.cat([Z, Z.new_ones(n, 1)], 1).float()
+    Za = None  # [Z 1] in float32 for the Hessians, where one is needed
     ridge = torch.full((r + 1,), 1.0 / (C * N), dtype=Z.dtype, device=Z.device)
     ridge[-1] = 0.0
     free = None if problem.fixed is None else (~problem.fixed).to(Z.dtype)
@@ -239,7 +238,8 @@ def newton_exact(
     sparse = hinge or (problem.weight is not None and problem.weight.shape[1] > 1)
     gram_of = problem if gram_of is None else gram_of
     W, b = W.clone(), b.clone()
-    value, gW, gb, h = problem.evaluate(W, b, C)
+    logits = torch.addmm(b, Z, W.t())
+    value, gW, gb, h = problem.evaluate(W, b, C, logits=logits)
     iterations, gmax = 0, float("inf")
     while True:
         grad = torch.cat([gW, gb[:, None]], 1)
@@ -266,6 +266,8 @@ def newton_exact(
                 d[dual] = _dual_steps(Z, gram_of.gram(), T, a, W[dual], b[dual], C)
             open_ = [k for k, m in zip(open_, counts) if m > r]
         if open_:
+            if Za is None:  # Hessians in float32: they set the directions only
+                Za = torch.cat([Z, Z.new_ones(n, 1)], 1).float()
             hN = (h / N).float()
             H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])
             H = H.to(Z.dtype) + torch.diag(ridge)
@@ -278,21 +280,24 @@ def newton_exact(
         slope = (grad * d).sum(1)
         step = torch.ones_like(slope)
         pending = slope < 0
-        W_new, b_new = W.clone(), b.clone()
+        # the trial points' logits along the direction, without a pass over Z per trial
+        moved = torch.addmm(d[:, -1], Z, d[:, :-1].t())
+        taken = torch.zeros_like(step)
         for _ in range(30):
-            Wt, bt = W + step[:, None] * d[:, :-1], b + step * d[:, -1]
-            vt = problem.evaluate(Wt, bt, C)[0]
+            Wt = W + step[:, None] * d[:, :-1]
+            vt = problem.value_at(logits + step * moved, Wt, C)
             ok = pending & (vt <= value + 1e-4 * step * slope)
-            W_new[ok], b_new[ok] = Wt[ok], bt[ok]
+            taken = torch.where(ok, step, taken)
             pending &= ~ok
             if not bool(pending.any()):
                 break
             step = torch.where(pending, 0.5 * step, step)
-        if torch.equal(W_new, W) and torch.equal(b_new, b):
+        if not bool((taken > 0).any()):
             break  # no output could move: as far as round-off allows
-        W, b = W_new, b_new
+        W, b = W + taken[:, None] * d[:, :-1], b + taken * d[:, -1]
+        logits = logits + taken * moved
         previous = value
-        value, gW, gb, h = problem.evaluate(W, b, C)
+        value, gW, gb, h = problem.evaluate(W, b, C, logits=logits)
         if bool((previous - value <= ROUNDOFF * previous.abs()).all()):
             break  # the moves no longer lower any objective beyond round-off (a tol below reach)
     return W, b, iterations, gmax
@@ -345,7 +350,8 @@ def _dual_steps(
     none = denominator <= 0
     b_new = torch.where(none, b, (s * sol[:, :, 0]).sum(1) / denominator.clamp_min(torch.finfo(a.dtype).tiny))
     beta = sol[:, :, 0] - b_new[:, None] * sol[:, :, 1]
-    w_new = torch.bmm((s * beta)[:, None, :], Z[R]).squeeze(1)
+    # w* = Z^T (s beta) with s beta scattered to every row: one pass over Z for all outputs
+    w_new = torch.mm(Z.new_zeros(len(R), len(Z)).scatter_(1, R, s * beta), Z)
     return torch.cat([w_new - W, (b_new - b)[:, None]], 1)
 
 

@@ -21,7 +21,7 @@ the squared hinge), from which :meth:`Problem.diagonal` builds a diagonal precon
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ class Problem:
     #: where the Gram matrix comes from when another object already holds it (the rows' block of
     #: the whole training set's, or the problem a stacked problem shares its rows with)
     gram_from: Callable[[], torch.Tensor] | None = None
+    _copies: dict = field(default_factory=dict, repr=False)  # by dtype, from :meth:`to`
 
     @property
     def multinomial(self) -> bool:
@@ -83,30 +84,53 @@ class Problem:
         return self._gram
 
     def to(self, dtype: torch.dtype) -> Problem:
-        T = self.T if self.multinomial else self.T.to(dtype)
-        w = None if self.weight is None else self.weight.to(dtype)
-        return Problem(self.Z.to(dtype), self.loss, T, w, self.N, self.n_outputs, self.fixed, self.groups)
+        """The problem in ``dtype``, converted once (every C of a path polishes in float64)."""
+        if dtype == self.Z.dtype:
+            return self
+        if dtype not in self._copies:
+            T = self.T if self.multinomial else self.T.to(dtype)
+            w = None if self.weight is None else self.weight.to(dtype)
+            self._copies[dtype] = Problem(
+                self.Z.to(dtype), self.loss, T, w, self.N, self.n_outputs, self.fixed, self.groups
+            )
+        return self._copies[dtype]
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, W: torch.Tensor, b: torch.Tensor, C: float, cols: torch.Tensor | None = None):
+    def evaluate(
+        self,
+        W: torch.Tensor,
+        b: torch.Tensor,
+        C: float,
+        cols: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+    ):
         """Objective values (float64; one per multinomial group, else one per output in ``cols``),
         gradients (gW like W, gb like b) and curvature weights h (n, k) at coefficients W (k, r), b (k,)
-        of the outputs ``cols`` (None: all; for a multinomial problem, ``cols`` are group indices)."""
-        logits = torch.addmm(b, self.Z, W.t())
-        if self.multinomial:
-            G, h, data = self._multinomial(logits, self._weight(cols))
-        else:
-            T = self.T if cols is None else self.T[:, cols]
-            G, h, data = self._binary(logits, T, self._weight(cols))
+        of the outputs ``cols`` (None: all; for a multinomial problem, ``cols`` are group indices).
+        ``logits``: Z W^T + b where the caller has them (one pass over Z less)."""
+        if logits is None:
+            logits = torch.addmm(b, self.Z, W.t())
+        G, h, data = self._loss(logits, cols)
         reg = 1.0 / (C * self.N)
         gW = torch.addmm(W, G.t(), self.Z, beta=reg, alpha=1.0 / self.N)
         gb = G.sum(0) / self.N
-        penalty = 0.5 * reg * W.double().pow(2).sum(1)
+        return self._value(data, W, C), gW, gb, h
+
+    def value_at(self, logits: torch.Tensor, W: torch.Tensor, C: float) -> torch.Tensor:
+        """The objective values of :meth:`evaluate` (all outputs) from the logits Z W^T + b."""
+        return self._value(self._loss(logits, None)[2], W, C)
+
+    def _loss(self, logits: torch.Tensor, cols: torch.Tensor | None):
         if self.multinomial:
-            value = data / self.N + penalty.reshape(len(data), -1).sum(1)
-        else:
-            value = data / self.N + penalty
-        return value, gW, gb, h
+            return self._multinomial(logits, self._weight(cols))
+        T = self.T if cols is None else self.T[:, cols]
+        return self._binary(logits, T, self._weight(cols))
+
+    def _value(self, data: torch.Tensor, W: torch.Tensor, C: float) -> torch.Tensor:
+        penalty = 0.5 / (C * self.N) * W.double().pow(2).sum(1)
+        if self.multinomial:
+            return data / self.N + penalty.reshape(len(data), -1).sum(1)
+        return data / self.N + penalty
 
     def _weight(self, cols: torch.Tensor | None) -> torch.Tensor | None:
         """The weight columns of the outputs (or multinomial groups) ``cols``; a single column is
