@@ -721,6 +721,24 @@ def test_prepared_gram_blocks_are_the_rows_gram():
     assert stacked.gram() is whole.gram()
 
 
+def test_folds_of_a_set_above_the_dual_rows_share_its_gram_matrix(monkeypatch):
+    """A training set of more rows than the dual steps keep (DUAL_ROWS) still lends its Gram matrix
+    to the fold problems under that size; the set's own problem gets none."""
+    monkeypatch.setattr(linear_module, "DUAL_ROWS", 30)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 25)).astype(np.float32)
+    codes = np.arange(40) % 3
+    probe = LinearProbe(loss="squared_hinge").fit(X, codes)
+    prepared = probe.prepare_path(X, codes, None)
+    rows = np.sort(rng.choice(40, 27, replace=False))
+    fold, _ = probe._problem(prepared, rows, codes[rows], None)
+    Z64 = prepared.Z[torch.as_tensor(rows)].double()
+    torch.testing.assert_close(fold.gram(), Z64 @ Z64.t())
+    assert prepared._gram is not None and prepared._gram.shape == (40, 40)
+    whole, _ = probe._problem(prepared, np.arange(40), codes, None)
+    assert whole.gram_from is None
+
+
 @pytest.mark.parametrize(
     "loss, k, stacks",
     [("logistic", 2, True), ("squared_hinge", 2, True), ("logistic", 5, True), ("squared_hinge", 5, False)],
