@@ -702,10 +702,9 @@ def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
     np.testing.assert_allclose(batched.coef_, per_fold.coef_, rtol=1e-3, atol=1e-4)
 
 
-def test_prepared_gram_blocks_are_the_rows_gram():
-    """The probe's problems take their Gram matrix (squared-hinge dual steps) as blocks of one
-    computed for the whole training set: a fold's block equals its rows' Z Z^T, and a stacked
-    fold problem shares its base problem's."""
+def _fold_gram_case():
+    """A squared-hinge probe's prepared 40 rows and the problem of 27 of them, whose Gram matrix
+    must be its rows' Z Z^T."""
     rng = np.random.default_rng(4)
     X = rng.normal(size=(40, 25)).astype(np.float32)
     codes = np.arange(40) % 3
@@ -715,6 +714,14 @@ def test_prepared_gram_blocks_are_the_rows_gram():
     problem, _ = probe._problem(prepared, rows, codes[rows], None)
     Z64 = prepared.Z[torch.as_tensor(rows)].double()
     torch.testing.assert_close(problem.gram(), Z64 @ Z64.t())
+    return probe, prepared, codes, rows
+
+
+def test_prepared_gram_blocks_are_the_rows_gram():
+    """The probe's problems take their Gram matrix (squared-hinge dual steps) as blocks of one
+    computed for the whole training set: a fold's block equals its rows' Z Z^T, and a stacked
+    fold problem shares its base problem's."""
+    probe, prepared, codes, rows = _fold_gram_case()
     whole, _ = probe._problem(prepared, np.arange(40), codes, None)
     assert whole.gram() is prepared.gram_of(torch.arange(40))
     stacked = stack_folds(whole, [rows, np.setdiff1d(np.arange(40), rows)])
@@ -725,15 +732,7 @@ def test_folds_of_a_set_above_the_dual_rows_share_its_gram_matrix(monkeypatch):
     """A training set of more rows than the dual steps keep (DUAL_ROWS) still lends its Gram matrix
     to the fold problems under that size; the set's own problem gets none."""
     monkeypatch.setattr(linear_module, "DUAL_ROWS", 30)
-    rng = np.random.default_rng(4)
-    X = rng.normal(size=(40, 25)).astype(np.float32)
-    codes = np.arange(40) % 3
-    probe = LinearProbe(loss="squared_hinge").fit(X, codes)
-    prepared = probe.prepare_path(X, codes, None)
-    rows = np.sort(rng.choice(40, 27, replace=False))
-    fold, _ = probe._problem(prepared, rows, codes[rows], None)
-    Z64 = prepared.Z[torch.as_tensor(rows)].double()
-    torch.testing.assert_close(fold.gram(), Z64 @ Z64.t())
+    probe, prepared, codes, _ = _fold_gram_case()
     assert prepared._gram is not None and prepared._gram.shape == (40, 40)
     whole, _ = probe._problem(prepared, np.arange(40), codes, None)
     assert whole.gram_from is None
