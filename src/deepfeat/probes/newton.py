@@ -292,10 +292,13 @@ def newton_exact(
             if not bool(pending.any()):
                 break
             step = torch.where(pending, 0.5 * step, step)
-        if not bool((taken > 0).any()):
+        moves = taken > 0
+        if not bool(moves.any()):
             break  # no output could move: as far as round-off allows
-        W, b = W + taken[:, None] * d[:, :-1], b + taken * d[:, -1]
-        logits = logits + taken * moved
+        # (where: an output that did not move keeps its values even along a non-finite direction)
+        W = torch.where(moves[:, None], W + taken[:, None] * d[:, :-1], W)
+        b = torch.where(moves, b + taken * d[:, -1], b)
+        logits = torch.where(moves, logits + taken * moved, logits)
         previous = value
         value, gW, gb, h = problem.evaluate(W, b, C, logits=logits)
         if bool((previous - value <= ROUNDOFF * previous.abs()).all()):
