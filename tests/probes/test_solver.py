@@ -33,31 +33,6 @@ def test_basis_is_an_exact_reparametrisation(n, d):
     torch.testing.assert_close(basis.project(X) @ basis.B.t(), Xc, atol=1e-9, rtol=0)
 
 
-def test_float32_coordinates_of_fewer_rows_than_dimensions_keep_their_gram_matrix():
-    """n < d in float32: the rows' coordinates have the centred rows' inner products (the kernel form
-    of the problem), and a solution of the form the optimum takes (W = Z^T alpha) maps back to
-    coefficients with the same training scores and penalty, however small an eigenvalue."""
-    rng = np.random.default_rng(5)
-    # singular values from 1 to 10^-3.5: eigenvalues of the Gram matrix down to 1e-7 of the largest
-    U = np.linalg.qr(rng.normal(size=(60, 59)))[0]
-    V = np.linalg.qr(rng.normal(size=(200, 59)))[0]
-    X64 = torch.as_tensor(U @ np.diag(10 ** -np.linspace(0, 3.5, 59)) @ V.T + 3.0)
-    X = X64.float()
-    basis, Z = Basis.with_coordinates(X)
-    Xc = X.double() - X.double().mean(0)  # the float32 rows, exactly
-    G = Xc @ Xc.t()
-    # directions under float32's resolution of the Gram matrix dropped, the others kept
-    assert Z.dtype == torch.float32 and 40 < Z.shape[1] < 59
-    torch.testing.assert_close(Z.double() @ Z.double().t(), G, atol=2e-6 * float(G.abs().max()), rtol=0)
-    alpha = torch.as_tensor(rng.normal(size=(60, 3)), dtype=torch.float32)
-    W, b = (Z.t() @ alpha).t(), torch.zeros(3)
-    coef, intercept = basis.to_coef(W, b)
-    scores = X.double() @ coef.double().t() + intercept.double()
-    expected = (Z @ W.t()).double()
-    torch.testing.assert_close(scores, expected, atol=1e-4 * float(expected.abs().max()), rtol=0)
-    assert float((coef.double() ** 2).sum()) == pytest.approx(float((W.double() ** 2).sum()), rel=1e-4)
-
-
 @pytest.mark.parametrize("loss", ["multinomial", "logistic", "squared_hinge"])
 def test_path_solutions_equal_cold_solves(loss):
     rng = np.random.default_rng(3)

@@ -213,7 +213,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Xt = torch.as_tensor(self._normalized(np.asarray(X, dtype=np.float32)), device=device)
         if self.loss == "hinge" or self.dropout > 0:
             return PreparedFeatures(Xt, None, None)
-        return PreparedFeatures(Xt, *Basis.with_coordinates(Xt))
+        basis = Basis.of(Xt)
+        return PreparedFeatures(Xt, basis, basis.project(Xt))
 
     def fit_path(self, prepared: PreparedFeatures, rows, codes, mask, Cs) -> Iterator[FittedPath]:
         """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started."""
@@ -303,7 +304,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             Z, basis, row_weight = prepared.Z[idx], prepared.basis, 1.0
         else:
             X, codes, mask, row_weight = self._augment(prepared.X[idx], codes, mask)
-            basis, Z = Basis.with_coordinates(X)
+            basis = Basis.of(X)
+            Z = basis.project(X)
         K = self._n_outputs()
         multinomial = self._multinomial()
         loss = "multinomial" if multinomial else self.loss

@@ -3,9 +3,9 @@
 Three exact reparametrisations keep the problem small and well conditioned without moving the optimum:
 
 1. centring: x -> x - m, b -> b + W m (the intercept is free, so any shift m is exact);
-2. a basis of the row space of the training features, from one eigendecomposition, in the features'
-   precision, of the smaller of the two Gram matrices (d x d when d <= n; n x n otherwise, the rows'
-   coordinates then the eigenvectors times the square roots of their eigenvalues): W = W_r B^T. The optimum
+2. a basis of the row space of the training features, from one eigendecomposition of the smaller of
+   the two Gram matrices (d x d in the features' precision when d <= n; n x n in float64 otherwise,
+   its eigenvectors then divided by the square roots of their eigenvalues): W = W_r B^T. The optimum
    lies in that row space (the penalty removes any component the data cannot see) and
    ||W|| = ||W_r||, so each class has min(n, d) unknowns: the primal form when n > d, in effect the
    dual one when n < d. One basis serves every fold of the C search, every C and every class (a
@@ -50,38 +50,20 @@ class Basis:
     @classmethod
     def of(cls, X: torch.Tensor, rel_tol: float = 1e-7) -> Basis:
         """Basis of the centred rows of X (directions with negligible variance dropped)."""
-        return cls.with_coordinates(X, rel_tol)[0]
-
-    @classmethod
-    def with_coordinates(cls, X: torch.Tensor, rel_tol: float = 1e-7) -> tuple[Basis, torch.Tensor]:
-        """The basis of :meth:`of` and the rows of X in it, (n, r).
-
-        Everything is in the features' precision. When d <= n, from the d x d eigendecomposition:
-        its eigenvectors are orthonormal to that precision whatever their eigenvalue (float32: 2-3x
-        faster than float64 at d = 1,280), and a direction of round-off variance kept by the
-        threshold only adds an unknown the penalty holds at 0. When n < d, from the n x n Gram
-        matrix G = A diag(mu) A^T: the coordinates are A diag(sqrt(mu)), whose inner products are
-        G's to that precision (the problem is then the kernel form of the original one, exact
-        however small an eigenvalue), and B = Xc^T A diag(mu^-1/2) maps the solution back
-        (the optimum's coordinates j are sqrt(mu_j) times bounded dual sums, so the division does
-        not amplify them); in float32 the threshold is raised to 8 float32 epsilons, the Gram
-        matrix's own resolution, below which eigenvectors are round-off. Float32 against float64
-        there (2 threads, 1,200 x 1,280): eigendecomposition and map 0.77 -> 0.30 s; interleaved C
-        searches of two classes, SVM 1.61 -> 1.42 s, logistic 1.32 -> 0.90 s."""
         n, d = X.shape
         mean = X.mean(0)
         Xc = X - mean
         if d <= n:
+            # in the features' precision: eigenvectors are orthonormal to it whatever their
+            # eigenvalue (float32: 2-3x faster than float64 at d = 1,280); a direction of round-off
+            # variance kept by the threshold only adds an unknown the penalty holds at 0
             lam, B = torch.linalg.eigh(torch.mm(Xc.t(), Xc))
-            B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)].contiguous()
-            basis = cls(mean=mean, B=B)
-            return basis, basis.project(X)
-        tol = max(rel_tol, 8 * torch.finfo(X.dtype).eps)
-        mu, A = torch.linalg.eigh(torch.mm(Xc, Xc.t()))
-        keep = mu > tol * mu.max().clamp_min(1e-30)
-        root = torch.sqrt(mu[keep])
-        A = A[:, keep]
-        return cls(mean=mean, B=(torch.mm(Xc.t(), A) / root).contiguous()), (A * root).contiguous()
+            B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)]
+        else:
+            mu, A = torch.linalg.eigh(torch.mm(Xc, Xc.t()).double())
+            keep = mu > rel_tol * mu.max().clamp_min(1e-30)
+            B = (Xc.t().double() @ A[:, keep]) / torch.sqrt(mu[keep])
+        return cls(mean=mean, B=B.to(X.dtype).contiguous())
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
