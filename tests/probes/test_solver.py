@@ -317,3 +317,37 @@ def test_many_squared_hinge_outputs_inside_the_static_rule_follow_the_run_time_r
         f = p64.evaluate(sol.W.double(), sol.b.double(), C)[0]
         f_ref = p64.evaluate(exact[C].W.double(), exact[C].b.double(), C)[0]
         torch.testing.assert_close(f, f_ref, rtol=1e-6, atol=1e-9)
+
+
+def test_fewer_rows_than_dimensions_reach_the_optimum_at_large_C():
+    """n < d with small-variance directions (the Gram matrix's eigenvalues down to 1e-7 of the
+    largest), squared hinge at C = 100, where the solution leans on those directions: the probe's
+    objective on its float32 rows is the float64 optimum's to 1e-7 (a float32 n x n eigendecomposition
+    left it 1e-5 above)."""
+    from deepfeat.probes import LinearProbe
+    from deepfeat.probes.newton import newton_exact
+
+    rng = np.random.default_rng(6)
+    U = np.linalg.qr(rng.normal(size=(80, 79)))[0]
+    V = np.linalg.qr(rng.normal(size=(300, 79)))[0]
+    X = (U @ np.diag(10 ** -np.linspace(0, 3.5, 79)) @ V.T + 3.0).astype(np.float32)
+    y = (U[:, :3] @ rng.normal(size=3) + 0.02 * U[:, 40:60] @ rng.normal(size=20) > 0).astype(int)
+    C = 100.0
+    X64 = torch.as_tensor(X, dtype=torch.float64)
+    basis = Basis.of(X64)
+    problem = make_problem(basis.project(X64), y, None, 1, "squared_hinge", False)
+    sol = solve(problem, C, tol=1e-9, polish=True, max_iter=2000)
+    W, b, _, _ = newton_exact(problem, C, sol.W, sol.b, 1e-12, 500)
+    ref_coef, ref_b = basis.to_coef(W, b)
+    T = torch.as_tensor(np.where(y == 1, 1.0, -1.0), dtype=torch.float64)
+
+    def objective(coef, intercept):
+        margin = torch.clamp(1 - T * (X64 @ coef.reshape(-1) + intercept.reshape(())), min=0)
+        return float(C * (margin**2).sum() + 0.5 * (coef**2).sum())
+
+    probe = LinearProbe(loss="squared_hinge", C=C).fit(X, y)
+    ours = objective(
+        torch.as_tensor(probe.coef_, dtype=torch.float64),
+        torch.as_tensor(probe.intercept_, dtype=torch.float64),
+    )
+    assert ours <= objective(ref_coef, ref_b) * (1 + 1e-7)
