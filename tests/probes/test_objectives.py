@@ -153,3 +153,34 @@ def test_a_problem_converts_to_another_precision_once():
     assert p64.Z.dtype == torch.float64 and problem.to(torch.float64) is p64
     assert problem.to(torch.float32) is problem
     torch.testing.assert_close(p64.T, problem.T.double())
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "logistic", "squared_hinge"])
+def test_gradients_from_the_transposed_copy_equal_the_direct_product(loss, monkeypatch):
+    """Large problems take the gradient's product on a transposed copy of Z, made at the
+    TRANSPOSED_AFTER-th evaluation and only for the outputs the rule names: the same gradients."""
+    import deepfeat.probes.objectives as objectives
+
+    monkeypatch.setattr(objectives, "TRANSPOSED_BYTES", (0, 10**9))
+    monkeypatch.setattr(objectives, "TRANSPOSED_DIM", 1)
+    monkeypatch.setattr(objectives, "TRANSPOSED_AFTER", 3)
+    Z, codes, W, b = data()
+    problem = make_problem(Z, codes, None, 4, loss, loss == "multinomial")
+    first = problem.evaluate(W, b, 0.7)
+    assert problem._Zt is None
+    problem.evaluate(W, b, 0.7)
+    later = problem.evaluate(W, b, 0.7)
+    assert problem._Zt is not None and torch.equal(problem._Zt, Z.t())
+    for a, c in zip(later, first):
+        torch.testing.assert_close(a, c)
+    if loss != "multinomial":  # a subset of outputs, as L-BFGS asks for
+        cols = torch.tensor([1, 3])
+        value, gW, gb, h = problem.evaluate(W[cols], b[cols], 0.7, cols)
+        for a, c in zip((value, gW, gb, h.t()), (first[0], first[1], first[2], first[3].t())):
+            torch.testing.assert_close(a, c[cols])
+    # one output: no copy, whatever the size
+    binary = "logistic" if loss == "multinomial" else loss
+    single = make_problem(Z, (codes == 0).astype(int), None, 1, binary, False)
+    for _ in range(5):
+        single.evaluate(W[:1], b[:1], 0.7)
+    assert single._Zt is None
