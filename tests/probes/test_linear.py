@@ -761,3 +761,37 @@ def test_searches_of_one_output_or_few_softmax_classes_stack_their_folds_at_any_
     np.testing.assert_allclose(large.cv_results_["mean"], per_fold.cv_results_["mean"], atol=2 / 300)
     assert large.C_ == per_fold.C_
     np.testing.assert_allclose(large.coef_, per_fold.coef_, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("k", "loss", "factor"),
+    [
+        (2, "logistic", "cholesky"),
+        (2, "squared_hinge", "cholesky"),
+        (3, "logistic", "eigh"),
+        (3, "squared_hinge", "eigh"),
+    ],
+)
+def test_two_class_probes_with_fewer_rows_than_dimensions_take_the_cholesky_basis(
+    k, loss, factor, monkeypatch
+):
+    """One output: Newton steps, indifferent to correlated coordinates, so the rows' Cholesky factor;
+    several outputs keep the principal directions their first-order solvers scale by. Both reach
+    the same fit."""
+    seen = []
+    original = Basis.of.__func__
+
+    def forced(choice):
+        def of(cls, X, rel_tol=1e-7, factor="eigh"):
+            seen.append(factor)
+            return original(cls, X, rel_tol, choice or factor)
+
+        return classmethod(of)
+
+    X, y = blobs(40, 60, k, 1.0, 3)
+    monkeypatch.setattr(Basis, "of", forced(None))
+    probe = LinearProbe(loss=loss, C=0.5).fit(X, y)
+    assert seen == [factor]
+    monkeypatch.setattr(Basis, "of", forced("eigh"))  # the principal directions for every probe
+    reference = LinearProbe(loss=loss, C=0.5).fit(X, y)
+    np.testing.assert_allclose(probe.coef_, reference.coef_, rtol=1e-4, atol=1e-5)

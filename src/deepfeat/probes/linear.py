@@ -213,7 +213,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Xt = torch.as_tensor(self._normalized(np.asarray(X, dtype=np.float32)), device=device)
         if self.loss == "hinge" or self.dropout > 0:
             return PreparedFeatures(Xt, None, None)
-        basis = Basis.of(Xt)
+        # one output (two classes): Newton steps, exact or through the margin violators, whatever
+        # the coordinates, so the rows' Cholesky factor replaces their eigendecomposition (n < d;
+        # interleaved C searches, 2 threads: 2 x 1,200 x 1,280 SVM 1.09 -> 0.81 s, logistic 1.04 ->
+        # 0.68 s; 2 x 300 x 1,280 1.04-1.08x). Not for more outputs, whose first-order solvers need
+        # decorrelated coordinates (10 x 1,200 x 1,280 multinomial 0.94x, 102 classes 0.71x;
+        # one-vs-rest SVM 1.0x)
+        factor = "cholesky" if self._n_outputs() == 1 and not self._multinomial() else "eigh"
+        basis = Basis.of(Xt, factor=factor)
         return PreparedFeatures(Xt, basis, basis.project(Xt))
 
     def fit_path(self, prepared: PreparedFeatures, rows, codes, mask, Cs) -> Iterator[FittedPath]:
