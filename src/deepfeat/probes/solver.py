@@ -48,6 +48,9 @@ class Basis:
 
     mean: torch.Tensor  # (d,)
     B: torch.Tensor  # (d, r), orthonormal columns
+    #: the centred rows' Gram matrix (n, n) in float64 where it was factored (n < d): their
+    #: coordinates' Z Z^T, which the squared hinge's dual steps need
+    gram: torch.Tensor | None = None
 
     @classmethod
     def of(cls, X: torch.Tensor, rel_tol: float = 1e-7, factor: str = "eigh") -> Basis:
@@ -81,7 +84,7 @@ class Basis:
             mu, A = torch.linalg.eigh(G)
             keep = mu > rel_tol * mu.max().clamp_min(1e-30)
             B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
-        return cls(mean=mean, B=B.to(X.dtype).contiguous())
+        return cls(mean=mean, B=B.to(X.dtype).contiguous(), gram=G)
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
