@@ -221,8 +221,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         # one-vs-rest SVM 1.0x)
         factor = "cholesky" if self._n_outputs() == 1 and not self._multinomial() else "eigh"
         basis = Basis.of(Xt, factor=factor)
-        # (n < d: the basis's Gram matrix is the coordinates' Z Z^T, one n^2 r product less)
-        return PreparedFeatures(Xt, basis, basis.project(Xt), basis.gram)
+        # n < d: the basis's Gram matrix is the coordinates' Z Z^T, one n^2 r product less for the
+        # squared hinge's dual steps; other losses do not keep it
+        gram, basis.gram = basis.gram, None
+        return PreparedFeatures(Xt, basis, basis.project(Xt), gram if self.loss == "squared_hinge" else None)
 
     def fit_path(self, prepared: PreparedFeatures, rows, codes, mask, Cs) -> Iterator[FittedPath]:
         """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started."""

@@ -49,7 +49,8 @@ class Basis:
     mean: torch.Tensor  # (d,)
     B: torch.Tensor  # (d, r), orthonormal columns
     #: the centred rows' Gram matrix (n, n) in float64 where it was factored (n < d): their
-    #: coordinates' Z Z^T, which the squared hinge's dual steps need
+    #: coordinates' Z Z^T (up to the coordinates' rounding and directions of negligible variance
+    #: dropped), which the squared hinge's dual steps need
     gram: torch.Tensor | None = None
 
     @classmethod
