@@ -213,16 +213,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Xt = torch.as_tensor(self._normalized(np.asarray(X, dtype=np.float32)), device=device)
         if self.loss == "hinge" or self.dropout > 0:
             return PreparedFeatures(Xt, None, None)
-        # one output (two classes): Newton steps, exact or through the margin violators, whatever
-        # the coordinates, so the rows' Cholesky factor replaces their eigendecomposition (n < d;
-        # interleaved C searches, 2 threads: 2 x 1,200 x 1,280 SVM 1.09 -> 0.81 s, logistic 1.04 ->
-        # 0.68 s; 2 x 300 x 1,280 1.04-1.08x). Not for more outputs, whose first-order solvers need
-        # decorrelated coordinates (10 x 1,200 x 1,280 multinomial 0.94x, 102 classes 0.71x;
-        # one-vs-rest SVM 1.0x)
+        # one output (two classes): Newton steps, indifferent to correlated coordinates, so the
+        # rows' Cholesky factor instead of their eigendecomposition where n < d (measurements in
+        # benchmarks/PROBES.md, run (j)); more outputs' first-order solvers need the latter
         factor = "cholesky" if self._n_outputs() == 1 and not self._multinomial() else "eigh"
         basis = Basis.of(Xt, factor=factor)
-        # n < d: the basis's Gram matrix is the coordinates' Z Z^T, one n^2 r product less for the
-        # squared hinge's dual steps; other losses do not keep it
+        # n < d: the basis's Gram matrix is Z Z^T, which only the squared hinge's dual steps use
         gram, basis.gram = basis.gram, None
         return PreparedFeatures(Xt, basis, basis.project(Xt), gram if self.loss == "squared_hinge" else None)
 
