@@ -167,6 +167,47 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
 
 
 @slow
+def test_a_run_survives_the_loss_of_every_copy_of_its_bundle(
+    client, effnet, tmp_path, monkeypatch, one_thread
+):
+    ds = arrays(16)
+    extract(ds, effnet, METHODS, store=tmp_path / "local", preprocess=TINY, batch_size=2, progress=False)
+    killed: list[int] = []
+    real_write = dist.write_output
+
+    def write_then_kill_holders(*args, **kwargs):
+        real_write(*args, **kwargs)
+        if killed:
+            return
+        holders = [a for a, keys in client.has_what().items() if any("_Bundle-" in str(k) for k in keys)]
+        assert holders, "the bundle was scattered"
+        for addr in holders:  # the scattered bundle is gone: the cancelled batches need a new copy
+            killed.append(client.run(os.getpid, workers=[addr])[addr])
+            os.kill(killed[-1], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while set(holders) & set(client.scheduler_info()["workers"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    monkeypatch.setattr(dist, "write_output", write_then_kill_holders)
+    result = extract(
+        ds,
+        effnet,
+        METHODS,
+        store=tmp_path / "cluster",
+        preprocess=TINY,
+        batch_size=2,
+        progress=False,
+        cluster=client,
+    )
+    client.wait_for_workers(2, timeout=120)  # the nannies restart the killed workers for the next tests
+    assert killed
+    assert result.n_forward == len(ds)
+    for counts in rows_journaled(tmp_path / "cluster", len(ds)):
+        assert (counts == 1).all()
+    assert store_files(tmp_path / "cluster") == store_files(tmp_path / "local")
+
+
+@slow
 def test_an_interrupted_cluster_run_resumes_from_the_store(client, effnet, tmp_path, monkeypatch, one_thread):
     ds = arrays(16)
     extract(ds, effnet, METHODS, store=tmp_path / "local", preprocess=TINY, batch_size=2, progress=False)

@@ -19,7 +19,9 @@ the same extraction as one process, with the network on the cluster's workers:
 
 Faults are Dask's to handle: when a worker process dies, the scheduler runs its batches again on the
 other workers (a batch that kills ``distributed.scheduler.allowed-failures`` workers is reported as a
-:class:`~deepfeat.errors.ClusterError`); the driver receives one result per batch, so nothing is lost
+:class:`~deepfeat.errors.ClusterError`); when the dead worker held the only copy of the bundle (Dask's
+memory manager keeps one replica of scattered data), the driver sends the bundle again and resubmits
+the batches the scheduler cancelled; the driver receives one result per batch, so nothing is lost
 and nothing is written twice. An interrupted run (Ctrl-C, the driver killed) resumes from the store like
 a local one. Every node needs deepfeat installed (``pip install 'deepfeat[dask]'``) and the image
 files at the same paths (shared storage); the store lives with the driver only.
@@ -65,6 +67,8 @@ _LOCAL = re.compile(r"^local:(\d+)$")
 _ADDRESS = re.compile(r"^((tcp|tls|ucx|inproc)://)?[^\s:/]+(:\d+)?$")
 #: Batches kept in flight per worker thread: enough that a worker never waits for the driver.
 IN_FLIGHT_PER_THREAD = 2
+#: Times one batch is submitted again after the cluster cancelled it (its bundle lost with a worker).
+RESUBMITS = 3
 
 
 def check_cluster(cluster) -> None:
@@ -247,35 +251,44 @@ def run_on_cluster(
 
 
 def _drive(client, bundle, chunks, plans, todo_by_plan, progress, durable) -> int:
-    """Submit the batches, a window at a time, and write their results in batch order."""
+    """Submit the batches, a window at a time, and write their results in batch order.
+
+    The bundle is scattered once; Dask's memory manager may keep a single replica, so a worker's death
+    can lose it, and the scheduler then cancels every batch that needs it. Such a batch is submitted
+    again with the bundle scattered anew (up to ``RESUBMITS`` times per batch); results already received
+    are kept and each batch is still written exactly once."""
     from distributed import as_completed
+    from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
 
-    shared = client.scatter(bundle, broadcast=True, hash=False)
+    shared = [client.scatter(bundle, broadcast=True, hash=False)]  # the newest copy last
     window = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
     run_id = uuid.uuid4().hex[:8]
-    futures: dict[int, object] = {}
+    futures: dict[int, object] = {}  # batch index -> its current future
+    index_of: dict[str, int] = {}  # future key -> batch index
+    copy_of: dict[int, int] = {}  # batch index -> the copy of the bundle it was submitted with
+    tries: dict[int, int] = {}
     results: dict[int, BatchOutput] = {}
     pending = as_completed()
     submitted = written = n_forward = 0
     bar = tqdm(
         total=sum(map(len, chunks)), unit="img", desc="extract", disable=not progress, dynamic_ncols=True
     )
+
+    def submit(index: int) -> None:
+        attempt = tries.get(index, 0)
+        key = f"deepfeat-batch-{run_id}-{index}" + (f"-retry{attempt}" if attempt else "")
+        future = client.submit(_encode_batch, shared[-1], chunks[index], key=key, pure=False)
+        futures[index], index_of[key], copy_of[index] = future, index, len(shared) - 1
+        pending.add(future)
+
     try:
         while written < len(chunks):
             while submitted < len(chunks) and submitted - written < window:
-                future = client.submit(
-                    _encode_batch,
-                    shared,
-                    chunks[submitted],
-                    key=f"deepfeat-batch-{run_id}-{submitted}",
-                    pure=False,
-                )
-                futures[submitted] = future
-                pending.add(future)
+                submit(submitted)
                 submitted += 1
             future = next(pending)
-            index = int(future.key.rsplit("-", 1)[1])
+            index = index_of.pop(future.key)
             try:
                 results[index] = future.result()
             except KilledWorker:
@@ -285,6 +298,20 @@ def _drive(client, bundle, chunks, plans, todo_by_plan, progress, durable) -> in
                     "killed every worker that ran it; the batches before it are kept (rerun to resume; "
                     "a file that crashes the decoder can be removed from the data)"
                 ) from None
+            except FutureCancelledError as cancelled:
+                tries[index] = tries.get(index, 0) + 1
+                if tries[index] > RESUBMITS:
+                    raise ClusterError(
+                        f"the cluster cancelled the batch of {bundle.dataset.source(int(chunks[index][0]))} "
+                        f"{tries[index]} times ({cancelled.reason}); the batches before it are kept "
+                        "(rerun to resume)"
+                    ) from None
+                if copy_of[index] == len(shared) - 1:  # lost with the newest copy: send the bundle again
+                    log.warning("the cluster lost deepfeat's bundle (%s); sending it again", cancelled.reason)
+                    client.cancel([shared[-1]], force=True)
+                    shared.append(client.scatter(bundle, broadcast=True, hash=False))
+                submit(index)
+                continue
             del futures[index]
             while written in results:  # in order: the journal matches a local run's
                 out = results.pop(written)
@@ -295,5 +322,5 @@ def _drive(client, bundle, chunks, plans, todo_by_plan, progress, durable) -> in
                 stop_if_failed(out)
     finally:
         bar.close()
-        client.cancel([*futures.values(), shared], force=True)
+        client.cancel([*futures.values(), *shared], force=True)
     return n_forward
