@@ -23,8 +23,9 @@ import deepfeat.probes.solver as solver_module
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
+from deepfeat.probes.basis import Basis
 from deepfeat.probes.objectives import make_problem, stack_folds
-from deepfeat.probes.solver import Basis, solve
+from deepfeat.probes.solver import solve
 
 
 def torch_cuda_available() -> bool:

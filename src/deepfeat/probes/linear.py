@@ -50,35 +50,15 @@ from deepfeat.probes.base import (
     resolve_device,
     thread_budget,
 )
+from deepfeat.probes.basis import Basis, PreparedFeatures
 from deepfeat.probes.newton import DUAL_ROWS
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
-from deepfeat.probes.solver import Basis, solve, solve_path, stacks_folds
+from deepfeat.probes.solver import solve, solve_path, stacks_folds
 from deepfeat.validation import check_choice, check_float, check_int
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
-
-
-@dataclass
-class PreparedFeatures:
-    """Training features on the probe's device, with their basis and coordinates when one basis
-    serves every fold (no dropout)."""
-
-    X: torch.Tensor  # (n, d) normalised features
-    basis: Basis | None
-    Z: torch.Tensor | None  # (n, r) coordinates in ``basis``
-    _gram: torch.Tensor | None = None
-
-    def gram_of(self, idx: torch.Tensor) -> torch.Tensor:
-        """Z Z^T (float64) of the rows ``idx``: a block of the whole set's, computed once for every
-        fold and the final fit."""
-        if self._gram is None:
-            Z64 = self.Z.double()
-            self._gram = torch.mm(Z64, Z64.t())
-        if len(idx) == len(self._gram) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
-            return self._gram
-        return self._gram[idx][:, idx]
 
 
 @dataclass

@@ -6,7 +6,7 @@ Three exact reparametrisations keep the problem small and well conditioned witho
 2. a basis of the row space of the training features, from one eigendecomposition of the smaller of
    the two Gram matrices (d x d in the features' precision when d <= n; n x n in float64 otherwise,
    its eigenvectors then divided by the square roots of their eigenvalues, or for one-output
-   problems its Cholesky factor, see :meth:`Basis.of`): W = W_r B^T. The optimum
+   problems its Cholesky factor, see :meth:`deepfeat.probes.basis.Basis.of`): W = W_r B^T. The optimum
    lies in that row space (the penalty removes any component the data cannot see) and
    ||W|| = ||W_r||, so each class has min(n, d) unknowns: the primal form when n > d, in effect the
    dual one when n < d. One basis serves every fold of the C search, every C and every class (a
@@ -36,78 +36,9 @@ import torch
 from deepfeat.probes.lbfgs import minimize
 from deepfeat.probes.newton import DUAL_ROWS, newton_exact, newton_multinomial, newton_squared_hinge
 from deepfeat.probes.objectives import Problem
-from deepfeat.validation import check_choice
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
 POLISH = 0.1
-
-
-@dataclass
-class Basis:
-    """Centring vector and orthonormal basis (d, r) of the training features' row space."""
-
-    mean: torch.Tensor  # (d,)
-    B: torch.Tensor  # (d, r), orthonormal columns
-    #: the centred rows' Gram matrix (n, n) in float64 where it was factored (n < d): their
-    #: coordinates' Z Z^T (up to the coordinates' rounding and directions of negligible variance
-    #: dropped), which the squared hinge's dual steps need
-    gram: torch.Tensor | None = None
-
-    @classmethod
-    def of(cls, X: torch.Tensor, rel_tol: float = 1e-7, factor: str = "eigh") -> Basis:
-        """Basis of the centred rows of X (directions with negligible variance dropped).
-
-        ``factor`` (fewer rows than dimensions only): ``"eigh"``, the principal directions of the
-        rows (decorrelated coordinates, on which first-order solvers' diagonal scaling relies), or
-        ``"cholesky"``, from the Cholesky factor of the rows' Gram matrix (correlated coordinates,
-        which exact Newton and dual steps do not mind; a fraction of the eigendecomposition's time),
-        with the eigendecomposition where the rows are (nearly) dependent."""
-        check_choice("factor", factor, ("eigh", "cholesky"))
-        n, d = X.shape
-        mean = X.mean(0)
-        Xc = X - mean
-        if d <= n:
-            # in the features' precision: eigenvectors are orthonormal to it whatever their
-            # eigenvalue (float32: 2-3x faster than float64 at d = 1,280); a direction of round-off
-            # variance kept by the threshold only adds an unknown the penalty holds at 0
-            lam, B = torch.linalg.eigh(torch.mm(Xc.t(), Xc))
-            B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)]
-            return cls(mean=mean, B=B.to(X.dtype).contiguous())
-        # float64 throughout: B's columns are rows combined with weights of up to 1 / sqrt(smallest
-        # eigenvalue), and a large C leans on the small-variance directions. A float32 Gram matrix
-        # left B^T B up to 0.12 from I (eigenvalues down to 1e-7 of the largest; float64: 2e-10),
-        # a float32 eigendecomposition the squared hinge's objective at C = 100 1.3e-5 above the
-        # optimum (2 x 1,200 x 1,280)
-        Xc64 = Xc.double()
-        G = torch.mm(Xc64, Xc64.t())
-        B = _cholesky_basis(Xc64, G, rel_tol) if factor == "cholesky" else None
-        if B is None:
-            mu, A = torch.linalg.eigh(G)
-            keep = mu > rel_tol * mu.max().clamp_min(1e-30)
-            B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
-        return cls(mean=mean, B=B.to(X.dtype).contiguous(), gram=G)
-
-    def project(self, X: torch.Tensor) -> torch.Tensor:
-        """Centred rows expressed in the basis, (n, r)."""
-        return torch.mm(X - self.mean, self.B)
-
-    def to_coef(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Coefficients (K, d) and intercepts (K,) on the original, uncentred features."""
-        coef = torch.mm(W.to(self.B.dtype), self.B.t())
-        return coef, b.to(coef.dtype) - coef @ self.mean
-
-
-def _cholesky_basis(Xc: torch.Tensor, G: torch.Tensor, rel_tol: float) -> torch.Tensor | None:
-    """B = D^T L^-T (d, n - 1) for centred rows Xc (n, d) with Gram matrix G, where D holds the
-    first n - 1 rows (they span all n: centred rows sum to zero) and L L^T = D D^T; None where a
-    pivot (a row's variance beyond the rows before it) is at most ``rel_tol`` times the largest
-    row variance (dependent rows), or the factorisation fails."""
-    L, info = torch.linalg.cholesky_ex(G[:-1, :-1])
-    if int(info) != 0:
-        return None
-    if float(L.diagonal().square().min()) <= rel_tol * float(G.diagonal().max()):
-        return None
-    return torch.linalg.solve_triangular(L, Xc[:-1], upper=False).t()
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""The training features' basis: centring and an orthonormal basis of their row space
+(:class:`Basis`, see :mod:`deepfeat.probes.solver` for why the probes solve in it), and the training
+features prepared once for a C search with their basis and coordinates (:class:`PreparedFeatures`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from deepfeat.validation import check_choice
+
+
+@dataclass
+class Basis:
+    """Centring vector and orthonormal basis (d, r) of the training features' row space."""
+
+    mean: torch.Tensor  # (d,)
+    B: torch.Tensor  # (d, r), orthonormal columns
+    #: the centred rows' Gram matrix (n, n) in float64 where it was factored (n < d): their
+    #: coordinates' Z Z^T (up to the coordinates' rounding and directions of negligible variance
+    #: dropped), which the squared hinge's dual steps need
+    gram: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, X: torch.Tensor, rel_tol: float = 1e-7, factor: str = "eigh") -> Basis:
+        """Basis of the centred rows of X (directions with negligible variance dropped).
+
+        ``factor`` (fewer rows than dimensions only): ``"eigh"``, the principal directions of the
+        rows (decorrelated coordinates, on which first-order solvers' diagonal scaling relies), or
+        ``"cholesky"``, from the Cholesky factor of the rows' Gram matrix (correlated coordinates,
+        which exact Newton and dual steps do not mind; a fraction of the eigendecomposition's time),
+        with the eigendecomposition where the rows are (nearly) dependent."""
+        check_choice("factor", factor, ("eigh", "cholesky"))
+        n, d = X.shape
+        mean = X.mean(0)
+        Xc = X - mean
+        if d <= n:
+            # in the features' precision: eigenvectors are orthonormal to it whatever their
+            # eigenvalue (float32: 2-3x faster than float64 at d = 1,280); a direction of round-off
+            # variance kept by the threshold only adds an unknown the penalty holds at 0
+            lam, B = torch.linalg.eigh(torch.mm(Xc.t(), Xc))
+            B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)]
+            return cls(mean=mean, B=B.to(X.dtype).contiguous())
+        # float64 throughout: B's columns are rows combined with weights of up to 1 / sqrt(smallest
+        # eigenvalue), and a large C leans on the small-variance directions. A float32 Gram matrix
+        # left B^T B up to 0.12 from I (eigenvalues down to 1e-7 of the largest; float64: 2e-10),
+        # a float32 eigendecomposition the squared hinge's objective at C = 100 1.3e-5 above the
+        # optimum (2 x 1,200 x 1,280)
+        Xc64 = Xc.double()
+        G = torch.mm(Xc64, Xc64.t())
+        B = _cholesky_basis(Xc64, G, rel_tol) if factor == "cholesky" else None
+        if B is None:
+            mu, A = torch.linalg.eigh(G)
+            keep = mu > rel_tol * mu.max().clamp_min(1e-30)
+            B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
+        return cls(mean=mean, B=B.to(X.dtype).contiguous(), gram=G)
+
+    def project(self, X: torch.Tensor) -> torch.Tensor:
+        """Centred rows expressed in the basis, (n, r)."""
+        return torch.mm(X - self.mean, self.B)
+
+    def to_coef(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coefficients (K, d) and intercepts (K,) on the original, uncentred features."""
+        coef = torch.mm(W.to(self.B.dtype), self.B.t())
+        return coef, b.to(coef.dtype) - coef @ self.mean
+
+
+def _cholesky_basis(Xc: torch.Tensor, G: torch.Tensor, rel_tol: float) -> torch.Tensor | None:
+    """B = D^T L^-T (d, n - 1) for centred rows Xc (n, d) with Gram matrix G, where D holds the
+    first n - 1 rows (they span all n: centred rows sum to zero) and L L^T = D D^T; None where a
+    pivot (a row's variance beyond the rows before it) is at most ``rel_tol`` times the largest
+    row variance (dependent rows), or the factorisation fails."""
+    L, info = torch.linalg.cholesky_ex(G[:-1, :-1])
+    if int(info) != 0:
+        return None
+    if float(L.diagonal().square().min()) <= rel_tol * float(G.diagonal().max()):
+        return None
+    return torch.linalg.solve_triangular(L, Xc[:-1], upper=False).t()
+
+
+@dataclass
+class PreparedFeatures:
+    """Training features on the probe's device, with their basis and coordinates when one basis
+    serves every fold (no dropout)."""
+
+    X: torch.Tensor  # (n, d) normalised features
+    basis: Basis | None
+    Z: torch.Tensor | None  # (n, r) coordinates in ``basis``
+    _gram: torch.Tensor | None = None
+
+    def gram_of(self, idx: torch.Tensor) -> torch.Tensor:
+        """Z Z^T (float64) of the rows ``idx``: a block of the whole set's, computed once for every
+        fold and the final fit."""
+        if self._gram is None:
+            Z64 = self.Z.double()
+            self._gram = torch.mm(Z64, Z64.t())
+        if len(idx) == len(self._gram) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+            return self._gram
+        return self._gram[idx][:, idx]
