@@ -55,7 +55,7 @@ def test_newton_exact_reaches_the_iterative_optimum(loss, C, monkeypatch):
     small ones to it), and on four outputs called directly, where an output without positives stays
     where it started."""
     import deepfeat.probes.solver as solver
-    from deepfeat.probes.newton import newton_exact
+    from deepfeat.probes.exact import newton_exact
 
     rng = np.random.default_rng(7)
     X = torch.as_tensor(rng.normal(size=(150, 12)), dtype=torch.float32)
@@ -95,7 +95,7 @@ def test_squared_hinge_many_outputs_dual_steps_reach_the_iterative_optimum(C, mo
     """30 one-vs-rest squared-hinge outputs, each with fewer margin violators than dimensions at the
     larger Cs: exact Newton through the violators' Gram matrix (``solve`` sends them there) reaches
     the optimum of Newton-CG with a float64 polish, along a C path too."""
-    import deepfeat.probes.newton as newton
+    import deepfeat.probes.exact as exact
     import deepfeat.probes.solver as solver
 
     rng = np.random.default_rng(11)
@@ -106,8 +106,8 @@ def test_squared_hinge_many_outputs_dual_steps_reach_the_iterative_optimum(C, mo
     problem = make_problem(Z, codes, None, K, "squared_hinge", False)
     assert solver.exact_newton("squared_hinge", K, n, Z.shape[1])
     calls = []
-    real = newton._dual_steps
-    monkeypatch.setattr(newton, "_dual_steps", lambda *a: calls.append(a[3].shape[1]) or real(*a))
+    real = exact._dual_steps
+    monkeypatch.setattr(exact, "_dual_steps", lambda *a: calls.append(a[3].shape[1]) or real(*a))
     ours = solve(problem, C, tol=1e-6, polish=True)
     *_, along = solve_path(problem, [C / 100, C / 10, C], tol=1e-6)
     assert ours.converged and sum(calls) > 0
@@ -160,7 +160,7 @@ def test_newton_multinomial_reaches_the_lbfgs_optimum(C, groups, monkeypatch):
 def test_newton_exact_stops_at_round_off_below_an_unreachable_tol():
     """A scaled-gradient tolerance below float64's reach ends when iterations stop lowering the
     objective, not after max_iter of them."""
-    from deepfeat.probes.newton import newton_exact
+    from deepfeat.probes.exact import newton_exact
     from deepfeat.probes.solver import initial_point
 
     rng = np.random.default_rng(0)
@@ -190,7 +190,8 @@ def test_newton_squared_hinge_many_outputs_few_violators():
     output has few margin violators (ridge plus low rank), where conjugate gradients converge in
     about rank steps unpreconditioned. Every C reaches the exact-Newton optimum, with fewer Hessian
     products than the diagonally preconditioned iteration took (1,091 on this path; now about 400)."""
-    from deepfeat.probes.newton import newton_exact, newton_squared_hinge
+    from deepfeat.probes.exact import newton_exact
+    from deepfeat.probes.newton import newton_squared_hinge
     from deepfeat.probes.solver import initial_point
 
     rng = np.random.default_rng(0)
@@ -215,7 +216,7 @@ def test_newton_squared_hinge_many_outputs_few_violators():
 def test_weighted_gram_from_the_nonzero_rows_equals_the_full_product():
     """The squared hinge's Hessians are formed from the margin violators' rows only (weights 0
     elsewhere): the same matrix as the product over every row."""
-    from deepfeat.probes.newton import _weighted_gram
+    from deepfeat.probes.exact import _weighted_gram
 
     rng = np.random.default_rng(2)
     Za = torch.as_tensor(rng.normal(size=(50, 7)), dtype=torch.float32)
@@ -239,7 +240,7 @@ def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(mo
     is sent to exact Newton through the violators' Gram matrix where its margin violators are few
     (large C), and stays iterative where every row violates (small C): both reach the iterative
     solver's optimum."""
-    import deepfeat.probes.newton as newton
+    import deepfeat.probes.exact as exact
     import deepfeat.probes.solver as solver
 
     K, n = 6, 90
@@ -248,8 +249,8 @@ def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(mo
     monkeypatch.setattr(solver, "NEWTON_EXACT_SIZE", 0)  # the static rule says no
     assert not solver.exact_newton("squared_hinge", K, n, Z.shape[1])
     calls = []
-    real = newton._dual_steps
-    monkeypatch.setattr(newton, "_dual_steps", lambda *a: calls.append(a[3].shape[1]) or real(*a))
+    real = exact._dual_steps
+    monkeypatch.setattr(exact, "_dual_steps", lambda *a: calls.append(a[3].shape[1]) or real(*a))
     r = Z.shape[1]
     monkeypatch.setattr(solver, "DUAL_WORK", (K * n**3 + n * n * r) // 2)  # half of a step at zero
     W0, b0 = solver.initial_point(problem)
@@ -303,7 +304,7 @@ def test_fewer_rows_than_dimensions_reach_the_optimum_at_large_C():
     objective on its float32 rows is the float64 optimum's to 1e-7 (a float32 n x n eigendecomposition
     left it 1e-5 above)."""
     from deepfeat.probes import LinearProbe
-    from deepfeat.probes.newton import newton_exact
+    from deepfeat.probes.exact import newton_exact
 
     rng = np.random.default_rng(6)
     U = np.linalg.qr(rng.normal(size=(80, 79)))[0]
@@ -329,3 +330,24 @@ def test_fewer_rows_than_dimensions_reach_the_optimum_at_large_C():
         torch.as_tensor(probe.intercept_, dtype=torch.float64),
     )
     assert ours <= objective(ref_coef, ref_b) * (1 + 1e-7)
+
+
+def test_the_path_starts_each_logistic_C_from_the_tangent_prediction():
+    """Exact Newton's solutions carry d(W, b)/d log C; the next C starts from the tangent's prediction
+    where it lowers the new objective, which on this path beats the secant's at C = 0.01-10."""
+    from deepfeat.probes.solver import _predict
+
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.normal(size=(200, 12)), dtype=torch.float32)
+    codes = (X[:, :3].sum(1).numpy() + rng.normal(size=200) > 0).astype(np.int64)
+    problem = make_problem(Basis.of(X).project(X), codes, None, 1, "logistic", False)
+    Cs = [float(c) for c in np.logspace(-4, 2, 7)]
+    path = list(solve_path(problem, Cs, tol=1e-6))
+    assert all(sol.tangent is not None for sol in path)
+    for j in range(1, 5):
+        prev, current, C = path[j - 1], path[j], Cs[j + 1]
+        W, b = _predict(problem, C, Cs[j], current, prev)
+        start = float(problem.evaluate(W, b, C)[0])
+        secant = problem.evaluate(2 * current.W - prev.W, 2 * current.b - prev.b, C)[0]
+        assert start < float(secant)
+        assert start < float(problem.evaluate(current.W, current.b, C)[0])

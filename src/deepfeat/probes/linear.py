@@ -51,7 +51,7 @@ from deepfeat.probes.base import (
     thread_budget,
 )
 from deepfeat.probes.basis import Basis, PreparedFeatures
-from deepfeat.probes.newton import DUAL_ROWS
+from deepfeat.probes.exact import DUAL_ROWS
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds

@@ -28,13 +28,15 @@ through the violators' Gram matrix, see ``DUAL_WORK``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from deepfeat.probes.exact import DUAL_ROWS, Factors, newton_exact
 from deepfeat.probes.lbfgs import minimize
-from deepfeat.probes.newton import DUAL_ROWS, newton_exact, newton_multinomial, newton_squared_hinge
+from deepfeat.probes.newton import newton_multinomial, newton_squared_hinge
 from deepfeat.probes.objectives import Problem
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
@@ -50,6 +52,8 @@ class Solution:
     n_iter: int
     grad_max: float  # largest scaled gradient entry at the end
     converged: bool
+    #: d(W, b) / d log C at the solution and the outputs it holds for (exact Newton's factors)
+    tangent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 def initial_point(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,8 +244,10 @@ def solve(
     tol: float = 1e-5,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     polish: bool = False,
+    tangent: bool = False,
 ) -> Solution:
-    """Minimise the objective for one C from ``init``.
+    """Minimise the objective for one C from ``init``; with ``tangent``, the solution's derivative in
+    log C where exact Newton's Hessian factors give it (:meth:`Factors.tangent`).
 
     Without ``init``, a large C is reached along a short path (C / 1000, C / 100, C / 10, C) from
     :func:`initial_point`: a cold start far from the optimum costs more than the path. The float32
@@ -262,10 +268,16 @@ def solve(
     ):
         dtype = problem.Z.dtype
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
+        # the logistic loss only: its path is smooth (C search 1.12-1.17x at 2 x 300-1,200 x 192 and
+        # 2 x 300 x 1,280); the squared hinge's bends where violators change (0.93-1.07x)
+        factors = Factors() if tangent and problem.loss == "logistic" else None
         W64, b64, n_iter, grad = newton_exact(
-            p64, C, W.double(), b.double(), POLISH * tol if polish else tol, max_iter, gram_of=problem
+            p64, C, W.double(), b.double(), POLISH * tol if polish else tol, max_iter, problem, factors
         )
-        return Solution(W64.to(dtype), b64.to(dtype), n_iter, grad, grad <= tol)
+        t = None if factors is None else factors.tangent(p64, C, W64)
+        if t is not None:
+            t = (t[0].to(dtype), t[1].to(dtype), t[2])
+        return Solution(W64.to(dtype), b64.to(dtype), n_iter, grad, grad <= tol, t)
     if problem.loss == "squared_hinge" and n * r * problem.n_outputs <= NEWTON_WORK:
         W, b, n_iter, grad = newton_squared_hinge(problem, C, W, b, tol, max_iter)
     elif problem.multinomial and n * r * problem.n_outputs <= MULTINOMIAL_NEWTON_WORK:
@@ -300,24 +312,30 @@ def solve_path(
     tol: float = 1e-5,
 ):
     """Solutions for the increasing ``Cs``, one at a time (a generator), each warm-started from the
-    previous one moved along the path's last step where that lowers the new objective."""
-    prev = None
-    current = None
-    for C in Cs:
-        if current is None:
-            start = initial_point(problem)
-        else:
-            start = (current.W, current.b)
-            if prev is not None:
-                start = _predict(problem, C, current, prev)
-        sol = solve(problem, C, max_iter=max_iter, tol=tol, init=start)
+    previous one moved along the path (its tangent, else the path's last step) where that lowers the
+    new objective."""
+    prev = current = None
+    for j, C in enumerate(Cs):
+        start = initial_point(problem) if current is None else _predict(problem, C, Cs[j - 1], current, prev)
+        sol = solve(problem, C, max_iter=max_iter, tol=tol, init=start, tangent=True)
         prev, current = current, sol
         yield sol
 
 
-def _predict(problem: Problem, C: float, current: Solution, prev: Solution):
-    """The better of the current solution and its secant extrapolation along the path (new objective)."""
-    W1, b1 = current.W + (current.W - prev.W), current.b + (current.b - prev.b)
+def _predict(problem: Problem, C: float, C_current: float, current: Solution, prev: Solution | None):
+    """The better of the current solution and its extrapolation to C (new objective): along its
+    tangent in log C where exact Newton gave one (2 x 300 x 192 logistic C search: 17 -> 12 Newton
+    steps over the grid), else along the path's last step (secant)."""
+    if current.tangent is None and prev is None:
+        return current.W, current.b
+    W1, b1 = current.W, current.b
+    if prev is not None:
+        W1, b1 = current.W + (current.W - prev.W), current.b + (current.b - prev.b)
+    if current.tangent is not None:
+        dW, db, have = current.tangent
+        step = math.log(C / C_current)
+        W1 = torch.where(have[:, None], current.W + step * dW, W1)
+        b1 = torch.where(have, current.b + step * db, b1)
     cols = None
     f0 = problem.evaluate(current.W, current.b, C, cols)[0]
     f1 = problem.evaluate(W1, b1, C, cols)[0]
