@@ -351,3 +351,24 @@ def test_the_path_starts_each_logistic_C_from_the_tangent_prediction():
         secant = problem.evaluate(2 * current.W - prev.W, 2 * current.b - prev.b, C)[0]
         assert start < float(secant)
         assert start < float(problem.evaluate(current.W, current.b, C)[0])
+
+
+def test_exact_squared_hinge_paths_start_each_C_from_the_previous_solution():
+    """No secant for exact Newton on the squared hinge (its start took a poorer set of margin
+    violators and more Newton steps); the path still reaches every C's optimum."""
+    from deepfeat.probes.solver import _predict
+
+    rng = np.random.default_rng(4)
+    X = torch.as_tensor(rng.normal(size=(150, 10)), dtype=torch.float32)
+    codes = (X[:, :2].sum(1).numpy() + rng.normal(size=150) > 0).astype(np.int64)
+    problem = make_problem(Basis.of(X).project(X), codes, None, 1, "squared_hinge", False)
+    Cs = [0.01, 0.1, 1.0, 10.0]
+    path = list(solve_path(problem, Cs, tol=1e-6))
+    assert all(sol.exact and sol.tangent is None for sol in path)
+    W, b = _predict(problem, Cs[2], Cs[1], path[1], path[0])
+    assert W is path[1].W and b is path[1].b
+    for C, sol in zip(Cs, path):
+        cold = solve(problem, C, tol=1e-6, polish=True)
+        f_path = problem.to(torch.float64).evaluate(sol.W.double(), sol.b.double(), C)[0].sum()
+        f_cold = problem.to(torch.float64).evaluate(cold.W.double(), cold.b.double(), C)[0].sum()
+        assert float(f_path) <= float(f_cold) * (1 + 1e-5) + 1e-9
