@@ -228,3 +228,60 @@ def test_without_the_extra_the_error_says_what_to_install(monkeypatch, effnet, t
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ConfigError, match=r"deepfeat\[dask\]"):
         extract(arrays(2), effnet, METHODS, store=tmp_path / "s", preprocess=TINY, cluster="local:2")
+
+
+def test_a_batch_the_cluster_keeps_cancelling_is_reported_after_the_resubmits(monkeypatch):
+    """The driver's side of a lost bundle, with a client whose every batch comes back cancelled: the
+    bundle is scattered again only when the newest copy was lost, each batch is submitted again up to
+    RESUBMITS times, and then the run stops with a ClusterError naming the batch's first image."""
+    import distributed
+    from distributed.client import FutureCancelledError
+
+    from deepfeat.errors import ClusterError
+
+    class Future:
+        def __init__(self, key):
+            self.key = key
+
+        def result(self):
+            raise FutureCancelledError(self.key, "lost dependencies")
+
+    class Client:
+        scattered, submitted = 0, []
+
+        def scatter(self, bundle, broadcast, hash):
+            Client.scattered += 1
+            return f"bundle-copy-{Client.scattered}"
+
+        def nthreads(self):
+            return {"worker": 1}
+
+        def submit(self, fn, shared, rows, key, pure):
+            Client.submitted.append((key, shared))
+            return Future(key)
+
+        def cancel(self, futures, force):
+            pass
+
+    class AsCompleted(list):
+        add = list.append
+
+        def __next__(self):
+            return self.pop(0)
+
+    class Dataset:
+        def source(self, row):
+            return f"img{row}.jpg"
+
+    monkeypatch.setattr(distributed, "as_completed", AsCompleted)
+    bundle = type("Bundle", (), {"dataset": Dataset()})()
+    chunks = [np.array([0, 1]), np.array([2, 3])]
+    with pytest.raises(ClusterError, match=r"img0\.jpg.*4 times.*lost dependencies"):
+        dist._drive(Client(), bundle, chunks, [], {}, progress=False, durable=False)
+    run_id = Client.submitted[0][0].split("-")[2]
+    expected = [
+        (f"{i}{'' if r == 0 else f'-retry{r}'}", f"bundle-copy-{r + 1}") for r in range(4) for i in (0, 1)
+    ]
+    assert [(key.split(f"{run_id}-", 1)[1], shared) for key, shared in Client.submitted] == expected
+    # a loss of the newest copy sends the bundle again, a batch cancelled with an older copy does not
+    assert Client.scattered == 4
