@@ -91,3 +91,16 @@ def test_the_path_tangent_is_the_optimum_s_derivative_in_log_C():
     torch.testing.assert_close(db, (bp - bm) / (2 * eps), rtol=2e-3, atol=1e-6)
     assert not bool((dW == 0).all())
     assert Factors().tangent(problem, C, W) is None  # no factor, no tangent
+
+
+def test_factors_hold_only_the_parts_a_tangent_still_needs():
+    """A step that factors every output of an earlier step replaces it; a part whose outputs are
+    still the latest for some of them stays (memory stays bounded over many Newton steps)."""
+    factors = Factors()
+    L = [torch.full((k, 2, 2), float(i)) for i, k in enumerate((3, 2, 2, 1))]
+    factors.store([0, 1, 2], L[0])
+    factors.store([0, 2], L[1])
+    factors.store([0, 2], L[2])
+    factors.store([2], L[3])
+    assert [outputs for outputs, _ in factors.parts] == [[0, 1, 2], [0, 2], [2]]
+    assert factors.parts[1][1] is L[2]

@@ -25,11 +25,14 @@ class Factors:
     """Each output's last Cholesky factor of its exact Hessian in :func:`newton_exact` (outputs
     whose steps all went through :func:`_dual_steps` have none), for the C path's tangent."""
 
-    #: (outputs, their factors (k, r + 1, r + 1)) per Newton step, by reference (a copy per step
-    #: cost 0.6 ms of a 5 ms step at 3 x 194^2)
+    #: (outputs, their factors (k, r + 1, r + 1)) of Newton steps, by reference (a copy per step
+    #: cost 0.6 ms of a 5 ms step at 3 x 194^2); a step's part is dropped once a later step has
+    #: factored all of its outputs again, so at most one part per open-output count is held
     parts: list = field(default_factory=list)
 
     def store(self, outputs: list[int], L: torch.Tensor) -> None:
+        covered = set(outputs)
+        self.parts = [part for part in self.parts if not set(part[0]) <= covered]
         self.parts.append((outputs, L))
 
     def tangent(
