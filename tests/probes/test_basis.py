@@ -54,6 +54,32 @@ def test_fewer_rows_than_dimensions_give_an_orthonormal_basis_from_float32_rows(
     torch.testing.assert_close(B.t() @ B, torch.eye(r, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
+def test_the_cholesky_form_gives_the_rows_coordinates_and_coefficients_without_forming_the_basis():
+    """The rows' coordinates are the factor's rows (and minus their sum), the coefficients come back
+    through K right-hand sides: both as the basis itself gives them, which is formed only if asked."""
+    X = features(8, 50)
+    basis = Basis.of(X, factor="cholesky")
+    Z = basis.coordinates
+    W, b = torch.randn(3, 7, dtype=X.dtype), torch.randn(3, dtype=X.dtype)
+    coef, intercept = basis.to_coef(W, b)
+    assert basis._B is None
+    torch.testing.assert_close(Z, basis.project(X), atol=1e-10, rtol=0)
+    torch.testing.assert_close(coef, W @ basis.B.t(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(X @ coef.t() + intercept, Z @ W.t() + b)
+    assert Basis.of(X, factor="eigh").coordinates is None
+
+    # float32 rows with eigenvalues down to 1e-7 of the largest: Z Z^T is the Gram matrix to their
+    # precision (the coordinates from a float32 product over d were further off)
+    X32 = torch.as_tensor(ill_conditioned_rows()[0])
+    basis = Basis.of(X32, factor="cholesky")
+    assert basis.coordinates.dtype == torch.float32
+    Z64 = basis.coordinates.double()
+    error = float((Z64 @ Z64.t() - basis.gram).abs().max() / basis.gram.abs().max())
+    projected = basis.project(X32).double()
+    assert error < 1e-6
+    assert error <= float((projected @ projected.t() - basis.gram).abs().max() / basis.gram.abs().max())
+
+
 def test_the_cholesky_basis_falls_back_to_the_eigendecomposition_for_dependent_rows():
     X = features(8, 50)
     X = torch.cat([X, X[:3]])  # repeated rows: the rows' Gram matrix is singular

@@ -16,11 +16,18 @@ class Basis:
     """Centring vector and orthonormal basis (d, r) of the training features' row space."""
 
     mean: torch.Tensor  # (d,)
-    B: torch.Tensor  # (d, r), orthonormal columns
+    #: (d, r), orthonormal columns; for the Cholesky form computed where first asked for (see ``rows``)
+    _B: torch.Tensor | None
     #: the centred rows' Gram matrix (n, n) in float64 where it was factored (n < d): their
     #: coordinates' Z Z^T (up to the coordinates' rounding and directions of negligible variance
     #: dropped), which the squared hinge's dual steps need
     gram: torch.Tensor | None = None
+    #: the coordinates (n, r) of the rows the basis was made from, in their dtype, where they come
+    #: with it (the Cholesky form: the factor's rows); else None (:meth:`project` them)
+    coordinates: torch.Tensor | None = None
+    #: the Cholesky form's (L, D): the first n - 1 centred rows D (float64) and L L^T = D D^T; the
+    #: basis is D^T L^-T, needed neither for the rows' coordinates nor for :meth:`to_coef`
+    rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def of(cls, X: torch.Tensor, rel_tol: float = 1e-7, factor: str = "eigh") -> Basis:
@@ -29,32 +36,49 @@ class Basis:
         ``factor`` (fewer rows than dimensions only): ``"eigh"``, the principal directions of the
         rows (decorrelated coordinates, on which first-order solvers' diagonal scaling relies), or
         ``"cholesky"``, from the Cholesky factor of the rows' Gram matrix (correlated coordinates,
-        which exact Newton and dual steps do not mind; a fraction of the eigendecomposition's time),
+        which exact Newton and dual steps do not mind; a fraction of the eigendecomposition's time;
+        the rows' coordinates are the factor's rows, without a product over the d dimensions),
         with the eigendecomposition where the rows are (nearly) dependent."""
         check_choice("factor", factor, ("eigh", "cholesky"))
         n, d = X.shape
-        mean = X.mean(0)
-        Xc = X - mean
         if d <= n:
+            mean = X.mean(0)
+            Xc = X - mean
             # in the features' precision: eigenvectors are orthonormal to it whatever their
             # eigenvalue (float32: 2-3x faster than float64 at d = 1,280); a direction of round-off
             # variance kept by the threshold only adds an unknown the penalty holds at 0
             lam, B = torch.linalg.eigh(torch.mm(Xc.t(), Xc))
             B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)]
-            return cls(mean=mean, B=B.to(X.dtype).contiguous())
+            return cls(mean, B.to(X.dtype).contiguous())
         # float64 throughout: B's columns are rows combined with weights of up to 1 / sqrt(smallest
         # eigenvalue), and a large C leans on the small-variance directions. A float32 Gram matrix
         # left B^T B up to 0.12 from I (eigenvalues down to 1e-7 of the largest; float64: 2e-10),
         # a float32 eigendecomposition the squared hinge's objective at C = 100 1.3e-5 above the
-        # optimum (2 x 1,200 x 1,280)
-        Xc64 = Xc.double()
+        # optimum (2 x 1,200 x 1,280). Centred in float64 too: the rows then sum to zero to its
+        # precision, which the Cholesky form's last row relies on (float32 centring left sums of
+        # 6e-5 of the Gram matrix's scale on rows with a large common offset)
+        X64 = X.double()
+        mean64 = X64.mean(0)
+        mean, Xc64 = mean64.to(X.dtype), X64 - mean64
         G = torch.mm(Xc64, Xc64.t())
-        B = _cholesky_basis(Xc64, G, rel_tol) if factor == "cholesky" else None
-        if B is None:
-            mu, A = torch.linalg.eigh(G)
-            keep = mu > rel_tol * mu.max().clamp_min(1e-30)
-            B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
-        return cls(mean=mean, B=B.to(X.dtype).contiguous(), gram=G)
+        L = _cholesky_factor(G, rel_tol) if factor == "cholesky" else None
+        if L is not None:
+            # row i < n - 1 of D has coordinates D_i D^T L^-T = L_i; the centred rows sum to zero,
+            # so the last one's are minus the others' sum
+            Z = torch.cat([L, -L.sum(0, keepdim=True)])
+            return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(L, Xc64[:-1]))
+        mu, A = torch.linalg.eigh(G)
+        keep = mu > rel_tol * mu.max().clamp_min(1e-30)
+        B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
+        return cls(mean, B.to(X.dtype).contiguous(), gram=G)
+
+    @property
+    def B(self) -> torch.Tensor:
+        """The orthonormal basis (d, r)."""
+        if self._B is None:
+            L, D = self.rows
+            self._B = torch.linalg.solve_triangular(L, D, upper=False).t().to(self.mean.dtype).contiguous()
+        return self._B
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
@@ -62,21 +86,25 @@ class Basis:
 
     def to_coef(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients (K, d) and intercepts (K,) on the original, uncentred features."""
-        coef = torch.mm(W.to(self.B.dtype), self.B.t())
+        if self._B is None:  # W B^T = (L^-T W^T)^T D: K right-hand sides instead of d
+            L, D = self.rows
+            U = torch.linalg.solve_triangular(L.mH, W.t().to(L.dtype), upper=True)
+            coef = torch.mm(U.t(), D).to(self.mean.dtype)
+        else:
+            coef = torch.mm(W.to(self._B.dtype), self._B.t())
         return coef, b.to(coef.dtype) - coef @ self.mean
 
 
-def _cholesky_basis(Xc: torch.Tensor, G: torch.Tensor, rel_tol: float) -> torch.Tensor | None:
-    """B = D^T L^-T (d, n - 1) for centred rows Xc (n, d) with Gram matrix G, where D holds the
-    first n - 1 rows (they span all n: centred rows sum to zero) and L L^T = D D^T; None where a
-    pivot (a row's variance beyond the rows before it) is at most ``rel_tol`` times the largest
-    row variance (dependent rows), or the factorisation fails."""
+def _cholesky_factor(G: torch.Tensor, rel_tol: float) -> torch.Tensor | None:
+    """L with L L^T = G[:-1, :-1], the Gram matrix of the first n - 1 centred rows (they span all n:
+    centred rows sum to zero); None where a pivot (a row's variance beyond the rows before it) is at
+    most ``rel_tol`` times the largest row variance (dependent rows), or the factorisation fails."""
     L, info = torch.linalg.cholesky_ex(G[:-1, :-1])
     if int(info) != 0:
         return None
     if float(L.diagonal().square().min()) <= rel_tol * float(G.diagonal().max()):
         return None
-    return torch.linalg.solve_triangular(L, Xc[:-1], upper=False).t()
+    return L
 
 
 @dataclass

@@ -200,7 +200,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         basis = Basis.of(Xt, factor=factor)
         # n < d: the basis's Gram matrix is Z Z^T, which only the squared hinge's dual steps use
         gram, basis.gram = basis.gram, None
-        return PreparedFeatures(Xt, basis, basis.project(Xt), gram if self.loss == "squared_hinge" else None)
+        # the Cholesky form's coordinates are the factor's rows, no product with a (d, n) basis
+        # (interleaved C searches: 2 x 1,200 x 1,280 svm 0.70 -> 0.59 s, logistic 0.78 -> 0.66 s)
+        Z, basis.coordinates = basis.coordinates, None
+        Z = basis.project(Xt) if Z is None else Z
+        return PreparedFeatures(Xt, basis, Z, gram if self.loss == "squared_hinge" else None)
 
     def fit_path(self, prepared: PreparedFeatures, rows, codes, mask, Cs) -> Iterator[FittedPath]:
         """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started."""
