@@ -63,6 +63,7 @@ def test_the_cholesky_form_gives_the_rows_coordinates_and_coefficients_without_f
     W, b = torch.randn(3, 7, dtype=X.dtype), torch.randn(3, dtype=X.dtype)
     coef, intercept = basis.to_coef(W, b)
     assert basis._B is None
+    assert basis.rows[1] is X  # the rows themselves, not a float64 copy of them (d x n x 8 bytes)
     torch.testing.assert_close(Z, basis.project(X), atol=1e-10, rtol=0)
     torch.testing.assert_close(coef, W @ basis.B.t(), atol=1e-10, rtol=0)
     torch.testing.assert_close(X @ coef.t() + intercept, Z @ W.t() + b)

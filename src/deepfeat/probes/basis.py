@@ -25,9 +25,10 @@ class Basis:
     #: the coordinates (n, r) of the rows the basis was made from, in their dtype, where they come
     #: with it (the Cholesky form: the factor's rows); else None (:meth:`project` them)
     coordinates: torch.Tensor | None = None
-    #: the Cholesky form's (L, D): the first n - 1 centred rows D (float64) and L L^T = D D^T; the
-    #: basis is D^T L^-T, needed neither for the rows' coordinates nor for :meth:`to_coef`
-    rows: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: the Cholesky form's (L, X, m): L L^T = D D^T for the first n - 1 rows of X (not copied)
+    #: centred on their float64 mean m, D; the basis is D^T L^-T, needed neither for the rows'
+    #: coordinates nor for :meth:`to_coef`
+    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def of(cls, X: torch.Tensor, rel_tol: float = 1e-7, factor: str = "eigh") -> Basis:
@@ -66,7 +67,7 @@ class Basis:
             # row i < n - 1 of D has coordinates D_i D^T L^-T = L_i; the centred rows sum to zero,
             # so the last one's are minus the others' sum
             Z = torch.cat([L, -L.sum(0, keepdim=True)])
-            return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(L, Xc64[:-1]))
+            return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(L, X, mean64))
         mu, A = torch.linalg.eigh(G)
         keep = mu > rel_tol * mu.max().clamp_min(1e-30)
         B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
@@ -76,9 +77,14 @@ class Basis:
     def B(self) -> torch.Tensor:
         """The orthonormal basis (d, r)."""
         if self._B is None:
-            L, D = self.rows
+            L, D = self.rows[0], self._centred()
             self._B = torch.linalg.solve_triangular(L, D, upper=False).t().to(self.mean.dtype).contiguous()
         return self._B
+
+    def _centred(self) -> torch.Tensor:
+        """The Cholesky form's D in float64 (kept as the rows' reference, not a float64 copy)."""
+        _, X, mean64 = self.rows
+        return X[:-1].double() - mean64
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
@@ -87,9 +93,9 @@ class Basis:
     def to_coef(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients (K, d) and intercepts (K,) on the original, uncentred features."""
         if self._B is None:  # W B^T = (L^-T W^T)^T D: K right-hand sides instead of d
-            L, D = self.rows
+            L = self.rows[0]
             U = torch.linalg.solve_triangular(L.mH, W.t().to(L.dtype), upper=True)
-            coef = torch.mm(U.t(), D).to(self.mean.dtype)
+            coef = torch.mm(U.t(), self._centred()).to(self.mean.dtype)
         else:
             coef = torch.mm(W.to(self._B.dtype), self._B.t())
         return coef, b.to(coef.dtype) - coef @ self.mean
