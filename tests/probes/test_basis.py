@@ -54,25 +54,28 @@ def test_fewer_rows_than_dimensions_give_an_orthonormal_basis_from_float32_rows(
     torch.testing.assert_close(B.t() @ B, torch.eye(r, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
-def test_the_cholesky_form_gives_the_rows_coordinates_and_coefficients_without_forming_the_basis():
-    """The rows' coordinates are the factor's rows (and minus their sum), the coefficients come back
-    through K right-hand sides: both as the basis itself gives them, which is formed only if asked."""
+@pytest.mark.parametrize("factor", ["cholesky", "eigh"])
+def test_fewer_rows_than_dimensions_give_coordinates_and_coefficients_without_forming_the_basis(factor):
+    """n < d: the rows' coordinates come with the factorisation (the Cholesky factor's rows and
+    minus their sum, or A diag(mu)^1/2 from the Gram matrix's eigenpairs) and the coefficients
+    through K right-hand sides, both as the basis itself gives them; it is formed only if asked."""
     X = features(8, 50)
-    basis = Basis.of(X, factor="cholesky")
+    basis = Basis.of(X, factor=factor)
     Z = basis.coordinates
-    W, b = torch.randn(3, 7, dtype=X.dtype), torch.randn(3, dtype=X.dtype)
+    r = Z.shape[1]
+    W, b = torch.randn(3, r, dtype=X.dtype), torch.randn(3, dtype=X.dtype)
     coef, intercept = basis.to_coef(W, b)
     assert basis._B is None
-    assert basis.rows[1] is X  # the rows themselves, not a float64 copy of them (d x n x 8 bytes)
+    assert basis.rows[0] is X  # the rows themselves, not a float64 copy of them (d x n x 8 bytes)
     torch.testing.assert_close(Z, basis.project(X), atol=1e-10, rtol=0)
     torch.testing.assert_close(coef, W @ basis.B.t(), atol=1e-10, rtol=0)
     torch.testing.assert_close(X @ coef.t() + intercept, Z @ W.t() + b)
-    assert Basis.of(X, factor="eigh").coordinates is None
+    assert Basis.of(features(50, 8), factor=factor).coordinates is None  # d <= n: projected
 
     # float32 rows with eigenvalues down to 1e-7 of the largest: Z Z^T is the Gram matrix to their
     # precision (the coordinates from a float32 product over d were further off)
     X32 = torch.as_tensor(ill_conditioned_rows()[0])
-    basis = Basis.of(X32, factor="cholesky")
+    basis = Basis.of(X32, factor=factor)
     assert basis.coordinates.dtype == torch.float32
     Z64 = basis.coordinates.double()
     error = float((Z64 @ Z64.t() - basis.gram).abs().max() / basis.gram.abs().max())

@@ -16,19 +16,22 @@ class Basis:
     """Centring vector and orthonormal basis (d, r) of the training features' row space."""
 
     mean: torch.Tensor  # (d,)
-    #: (d, r), orthonormal columns; for the Cholesky form computed where first asked for (see ``rows``)
+    #: (d, r), orthonormal columns; with fewer rows than dimensions formed only where asked for
+    #: (see ``rows``)
     _B: torch.Tensor | None
     #: the centred rows' Gram matrix (n, n) in float64 where it was factored (n < d): their
     #: coordinates' Z Z^T (up to the coordinates' rounding and directions of negligible variance
     #: dropped), which the squared hinge's dual steps need
     gram: torch.Tensor | None = None
     #: the coordinates (n, r) of the rows the basis was made from, in their dtype, where they come
-    #: with it (the Cholesky form: the factor's rows); else None (:meth:`project` them)
+    #: with the factorisation (n < d); else None (:meth:`project` them)
     coordinates: torch.Tensor | None = None
-    #: the Cholesky form's (L, X, m): L L^T = D D^T for the first n - 1 rows of X (not copied)
-    #: centred on their float64 mean m, D; the basis is D^T L^-T, needed neither for the rows'
-    #: coordinates nor for :meth:`to_coef`
-    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    #: n < d: (X, m, L, M): the rows X (not copied), their float64 mean m, and the basis as
+    #: combinations of the centred rows D = X - m, B = D^T L^-T over the first n - 1 rows
+    #: (the Cholesky form, L L^T their Gram matrix; M None) or B = D^T M (M = A diag(mu)^-1/2 from
+    #: the Gram matrix's eigenpairs; L None). Neither the rows' coordinates nor :meth:`to_coef`
+    #: need B itself.
+    rows: tuple | None = None
 
     @classmethod
     def of(cls, X: torch.Tensor, rel_tol: float = 1e-7, factor: str = "eigh") -> Basis:
@@ -37,9 +40,10 @@ class Basis:
         ``factor`` (fewer rows than dimensions only): ``"eigh"``, the principal directions of the
         rows (decorrelated coordinates, on which first-order solvers' diagonal scaling relies), or
         ``"cholesky"``, from the Cholesky factor of the rows' Gram matrix (correlated coordinates,
-        which exact Newton and dual steps do not mind; a fraction of the eigendecomposition's time;
-        the rows' coordinates are the factor's rows, without a product over the d dimensions),
-        with the eigendecomposition where the rows are (nearly) dependent."""
+        which exact Newton and dual steps do not mind; a fraction of the eigendecomposition's time),
+        with the eigendecomposition where the rows are (nearly) dependent. With fewer rows than
+        dimensions the rows' coordinates come from the factorisation itself (:attr:`coordinates`),
+        without a product over the d dimensions."""
         check_choice("factor", factor, ("eigh", "cholesky"))
         n, d = X.shape
         if d <= n:
@@ -67,24 +71,25 @@ class Basis:
             # row i < n - 1 of D has coordinates D_i D^T L^-T = L_i; the centred rows sum to zero,
             # so the last one's are minus the others' sum
             Z = torch.cat([L, -L.sum(0, keepdim=True)])
-            return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(L, X, mean64))
+            return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(X, mean64, L, None))
         mu, A = torch.linalg.eigh(G)
         keep = mu > rel_tol * mu.max().clamp_min(1e-30)
-        B = (Xc64.t() @ A[:, keep]) / torch.sqrt(mu[keep])
-        return cls(mean, B.to(X.dtype).contiguous(), gram=G)
+        root = torch.sqrt(mu[keep])
+        # D B = G A diag(mu)^-1/2 = A diag(mu)^1/2 on the kept eigenpairs
+        Z = A[:, keep] * root
+        return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(X, mean64, None, A[:, keep] / root))
 
     @property
     def B(self) -> torch.Tensor:
         """The orthonormal basis (d, r)."""
         if self._B is None:
-            L, D = self.rows[0], self._centred()
-            self._B = torch.linalg.solve_triangular(L, D, upper=False).t().to(self.mean.dtype).contiguous()
+            X, mean64, L, M = self.rows
+            if L is not None:
+                B = torch.linalg.solve_triangular(L, X[:-1].double() - mean64, upper=False).t()
+            else:
+                B = torch.mm((X.double() - mean64).t(), M)
+            self._B = B.to(self.mean.dtype).contiguous()
         return self._B
-
-    def _centred(self) -> torch.Tensor:
-        """The Cholesky form's D in float64 (kept as the rows' reference, not a float64 copy)."""
-        _, X, mean64 = self.rows
-        return X[:-1].double() - mean64
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
@@ -92,10 +97,14 @@ class Basis:
 
     def to_coef(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients (K, d) and intercepts (K,) on the original, uncentred features."""
-        if self._B is None:  # W B^T = (L^-T W^T)^T D: K right-hand sides instead of d
-            L = self.rows[0]
-            U = torch.linalg.solve_triangular(L.mH, W.t().to(L.dtype), upper=True)
-            coef = torch.mm(U.t(), self._centred()).to(self.mean.dtype)
+        if self._B is None:  # W B^T as combinations of the centred rows: K right-hand sides, not d
+            X, mean64, L, M = self.rows
+            if L is not None:  # W L^-1 D
+                U = torch.linalg.solve_triangular(L.mH, W.t().to(L.dtype), upper=True).t()
+                coef = torch.mm(U, X[:-1].double() - mean64)
+            else:  # W M^T D
+                coef = torch.mm(torch.mm(W.to(M.dtype), M.t()), X.double() - mean64)
+            coef = coef.to(self.mean.dtype)
         else:
             coef = torch.mm(W.to(self._B.dtype), self._B.t())
         return coef, b.to(coef.dtype) - coef @ self.mean
