@@ -61,7 +61,8 @@ def test_fewer_rows_than_dimensions_give_coordinates_and_coefficients_without_fo
     through K right-hand sides, both as the basis itself gives them; it is formed only if asked."""
     X = features(8, 50)
     basis = Basis.of(X, factor=factor)
-    Z = basis.coordinates
+    Z = basis.own_coordinates(X)
+    assert basis.coordinates is None  # handed over
     r = Z.shape[1]
     W, b = torch.randn(3, r, dtype=X.dtype), torch.randn(3, dtype=X.dtype)
     coef, intercept = basis.to_coef(W, b)
@@ -71,13 +72,17 @@ def test_fewer_rows_than_dimensions_give_coordinates_and_coefficients_without_fo
     torch.testing.assert_close(coef, W @ basis.B.t(), atol=1e-10, rtol=0)
     torch.testing.assert_close(X @ coef.t() + intercept, Z @ W.t() + b)
     assert Basis.of(features(50, 8), factor=factor).coordinates is None  # d <= n: projected
+    other = Basis.of(X, factor=factor)
+    torch.testing.assert_close(other.own_coordinates(X + 0), Z, atol=1e-10, rtol=0)  # projected
+    assert other.coordinates is not None  # still there for its own rows
 
     # float32 rows with eigenvalues down to 1e-7 of the largest: Z Z^T is the Gram matrix to their
     # precision (the coordinates from a float32 product over d were further off)
     X32 = torch.as_tensor(ill_conditioned_rows()[0])
     basis = Basis.of(X32, factor=factor)
-    assert basis.coordinates.dtype == torch.float32
-    Z64 = basis.coordinates.double()
+    Z64 = basis.own_coordinates(X32)
+    assert Z64.dtype == torch.float32
+    Z64 = Z64.double()
     error = float((Z64 @ Z64.t() - basis.gram).abs().max() / basis.gram.abs().max())
     projected = basis.project(X32).double()
     assert error < 1e-6

@@ -95,6 +95,15 @@ class Basis:
         """Centred rows expressed in the basis, (n, r)."""
         return torch.mm(X - self.mean, self.B)
 
+    def own_coordinates(self, X: torch.Tensor) -> torch.Tensor:
+        """The coordinates (n, r) of X, the rows the basis was made from: the factorisation's where
+        it gave them (handed over, the basis keeps no reference), else :meth:`project`."""
+        Z = self.coordinates
+        if Z is None or self.rows is None or self.rows[0] is not X:
+            return self.project(X)
+        self.coordinates = None
+        return Z
+
     def to_coef(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients (K, d) and intercepts (K,) on the original, uncentred features."""
         if self._B is None:  # W B^T as combinations of the centred rows: K right-hand sides, not d
