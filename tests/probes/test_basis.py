@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepfeat.errors import ConfigError
-from deepfeat.probes.basis import Basis, PreparedFeatures
+from deepfeat.probes.basis import GRAM_BLOCK_ROWS, Basis, PreparedFeatures, gram_matrix
 
 
 def features(n, d, seed=0, offset=20.0):
@@ -113,3 +113,11 @@ def test_prepared_gram_of_rows_is_a_block_of_one_float64_gram_matrix():
     block = prepared.gram_of(rows)
     torch.testing.assert_close(block, Z64[rows] @ Z64[rows].t())
     assert prepared.gram_of(torch.arange(30)) is whole  # computed once, for every fold and the final fit
+
+
+@pytest.mark.parametrize("n", [GRAM_BLOCK_ROWS - 1, GRAM_BLOCK_ROWS, 1031])
+def test_gram_matrix_from_its_lower_block_triangle_is_the_product(n):
+    X = torch.randn(n, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    G = gram_matrix(X)
+    torch.testing.assert_close(G, X @ X.t(), atol=1e-11, rtol=0)
+    assert torch.equal(G, G.t())

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepfeat.probes.basis import gram_matrix
+
 #: largest curvature weight of each loss (at a zero margin; anywhere active for the squared hinge)
 CURVATURE = {"multinomial": 0.25, "logistic": 0.25, "squared_hinge": 2.0}
 #: curvature weights are floored at this fraction of the loss's largest one: a step may move a sample
@@ -120,7 +122,7 @@ class Problem:
                 self._gram = self.gram_from()
             else:
                 Z64 = self.Z.double()
-                self._gram = torch.mm(Z64, Z64.t())
+                self._gram = gram_matrix(Z64)
         return self._gram
 
     def to(self, dtype: torch.dtype) -> Problem:
