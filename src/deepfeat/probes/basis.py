@@ -69,9 +69,8 @@ class Basis:
         # optimum (2 x 1,200 x 1,280). Centred in float64 too: the rows then sum to zero to its
         # precision, which the Cholesky form's last row relies on (float32 centring left sums of
         # 6e-5 of the Gram matrix's scale on rows with a large common offset)
-        X64 = X.double()
-        mean64 = X64.mean(0)
-        mean, Xc64 = mean64.to(X.dtype), X64 - mean64
+        mean64 = X.double().mean(0)
+        mean, Xc64 = mean64.to(X.dtype), _centred64(X, mean64)
         G = gram_matrix(Xc64)
         L = _cholesky_factor(G, rel_tol) if factor == "cholesky" else None
         if L is not None:
@@ -92,9 +91,9 @@ class Basis:
         if self._B is None:
             X, mean64, L, M = self.rows
             if L is not None:
-                B = torch.linalg.solve_triangular(L, X[:-1].double() - mean64, upper=False).t()
+                B = torch.linalg.solve_triangular(L, _centred64(X[:-1], mean64), upper=False).t()
             else:
-                B = torch.mm((X.double() - mean64).t(), M)
+                B = torch.mm(_centred64(X, mean64).t(), M)
             self._B = B.to(self.mean.dtype).contiguous()
         return self._B
 
@@ -117,13 +116,19 @@ class Basis:
             X, mean64, L, M = self.rows
             if L is not None:  # W L^-1 D
                 U = torch.linalg.solve_triangular(L.mH, W.t().to(L.dtype), upper=True).t()
-                coef = torch.mm(U, X[:-1].double() - mean64)
+                coef = torch.mm(U, _centred64(X[:-1], mean64))
             else:  # W M^T D
-                coef = torch.mm(torch.mm(W.to(M.dtype), M.t()), X.double() - mean64)
+                coef = torch.mm(torch.mm(W.to(M.dtype), M.t()), _centred64(X, mean64))
             coef = coef.to(self.mean.dtype)
         else:
             coef = torch.mm(W.to(self._B.dtype), self._B.t())
         return coef, b.to(coef.dtype) - coef @ self.mean
+
+
+def _centred64(X: torch.Tensor, mean64: torch.Tensor) -> torch.Tensor:
+    """X - mean64 in float64, one copy of X (centred in place)."""
+    Xc = X.to(torch.float64, copy=True)
+    return Xc.sub_(mean64)
 
 
 def gram_matrix(X: torch.Tensor) -> torch.Tensor:
