@@ -57,6 +57,7 @@ def test_newton_exact_reaches_the_iterative_optimum(loss, C, monkeypatch):
     import deepfeat.probes.solver as solver
     from deepfeat.probes.exact import newton_exact
 
+    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
     rng = np.random.default_rng(7)
     X = torch.as_tensor(rng.normal(size=(150, 12)), dtype=torch.float32)
     codes = rng.integers(0, 3, 150)
@@ -185,13 +186,13 @@ def test_small_multinomial_final_fit_in_float64_is_solved():
     assert sol.converged and sol.grad_max <= 1e-6 and sol.n_iter > 0
 
 
-def test_newton_squared_hinge_many_outputs_few_violators():
+def test_newton_cg_many_outputs_few_violators():
     """One-vs-rest SVMs with more dimensions than training rows along a C path: at large C each
     output has few margin violators (ridge plus low rank), where conjugate gradients converge in
     about rank steps unpreconditioned. Every C reaches the exact-Newton optimum, with fewer Hessian
     products than the diagonally preconditioned iteration took (1,091 on this path; now about 400)."""
     from deepfeat.probes.exact import newton_exact
-    from deepfeat.probes.newton import newton_squared_hinge
+    from deepfeat.probes.newton import newton_cg
     from deepfeat.probes.solver import initial_point
 
     rng = np.random.default_rng(0)
@@ -202,7 +203,7 @@ def test_newton_squared_hinge_many_outputs_few_violators():
     W, b = initial_point(problem)
     total = 0
     for C in (0.01, 0.1, 1.0, 10.0):
-        W, b, products, grad = newton_squared_hinge(problem, C, W, b, 1e-4, 300)
+        W, b, products, grad = newton_cg(problem, C, W, b, 1e-4, 300)
         total += products
         assert grad <= 1e-4
         We, be, _its, grad_e = newton_exact(p64, C, W.double(), b.double(), 1e-9, 100)
@@ -332,10 +333,13 @@ def test_fewer_rows_than_dimensions_reach_the_optimum_at_large_C():
     assert ours <= objective(ref_coef, ref_b) * (1 + 1e-7)
 
 
-def test_the_path_starts_each_logistic_C_from_the_tangent_prediction():
+def test_the_path_starts_each_logistic_C_from_the_tangent_prediction(monkeypatch):
     """Exact Newton's solutions carry d(W, b)/d log C; the next C starts from the tangent's prediction
     where it lowers the new objective, which on this path beats the secant's at C = 0.01-10."""
+    import deepfeat.probes.solver as solver
     from deepfeat.probes.solver import _predict
+
+    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
 
     rng = np.random.default_rng(3)
     X = torch.as_tensor(rng.normal(size=(200, 12)), dtype=torch.float32)
@@ -372,3 +376,97 @@ def test_exact_squared_hinge_paths_start_each_C_from_the_previous_solution():
         f_path = problem.to(torch.float64).evaluate(sol.W.double(), sol.b.double(), C)[0].sum()
         f_cold = problem.to(torch.float64).evaluate(cold.W.double(), cold.b.double(), C)[0].sum()
         assert float(f_path) <= float(f_cold) * (1 + 1e-5) + 1e-9
+
+
+def _logistic_problems():
+    rng = np.random.default_rng(11)
+    X = torch.as_tensor(rng.normal(size=(160, 14)), dtype=torch.float32)
+    codes = rng.integers(0, 3, 160)
+    X = X + 1.5 * torch.as_tensor(np.eye(3)[codes] @ rng.normal(size=(3, 14)), dtype=torch.float32)
+    Z = Basis.of(X).project(X)
+    two = make_problem(Z, (codes == 1).astype(np.int64), None, 1, "logistic", False)
+    three = make_problem(Z, np.eye(3, dtype=np.int64)[codes], None, 3, "logistic", False)
+    return two, three
+
+
+def _objective(problem, sol, C):
+    return problem.to(torch.float64).evaluate(sol.W.double(), sol.b.double(), C)[0]
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_logistic_newton_cg_first_reaches_exact_newtons_optimum(C, outputs, monkeypatch):
+    """Small logistic problems take Newton-CG steps within a budget of Hessian products first: where
+    it suffices (cg=True) the solution is exact Newton's optimum; with a budget of one product it
+    hands over to exact Newton (cg=False), which reaches the same optimum from there."""
+    import deepfeat.probes.solver as solver
+
+    problem = _logistic_problems()[0 if outputs == 1 else 1]
+    first = solve(problem, C, tol=1e-6, polish=True)
+    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)
+    exact = solve(problem, C, tol=1e-6, polish=True)
+    assert exact.cg is None and exact.exact
+    asked = []
+    monkeypatch.setattr(solver, "cg_budget", lambda problem: asked.append(1) or 1)
+    handed = solve(problem, C, tol=1e-6, polish=True)
+    assert asked and handed.cg is False and handed.exact
+    for sol in (first, handed):
+        assert sol.converged and sol.grad_max <= 1e-6
+        torch.testing.assert_close(
+            _objective(problem, sol, C), _objective(problem, exact, C), rtol=1e-7, atol=1e-10
+        )
+    if first.cg:
+        torch.testing.assert_close(first.W.double(), exact.W.double(), rtol=2e-3, atol=2e-4)
+
+
+def test_logistic_path_keeps_exact_newton_after_a_handover(monkeypatch):
+    """Once a C of the path ran out of Newton-CG's budget, the larger Cs go to exact Newton directly
+    (and carry its tangent); before that, Newton-CG's solutions (no tangent) still reach each C's
+    optimum."""
+    import deepfeat.probes.solver as solver
+
+    two, _ = _logistic_problems()
+    Cs = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
+    budget = solver.cg_budget(two)
+    assert budget > 0
+    path = list(solve_path(two, Cs, tol=1e-6))
+    flags = [sol.cg for sol in path]
+    assert flags[0] is True
+    if False in flags:
+        handed = flags.index(False)
+        assert all(flag is None for flag in flags[handed + 1 :])
+        assert all(sol.tangent is not None for sol in path[handed:])
+    monkeypatch.setattr(solver, "cg_budget", lambda problem: 2)  # hand over at the first C
+    tight = list(solve_path(two, Cs, tol=1e-6))
+    assert [sol.cg for sol in tight] == [False] + [None] * (len(Cs) - 1)
+    for C, a, b in zip(Cs, path, tight):
+        torch.testing.assert_close(_objective(two, a, C), _objective(two, b, C), rtol=1e-5, atol=1e-9)
+
+
+def test_newton_cg_spends_at_most_its_product_budget():
+    from deepfeat.probes.newton import newton_cg
+    from deepfeat.probes.solver import initial_point
+
+    two, three = _logistic_problems()
+    for problem in (two, three):
+        W0, b0 = initial_point(problem)
+        W, b, products, grad = newton_cg(problem, 100.0, W0, b0, 1e-12, 300, max_products=5)
+        assert products <= 5 and grad > 1e-12
+        f0 = problem.evaluate(W0, b0, 100.0)[0]
+        assert bool((problem.evaluate(W, b, 100.0)[0] < f0).all())  # the truncated steps descend
+
+
+def test_logistic_outputs_held_fixed_skip_newton_cg(monkeypatch):
+    """An output with one class only has no finite logistic optimum: such problems go to exact Newton,
+    which keeps that output where it started."""
+    import deepfeat.probes.solver as solver
+
+    _, three = _logistic_problems()
+    T = three.T.clone()
+    T[:, 2] = 0
+    problem = make_problem(three.Z, T.long().numpy(), None, 3, "logistic", False)
+    assert problem.fixed is not None and bool(problem.fixed[2])
+    called = []
+    monkeypatch.setattr(solver, "_newton_cg_first", lambda *a: called.append(1))
+    sol = solve(problem, 1.0, tol=1e-6)
+    assert not called and sol.exact and sol.cg is None

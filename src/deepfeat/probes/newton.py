@@ -1,13 +1,13 @@
 """Newton-CG methods, every output at once (exact Newton for small problems: :mod:`deepfeat.probes.exact`).
 
-:func:`newton_squared_hinge` (semismooth Newton-CG, any number of outputs): the squared hinge's
-objective is piecewise quadratic, so once the set of margin violators settles one Newton step lands
-on the optimum, where L-BFGS would crawl. Output k's generalised Hessian is
-(1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0), h_k = 2 w_k on its violators; Newton directions come
-from conjugate gradients, preconditioned by that Hessian's diagonal for outputs with more violators than
-dimensions (unpreconditioned for the others), step lengths from regula falsi on
-each output's directional derivative (exact enough in float32, unlike differences of objective
-values near the optimum).
+:func:`newton_cg` (per-output losses, any number of outputs): for the squared hinge a semismooth
+Newton method (its objective is piecewise quadratic, so once the set of margin violators settles one
+Newton step lands on the optimum, where L-BFGS would crawl); for the logistic loss Newton-CG. Output
+k's (generalised) Hessian is (1/N) [Z 1]^T diag(h_k) [Z 1] + diag(1/(C N), 0), h_k = 2 w_k on its
+violators or w_k p (1 - p); Newton directions come from conjugate gradients, preconditioned by that
+Hessian's diagonal for outputs with more rows of non-zero curvature than dimensions
+(unpreconditioned for the others), step lengths from regula falsi on each output's directional
+derivative (exact enough in float32, unlike differences of objective values near the optimum).
 
 :func:`newton_multinomial` (Newton-CG for the softmax loss, any number of groups): small
 multinomial problems, their C searches and final fits.
@@ -23,11 +23,19 @@ from deepfeat.probes.objectives import Problem
 CG_REL = 1e-2
 
 
-def newton_squared_hinge(
-    problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor, tol: float, max_iter: int
+def newton_cg(
+    problem: Problem,
+    C: float,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    tol: float,
+    max_iter: int,
+    max_products: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """Minimise from (W, b) to scaled gradient ``tol``; returns (W, b, Hessian products, scaled
-    gradient max) where the scaling is the square root of the diagonal curvature, as in L-BFGS."""
+    """Minimise a per-output loss (squared hinge or logistic) from (W, b) to scaled gradient ``tol``;
+    returns (W, b, Hessian products, scaled gradient max) where the scaling is the square root of the
+    diagonal curvature, as in L-BFGS. With ``max_products``, stops (unconverged) once that many
+    Hessian products are spent, after the step along the direction reached by then."""
     Z, N = problem.Z, problem.N
     r = Z.shape[1]
     reg = 1.0 / (C * N)
@@ -46,7 +54,7 @@ def newton_squared_hinge(
         grad = torch.cat([gW, gb[:, None]], 1)
         diag = problem.diagonal(h, C)
         gmax = float((grad / diag.sqrt()).abs().max())
-        if gmax <= tol or products >= 4 * max_iter:
+        if gmax <= tol or products >= 4 * max_iter or (max_products is not None and products >= max_products):
             break
         # an output with at most r margin violators has a Hessian of the ridge plus a low-rank term:
         # plain conjugate gradients converge in about rank steps there, while the diagonal scaling
@@ -71,8 +79,8 @@ def newton_squared_hinge(
             alpha = rz / (p * Hp).sum(1).clamp_min(tiny)
             d += alpha[:, None] * p
             res -= alpha[:, None] * Hp
-            if bool(((res * res).sum(1) <= stop).all()):
-                break
+            if bool(((res * res).sum(1) <= stop).all()) or products == max_products:
+                break  # (a truncated CG direction is still a descent direction)
             z = res / diag
             rz_new = (res * z).sum(1)
             p = z + (rz_new / rz.clamp_min(tiny))[:, None] * p

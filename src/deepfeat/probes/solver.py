@@ -21,7 +21,8 @@ final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
 Newton method throughout (see ``NEWTON_WORK``); small per-output problems with few outputs, of either
-loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``), and so do
+loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``; logistic ones
+first take Newton-CG steps within a budget priced at exact Newton's cost, see ``CG_EXACT_STEPS``), and so do
 squared-hinge problems with many outputs whose outputs have few margin violators each (Newton steps
 through the violators' Gram matrix, see ``DUAL_WORK``).
 """
@@ -36,7 +37,7 @@ import torch
 
 from deepfeat.probes.exact import DUAL_ROWS, Factors, newton_exact
 from deepfeat.probes.lbfgs import minimize
-from deepfeat.probes.newton import newton_multinomial, newton_squared_hinge
+from deepfeat.probes.newton import newton_cg, newton_multinomial
 from deepfeat.probes.objectives import Problem
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
@@ -55,6 +56,9 @@ class Solution:
     #: d(W, b) / d log C at the solution and the outputs it holds for (exact Newton's factors)
     tangent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     exact: bool = False  # solved by exact Newton
+    #: logistic problems in exact Newton's regime: whether Newton-CG alone solved it within its
+    #: budget (True), ran out and handed over to exact Newton (False), or was not tried (None)
+    cg: bool | None = None
 
 
 def initial_point(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +165,19 @@ DUAL_RUNTIME_OUTPUTS = 16
 MULTINOMIAL_NEWTON_WORK = 10_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
 CONTINUE_ABOVE = 1.0
+#: logistic problems inside exact Newton's rule first take Newton-CG steps (float32, Hessian products
+#: instead of factored Hessians) within a budget of Hessian products priced at what exact Newton
+#: would cost there: CG_EXACT_STEPS steps of K (n r^2 + r^3 / 3) multiply-adds plus
+#: CG_EXACT_STEP_OPS of fixed cost, each product 2 K n r plus CG_PRODUCT_OPS (the fixed costs, in
+#: multiply-adds, of torch's per-operation overhead and small factorisations, fitted on 2 threads:
+#: a Newton-CG product of 2 x 300-3,060 x 192 costs 0.2-0.6 ms, an exact step 5-12 ms). Out of
+#: budget, exact Newton continues from where Newton-CG stopped, and a C path keeps to exact Newton
+#: from there (its Cs get harder: the logistic curvature vanishes on separated rows as C grows).
+#: Where n < r a fold's Hessian has low rank and conjugate gradients converge in about its rank.
+#: Interleaved C searches (2 threads, same C and coefficients): see benchmarks/PROBES.md
+CG_EXACT_STEPS = 3
+CG_EXACT_STEP_OPS = 150e6
+CG_PRODUCT_OPS = 15e6
 
 #: C searches whose problem has at most this many entries x outputs (n x r x K) solve all folds as
 #: one problem (the folds' rows selected by weights): their cost is largely per-iteration overhead,
@@ -224,6 +241,31 @@ def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor) -
     return work <= DUAL_WORK
 
 
+def cg_budget(problem: Problem) -> int:
+    """Hessian products Newton-CG may spend on a logistic problem before exact Newton takes over
+    (see ``CG_EXACT_STEPS``; 0: none, exact Newton from the start)."""
+    n, r = problem.Z.shape
+    K = problem.n_outputs
+    exact = CG_EXACT_STEPS * (K * (n * r * r + r**3 / 3) + CG_EXACT_STEP_OPS)
+    return int(exact / (2 * K * n * r + CG_PRODUCT_OPS))
+
+
+def _newton_cg_first(problem: Problem, C: float, W, b, tol: float, max_iter: int, polish: bool):
+    """Newton-CG within :func:`cg_budget` (float32, then float64 to ``POLISH * tol`` with
+    ``polish``): (W, b, products, scaled gradient max, converged), in the problem's precision."""
+    budget = cg_budget(problem)
+    first = POLISH * tol if polish and problem.Z.dtype == torch.float64 else tol
+    W, b, used, grad = newton_cg(problem, C, W, b, first, max_iter, max_products=budget)
+    if grad <= first and polish and problem.Z.dtype != torch.float64:
+        p64 = problem.to(torch.float64)
+        W64, b64, more, grad = newton_cg(
+            p64, C, W.double(), b.double(), POLISH * tol, max_iter, max_products=budget - used
+        )
+        used += more
+        W, b = W64.to(problem.Z.dtype), b64.to(problem.Z.dtype)
+    return W, b, used, grad, grad <= (POLISH * tol if polish else tol)
+
+
 def _minimize(problem: Problem, C: float, W, b, tol: float, max_iter: int):
     """L-BFGS from (W, b), scaled by the curvature at the start."""
     packed = _Packed(problem, C)
@@ -246,9 +288,11 @@ def solve(
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     polish: bool = False,
     tangent: bool = False,
+    cg_first: bool = True,
 ) -> Solution:
     """Minimise the objective for one C from ``init``; with ``tangent``, the solution's derivative in
-    log C where exact Newton's Hessian factors give it (:meth:`Factors.tangent`).
+    log C where exact Newton's Hessian factors give it (:meth:`Factors.tangent`); ``cg_first``:
+    whether a logistic problem in exact Newton's regime tries Newton-CG first (see ``CG_EXACT_STEPS``).
 
     Without ``init``, a large C is reached along a short path (C / 1000, C / 100, C / 10, C) from
     :func:`initial_point`: a cold start far from the optimum costs more than the path. The float32
@@ -268,6 +312,17 @@ def solve(
         problem, C, W, b
     ):
         dtype = problem.Z.dtype
+        cg, done = None, 0
+        # (outputs held fixed, one class in a fold, have no finite logistic optimum: exact Newton's)
+        if (
+            problem.loss == "logistic"
+            and cg_first
+            and cg_budget(problem) > 0
+            and (problem.fixed is None or not bool(problem.fixed.any()))
+        ):
+            W, b, done, grad, cg = _newton_cg_first(problem, C, W, b, tol, max_iter, polish)
+            if cg:
+                return Solution(W, b, done, grad, True, cg=True)
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
         # the logistic loss only: its path is smooth (C search 1.12-1.17x at 2 x 300-1,200 x 192 and
         # 2 x 300 x 1,280); the squared hinge's bends where violators change (0.93-1.07x)
@@ -278,9 +333,9 @@ def solve(
         t = None if factors is None else factors.tangent(p64, C, W64)
         if t is not None:
             t = (t[0].to(dtype), t[1].to(dtype), t[2])
-        return Solution(W64.to(dtype), b64.to(dtype), n_iter, grad, grad <= tol, t, exact=True)
+        return Solution(W64.to(dtype), b64.to(dtype), done + n_iter, grad, grad <= tol, t, exact=True, cg=cg)
     if problem.loss == "squared_hinge" and n * r * problem.n_outputs <= NEWTON_WORK:
-        W, b, n_iter, grad = newton_squared_hinge(problem, C, W, b, tol, max_iter)
+        W, b, n_iter, grad = newton_cg(problem, C, W, b, tol, max_iter)
     elif problem.multinomial and n * r * problem.n_outputs <= MULTINOMIAL_NEWTON_WORK:
         if polish and problem.Z.dtype != torch.float64:
             n_iter, grad = 0, float("inf")  # straight to the float64 Newton-CG phase below
@@ -294,7 +349,7 @@ def solve(
     if polish and problem.Z.dtype != torch.float64:
         p64 = problem.to(torch.float64)
         if problem.loss == "squared_hinge":
-            W64, b64, its, grad = newton_squared_hinge(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
+            W64, b64, its, grad = newton_cg(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
         elif problem.multinomial:
             W64, b64, its, grad = newton_multinomial(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
         else:
@@ -316,9 +371,11 @@ def solve_path(
     previous one moved along the path (its tangent, else the path's last step) where that lowers the
     new objective."""
     prev = current = None
+    cg_first = True
     for j, C in enumerate(Cs):
         start = initial_point(problem) if current is None else _predict(problem, C, Cs[j - 1], current, prev)
-        sol = solve(problem, C, max_iter=max_iter, tol=tol, init=start, tangent=True)
+        sol = solve(problem, C, max_iter=max_iter, tol=tol, init=start, tangent=True, cg_first=cg_first)
+        cg_first = cg_first and sol.cg is not False
         prev, current = current, sol
         yield sol
 
