@@ -275,6 +275,7 @@ def test_many_squared_hinge_outputs_inside_the_static_rule_follow_the_run_time_r
     C; both reach the optimum of exact Newton."""
     import deepfeat.probes.solver as solver
 
+    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton's own rules (no Newton-CG first)
     K, n = 8, 160
     problem = _one_vs_rest_hinge(13, K, n, 12, 1.5)
     r = problem.Z.shape[1]
@@ -357,11 +358,13 @@ def test_the_path_starts_each_logistic_C_from_the_tangent_prediction(monkeypatch
         assert start < float(problem.evaluate(current.W, current.b, C)[0])
 
 
-def test_exact_squared_hinge_paths_start_each_C_from_the_previous_solution():
+def test_exact_squared_hinge_paths_start_each_C_from_the_previous_solution(monkeypatch):
     """No secant for exact Newton on the squared hinge (its start took a poorer set of margin
     violators and more Newton steps); the path still reaches every C's optimum."""
+    import deepfeat.probes.solver as solver
     from deepfeat.probes.solver import _predict
 
+    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
     rng = np.random.default_rng(4)
     X = torch.as_tensor(rng.normal(size=(150, 10)), dtype=torch.float32)
     codes = (X[:, :2].sum(1).numpy() + rng.normal(size=150) > 0).astype(np.int64)
@@ -378,14 +381,14 @@ def test_exact_squared_hinge_paths_start_each_C_from_the_previous_solution():
         assert float(f_path) <= float(f_cold) * (1 + 1e-5) + 1e-9
 
 
-def _logistic_problems():
+def _per_output_problems(loss="logistic"):
     rng = np.random.default_rng(11)
     X = torch.as_tensor(rng.normal(size=(160, 14)), dtype=torch.float32)
     codes = rng.integers(0, 3, 160)
     X = X + 1.5 * torch.as_tensor(np.eye(3)[codes] @ rng.normal(size=(3, 14)), dtype=torch.float32)
     Z = Basis.of(X).project(X)
-    two = make_problem(Z, (codes == 1).astype(np.int64), None, 1, "logistic", False)
-    three = make_problem(Z, np.eye(3, dtype=np.int64)[codes], None, 3, "logistic", False)
+    two = make_problem(Z, (codes == 1).astype(np.int64), None, 1, loss, False)
+    three = make_problem(Z, np.eye(3, dtype=np.int64)[codes], None, 3, loss, False)
     return two, three
 
 
@@ -395,13 +398,15 @@ def _objective(problem, sol, C):
 
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
 @pytest.mark.parametrize("outputs", [1, 3])
-def test_logistic_newton_cg_first_reaches_exact_newtons_optimum(C, outputs, monkeypatch):
-    """Small logistic problems take Newton-CG steps within a budget of Hessian products first: where
-    it suffices (cg=True) the solution is exact Newton's optimum; with a budget of one product it
-    hands over to exact Newton (cg=False), which reaches the same optimum from there."""
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_newton_cg_first_reaches_exact_newtons_optimum(C, outputs, loss, monkeypatch):
+    """Small per-output problems take Newton-CG steps within a budget of Hessian products first:
+    where it suffices (cg=True) the solution is exact Newton's optimum; with a budget of one product
+    it hands over to exact Newton (cg=False), which reaches the same optimum from there."""
     import deepfeat.probes.solver as solver
 
-    problem = _logistic_problems()[0 if outputs == 1 else 1]
+    problem = _per_output_problems(loss)[0 if outputs == 1 else 1]
+    assert solver.cg_budget(problem) > 0
     first = solve(problem, C, tol=1e-6, polish=True)
     monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)
     exact = solve(problem, C, tol=1e-6, polish=True)
@@ -425,7 +430,7 @@ def test_logistic_path_keeps_exact_newton_after_a_handover(monkeypatch):
     optimum."""
     import deepfeat.probes.solver as solver
 
-    two, _ = _logistic_problems()
+    two, _ = _per_output_problems()
     Cs = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
     budget = solver.cg_budget(two)
     assert budget > 0
@@ -447,7 +452,7 @@ def test_newton_cg_spends_at_most_its_product_budget():
     from deepfeat.probes.newton import newton_cg
     from deepfeat.probes.solver import initial_point
 
-    two, three = _logistic_problems()
+    two, three = _per_output_problems()
     for problem in (two, three):
         W0, b0 = initial_point(problem)
         W, b, products, grad = newton_cg(problem, 100.0, W0, b0, 1e-12, 300, max_products=5)
@@ -456,12 +461,29 @@ def test_newton_cg_spends_at_most_its_product_budget():
         assert bool((problem.evaluate(W, b, 100.0)[0] < f0).all())  # the truncated steps descend
 
 
-def test_logistic_outputs_held_fixed_skip_newton_cg(monkeypatch):
-    """An output with one class only has no finite logistic optimum: such problems go to exact Newton,
-    which keeps that output where it started."""
+def test_squared_hinge_budget_only_where_rows_outnumber_dimensions(monkeypatch):
+    """Squared-hinge problems with few rows per basis dimension (or many outputs) take exact Newton
+    from the start: its steps go through the violators' small systems there."""
     import deepfeat.probes.solver as solver
 
-    _, three = _logistic_problems()
+    two, three = _per_output_problems("squared_hinge")
+    assert solver.cg_budget(two) > 0 and solver.cg_budget(three) > 0
+    narrow = make_problem(two.Z[:20], two.T[:20, 0].gt(0).long().numpy(), None, 1, "squared_hinge", False)
+    assert solver.cg_budget(narrow) == 0
+    called = []
+    monkeypatch.setattr(solver, "_newton_cg_first", lambda *a: called.append(1))
+    sol = solve(narrow, 1.0, tol=1e-6)
+    assert not called and sol.exact and sol.cg is None
+    monkeypatch.setattr(solver, "CG_HINGE_OUTPUTS", 2)
+    assert solver.cg_budget(three) == 0
+
+
+def test_outputs_held_fixed_skip_newton_cg(monkeypatch):
+    """An output with one class only (no finite logistic optimum) stays where exact Newton keeps it:
+    such problems go to exact Newton directly."""
+    import deepfeat.probes.solver as solver
+
+    _, three = _per_output_problems()
     T = three.T.clone()
     T[:, 2] = 0
     problem = make_problem(three.Z, T.long().numpy(), None, 3, "logistic", False)

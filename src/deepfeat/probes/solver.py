@@ -21,8 +21,8 @@ final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
 Newton method throughout (see ``NEWTON_WORK``); small per-output problems with few outputs, of either
-loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``; logistic ones
-first take Newton-CG steps within a budget priced at exact Newton's cost, see ``CG_EXACT_STEPS``), and so do
+loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``; first Newton-CG
+steps within a budget priced at exact Newton's cost, see ``CG_EXACT_STEPS``), and so do
 squared-hinge problems with many outputs whose outputs have few margin violators each (Newton steps
 through the violators' Gram matrix, see ``DUAL_WORK``).
 """
@@ -56,8 +56,8 @@ class Solution:
     #: d(W, b) / d log C at the solution and the outputs it holds for (exact Newton's factors)
     tangent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     exact: bool = False  # solved by exact Newton
-    #: logistic problems in exact Newton's regime: whether Newton-CG alone solved it within its
-    #: budget (True), ran out and handed over to exact Newton (False), or was not tried (None)
+    #: problems in exact Newton's regime: whether Newton-CG alone solved it within its budget
+    #: (True), ran out and handed over to exact Newton (False), or was not tried (None)
     cg: bool | None = None
 
 
@@ -165,19 +165,27 @@ DUAL_RUNTIME_OUTPUTS = 16
 MULTINOMIAL_NEWTON_WORK = 10_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
 CONTINUE_ABOVE = 1.0
-#: logistic problems inside exact Newton's rule first take Newton-CG steps (float32, Hessian products
-#: instead of factored Hessians) within a budget of Hessian products priced at what exact Newton
-#: would cost there: CG_EXACT_STEPS steps of K (n r^2 + r^3 / 3) multiply-adds plus
+#: problems inside exact Newton's rule first take Newton-CG steps (:func:`newton.newton_cg`: float32,
+#: Hessian products instead of factored Hessians) within a budget of Hessian products priced at what
+#: exact Newton would cost there: CG_EXACT_STEPS steps of K (n r^2 + r^3 / 3) multiply-adds plus
 #: CG_EXACT_STEP_OPS of fixed cost, each product 2 K n r plus CG_PRODUCT_OPS (the fixed costs, in
 #: multiply-adds, of torch's per-operation overhead and small factorisations, fitted on 2 threads:
 #: a Newton-CG product of 2 x 300-3,060 x 192 costs 0.2-0.6 ms, an exact step 5-12 ms). Out of
 #: budget, exact Newton continues from where Newton-CG stopped, and a C path keeps to exact Newton
-#: from there (its Cs get harder: the logistic curvature vanishes on separated rows as C grows).
-#: Where n < r a fold's Hessian has low rank and conjugate gradients converge in about its rank.
-#: Interleaved C searches (2 threads, same C and coefficients): see benchmarks/PROBES.md
+#: from there (its Cs get harder: the curvature vanishes on separated rows as C grows). Squared-hinge
+#: problems only with at least CG_HINGE_ROWS rows per basis dimension and at most CG_HINGE_OUTPUTS
+#: outputs: elsewhere exact Newton steps through the violators' m x m systems (see ``DUAL_WORK``),
+#: cheaper than the price above. Interleaved C searches (2 threads, the same C and coefficients):
+#: logistic 2 x 300 x 192 1.23x, 2 x 300 x 1,280 2.4x (a fold's Hessian has low rank where n < d:
+#: conjugate gradients converge in about its rank), 2 x 600 x 1,280 5.0x, 2 x 1,200 x 192 1.43x,
+#: 2 x 3,060 x 192 0.99x, one-vs-rest 10 x 300 x 192 3.1x, 10 x 300 x 1,280 6.7x; squared hinge
+#: 2 x 300-3,060 x 192 1.13-1.25x, 10 x 300-3,060 x 192 1.4-2.2x (at n < 1.5 r: 2 x 300 x 1,280
+#: 0.77x, 2 x 1,200 x 1,280 0.60x; 102 outputs 0.88x)
 CG_EXACT_STEPS = 3
 CG_EXACT_STEP_OPS = 150e6
 CG_PRODUCT_OPS = 15e6
+CG_HINGE_ROWS = 1.5
+CG_HINGE_OUTPUTS = 32
 
 #: C searches whose problem has at most this many entries x outputs (n x r x K) solve all folds as
 #: one problem (the folds' rows selected by weights): their cost is largely per-iteration overhead,
@@ -242,10 +250,12 @@ def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor) -
 
 
 def cg_budget(problem: Problem) -> int:
-    """Hessian products Newton-CG may spend on a logistic problem before exact Newton takes over
-    (see ``CG_EXACT_STEPS``; 0: none, exact Newton from the start)."""
+    """Hessian products Newton-CG may spend on a problem of exact Newton's rule before exact Newton
+    takes over (see ``CG_EXACT_STEPS``; 0: none, exact Newton from the start)."""
     n, r = problem.Z.shape
     K = problem.n_outputs
+    if problem.loss == "squared_hinge" and (n < CG_HINGE_ROWS * r or K > CG_HINGE_OUTPUTS):
+        return 0
     exact = CG_EXACT_STEPS * (K * (n * r * r + r**3 / 3) + CG_EXACT_STEP_OPS)
     return int(exact / (2 * K * n * r + CG_PRODUCT_OPS))
 
@@ -292,7 +302,7 @@ def solve(
 ) -> Solution:
     """Minimise the objective for one C from ``init``; with ``tangent``, the solution's derivative in
     log C where exact Newton's Hessian factors give it (:meth:`Factors.tangent`); ``cg_first``:
-    whether a logistic problem in exact Newton's regime tries Newton-CG first (see ``CG_EXACT_STEPS``).
+    whether a problem in exact Newton's regime tries Newton-CG first (see ``CG_EXACT_STEPS``).
 
     Without ``init``, a large C is reached along a short path (C / 1000, C / 100, C / 10, C) from
     :func:`initial_point`: a cold start far from the optimum costs more than the path. The float32
@@ -313,13 +323,8 @@ def solve(
     ):
         dtype = problem.Z.dtype
         cg, done = None, 0
-        # (outputs held fixed, one class in a fold, have no finite logistic optimum: exact Newton's)
-        if (
-            problem.loss == "logistic"
-            and cg_first
-            and cg_budget(problem) > 0
-            and (problem.fixed is None or not bool(problem.fixed.any()))
-        ):
+        # (outputs held fixed, with one class in a fold, stay where exact Newton keeps them)
+        if cg_first and cg_budget(problem) > 0 and (problem.fixed is None or not bool(problem.fixed.any())):
             W, b, done, grad, cg = _newton_cg_first(problem, C, W, b, tol, max_iter, polish)
             if cg:
                 return Solution(W, b, done, grad, True, cg=True)
