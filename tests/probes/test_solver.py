@@ -412,7 +412,7 @@ def test_newton_cg_first_reaches_exact_newtons_optimum(C, outputs, loss, monkeyp
     exact = solve(problem, C, tol=1e-6, polish=True)
     assert exact.cg is None and exact.exact
     asked = []
-    monkeypatch.setattr(solver, "cg_budget", lambda problem: asked.append(1) or 1)
+    monkeypatch.setattr(solver, "cg_budget", lambda *a: asked.append(1) or 1)
     handed = solve(problem, C, tol=1e-6, polish=True)
     assert asked and handed.cg is False and handed.exact
     for sol in (first, handed):
@@ -441,7 +441,7 @@ def test_logistic_path_keeps_exact_newton_after_a_handover(monkeypatch):
         handed = flags.index(False)
         assert all(flag is None for flag in flags[handed + 1 :])
         assert all(sol.tangent is not None for sol in path[handed:])
-    monkeypatch.setattr(solver, "cg_budget", lambda problem: 2)  # hand over at the first C
+    monkeypatch.setattr(solver, "cg_budget", lambda *a: 2)  # hand over at the first C
     tight = list(solve_path(two, Cs, tol=1e-6))
     assert [sol.cg for sol in tight] == [False] + [None] * (len(Cs) - 1)
     for C, a, b in zip(Cs, path, tight):
@@ -476,6 +476,30 @@ def test_squared_hinge_budget_only_where_rows_outnumber_dimensions(monkeypatch):
     assert not called and sol.exact and sol.cg is None
     monkeypatch.setattr(solver, "CG_HINGE_OUTPUTS", 2)
     assert solver.cg_budget(three) == 0
+
+
+def test_many_narrow_squared_hinge_outputs_price_exact_newton_by_their_violators():
+    """Squared-hinge problems with few rows per dimension but many outputs get a Newton-CG budget
+    priced by their violators' systems: large at small C (every row violates), smaller at large C;
+    solved through it, they reach exact Newton's optimum."""
+    import deepfeat.probes.solver as solver
+
+    K, n = 12, 40
+    problem = _one_vs_rest_hinge(5, K, n, 30, 2.0)
+    r = problem.Z.shape[1]
+    assert n < solver.CG_HINGE_ROWS * r and K >= solver.CG_MANY_OUTPUTS
+    assert solver.exact_newton("squared_hinge", K, n, r)
+    small = solver.cg_budget(problem, 1e-4)
+    exact_large = solve(problem, 100.0, tol=1e-6, polish=True, cg_first=False)
+    large = solver.cg_budget(problem, 100.0, exact_large.W, exact_large.b)
+    assert small > large >= 0
+    for C in (1e-4, 1.0):
+        first = solve(problem, C, tol=1e-6, polish=True)
+        exact = solve(problem, C, tol=1e-6, polish=True, cg_first=False)
+        assert exact.cg is None and first.cg is not None and first.converged
+        torch.testing.assert_close(
+            _objective(problem, first, C), _objective(problem, exact, C), rtol=1e-6, atol=1e-9
+        )
 
 
 def test_outputs_held_fixed_skip_newton_cg(monkeypatch):
