@@ -184,3 +184,56 @@ def test_gradients_from_the_transposed_copy_equal_the_direct_product(loss, monke
     for _ in range(5):
         single.evaluate(W[:1], b[:1], 0.7)
     assert single._Zt is None
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "logistic"])
+def test_large_margins_leave_no_subnormal_gradients_or_curvatures(loss):
+    """Rows separated by margins near 88 underflow the float32 logistic and softmax gradients and
+    curvature weights into subnormal numbers (which slowed the products they enter a hundredfold):
+    they come back as zeros, and the gradients equal the unflushed ones to float32 precision."""
+    import deepfeat.probes.objectives as objectives
+    from deepfeat.probes.objectives import flush_tiny
+
+    x = torch.tensor([1e-40, -3e-39, 1e-31, 2e-30, -1.0, 0.0])
+    assert flush_tiny(x.clone()).tolist() == [0.0, 0.0, 0.0, pytest.approx(2e-30), -1.0, 0.0]
+    n, K = 8, 2
+    Z = torch.zeros(n, 1)
+    Z[:, 0] = torch.linspace(-1.0, 1.0, n)
+    codes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    problem = make_problem(Z, codes, None, K, loss, loss == "multinomial")
+    logits = torch.tensor([[88.0, 0.0], [87.5, 0.0], [3.0, 0.0], [0.0, 1.0]] * 2)
+    if loss == "logistic":
+        logits = logits - logits.flip(1)  # the first output's logit -88 on rows of class 1
+        logits[:, 0] = -logits[:, 0].abs()
+    tiny = torch.finfo(torch.float32).tiny
+    old = objectives.FLUSH
+    try:
+        objectives.FLUSH = False
+        G_raw, h_raw, _ = problem._loss(logits.clone(), None)
+    finally:
+        objectives.FLUSH = old
+    G, h, _ = problem._loss(logits.clone(), None)
+    assert bool(((h_raw != 0) & (h_raw.abs() < tiny)).any())  # without flushing: subnormals
+    for t in (G, h):
+        assert not bool(((t != 0) & (t.abs() < tiny)).any())
+    torch.testing.assert_close(G, G_raw, atol=1e-30, rtol=0)
+    torch.testing.assert_close(h, h_raw, atol=1e-30, rtol=0)
+
+
+def test_exact_newton_hessian_weights_flush_what_float32_cannot_hold(monkeypatch):
+    """Exact Newton's Hessians take float64 curvature weights to float32: weights that would land
+    among float32's subnormals reach the Hessian product as zeros."""
+    import deepfeat.probes.exact as exact
+
+    seen = []
+    real = exact._weighted_gram
+    monkeypatch.setattr(exact, "_weighted_gram", lambda Za, w, sparse: seen.append(w) or real(Za, w, sparse))
+    rng = np.random.default_rng(2)
+    Z = torch.as_tensor(rng.normal(size=(60, 3)))
+    codes = (Z[:, 0] > 0).long().numpy()
+    problem = make_problem(Z, codes, None, 1, "logistic", False)
+    W = torch.tensor([[400.0, 0.0, 0.0]], dtype=torch.float64)  # margins of hundreds
+    b = torch.zeros(1, dtype=torch.float64)
+    exact.newton_exact(problem, 1e6, W, b, 1e-30, 1)
+    tiny = torch.finfo(torch.float32).tiny
+    assert seen and all(not bool(((w != 0) & (w.abs() < tiny)).any()) for w in seen)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deepfeat.probes.newton import sparse_rows
-from deepfeat.probes.objectives import Problem
+from deepfeat.probes.objectives import Problem, flush_tiny
 
 #: squared-hinge problems of at most this many rows keep their Gram matrix (n x n, float64) for
 #: Newton steps through the margin violators (see :func:`_dual_steps`)
@@ -125,7 +125,7 @@ def newton_exact(
         if open_:
             if Za is None:  # Hessians in float32: they set the directions only
                 Za = torch.cat([Z, Z.new_ones(n, 1)], 1).float()
-            hN = (h / N).float()
+            hN = flush_tiny((h / N).float())
             H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])
             H = H.to(Z.dtype)
             H.diagonal(dim1=1, dim2=2).add_(ridge)

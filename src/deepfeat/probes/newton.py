@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from deepfeat.probes.objectives import Problem
+from deepfeat.probes.objectives import Problem, flush_tiny
 
 #: conjugate gradients stop at this residual, relative to the gradient
 CG_REL = 1e-2
@@ -151,7 +151,7 @@ def newton_multinomial(
         return v.repeat_interleave(K)[:, None]
 
     def probabilities(W, b):
-        return torch.softmax(torch.addmm(b, Z, W.t()).reshape(n, G, K), 2)
+        return flush_tiny(torch.softmax(torch.addmm(b, Z, W.t()).reshape(n, G, K), 2))
 
     def hess(P, V):  # V (G K, r + 1)
         U = torch.addmm(V[:, -1], Z, V[:, :-1].t()).reshape(n, G, K)
