@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from deepfeat.probes.newton import line_search
@@ -26,3 +27,34 @@ def test_line_search_reaches_the_minimum_along_an_overshooting_direction():
     W_new, b_new, new = line_search(problem, C, W, b, grad, d, lambda x: x.sum(1), lambda v: v[:, None])
     assert float(new[0]) <= start - 0.95 * (start - best)
     torch.testing.assert_close(new[0], problem.evaluate(W_new, b_new, C)[0])
+
+
+def test_forcing_term_loosens_far_from_the_optimum_and_tightens_near_it():
+    from deepfeat.probes.newton import CG_REL, FORCING_MAX, _forcing
+
+    first = torch.tensor([1.0, 1.0, 1.0])
+    gg = torch.tensor([1.0, 1e-4, 1e-12])  # squared gradient norms: ratios 1, 1e-4, 1e-12
+    assert _forcing(gg, first, False).tolist() == pytest.approx([CG_REL] * 3)
+    assert _forcing(gg, first, True).tolist() == pytest.approx([FORCING_MAX, 0.1, CG_REL])
+
+
+def test_multinomial_newton_with_forcing_reaches_the_same_optimum_with_fewer_products():
+    """From a far start (zero weights, C = 1) the forcing term's loose early directions save Hessian
+    products and reach the optimum the fixed residual reaches."""
+    from deepfeat.probes.basis import Basis
+    from deepfeat.probes.newton import newton_multinomial
+    from deepfeat.probes.solver import initial_point
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 6, 240)
+    X = rng.normal(size=(240, 20)) + 1.5 * rng.normal(size=(6, 20))[codes]
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    problem = make_problem(Basis.of(Xt).project(Xt), codes, None, 6, "multinomial", True)
+    W0, b0 = initial_point(problem)
+    fixed = newton_multinomial(problem, 1.0, W0, b0, 1e-8, 300)
+    forced = newton_multinomial(problem, 1.0, W0, b0, 1e-8, 300, forcing=True)
+    assert fixed[3] <= 1e-8 and forced[3] <= 1e-8
+    assert forced[2] < fixed[2]
+    torch.testing.assert_close(forced[0], fixed[0], rtol=1e-5, atol=1e-7)
+    # (the softmax leaves a constant shift of the intercepts free)
+    torch.testing.assert_close(forced[1] - forced[1].mean(), fixed[1] - fixed[1].mean(), rtol=1e-5, atol=1e-7)

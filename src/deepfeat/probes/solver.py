@@ -367,7 +367,7 @@ def solve(
             n_iter, grad = 0, float("inf")  # straight to the float64 Newton-CG phase below
         else:
             W, b, n_iter, grad = newton_multinomial(
-                problem, C, W, b, POLISH * tol if polish else tol, max_iter
+                problem, C, W, b, POLISH * tol if polish else tol, max_iter, forcing=True
             )
     else:
         W, b, res = _minimize(problem, C, W, b, tol, max_iter)
@@ -377,7 +377,11 @@ def solve(
         if problem.loss == "squared_hinge":
             W64, b64, its, grad = newton_cg(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
         elif problem.multinomial:
-            W64, b64, its, grad = newton_multinomial(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
+            # (a small problem's final fit comes straight here from the folds' solutions: a far start)
+            far = n * r * problem.n_outputs <= MULTINOMIAL_NEWTON_WORK
+            W64, b64, its, grad = newton_multinomial(
+                p64, C, W.double(), b.double(), POLISH * tol, max_iter, forcing=far
+            )
         else:
             W64, b64, res = _minimize(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
             its, grad = res.n_iter, float(res.grad_max.max())
