@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import deepfeat.probes.budget as cg
 from deepfeat.probes.basis import Basis
 from deepfeat.probes.objectives import make_problem
 from deepfeat.probes.solver import solve, solve_path
@@ -57,7 +58,7 @@ def test_newton_exact_reaches_the_iterative_optimum(loss, C, monkeypatch):
     import deepfeat.probes.solver as solver
     from deepfeat.probes.exact import newton_exact
 
-    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
+    monkeypatch.setattr(cg, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
     rng = np.random.default_rng(7)
     X = torch.as_tensor(rng.normal(size=(150, 12)), dtype=torch.float32)
     codes = rng.integers(0, 3, 150)
@@ -275,7 +276,7 @@ def test_many_squared_hinge_outputs_inside_the_static_rule_follow_the_run_time_r
     C; both reach the optimum of exact Newton."""
     import deepfeat.probes.solver as solver
 
-    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton's own rules (no Newton-CG first)
+    monkeypatch.setattr(cg, "CG_EXACT_STEPS", 0)  # exact Newton's own rules (no Newton-CG first)
     K, n = 8, 160
     problem = _one_vs_rest_hinge(13, K, n, 12, 1.5)
     r = problem.Z.shape[1]
@@ -337,10 +338,9 @@ def test_fewer_rows_than_dimensions_reach_the_optimum_at_large_C():
 def test_the_path_starts_each_logistic_C_from_the_tangent_prediction(monkeypatch):
     """Exact Newton's solutions carry d(W, b)/d log C; the next C starts from the tangent's prediction
     where it lowers the new objective, which on this path beats the secant's at C = 0.01-10."""
-    import deepfeat.probes.solver as solver
     from deepfeat.probes.solver import _predict
 
-    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
+    monkeypatch.setattr(cg, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
 
     rng = np.random.default_rng(3)
     X = torch.as_tensor(rng.normal(size=(200, 12)), dtype=torch.float32)
@@ -361,10 +361,9 @@ def test_the_path_starts_each_logistic_C_from_the_tangent_prediction(monkeypatch
 def test_exact_squared_hinge_paths_start_each_C_from_the_previous_solution(monkeypatch):
     """No secant for exact Newton on the squared hinge (its start took a poorer set of margin
     violators and more Newton steps); the path still reaches every C's optimum."""
-    import deepfeat.probes.solver as solver
     from deepfeat.probes.solver import _predict
 
-    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
+    monkeypatch.setattr(cg, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
     rng = np.random.default_rng(4)
     X = torch.as_tensor(rng.normal(size=(150, 10)), dtype=torch.float32)
     codes = (X[:, :2].sum(1).numpy() + rng.normal(size=150) > 0).astype(np.int64)
@@ -408,7 +407,7 @@ def test_newton_cg_first_reaches_exact_newtons_optimum(C, outputs, loss, monkeyp
     problem = _per_output_problems(loss)[0 if outputs == 1 else 1]
     assert solver.cg_budget(problem) > 0
     first = solve(problem, C, tol=1e-6, polish=True)
-    monkeypatch.setattr(solver, "CG_EXACT_STEPS", 0)
+    monkeypatch.setattr(cg, "CG_EXACT_STEPS", 0)
     exact = solve(problem, C, tol=1e-6, polish=True)
     assert exact.cg is None and exact.exact
     asked = []
@@ -471,10 +470,10 @@ def test_squared_hinge_budget_only_where_rows_outnumber_dimensions(monkeypatch):
     narrow = make_problem(two.Z[:20], two.T[:20, 0].gt(0).long().numpy(), None, 1, "squared_hinge", False)
     assert solver.cg_budget(narrow) == 0
     called = []
-    monkeypatch.setattr(solver, "_newton_cg_first", lambda *a: called.append(1))
+    monkeypatch.setattr(solver, "newton_cg_first", lambda *a: called.append(1))
     sol = solve(narrow, 1.0, tol=1e-6)
     assert not called and sol.exact and sol.cg is None
-    monkeypatch.setattr(solver, "CG_HINGE_OUTPUTS", 2)
+    monkeypatch.setattr(cg, "CG_HINGE_OUTPUTS", 2)
     assert solver.cg_budget(three) == 0
 
 
@@ -487,7 +486,7 @@ def test_many_narrow_squared_hinge_outputs_price_exact_newton_by_their_violators
     K, n = 12, 40
     problem = _one_vs_rest_hinge(5, K, n, 30, 2.0)
     r = problem.Z.shape[1]
-    assert n < solver.CG_HINGE_ROWS * r and K >= solver.CG_MANY_OUTPUTS
+    assert n < cg.CG_HINGE_ROWS * r and K >= cg.CG_MANY_OUTPUTS
     assert solver.exact_newton("squared_hinge", K, n, r)
     small = solver.cg_budget(problem, 1e-4)
     exact_large = solve(problem, 100.0, tol=1e-6, polish=True, cg_first=False)
@@ -513,6 +512,6 @@ def test_outputs_held_fixed_skip_newton_cg(monkeypatch):
     problem = make_problem(three.Z, T.long().numpy(), None, 3, "logistic", False)
     assert problem.fixed is not None and bool(problem.fixed[2])
     called = []
-    monkeypatch.setattr(solver, "_newton_cg_first", lambda *a: called.append(1))
+    monkeypatch.setattr(solver, "newton_cg_first", lambda *a: called.append(1))
     sol = solve(problem, 1.0, tol=1e-6)
     assert not called and sol.exact and sol.cg is None

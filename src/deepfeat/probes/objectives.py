@@ -325,3 +325,23 @@ def stack_folds(base: Problem, trains: list[np.ndarray]) -> Problem:
     both = (counted & positive).any(0) & (counted & ~positive).any(0)
     fixed = None if bool(both.all()) else ~both
     return Problem(base.Z, base.loss, T, weight, base.N, F * K, fixed, gram_from=base.gram)
+
+
+def initial_point(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero weights and the intercepts of the intercept-only optimum (class log-priors, target means)."""
+    K, r = problem.n_outputs, problem.Z.shape[1]
+    like = problem.Z
+    W = like.new_zeros(K, r)
+    if problem.multinomial:
+        n, k = len(problem.T), problem.n_classes
+        w = like.new_ones(n, 1) if problem.weight is None else problem.weight
+        w = w.expand(n, problem.groups)
+        counts = like.new_zeros(k, problem.groups).index_add_(0, problem.T, w)
+        b = torch.log(counts.clamp_min(0.5))
+        return W, (b - b.mean(0)).t().reshape(-1)
+    w = torch.ones_like(problem.T) if problem.weight is None else problem.weight.expand_as(problem.T)
+    if problem.loss == "logistic":
+        pos = (problem.T * w).sum(0) / w.sum(0).clamp_min(1e-12)
+        pos = pos.clamp(1e-4, 1 - 1e-4)
+        return W, torch.log(pos / (1 - pos))
+    return W, ((problem.T * w).sum(0) / w.sum(0).clamp_min(1e-12)).clamp(-1, 1)

@@ -22,7 +22,7 @@ near the optimum; a semismooth Newton method for the squared hinge, whose piecew
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
 Newton method throughout (see ``NEWTON_WORK``); small per-output problems with few outputs, of either
 loss, use Newton's method with exact Hessians in float64 (see ``NEWTON_EXACT_WORK``; first Newton-CG
-steps within a budget priced at exact Newton's cost, see ``CG_EXACT_STEPS``), and so do
+steps within a budget priced at exact Newton's cost, see :mod:`deepfeat.probes.budget`), and so do
 squared-hinge problems with many outputs whose outputs have few margin violators each (Newton steps
 through the violators' Gram matrix, see ``DUAL_WORK``).
 """
@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deepfeat.probes.budget import cg_budget, newton_cg_first
 from deepfeat.probes.exact import DUAL_ROWS, Factors, newton_exact
 from deepfeat.probes.lbfgs import minimize
 from deepfeat.probes.newton import newton_cg, newton_multinomial
-from deepfeat.probes.objectives import Problem
+from deepfeat.probes.objectives import Problem, initial_point
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
 POLISH = 0.1
@@ -59,26 +60,6 @@ class Solution:
     #: problems in exact Newton's regime: whether Newton-CG alone solved it within its budget
     #: (True), ran out and handed over to exact Newton (False), or was not tried (None)
     cg: bool | None = None
-
-
-def initial_point(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero weights and the intercepts of the intercept-only optimum (class log-priors, target means)."""
-    K, r = problem.n_outputs, problem.Z.shape[1]
-    like = problem.Z
-    W = like.new_zeros(K, r)
-    if problem.multinomial:
-        n, k = len(problem.T), problem.n_classes
-        w = like.new_ones(n, 1) if problem.weight is None else problem.weight
-        w = w.expand(n, problem.groups)
-        counts = like.new_zeros(k, problem.groups).index_add_(0, problem.T, w)
-        b = torch.log(counts.clamp_min(0.5))
-        return W, (b - b.mean(0)).t().reshape(-1)
-    w = torch.ones_like(problem.T) if problem.weight is None else problem.weight.expand_as(problem.T)
-    if problem.loss == "logistic":
-        pos = (problem.T * w).sum(0) / w.sum(0).clamp_min(1e-12)
-        pos = pos.clamp(1e-4, 1 - 1e-4)
-        return W, torch.log(pos / (1 - pos))
-    return W, ((problem.T * w).sum(0) / w.sum(0).clamp_min(1e-12)).clamp(-1, 1)
 
 
 class _Packed:
@@ -165,37 +146,6 @@ DUAL_RUNTIME_OUTPUTS = 16
 MULTINOMIAL_NEWTON_WORK = 10_000_000
 #: fits for one C above this, without a starting point, walk a short C path to it
 CONTINUE_ABOVE = 1.0
-#: problems inside exact Newton's static rule first take Newton-CG steps (:func:`newton.newton_cg`:
-#: float32, Hessian products instead of factored Hessians) within a budget of Hessian products priced
-#: at what exact Newton would cost there: CG_EXACT_STEPS steps of K (n r^2 + r^3 / 3) multiply-adds
-#: plus CG_EXACT_STEP_OPS of fixed cost, each product 2 K n r plus CG_PRODUCT_OPS (the fixed costs,
-#: in multiply-adds, of torch's per-operation overhead and small factorisations, fitted on 2 threads:
-#: a Newton-CG product of 2 x 300-3,060 x 192 costs 0.2-0.6 ms, an exact step 5-12 ms). Out of
-#: budget, exact Newton continues from where Newton-CG stopped, and a C path keeps to exact Newton
-#: from there (its Cs get harder: the curvature vanishes on separated rows as C grows). Interleaved C
-#: searches (2 threads, the same C and coefficients): logistic 2 x 300 x 192 1.23x, 2 x 300 x 1,280
-#: 2.4x (a fold's Hessian has low rank where n < d: conjugate gradients converge in about its rank),
-#: 2 x 600 x 1,280 5.0x, 2 x 1,200 x 192 1.43x, 2 x 3,060 x 192 0.99x, one-vs-rest 10 x 300 x 192
-#: 3.1x, 10 x 300 x 1,280 6.7x; squared hinge 2 x 300-3,060 x 192 1.13-1.25x, 10 x 300-3,060 x 192
-#: 1.4-2.2x.
-CG_EXACT_STEPS = 3
-CG_EXACT_STEP_OPS = 150e6
-CG_PRODUCT_OPS = 15e6
-#: ... squared-hinge problems with fewer than CG_HINGE_ROWS rows per basis dimension or more than
-#: CG_HINGE_OUTPUTS outputs, whose exact steps go through each output's violators' m x m system (see
-#: ``DUAL_WORK``), are priced by those systems at the start instead: per output CG_SMALL_FACTOR_COST
-#: m^3 / 3 + m^2 (m <= r; small batched factorisations run at a fifteenth of a matrix product's
-#: rate), plus CG_MANY_STEP_OPS per step; and only with at least CG_MANY_OUTPUTS outputs (two-class
-#: ones with n < d lost 4-6% so, 23-40% at the flat price: their few large systems factor
-#: efficiently). At small C most rows violate most margins and Newton-CG's products, one matrix
-#: product for all outputs, beat a factorisation per output (102 x 300 x 192, C = 1e-4: 19 against
-#: 113 ms per fold); at larger C exact Newton takes over. Interleaved C searches: 102 x 300 x 192
-#: 1.5-2.1x, 102 x 300 x 1,280 1.4x, 10 x 300 x 1,280 1.65x; 2 x 300 / 1,200 x 1,280 unchanged.
-CG_HINGE_ROWS = 1.5
-CG_HINGE_OUTPUTS = 32
-CG_MANY_OUTPUTS = 8
-CG_SMALL_FACTOR_COST = 15.0
-CG_MANY_STEP_OPS = 50e6
 
 #: C searches whose problem has at most this many entries x outputs (n x r x K) solve all folds as
 #: one problem (the folds' rows selected by weights): their cost is largely per-iteration overhead,
@@ -259,41 +209,6 @@ def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor) -
     return work <= DUAL_WORK
 
 
-def cg_budget(problem: Problem, C: float = 1.0, W=None, b=None) -> int:
-    """Hessian products Newton-CG may spend on a problem of exact Newton's static rule, from (W, b)
-    at C (default: :func:`initial_point`), before exact Newton takes over (see ``CG_EXACT_STEPS``
-    and ``CG_MANY_OUTPUTS``; 0: none, exact Newton from the start)."""
-    n, r = problem.Z.shape
-    K = problem.n_outputs
-    product = 2 * K * n * r + CG_PRODUCT_OPS
-    if problem.loss == "squared_hinge" and (n < CG_HINGE_ROWS * r or K > CG_HINGE_OUTPUTS):
-        if K < CG_MANY_OUTPUTS:
-            return 0
-        if W is None:
-            W, b = initial_point(problem)
-        m = (problem.evaluate(W, b, C)[3] > 0).sum(0).double()  # each output's margin violators
-        dual = (m <= r) if n <= DUAL_ROWS else torch.zeros_like(m, dtype=torch.bool)
-        factor = CG_SMALL_FACTOR_COST
-        per = torch.where(dual, factor * m**3 / 3 + m * m, m * r * r + factor * r**3 / 3)
-        return int(CG_EXACT_STEPS * (float(per.sum()) + CG_MANY_STEP_OPS) / product)
-    return int(CG_EXACT_STEPS * (K * (n * r * r + r**3 / 3) + CG_EXACT_STEP_OPS) / product)
-
-
-def _newton_cg_first(problem: Problem, C: float, W, b, tol: float, max_iter: int, polish: bool, budget: int):
-    """Newton-CG within ``budget`` products (float32, then float64 to ``POLISH * tol`` with
-    ``polish``): (W, b, products, scaled gradient max, converged), in the problem's precision."""
-    first = POLISH * tol if polish and problem.Z.dtype == torch.float64 else tol
-    W, b, used, grad = newton_cg(problem, C, W, b, first, max_iter, max_products=budget)
-    if grad <= first and polish and problem.Z.dtype != torch.float64:
-        p64 = problem.to(torch.float64)
-        W64, b64, more, grad = newton_cg(
-            p64, C, W.double(), b.double(), POLISH * tol, max_iter, max_products=budget - used
-        )
-        used += more
-        W, b = W64.to(problem.Z.dtype), b64.to(problem.Z.dtype)
-    return W, b, used, grad, grad <= (POLISH * tol if polish else tol)
-
-
 def _minimize(problem: Problem, C: float, W, b, tol: float, max_iter: int):
     """L-BFGS from (W, b), scaled by the curvature at the start."""
     packed = _Packed(problem, C)
@@ -320,7 +235,7 @@ def solve(
 ) -> Solution:
     """Minimise the objective for one C from ``init``; with ``tangent``, the solution's derivative in
     log C where exact Newton's Hessian factors give it (:meth:`Factors.tangent`); ``cg_first``:
-    whether a problem in exact Newton's regime tries Newton-CG first (see ``CG_EXACT_STEPS``).
+    whether a problem in exact Newton's regime tries Newton-CG first (see :mod:`budget`).
 
     Without ``init``, a large C is reached along a short path (C / 1000, C / 100, C / 10, C) from
     :func:`initial_point`: a cold start far from the optimum costs more than the path. The float32
@@ -346,7 +261,8 @@ def solve(
         if cg_first and static and (problem.fixed is None or not bool(problem.fixed.any())):
             budget = cg_budget(problem, C, W, b)
         if budget > 0:
-            W, b, done, grad, cg = _newton_cg_first(problem, C, W, b, tol, max_iter, polish, budget)
+            final = POLISH * tol if polish else None
+            W, b, done, grad, cg = newton_cg_first(problem, C, W, b, tol, max_iter, budget, final)
             if cg:
                 return Solution(W, b, done, grad, True, cg=True)
         p64 = problem if dtype == torch.float64 else problem.to(torch.float64)
