@@ -43,7 +43,9 @@ CG_SMALL_FACTOR_COST = 15.0
 CG_MANY_STEP_OPS = 50e6
 
 
-def cg_budget(problem: Problem, C: float = 1.0, W=None, b=None) -> int:
+def cg_budget(
+    problem: Problem, C: float = 1.0, W: torch.Tensor | None = None, b: torch.Tensor | None = None
+) -> int:
     """Hessian products Newton-CG may spend on a problem of exact Newton's static rule, from (W, b)
     at C (default: :func:`initial_point`), before exact Newton takes over (see ``CG_EXACT_STEPS``
     and ``CG_MANY_OUTPUTS``; 0: none, exact Newton from the start)."""
@@ -72,7 +74,7 @@ def newton_cg_first(
     max_iter: int,
     budget: int,
     polish_tol: float | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, int, float, bool]:
     """Newton-CG within ``budget`` Hessian products to scaled gradient ``tol``, then (``polish_tol``,
     the final fit) in float64 to ``polish_tol``: (W, b, products, scaled gradient max, converged), in
     the problem's precision."""

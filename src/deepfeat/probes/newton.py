@@ -33,14 +33,11 @@ def newton_cg(
     tol: float,
     max_iter: int,
     max_products: int | None = None,
-    forcing: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Minimise a per-output loss (squared hinge or logistic) from (W, b) to scaled gradient ``tol``;
     returns (W, b, Hessian products, scaled gradient max) where the scaling is the square root of the
     diagonal curvature, as in L-BFGS. With ``max_products``, stops (unconverged) once that many
-    Hessian products are spent, after the step along the direction reached by then; ``forcing``:
-    conjugate gradients to a residual that tightens as the gradient falls (see :func:`_forcing`),
-    for starts far from the optimum."""
+    Hessian products are spent, after the step along the direction reached by then."""
     Z, N = problem.Z, problem.N
     r = Z.shape[1]
     reg = 1.0 / (C * N)
@@ -55,7 +52,6 @@ def newton_cg(
     tiny = torch.finfo(W.dtype).tiny
     _, gW, gb, h = problem.evaluate(W, b, C)
     products, gmax = 0, float("inf")
-    first_gg = None
     for _ in range(50):
         grad = torch.cat([gW, gb[:, None]], 1)
         diag = problem.diagonal(h, C)
@@ -78,10 +74,7 @@ def newton_cg(
         z = res / diag
         p = z.clone()
         rz = (res * z).sum(1)
-        gg = (grad * grad).sum(1)
-        if first_gg is None:
-            first_gg = gg.clamp_min(1e-300)
-        stop = _forcing(gg, first_gg, forcing) ** 2 * gg
+        stop = CG_REL**2 * (grad * grad).sum(1)
         for _ in range(200):
             Hp = hess(Zs, hs, p)
             products += 1
@@ -145,9 +138,11 @@ def newton_multinomial(
     (1/N) [Z 1]^T (w_g * (P_g o U - P_g o (P_g . U))) + V / (C N) on the weights, U = Z V_W^T + V_b,
     with P_g the softmax probabilities (n, K) and w_g its row weights: one product with Z each way.
     Directions come from conjugate gradients per group, preconditioned by the diagonal curvature,
-    steps from regula falsi on each group's directional derivative, and ``forcing`` as in
-    :func:`newton_cg`. Meant for small problems (and the float64 polish), where an L-BFGS
-    iteration costs mostly overhead and tens of them are needed near the optimum."""
+    steps from regula falsi on each group's directional derivative, as in :func:`newton_cg`;
+    ``forcing``: conjugate gradients to a residual that tightens as the gradient falls (see
+    :func:`_forcing`), for starts far from the optimum. Meant for small problems (and the float64
+    polish), where an L-BFGS iteration costs mostly overhead and tens of them are needed near the
+    optimum."""
     Z, N = problem.Z, problem.N
     n = Z.shape[0]
     G, K = problem.groups, problem.n_classes
