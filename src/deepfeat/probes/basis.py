@@ -138,14 +138,21 @@ def gram_matrix(X: torch.Tensor) -> torch.Tensor:
     unchanged at 300 x 1,280, which takes the plain product)."""
     n = len(X)
     if n < GRAM_BLOCK_ROWS:
-        return torch.mm(X, X.t())
+        return _mirrored(torch.mm(X, X.t()))
     G = X.new_empty(n, n)
     edges = [round(i * n / GRAM_BLOCKS) for i in range(GRAM_BLOCKS + 1)]
     for a0, a1 in itertools.pairwise(edges):
         part = torch.mm(X[a0:a1], X[:a1].t())
+        part[:, a0:a1] = _mirrored(part[:, a0:a1])
         G[a0:a1, :a1] = part
         G[:a0, a0:a1] = part[:, :a0].t()
     return G
+
+
+def _mirrored(S: torch.Tensor) -> torch.Tensor:
+    """The square S's lower triangle mirrored onto its upper one: a blocked matrix product X X^T
+    need not be symmetric to the bit (it was not with OpenBLAS on an AMD EPYC host)."""
+    return S.tril() + S.tril(-1).t()
 
 
 def _cholesky_factor(G: torch.Tensor, rel_tol: float) -> torch.Tensor | None:
