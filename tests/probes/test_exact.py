@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from deepfeat.probes.exact import Factors, _dual_steps, newton_exact
+from deepfeat.probes.exact import Factors, _dual_steps, _factor, newton_exact
 from deepfeat.probes.objectives import make_problem
 
 
@@ -104,3 +105,22 @@ def test_factors_hold_only_the_parts_a_tangent_still_needs():
     factors.store([2], L[3])
     assert [outputs for outputs, _ in factors.parts] == [[0, 1, 2], [0, 2], [2]]
     assert factors.parts[1][1] is L[2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factor_adds_a_ridge_only_where_round_off_left_a_system_indefinite(dtype):
+    """A batch of one positive-definite system and one with a slightly negative eigenvalue (round-off
+    of a singular one): the first keeps its exact factor, the second factors with a ridge far below
+    its scale; a clearly indefinite system still fails with torch's error."""
+    rng = np.random.default_rng(5)
+    Q = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    good = Q @ np.diag([4.0, 3.0, 2.0, 1.5, 1.0, 0.5]) @ Q.T
+    bad = Q @ np.diag([4.0, 3.0, 2.0, 1.5, 1.0, -1e-3 * float(torch.finfo(dtype).eps) ** 0.5]) @ Q.T
+    M = torch.as_tensor(np.stack([good, bad]), dtype=dtype)
+    assert int(torch.linalg.cholesky_ex(M).info[1]) > 0
+    L = _factor(M)
+    torch.testing.assert_close(L[0], torch.linalg.cholesky(M[0]))
+    assert bool(torch.isfinite(L).all())
+    torch.testing.assert_close(L[1] @ L[1].T, M[1], rtol=0, atol=1e-4 if dtype == torch.float32 else 1e-8)
+    with pytest.raises(torch.linalg.LinAlgError):
+        _factor(-torch.eye(3, dtype=dtype)[None])

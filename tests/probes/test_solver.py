@@ -237,6 +237,43 @@ def _one_vs_rest_hinge(seed: int, K: int, n: int, d: int, spread: float):
     return make_problem(Basis.of(Xt).project(Xt), codes, None, K, "squared_hinge", False)
 
 
+@pytest.mark.parametrize("outputs", [1, 6])
+def test_squared_hinge_search_fits_take_exact_newton_in_float32(outputs, monkeypatch):
+    """The squared hinge's C-search fits take exact Newton in the problem's float32 (through the
+    violators' Gram matrix at large C, fewer rows than dimensions), its final fits and the logistic
+    loss's in float64; each C's objective equals the float64 path's within float32 round-off."""
+    import deepfeat.probes.exact as exact
+    import deepfeat.probes.solver as solver
+
+    monkeypatch.setattr(cg, "CG_EXACT_STEPS", 0)  # exact Newton from the start (no Newton-CG)
+    hinge = _one_vs_rest_hinge(14, max(outputs, 2), 90, 150, 1.0)
+    if outputs == 1:
+        codes = (hinge.T[:, 0] > 0).numpy().astype(np.int64)
+        hinge = make_problem(hinge.Z, codes, None, 1, "squared_hinge", False)
+    logistic = make_problem(hinge.Z, (hinge.T[:, 0] > 0).numpy().astype(np.int64), None, 1, "logistic", False)
+    assert hinge.Z.dtype == torch.float32 and hinge.Z.shape[0] <= hinge.Z.shape[1] + 1
+    dtypes, grams = [], []
+    real, real_dual = solver.newton_exact, exact._dual_steps
+    monkeypatch.setattr(
+        solver, "newton_exact", lambda p, *a, **k: dtypes.append(p.Z.dtype) or real(p, *a, **k)
+    )
+    monkeypatch.setattr(exact, "_dual_steps", lambda *a: grams.append(a[1].dtype) or real_dual(*a))
+    Cs = [1e-3, 0.1, 10.0]
+    low = list(solve_path(hinge, Cs, tol=1e-5))
+    assert dtypes == [torch.float32] * len(Cs)
+    assert grams and set(grams) == {torch.float32}
+    dtypes.clear()
+    solve(hinge, 0.1, tol=1e-5, polish=True)
+    list(solve_path(logistic, Cs, tol=1e-5))
+    assert set(dtypes) == {torch.float64}
+    monkeypatch.setattr(solver, "EXACT_SEARCH_FLOAT32", ())
+    high = list(solve_path(hinge, Cs, tol=1e-5))
+    for C, ours, ref in zip(Cs, low, high):
+        torch.testing.assert_close(
+            _objective(hinge, ours, C), _objective(hinge, ref, C), rtol=1e-5, atol=1e-7
+        )
+
+
 def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(monkeypatch):
     """Outside the static exact-Newton rule, a squared-hinge problem with fewer rows than dimensions
     is sent to exact Newton through the violators' Gram matrix where its margin violators are few

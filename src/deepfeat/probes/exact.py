@@ -18,6 +18,8 @@ DUAL_ROWS = 3000
 #: exact Newton stops when an iteration lowers no output's objective by more than this, relative
 #: (float64 round-off: a scaled-gradient tolerance below reach would otherwise spend max_iter)
 ROUNDOFF = 1e-14
+#: the first ridge, relative to the largest diagonal entry, on systems that round-off left indefinite
+JITTER = {torch.float64: 1e-10, torch.float32: 1e-6}
 
 
 @dataclass
@@ -78,9 +80,10 @@ def newton_exact(
     margin violators, whose rows alone are multiplied); directions come from its Cholesky factor
     (for a squared-hinge output with at most r violators, from an m x m system on their Gram matrix:
     :func:`_dual_steps`; only outputs still above ``tol`` are factored),
-    steps from backtracking on each output's objective (Armijo). Meant for small problems in float64,
-    where L-BFGS and conjugate gradients cost mostly per-iteration overhead: a few Newton steps
-    replace tens to hundreds of their iterations at large C. Returns (W, b, iterations, scaled gradient max);
+    steps from backtracking on each output's objective (Armijo). Meant for small problems in float64
+    (float32 where solutions need no more: the squared hinge's C search), where L-BFGS and conjugate
+    gradients cost mostly per-iteration overhead: a few Newton steps replace tens to hundreds of their
+    iterations at large C. Returns (W, b, iterations, scaled gradient max);
     each output's last Hessian factor goes to ``factors`` where one is given.
     """
     Z, N = problem.Z, problem.N
@@ -94,6 +97,8 @@ def newton_exact(
     # rows of zero curvature weight: the squared hinge's non-violators, or rows outside an output's fold
     sparse = hinge or (problem.weight is not None and problem.weight.shape[1] > 1)
     gram_of = problem if gram_of is None else gram_of
+    gram = None  # the rows' Gram matrix in Z's precision, where a dual step needs it
+    roundoff = max(ROUNDOFF, 8 * torch.finfo(Z.dtype).eps)
     W, b = W.clone(), b.clone()
     logits = torch.addmm(b, Z, W.t())
     value, gW, gb, h = problem.evaluate(W, b, C, logits=logits)
@@ -120,7 +125,8 @@ def newton_exact(
                     batches.setdefault(max(m - 1, 0).bit_length(), []).append(k)
             for dual in batches.values():
                 T, a = problem.T[:, dual], h[:, dual] / 2
-                d[dual] = _dual_steps(Z, gram_of.gram(), T, a, W[dual], b[dual], C)
+                gram = gram_of.gram().to(Z.dtype) if gram is None else gram
+                d[dual] = _dual_steps(Z, gram, T, a, W[dual], b[dual], C)
             open_ = [k for k, m in zip(open_, counts) if m > r]
         if open_:
             if Za is None:  # Hessians in float32: they set the directions only
@@ -129,11 +135,8 @@ def newton_exact(
             H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])
             H = H.to(Z.dtype)
             H.diagonal(dim1=1, dim2=2).add_(ridge)
-            L, info = torch.linalg.cholesky_ex(H)
-            if bool((info > 0).any()):  # curvature vanished along some direction (separated data)
-                scale = H.diagonal(dim1=1, dim2=2).amax(1).clamp_min(1e-300)
-                eye = torch.eye(r + 1, dtype=Z.dtype, device=Z.device)
-                L = torch.linalg.cholesky(H + 1e-10 * scale[:, None, None] * eye)
+            # (a jitter where curvature vanished along some direction: separated data)
+            L = _factor(H)
             d[open_] = -_cholesky_solve(grad[open_, :, None], L).squeeze(2)
             if factors is not None:
                 factors.store(open_, L)
@@ -161,7 +164,7 @@ def newton_exact(
         logits = torch.where(moves, logits + taken * moved, logits)
         previous = value
         value, gW, gb, h = problem.evaluate(W, b, C, logits=logits)
-        if bool((previous - value <= ROUNDOFF * previous.abs()).all()):
+        if bool((previous - value <= roundoff * previous.abs()).all()):
             break  # the moves no longer lower any objective beyond round-off (a tol below reach)
     return W, b, iterations, gmax
 
@@ -201,10 +204,7 @@ def _dual_steps(
     M = torch.take(gram, Rf[:, :, None] * len(gram) + Rf[:, None, :])  # Gram of the violators
     M.mul_(sf[:, :, None]).mul_(sf[:, None, :])
     M.diagonal(dim1=1, dim2=2).add_(0.5 / C)
-    L, info = torch.linalg.cholesky_ex(M)
-    if bool((info > 0).any()):  # round-off in a near-singular system: a touch more ridge
-        M.diagonal(dim1=1, dim2=2).add_(1e-10 * M.diagonal(dim1=1, dim2=2).amax(1, keepdim=True))
-        L = torch.linalg.cholesky(M)
+    L = _factor(M)  # (a jitter where round-off leaves a near-singular system indefinite)
     if len(shared) < len(which):
         L = L[which]
     sol = _cholesky_solve(torch.stack([s * tA, s], 2), L)  # (k, m, 2)
@@ -216,6 +216,24 @@ def _dual_steps(
     # w* = Z^T (s beta) with s beta scattered to every row: one pass over Z for all outputs
     w_new = torch.mm(Z.new_zeros(len(R), len(Z)).scatter_(1, R, s * beta), Z)
     return torch.cat([w_new - W, (b_new - b)[:, None]], 1)
+
+
+def _factor(M: torch.Tensor) -> torch.Tensor:
+    """Cholesky factors of a batch of symmetric matrices M (k, m, m), positive definite up to
+    round-off: where one does not factor, its diagonal gains JITTER (by precision) of its largest
+    entry, ten times more until it does (at most 1e-2: beyond, torch's error)."""
+    L, info = torch.linalg.cholesky_ex(M)
+    jitter = JITTER[M.dtype] if M.dtype in JITTER else JITTER[torch.float32]
+    while bool((info > 0).any()):
+        scale = M.diagonal(dim1=1, dim2=2).amax(1).clamp_min(torch.finfo(M.dtype).tiny)
+        failed = (info > 0).to(M.dtype)[:, None]
+        M = M.clone()
+        M.diagonal(dim1=1, dim2=2).add_(jitter * scale[:, None] * failed)
+        if jitter > 1e-2:
+            return torch.linalg.cholesky(M)
+        L, info = torch.linalg.cholesky_ex(M)
+        jitter *= 10
+    return L
 
 
 def _cholesky_solve(B: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
