@@ -237,3 +237,38 @@ def test_exact_newton_hessian_weights_flush_what_float32_cannot_hold(monkeypatch
     exact.newton_exact(problem, 1e6, W, b, 1e-30, 1)
     tiny = torch.finfo(torch.float32).tiny
     assert seen and all(not bool(((w != 0) & (w.abs() < tiny)).any()) for w in seen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_reduction_through_numpy_equals_torch_s(dtype, monkeypatch):
+    """Where the gradient's G^T Z goes through NumPy's BLAS (large CPU problems of at most
+    NUMPY_REDUCTION_OUTPUTS outputs), values, gradients and curvature weights equal torch's; problems
+    with more outputs keep torch's product."""
+    import deepfeat.probes.objectives as objectives
+
+    rng = np.random.default_rng(8)
+    Z = torch.as_tensor(rng.normal(size=(300, 20)), dtype=dtype)
+    codes = rng.integers(0, 2, 300)
+    calls = []
+    real = np.matmul
+    monkeypatch.setattr(objectives.np, "matmul", lambda a, b: calls.append(a.shape) or real(a, b))
+    monkeypatch.setattr(objectives, "NUMPY_REDUCTION_ENTRIES", 300 * 20)
+    for loss, K, codes_k in [("logistic", 1, codes), ("squared_hinge", 3, np.eye(3, dtype=np.int64)[codes])]:
+        problem = make_problem(Z, codes_k, None, K, loss, False)
+        W = torch.as_tensor(rng.normal(size=(K, 20)), dtype=dtype)
+        b = torch.as_tensor(rng.normal(size=K), dtype=dtype)
+        monkeypatch.setattr(objectives, "NUMPY_REDUCTION", True)
+        calls.clear()
+        ours = problem.evaluate(W, b, 0.5)
+        assert calls == [(K, 300)]
+        monkeypatch.setattr(objectives, "NUMPY_REDUCTION", False)
+        ref = problem.evaluate(W, b, 0.5)
+        for a, r in zip(ours, ref):
+            assert a.dtype == r.dtype
+            torch.testing.assert_close(a, r)
+    many = make_problem(Z, np.eye(4, dtype=np.int64)[rng.integers(0, 4, 300)], None, 4, "logistic", False)
+    monkeypatch.setattr(objectives, "NUMPY_REDUCTION", True)
+    calls.clear()
+    many.evaluate(torch.zeros(4, 20, dtype=dtype), torch.zeros(4, dtype=dtype), 0.5)
+    assert calls == [] and objectives.NUMPY_REDUCTION_OUTPUTS < 4
+    assert isinstance(objectives.numpy_reduction_faster(), bool)
