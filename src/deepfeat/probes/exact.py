@@ -221,7 +221,7 @@ def _dual_steps(
 def _factor(M: torch.Tensor) -> torch.Tensor:
     """Cholesky factors of a batch of symmetric matrices M (k, m, m), positive definite up to
     round-off: where one does not factor, its diagonal gains JITTER (by precision) of its largest
-    entry, ten times more until it does (at most 1e-2: beyond, torch's error)."""
+    entry, ten times more until it does (the last try at 1e-2, where torch's error is raised)."""
     L, info = torch.linalg.cholesky_ex(M)
     jitter = JITTER[M.dtype] if M.dtype in JITTER else JITTER[torch.float32]
     while bool((info > 0).any()):
@@ -229,7 +229,7 @@ def _factor(M: torch.Tensor) -> torch.Tensor:
         failed = (info > 0).to(M.dtype)[:, None]
         M = M.clone()
         M.diagonal(dim1=1, dim2=2).add_(jitter * scale[:, None] * failed)
-        if jitter > 1e-2:
+        if jitter >= 1e-2:
             return torch.linalg.cholesky(M)
         L, info = torch.linalg.cholesky_ex(M)
         jitter *= 10
