@@ -47,11 +47,12 @@ POLISH = 0.1
 #: losses whose C-search fits (not the final fit) take exact Newton in the problem's precision
 #: (float32) instead of float64: the squared hinge's Newton steps solve each set of margin violators'
 #: system exactly, the validation scores need no more, and float64 passes over the rows and the Gram
-#: matrix dominated where n < d. Interleaved C searches (2 threads, the same C, scores and
-#: coefficients): 2 x 1,200 x 1,280 1.16x (twice), 2 x 300 x 1,280 1.10-1.26x, 10 x 1,200 x 1,280
-#: 1.22x, 102 x 300 x 192 1.08-1.16x, 102 x 1,200 x 192 0.94-1.14x, 2 and 10 x 300-1,200 x 192
-#: 0.97-1.04x. Not the logistic loss (2 x 1,200 x 192 0.88-1.02x): its backtracking compares
-#: objective values, which float32 cannot resolve near the optimum
+#: matrix dominated where n < d. Interleaved C searches (2 threads, the same C and coefficients,
+#: validation scores equal but for one image at one C of 10 x 300 x 192): 2 x 1,200 x 1,280 1.16x
+#: (twice), 2 x 300 x 1,280 1.10-1.26x, 10 x 1,200 x 1,280 1.22x, 102 x 1,200 x 1,280 1.27x, 102 x
+#: 300 x 192 1.08-1.16x, 102 x 1,200 x 192 0.94-1.14x, 2 and 10 x 300-1,200 x 192 0.97-1.25x.
+#: Not the logistic loss (2 x 1,200 x 192 0.88-1.02x): its backtracking compares objective values,
+#: which float32 cannot resolve near the optimum
 EXACT_SEARCH_FLOAT32 = ("squared_hinge",)
 
 
