@@ -239,11 +239,17 @@ def test_exact_newton_hessian_weights_flush_what_float32_cannot_hold(monkeypatch
     assert seen and all(not bool(((w != 0) & (w.abs() < tiny)).any()) for w in seen)
 
 
+def ref_half(Z, codes):
+    """The logistic gradient in W at W = 0, b = 0: (1/N) (1/2 - t)^T Z."""
+    T = torch.as_tensor(codes == 1, dtype=torch.float64)
+    return ((0.5 - T)[None] @ Z.double() / len(Z)).float()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gradient_reduction_through_numpy_equals_torch_s(dtype, monkeypatch):
     """Where the gradient's G^T Z goes through NumPy's BLAS (large CPU problems of at most
     NUMPY_REDUCTION_OUTPUTS outputs), values, gradients and curvature weights equal torch's; problems
-    with more outputs keep torch's product."""
+    with more outputs, or in bfloat16 (which NumPy lacks), keep torch's product."""
     import deepfeat.probes.objectives as objectives
 
     rng = np.random.default_rng(8)
@@ -271,4 +277,10 @@ def test_gradient_reduction_through_numpy_equals_torch_s(dtype, monkeypatch):
     calls.clear()
     many.evaluate(torch.zeros(4, 20, dtype=dtype), torch.zeros(4, dtype=dtype), 0.5)
     assert calls == [] and objectives.NUMPY_REDUCTION_OUTPUTS < 4
+    half = make_problem(Z.to(torch.bfloat16), codes, None, 1, "logistic", False)
+    zero = torch.zeros(1, 20, dtype=torch.bfloat16)
+    torch.testing.assert_close(
+        half.evaluate(zero, zero[:, 0], 0.5)[1].float(), ref_half(Z, codes), atol=0.05, rtol=0
+    )
+    assert calls == []
     assert isinstance(objectives.numpy_reduction_faster(), bool)

@@ -159,6 +159,8 @@ class Problem:
         n, r = self.Z.shape
         if self.Z.device.type != "cpu" or n * r < NUMPY_REDUCTION_ENTRIES:
             return False
+        if self.Z.dtype not in (torch.float32, torch.float64):  # (NumPy has no bfloat16)
+            return False
         if self.n_outputs > NUMPY_REDUCTION_OUTPUTS or NUMPY_REDUCTION is False:
             return False
         return NUMPY_REDUCTION is True or numpy_reduction_faster()
