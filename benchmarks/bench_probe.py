@@ -55,6 +55,7 @@ from deepfeat.fileio import write_json
 from deepfeat.metrics import mean_per_class_accuracy
 from deepfeat.probes import LinearProbe
 from deepfeat.probes.base import make_folds
+from deepfeat.probes.objectives import numpy_reduction_faster
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -343,6 +344,8 @@ def report(results: dict, info: dict, threads: int, repeats: int, warmup: int, k
             "timing": f"fit (C search + refit), interleaved, median of {repeats} after {warmup} warm-up",
             "threads": threads,
             "early_stop_along_C_path": False,
+            # large one-output problems' gradient reduction through NumPy's BLAS on this machine?
+            "numpy_gradient_reduction": numpy_reduction_faster(),
             "cache_key": key,
         },
         "target": {
