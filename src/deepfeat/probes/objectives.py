@@ -70,7 +70,7 @@ FLUSH = True
 #: :func:`numpy_reduction_faster`; True / False force it). On an AMD EPYC host torch's MKL ran these
 #: skinny reductions 1.5-4x slower than NumPy's OpenBLAS (8,000 x 1,280 x 3 float32: 8.2 against
 #: 3.7 ms, either orientation; the row pass alone, Z.sum(0), 2.7 ms). Whole C searches there,
-#: interleaved in one process: 2 x 8,000 x 1,280 logistic 1.32-1.52x, squared hinge 1.55-1.71x; but
+#: interleaved in one process: 2 x 8,000 x 1,280 logistic 1.32-1.52x, squared hinge 1.46-1.71x; but
 #: 10 x 8,000 x 1,280 (30 stacked outputs) 0.35-0.39x, where torch's heavier operations between the
 #: products ran beside NumPy's BLAS threads: so only for one-output problems and their stacked folds
 NUMPY_REDUCTION: bool | str = "auto"

@@ -21,8 +21,8 @@ final fit is polished in float64 (L-BFGS for the logistic losses, whose float32 
 near the optimum; a semismooth Newton method for the squared hinge, whose piecewise-quadratic
 objective makes L-BFGS crawl once the active set settles). Small squared-hinge problems use that
 Newton method throughout (see ``NEWTON_WORK``); small per-output problems with few outputs, of either
-loss, use Newton's method with exact Hessians in float64 (float32 for the squared hinge's C search,
-see ``EXACT_SEARCH_FLOAT32``; see ``NEWTON_EXACT_WORK``; first Newton-CG
+loss, use Newton's method with exact Hessians in float64 (float32 in the squared hinge's C search,
+``EXACT_SEARCH_FLOAT32``; see ``NEWTON_EXACT_WORK``; first Newton-CG
 steps within a budget priced at exact Newton's cost, see :mod:`deepfeat.probes.budget`), and so do
 squared-hinge problems with many outputs whose outputs have few margin violators each (Newton steps
 through the violators' Gram matrix, see ``DUAL_WORK``).
