@@ -115,6 +115,23 @@ def test_prepared_gram_of_rows_is_a_block_of_one_float64_gram_matrix():
     assert prepared.gram_of(torch.arange(30)) is whole  # computed once, for every fold and the final fit
 
 
+def test_prepared_gram_of_rows_in_float32_is_formed_in_float32_or_taken_from_float64():
+    """A float32 Gram matrix is the float32 product where no float64 one exists (the squared hinge's
+    float32 C search), else the float64 one converted; each is formed once."""
+    X = features(30, 12).float()
+    basis = Basis.of(X)
+    prepared = PreparedFeatures(X=X, basis=basis, Z=basis.project(X))
+    rows = torch.tensor([3, 7, 8, 20, 29])
+    block = prepared.gram_of(rows, torch.float32)
+    assert block.dtype == torch.float32 and set(prepared._grams) == {torch.float32}
+    Z = prepared.Z
+    torch.testing.assert_close(block, Z[rows] @ Z[rows].t())
+    assert prepared.gram_of(torch.arange(30), torch.float32) is prepared._grams[torch.float32]
+    given = (prepared.Z.double() @ prepared.Z.double().t()) + 1.0  # marks where it came from
+    other = PreparedFeatures(X=X, basis=basis, Z=prepared.Z, gram=given)
+    torch.testing.assert_close(other.gram_of(rows, torch.float32), given[rows][:, rows].float())
+
+
 @pytest.mark.parametrize("n", [GRAM_BLOCK_ROWS - 1, GRAM_BLOCK_ROWS, 1031])
 def test_gram_matrix_from_its_lower_block_triangle_is_the_product(n):
     X = torch.randn(n, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(n))

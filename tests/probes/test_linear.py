@@ -730,11 +730,12 @@ def test_prepared_gram_blocks_are_the_rows_gram():
 
 
 def test_folds_of_a_set_above_the_dual_rows_share_its_gram_matrix(monkeypatch):
-    """A training set of more rows than the dual steps keep (DUAL_ROWS) still lends its Gram matrix
-    to the fold problems under that size; the set's own problem gets none."""
+    """A training set of more rows than the dual steps keep (DUAL_ROWS, DUAL_ROWS_FLOAT32) still
+    lends its Gram matrix to the fold problems under that size; the set's own problem gets none."""
     monkeypatch.setattr(linear_module, "DUAL_ROWS", 30)
+    monkeypatch.setattr(linear_module, "DUAL_ROWS_FLOAT32", 30)
     probe, prepared, codes, _ = _fold_gram_case()
-    assert prepared._gram is not None and prepared._gram.shape == (40, 40)
+    assert prepared._grams and all(G.shape == (40, 40) for G in prepared._grams.values())
     whole, _ = probe._problem(prepared, np.arange(40), codes, None)
     assert whole.gram_from is None
 

@@ -274,6 +274,43 @@ def test_squared_hinge_search_fits_take_exact_newton_in_float32(outputs, monkeyp
         )
 
 
+def test_float32_searches_take_dual_steps_over_more_rows_than_float64_fits(monkeypatch):
+    """Between DUAL_ROWS and DUAL_ROWS_FLOAT32 rows, a squared-hinge C-search fit (float32) takes dual
+    steps through a Gram matrix formed in float32, while the final fit (float64) stays iterative;
+    both reach the iterative solver's optimum."""
+    import deepfeat.probes.exact as exact
+    import deepfeat.probes.solver as solver
+
+    K, n = 2, 90
+    problem = _one_vs_rest_hinge(15, K, n, 40, 0.3)  # more rows than dimensions, overlapping
+    codes = (problem.T[:, 0] > 0).numpy().astype(np.int64)
+    problem = make_problem(problem.Z, codes, None, 1, "squared_hinge", False)
+    monkeypatch.setattr(solver, "DUAL_ROWS", n - 1)
+    monkeypatch.setattr(exact, "DUAL_ROWS", n - 1)
+    monkeypatch.setattr(exact, "DUAL_ROWS_FLOAT32", n)
+    monkeypatch.setattr(solver, "NEWTON_EXACT_SIZE", 0)  # outside the static rule
+    monkeypatch.setattr(solver, "NEWTON_WORK", 0)  # iterative: L-BFGS
+    grams = []
+    real = exact._dual_steps
+    monkeypatch.setattr(exact, "_dual_steps", lambda *a: grams.append(a[1].dtype) or real(*a))
+    C = 10.0
+    W0, b0 = solver.initial_point(problem)
+    assert solver._dual_newton(problem, C, W0, b0, torch.float32)
+    assert not solver._dual_newton(problem, C, W0, b0, torch.float64)
+    search = solve(problem, C, tol=1e-5, init=(W0, b0))
+    assert search.exact and set(grams) == {torch.float32}
+    assert set(problem._grams) == {torch.float32}  # formed in float32, no float64 product
+    grams.clear()
+    final = solve(problem, C, tol=1e-5, init=(W0, b0), polish=True)
+    assert not final.exact and not grams
+    monkeypatch.setattr(exact, "DUAL_ROWS_FLOAT32", n - 1)
+    ref = solve(problem, C, tol=1e-5, init=(W0, b0))
+    assert not ref.exact
+    best = _objective(problem, final, C)  # float64 to a tenth of the tolerance
+    for sol in (search, ref):
+        torch.testing.assert_close(_objective(problem, sol, C), best, rtol=1e-5, atol=1e-7)
+
+
 def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(monkeypatch):
     """Outside the static exact-Newton rule, a squared-hinge problem with fewer rows than dimensions
     is sent to exact Newton through the violators' Gram matrix where its margin violators are few
@@ -294,7 +331,7 @@ def test_squared_hinge_fewer_rows_than_dimensions_takes_dual_steps_at_large_C(mo
     monkeypatch.setattr(solver, "DUAL_WORK", (K * n**3 + n * n * r) // 2)  # half of a step at zero
     W0, b0 = solver.initial_point(problem)
     small, large = 1e-4, 10.0
-    assert not solver._dual_newton(problem, small, W0, b0)  # all n rows violate K outputs
+    assert not solver._dual_newton(problem, small, W0, b0, torch.float64)  # all n rows violate K outputs
     ours = {C: solve(problem, C, tol=1e-6, polish=True) for C in (small, large)}
     assert ours[large].converged and sum(calls) > 0
     monkeypatch.setattr(solver, "DUAL_WORK", 0)

@@ -6,10 +6,11 @@ and the Gram matrices both need (:func:`gram_matrix`)."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from deepfeat.probes import blas
 from deepfeat.validation import check_choice
 
 #: rows from which :func:`gram_matrix` multiplies blocks of its lower triangle only
@@ -59,7 +60,7 @@ class Basis:
             # in the features' precision: eigenvectors are orthonormal to it whatever their
             # eigenvalue (float32: 2-3x faster than float64 at d = 1,280); a direction of round-off
             # variance kept by the threshold only adds an unknown the penalty holds at 0
-            lam, B = torch.linalg.eigh(torch.mm(Xc.t(), Xc))
+            lam, B = blas.eigh(gram_matrix(Xc.t()))
             B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)]
             return cls(mean, B.to(X.dtype).contiguous())
         # float64 throughout: B's columns are rows combined with weights of up to 1 / sqrt(smallest
@@ -78,7 +79,7 @@ class Basis:
             # so the last one's are minus the others' sum
             Z = torch.cat([L, -L.sum(0, keepdim=True)])
             return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(X, mean64, L, None))
-        mu, A = torch.linalg.eigh(G)
+        mu, A = blas.eigh(G)
         keep = mu > rel_tol * mu.max().clamp_min(1e-30)
         root = torch.sqrt(mu[keep])
         # D B = G A diag(mu)^-1/2 = A diag(mu)^1/2 on the kept eigenpairs
@@ -93,13 +94,13 @@ class Basis:
             if L is not None:
                 B = torch.linalg.solve_triangular(L, _centred64(X[:-1], mean64), upper=False).t()
             else:
-                B = torch.mm(_centred64(X, mean64).t(), M)
+                B = blas.mm(_centred64(X, mean64).t(), M)
             self._B = B.to(self.mean.dtype).contiguous()
         return self._B
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
-        return torch.mm(X - self.mean, self.B)
+        return blas.mm(X - self.mean, self.B)
 
     def own_coordinates(self, X: torch.Tensor) -> torch.Tensor:
         """The coordinates (n, r) of X, the rows the basis was made from: the factorisation's where
@@ -132,10 +133,14 @@ def _centred64(X: torch.Tensor, mean64: torch.Tensor) -> torch.Tensor:
 
 
 def gram_matrix(X: torch.Tensor) -> torch.Tensor:
-    """X X^T (n, n), exactly symmetric: from ``GRAM_BLOCKS`` blocks of rows, each multiplied with
-    the rows up to its end and mirrored, 5/8 of the full product's multiply-adds (interleaved,
-    float64, 2 threads: 1.3x at 1,200-3,000 x 1,280, 1.4x at 600 x 4,096, 1.6x at 1,000 x 25,088;
-    unchanged at 300 x 1,280, which takes the plain product)."""
+    """X X^T (n, n), exactly symmetric: through NumPy where :mod:`blas` takes it, else from
+    ``GRAM_BLOCKS`` blocks of rows, each multiplied with the rows up to its end and mirrored, 5/8 of
+    the full product's multiply-adds (interleaved, float64, 2 threads: 1.3x at 1,200-3,000 x 1,280,
+    1.4x at 600 x 4,096, 1.6x at 1,000 x 25,088; unchanged at 300 x 1,280, which takes the plain
+    product)."""
+    G = blas.gram(X)
+    if G is not None:
+        return G
     n = len(X)
     if n < GRAM_BLOCK_ROWS:
         return _mirrored(torch.mm(X, X.t()))
@@ -175,14 +180,23 @@ class PreparedFeatures:
     X: torch.Tensor  # (n, d) normalised features
     basis: Basis | None
     Z: torch.Tensor | None  # (n, r) coordinates in ``basis``
-    _gram: torch.Tensor | None = None
+    #: the coordinates' Gram matrix in float64 where one is at hand (the basis's, n < d)
+    gram: torch.Tensor | None = None
+    _grams: dict = field(default_factory=dict)  # by dtype
 
-    def gram_of(self, idx: torch.Tensor) -> torch.Tensor:
-        """Z Z^T (float64) of the rows ``idx``: a block of the whole set's, computed once for every
-        fold and the final fit."""
-        if self._gram is None:
-            Z64 = self.Z.double()
-            self._gram = gram_matrix(Z64)
-        if len(idx) == len(self._gram) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
-            return self._gram
-        return self._gram[idx][:, idx]
+    def __post_init__(self):
+        if self.gram is not None:
+            self._grams[torch.float64] = self.gram
+
+    def gram_of(self, idx: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Z Z^T of the rows ``idx`` in ``dtype``: a block of the whole set's, computed once for every
+        fold and the final fit (see :func:`deepfeat.probes.objectives.gram_in`)."""
+        if dtype not in self._grams:
+            if torch.float64 in self._grams:
+                self._grams[dtype] = self._grams[torch.float64].to(dtype)
+            else:
+                self._grams[dtype] = gram_matrix(self.Z.to(dtype))
+        G = self._grams[dtype]
+        if len(idx) == len(G) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+            return G
+        return G[idx][:, idx]

@@ -51,7 +51,7 @@ from deepfeat.probes.base import (
     thread_budget,
 )
 from deepfeat.probes.basis import Basis, PreparedFeatures
-from deepfeat.probes.exact import DUAL_ROWS
+from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
@@ -304,7 +304,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         # set's (one product for all folds, also where the set itself is larger: 102 classes x
         # 3,060 x 1,280 SVM 19.8 -> 11.2 s, 10 x 3,060 x 1,280 7.8 -> 7.0 s, 10 x 3,060 x 192 3.0
         # -> 3.3 s, interleaved, 2 threads)
-        if prepared.basis is not None and len(idx) <= DUAL_ROWS:
+        if prepared.basis is not None and len(idx) <= max(DUAL_ROWS, DUAL_ROWS_FLOAT32):
             problem.gram_from = partial(prepared.gram_of, idx)
         return problem, basis
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from deepfeat.probes.budget import cg_budget, newton_cg_first
-from deepfeat.probes.exact import DUAL_ROWS, Factors, newton_exact
+from deepfeat.probes.exact import DUAL_ROWS, Factors, dual_rows, newton_exact
 from deepfeat.probes.lbfgs import minimize
 from deepfeat.probes.newton import newton_cg, newton_multinomial
 from deepfeat.probes.objectives import Problem, initial_point
@@ -201,21 +201,21 @@ def stacks_folds(loss: str, n_outputs: int, n: int, r: int, n_folds: int) -> boo
     return not exact_newton(loss, n_outputs, n, r) or exact_newton(loss, n_outputs * n_folds, n, r)
 
 
-def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether a squared-hinge problem of at most ``DUAL_ROWS`` rows, outside :func:`exact_newton`'s
-    static rule (or inside it with many outputs, see ``DUAL_RUNTIME_OUTPUTS``), takes exact Newton
-    steps from (W, b): when the steps' systems there cost at most ``DUAL_WORK`` (per output m^3 for
-    its m margin violators, or n r^2 for the Hessian where m > r; plus n^2 r for the Gram matrix
-    where no shared one is at hand). At small C nearly every row
-    violates its margins (L-BFGS or Newton-CG, well conditioned there, stay cheaper); at large C few
-    do and iterative solvers need hundreds of iterations."""
+def _dual_newton(problem: Problem, C: float, W: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a squared-hinge problem of at most :func:`exact.dual_rows` rows (for the ``dtype`` its
+    Newton steps would run in), outside :func:`exact_newton`'s static rule (or inside it with many
+    outputs, see ``DUAL_RUNTIME_OUTPUTS``), takes exact Newton steps from (W, b): when the steps'
+    systems there cost at most ``DUAL_WORK`` (per output m^3 for its m margin violators, or n r^2 for
+    the Hessian where m > r; plus n^2 r for the Gram matrix where no shared one is at hand). At small
+    C nearly every row violates its margins (L-BFGS or Newton-CG, well conditioned there, stay
+    cheaper); at large C few do and iterative solvers need hundreds of iterations."""
     n, r = problem.Z.shape
-    if problem.loss != "squared_hinge" or n > DUAL_ROWS:
+    if problem.loss != "squared_hinge" or n > dual_rows(dtype):
         return False
     h = problem.evaluate(W, b, C)[3]
     m = (h > 0).sum(0).double()
     work = float(torch.where(m <= r, m**3, float(n * r * r + r**3)).sum())
-    if problem._gram is None and problem.gram_from is None:
+    if not problem._grams and problem.gram_from is None:
         work += n * n * r
     return work <= DUAL_WORK
 
@@ -263,8 +263,9 @@ def solve(
     # many squared-hinge outputs: the violators' work at this C decides (see DUAL_RUNTIME_OUTPUTS)
     many = problem.loss == "squared_hinge" and K > DUAL_RUNTIME_OUTPUTS and n * r * K > NEWTON_WORK
     static = exact_newton(problem.loss, K, n, r) and not (many and n <= DUAL_ROWS)
-    if static or _dual_newton(problem, C, W, b):
-        dtype = problem.Z.dtype
+    dtype = problem.Z.dtype
+    low = problem.loss in EXACT_SEARCH_FLOAT32 and not polish
+    if static or _dual_newton(problem, C, W, b, dtype if low else torch.float64):
         cg, done = None, 0
         # only inside the static rule (the run-time one picks exact Newton where violators are few);
         # outputs held fixed (one class in a fold) stay where exact Newton keeps them
@@ -276,7 +277,6 @@ def solve(
             W, b, done, grad, cg = newton_cg_first(problem, C, W, b, tol, max_iter, budget, final)
             if cg:
                 return Solution(W, b, done, grad, True, cg=True)
-        low = problem.loss in EXACT_SEARCH_FLOAT32 and not polish
         px = problem if dtype == torch.float64 or low else problem.to(torch.float64)
         # the logistic loss only: its path is smooth (C search 1.12-1.17x at 2 x 300-1,200 x 192 and
         # 2 x 300 x 1,280); the squared hinge's bends where violators change (0.93-1.07x)
