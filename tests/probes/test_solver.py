@@ -521,6 +521,32 @@ def test_logistic_path_keeps_exact_newton_after_a_handover(monkeypatch):
         torch.testing.assert_close(_objective(two, a, C), _objective(two, b, C), rtol=1e-5, atol=1e-9)
 
 
+def test_path_goes_to_exact_newton_where_newton_cg_would_outgrow_its_next_budget(monkeypatch):
+    """Along the path, once CG_GROWTH times the Hessian products Newton-CG took at one C exceed the
+    next C's budget, the later Cs take exact Newton directly; without that look-ahead (switched off,
+    or too few rows per dimension) only a C that runs out hands over. Every C reaches its optimum."""
+    import deepfeat.probes.solver as solver
+
+    two, _ = _per_output_problems()
+    Cs = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
+    monkeypatch.setattr(solver, "cg_budget", lambda *a: 60)
+    monkeypatch.setattr(solver, "CG_GROWTH", 0.0)
+    plain = list(solve_path(two, Cs, tol=1e-6))
+    used = [sol.n_iter for sol in plain if sol.cg]
+    assert len(used) >= 3 and used[-1] > used[0]  # products grow along the path
+    growth = 0.5 * 60 / used[1] + 0.5 * 60 / used[2]  # outgrows the budget after the second or third C
+    monkeypatch.setattr(solver, "CG_GROWTH", growth)
+    ahead = list(solve_path(two, Cs, tol=1e-6))
+    flags = [sol.cg for sol in ahead]
+    first = next(j for j, sol in enumerate(ahead) if sol.cg and growth * sol.n_iter > 60)
+    assert flags[: first + 1] == [True] * (first + 1) and flags[first + 1 :] == [None] * (len(Cs) - first - 1)
+    assert first < len(used) - 1  # earlier than the path without the look-ahead
+    monkeypatch.setattr(solver, "CG_GROWTH_ROWS", 100)  # 160 rows, 14 dimensions: no look-ahead
+    assert [sol.cg for sol in solve_path(two, Cs, tol=1e-6)] == [sol.cg for sol in plain]
+    for C, a, b in zip(Cs, plain, ahead):
+        torch.testing.assert_close(_objective(two, a, C), _objective(two, b, C), rtol=1e-5, atol=1e-9)
+
+
 def test_newton_cg_spends_at_most_its_product_budget():
     from deepfeat.probes.newton import newton_cg
     from deepfeat.probes.solver import initial_point
