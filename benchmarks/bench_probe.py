@@ -55,7 +55,6 @@ from deepfeat.fileio import write_json
 from deepfeat.metrics import mean_per_class_accuracy
 from deepfeat.probes import LinearProbe
 from deepfeat.probes.base import make_folds
-from deepfeat.probes.blas import numpy_faster
 from deepfeat.probes.objectives import numpy_reduction_faster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,8 +346,6 @@ def report(results: dict, info: dict, threads: int, repeats: int, warmup: int, k
             "early_stop_along_C_path": False,
             # large one-output problems' gradient reduction through NumPy's BLAS on this machine?
             "numpy_gradient_reduction": numpy_reduction_faster(),
-            # the basis's products and eigendecomposition through NumPy / SciPy on this machine?
-            "numpy_basis_products": numpy_faster(),
             "cache_key": key,
         },
         "target": {

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from deepfeat.probes import blas
 from deepfeat.validation import check_choice
 
 #: rows from which :func:`gram_matrix` multiplies blocks of its lower triangle only
@@ -60,7 +59,7 @@ class Basis:
             # in the features' precision: eigenvectors are orthonormal to it whatever their
             # eigenvalue (float32: 2-3x faster than float64 at d = 1,280); a direction of round-off
             # variance kept by the threshold only adds an unknown the penalty holds at 0
-            lam, B = blas.eigh(gram_matrix(Xc.t()))
+            lam, B = torch.linalg.eigh(torch.mm(Xc.t(), Xc))
             B = B[:, lam > rel_tol * lam.max().clamp_min(1e-30)]
             return cls(mean, B.to(X.dtype).contiguous())
         # float64 throughout: B's columns are rows combined with weights of up to 1 / sqrt(smallest
@@ -79,7 +78,7 @@ class Basis:
             # so the last one's are minus the others' sum
             Z = torch.cat([L, -L.sum(0, keepdim=True)])
             return cls(mean, None, gram=G, coordinates=Z.to(X.dtype), rows=(X, mean64, L, None))
-        mu, A = blas.eigh(G)
+        mu, A = torch.linalg.eigh(G)
         keep = mu > rel_tol * mu.max().clamp_min(1e-30)
         root = torch.sqrt(mu[keep])
         # D B = G A diag(mu)^-1/2 = A diag(mu)^1/2 on the kept eigenpairs
@@ -94,13 +93,13 @@ class Basis:
             if L is not None:
                 B = torch.linalg.solve_triangular(L, _centred64(X[:-1], mean64), upper=False).t()
             else:
-                B = blas.mm(_centred64(X, mean64).t(), M)
+                B = torch.mm(_centred64(X, mean64).t(), M)
             self._B = B.to(self.mean.dtype).contiguous()
         return self._B
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
-        return blas.mm(X - self.mean, self.B)
+        return torch.mm(X - self.mean, self.B)
 
     def own_coordinates(self, X: torch.Tensor) -> torch.Tensor:
         """The coordinates (n, r) of X, the rows the basis was made from: the factorisation's where
@@ -133,14 +132,10 @@ def _centred64(X: torch.Tensor, mean64: torch.Tensor) -> torch.Tensor:
 
 
 def gram_matrix(X: torch.Tensor) -> torch.Tensor:
-    """X X^T (n, n), exactly symmetric: through NumPy where :mod:`blas` takes it, else from
-    ``GRAM_BLOCKS`` blocks of rows, each multiplied with the rows up to its end and mirrored, 5/8 of
-    the full product's multiply-adds (interleaved, float64, 2 threads: 1.3x at 1,200-3,000 x 1,280,
-    1.4x at 600 x 4,096, 1.6x at 1,000 x 25,088; unchanged at 300 x 1,280, which takes the plain
-    product)."""
-    G = blas.gram(X)
-    if G is not None:
-        return G
+    """X X^T (n, n), exactly symmetric: from ``GRAM_BLOCKS`` blocks of rows, each multiplied with
+    the rows up to its end and mirrored, 5/8 of the full product's multiply-adds (interleaved,
+    float64, 2 threads: 1.3x at 1,200-3,000 x 1,280, 1.4x at 600 x 4,096, 1.6x at 1,000 x 25,088;
+    unchanged at 300 x 1,280, which takes the plain product)."""
     n = len(X)
     if n < GRAM_BLOCK_ROWS:
         return _mirrored(torch.mm(X, X.t()))

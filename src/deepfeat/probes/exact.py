@@ -16,10 +16,11 @@ from deepfeat.probes.objectives import Problem, flush_tiny
 #: Newton steps through the margin violators (see :func:`_dual_steps`)
 DUAL_ROWS = 3000
 #: ... and in float32 (the squared hinge's C search, see ``solver.EXACT_SEARCH_FLOAT32``) up to this
-#: many: the same bytes (72 MB), and its product costs 0.6x the float64 one's. Interleaved, 2 threads:
-#: two classes x 3,060 x 1,280 (its 3 folds stacked) C search 869 -> 535 ms (L-BFGS took 99
-#: iterations at C = 1); final fits stay in float64 under DUAL_ROWS (dual steps there cost 55 -> 424
-#: ms, the float64 Gram matrix of 3,060 rows included)
+#: many: the same bytes (72 MB), and its product costs 0.66x the float64 one's. Interleaved, 2
+#: threads, medians of 7: two classes x 3,060 x 1,280 (its 3 folds stacked) C search 909-939 ->
+#: 646-680 ms, whole fit 1.22-1.25x (L-BFGS took 99 iterations at C = 1, exact Newton 3). Final fits
+#: stay in float64 under DUAL_ROWS: dual steps there took 55 -> 424 ms, the float64 Gram matrix of
+#: 3,060 rows included
 DUAL_ROWS_FLOAT32 = 4242
 
 
