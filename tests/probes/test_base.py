@@ -9,12 +9,15 @@ import torch
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.probes.base import (
     DEFAULT_CS,
+    WORK_PER_THREAD,
     check_C,
     check_cv,
     check_features,
+    dense_threads,
     prepare_targets,
     resolve_device,
     score_predictions,
+    thread_budget,
 )
 
 
@@ -79,3 +82,35 @@ def test_prepare_targets_binary_and_multilabel():
     Y = np.array([[1, 0], [0, 1], [1, 1]])
     codes, mask, classes, multilabel = prepare_targets(Y, ignore=np.zeros_like(Y, bool))
     assert multilabel and mask.all() and classes.tolist() == [0, 1]
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_thread_budget_holds_small_problems_to_fewer_threads_and_restores(two_threads):
+    with thread_budget(WORK_PER_THREAD // 2) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == 2
+    with thread_budget(10 * WORK_PER_THREAD) as n:
+        assert n == 2 == torch.get_num_threads()
+
+
+def test_dense_threads_give_a_large_operation_the_threads_the_budget_held_back(two_threads):
+    with dense_threads(10**12) as n:  # outside any budget: as it is
+        assert n == 2
+    with thread_budget(1):
+        with dense_threads(10**4) as n:  # too small to pay a second thread
+            assert n == 1 == torch.get_num_threads()
+        with dense_threads(10**12) as n:
+            assert n == 2 == torch.get_num_threads()
+            with thread_budget(1):  # a nested budget's outside is this block's 2 threads
+                with dense_threads(10**12) as inner:
+                    assert inner == 2
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2

@@ -138,3 +138,38 @@ def test_gram_matrix_from_its_lower_block_triangle_is_the_product(n):
     G = gram_matrix(X)
     torch.testing.assert_close(G, X @ X.t(), atol=1e-11, rtol=0)
     assert torch.equal(G, G.t())
+
+
+def test_factorisation_projection_and_gram_take_the_threads_a_small_budget_held_back(monkeypatch):
+    import deepfeat.probes.base as base
+
+    seen = []
+
+    def recording(fn):
+        def call(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch.linalg, "eigh", recording(torch.linalg.eigh))
+    monkeypatch.setattr(torch, "mm", recording(torch.mm))
+    X = torch.randn(40, 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with base.thread_budget(1):
+            B = Basis.of(X)
+            B.project(X)
+            gram_matrix(X)
+            small = list(seen)
+            seen.clear()
+            monkeypatch.setattr(base, "DENSE_WORK_PER_THREAD", 1)
+            B = Basis.of(X)
+            B.project(X)
+            gram_matrix(X)
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert small and set(small) == {1}  # 40 x 8: too small for a second thread
+    assert seen and set(seen) == {2}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from deepfeat.probes.base import dense_threads
 from deepfeat.validation import check_choice
 
 #: rows from which :func:`gram_matrix` multiplies blocks of its lower triangle only
@@ -52,6 +53,12 @@ class Basis:
         dimensions the rows' coordinates come from the factorisation itself (:attr:`coordinates`),
         without a product over the d dimensions."""
         check_choice("factor", factor, ("eigh", "cholesky"))
+        n, d = X.shape
+        with dense_threads(n * d * min(n, d)):
+            return cls._of(X, rel_tol, factor)
+
+    @classmethod
+    def _of(cls, X: torch.Tensor, rel_tol: float, factor: str) -> Basis:
         n, d = X.shape
         if d <= n:
             mean = X.mean(0)
@@ -99,7 +106,9 @@ class Basis:
 
     def project(self, X: torch.Tensor) -> torch.Tensor:
         """Centred rows expressed in the basis, (n, r)."""
-        return torch.mm(X - self.mean, self.B)
+        B = self.B
+        with dense_threads(X.shape[0] * B.shape[0] * B.shape[1]):
+            return torch.mm(X - self.mean, B)
 
     def own_coordinates(self, X: torch.Tensor) -> torch.Tensor:
         """The coordinates (n, r) of X, the rows the basis was made from: the factorisation's where
@@ -136,6 +145,12 @@ def gram_matrix(X: torch.Tensor) -> torch.Tensor:
     the rows up to its end and mirrored, 5/8 of the full product's multiply-adds (interleaved,
     float64, 2 threads: 1.3x at 1,200-3,000 x 1,280, 1.4x at 600 x 4,096, 1.6x at 1,000 x 25,088;
     unchanged at 300 x 1,280, which takes the plain product)."""
+    n = len(X)
+    with dense_threads(n * n * X.shape[1]):
+        return _gram_matrix(X)
+
+
+def _gram_matrix(X: torch.Tensor) -> torch.Tensor:
     n = len(X)
     if n < GRAM_BLOCK_ROWS:
         return _mirrored(torch.mm(X, X.t()))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from deepfeat.probes.base import dense_threads
 from deepfeat.probes.newton import sparse_rows
 from deepfeat.probes.objectives import Problem, flush_tiny
 
@@ -147,11 +148,13 @@ def newton_exact(
             if Za is None:  # Hessians in float32: they set the directions only
                 Za = torch.cat([Z, Z.new_ones(n, 1)], 1).float()
             hN = flush_tiny((h / N).float())
-            H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])
+            with dense_threads(n * (r + 1) ** 2):  # per product
+                H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])
             H = H.to(Z.dtype)
             H.diagonal(dim1=1, dim2=2).add_(ridge)
             # (a jitter where curvature vanished along some direction: separated data)
-            L = _factor(H)
+            with dense_threads((r + 1) ** 3 // 3, factor=True):  # per factor
+                L = _factor(H)
             d[open_] = -_cholesky_solve(grad[open_, :, None], L).squeeze(2)
             if factors is not None:
                 factors.store(open_, L)
@@ -219,7 +222,8 @@ def _dual_steps(
     M = torch.take(gram, Rf[:, :, None] * len(gram) + Rf[:, None, :])  # Gram of the violators
     M.mul_(sf[:, :, None]).mul_(sf[:, None, :])
     M.diagonal(dim1=1, dim2=2).add_(0.5 / C)
-    L = _factor(M)  # (a jitter where round-off leaves a near-singular system indefinite)
+    with dense_threads(m**3 // 3, factor=True):  # per factor
+        L = _factor(M)  # (a jitter where round-off leaves a near-singular system indefinite)
     if len(shared) < len(which):
         L = L[which]
     sol = _cholesky_solve(torch.stack([s * tA, s], 2), L)  # (k, m, 2)
