@@ -164,6 +164,16 @@ def _gram_matrix(X: torch.Tensor) -> torch.Tensor:
     return G
 
 
+def gram_in(Z: torch.Tensor, dtype: torch.dtype, grams: dict) -> torch.Tensor:
+    """Z Z^T in ``dtype`` given the ``grams`` (by dtype) at hand: a float64 one converted where there
+    is one, else the product in ``dtype`` (float32 where the squared hinge's C search needs no more:
+    its dual steps had converted the float64 product to float32; 2 x 3,060 x 1,280: 162 against 245
+    ms)."""
+    if torch.float64 in grams:
+        return grams[torch.float64].to(dtype)
+    return gram_matrix(Z.to(dtype))
+
+
 def _mirrored(S: torch.Tensor) -> torch.Tensor:
     """The square S's lower triangle mirrored onto its upper one: a blocked matrix product X X^T
     need not be symmetric to the bit (it was not with OpenBLAS on an AMD EPYC host)."""
@@ -200,12 +210,9 @@ class PreparedFeatures:
 
     def gram_of(self, idx: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Z Z^T of the rows ``idx`` in ``dtype``: a block of the whole set's, computed once for every
-        fold and the final fit (see :func:`deepfeat.probes.objectives.gram_in`)."""
+        fold and the final fit (see :func:`gram_in`)."""
         if dtype not in self._grams:
-            if torch.float64 in self._grams:
-                self._grams[dtype] = self._grams[torch.float64].to(dtype)
-            else:
-                self._grams[dtype] = gram_matrix(self.Z.to(dtype))
+            self._grams[dtype] = gram_in(self.Z, dtype, self._grams)
         G = self._grams[dtype]
         if len(idx) == len(G) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
             return G

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepfeat.probes.basis import gram_matrix
+from deepfeat.probes.basis import gram_in
 
 #: largest curvature weight of each loss (at a zero margin; anywhere active for the squared hinge)
 CURVATURE = {"multinomial": 0.25, "logistic": 0.25, "squared_hinge": 2.0}
@@ -105,16 +105,6 @@ def numpy_reduction_faster() -> bool:
                 times[name].append(time.perf_counter() - start)
     best = {name: min(t) for name, t in times.items()}
     return min(best["torch"], best["transposed"]) >= NUMPY_REDUCTION_GAIN * best["numpy"]
-
-
-def gram_in(Z: torch.Tensor, dtype: torch.dtype, grams: dict) -> torch.Tensor:
-    """Z Z^T in ``dtype`` given the ``grams`` (by dtype) at hand: a float64 one converted where there
-    is one, else the product in ``dtype`` (float32 where the squared hinge's C search needs no more:
-    its dual steps had converted the float64 product to float32; 2 x 3,060 x 1,280: 162 against 245
-    ms)."""
-    if torch.float64 in grams:
-        return grams[torch.float64].to(dtype)
-    return gram_matrix(Z.to(dtype))
 
 
 def flush_tiny(x: torch.Tensor) -> torch.Tensor:
