@@ -58,3 +58,30 @@ def test_multinomial_newton_with_forcing_reaches_the_same_optimum_with_fewer_pro
     torch.testing.assert_close(forced[0], fixed[0], rtol=1e-5, atol=1e-7)
     # (the softmax leaves a constant shift of the intercepts free)
     torch.testing.assert_close(forced[1] - forced[1].mean(), fixed[1] - fixed[1].mean(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_newton_cg_takes_the_same_steps_on_z_with_its_intercept_column(monkeypatch, loss):
+    """Hessian products on the copy [Z 1] (small problems) against those on Z with the intercept's
+    column apart: the same products, so the same solution and the same number of them, for a loss
+    whose products use every row (logistic) and one whose products use the violators only, with
+    entry weights (three stacked outputs)."""
+    from deepfeat.probes import newton
+    from deepfeat.probes.solver import initial_point
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 3, 150)
+    X = rng.normal(size=(150, 12)) + 1.5 * rng.normal(size=(3, 12))[codes]
+    Z = torch.as_tensor(X, dtype=torch.float64)
+    problem = make_problem(Z, codes, None, 3, loss, False)
+    problem.weight = torch.as_tensor(rng.uniform(0.5, 1.5, size=(150, 3)), dtype=torch.float64)
+    W0, b0 = initial_point(problem)
+    runs = {}
+    for entries in (0, 10**6):
+        monkeypatch.setattr(newton, "AUGMENTED_ENTRIES", entries)
+        runs[entries] = newton.newton_cg(problem, 10.0, W0, b0, 1e-9, 300)
+    apart, augmented = runs[0], runs[10**6]
+    assert apart[3] <= 1e-9 and augmented[3] <= 1e-9
+    assert abs(apart[2] - augmented[2]) <= 1
+    torch.testing.assert_close(augmented[0], apart[0], rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(augmented[1], apart[1], rtol=1e-7, atol=1e-9)
