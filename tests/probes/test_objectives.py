@@ -284,3 +284,16 @@ def test_gradient_reduction_through_numpy_equals_torch_s(dtype, monkeypatch):
     )
     assert calls == []
     assert isinstance(objectives.numpy_reduction_faster(), bool)
+
+
+def test_augmented_features_carry_the_intercept_column_and_are_formed_once_per_dtype():
+    Z = torch.randn(7, 3, dtype=torch.float64)
+    problem = make_problem(Z, np.array([0, 1, 0, 1, 1, 0, 1]), None, 1, "logistic", False)
+    Za = problem.augmented()
+    assert Za.dtype == torch.float64 and Za.shape == (7, 4)
+    torch.testing.assert_close(Za[:, :3], Z)
+    assert bool((Za[:, 3] == 1).all())
+    assert problem.augmented() is Za
+    low = problem.augmented(torch.float32)
+    assert low.dtype == torch.float32 and problem.augmented(torch.float32) is low
+    torch.testing.assert_close(low, Za.float())

@@ -146,7 +146,7 @@ def newton_exact(
             open_ = [k for k, m in zip(open_, counts) if m > r]
         if open_:
             if Za is None:  # Hessians in float32: they set the directions only
-                Za = torch.cat([Z, Z.new_ones(n, 1)], 1).float()
+                Za = problem.augmented(torch.float32)
             hN = flush_tiny((h / N).float())
             with dense_threads(n * (r + 1) ** 2):  # per product
                 H = torch.stack([_weighted_gram(Za, hN[:, k], sparse) for k in open_])

@@ -59,10 +59,10 @@ def newton_cg(
     def hess_augmented(Za, h, P):  # Za: the rows of h in [Z 1]
         return torch.addmm(P * ridge, torch.mm(Za, P.t()).mul_(h).t(), Za, alpha=1.0 / N)
 
-    # small problems: [Z 1] copied once, and the penalty's diagonal (none on the intercept)
+    # small problems: [Z 1] (once per problem), and the penalty's diagonal (none on the intercept)
     Za, product = None, hess
     if Z.shape[0] * (r + 1) <= AUGMENTED_ENTRIES:
-        Za, product = torch.cat([Z, Z.new_ones(len(Z), 1)], 1), hess_augmented
+        Za, product = problem.augmented(), hess_augmented
         ridge = torch.full((r + 1,), reg, dtype=Z.dtype, device=Z.device)
         ridge[-1] = 0.0
 

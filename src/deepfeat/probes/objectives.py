@@ -134,6 +134,7 @@ class Problem:
     #: block of the whole training set's, or the problem a stacked problem shares its rows with)
     gram_from: Callable[[torch.dtype], torch.Tensor] | None = None
     _copies: dict = field(default_factory=dict, repr=False)  # by dtype, from :meth:`to`
+    _augmented: dict = field(default_factory=dict, repr=False)  # by dtype, from :meth:`augmented`
 
     @property
     def multinomial(self) -> bool:
@@ -186,6 +187,15 @@ class Problem:
             ):
                 self._Zt = self.Z.t().contiguous()
         return self._Zt
+
+    def augmented(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[Z 1] (n, r + 1) in ``dtype`` (default Z's), formed once per problem: the Newton methods'
+        Hessians and Hessian products take the intercept's column with the rest (every C of a path)."""
+        dtype = self.Z.dtype if dtype is None else dtype
+        if dtype not in self._augmented:
+            Z = self.Z.to(dtype)
+            self._augmented[dtype] = torch.cat([Z, Z.new_ones(len(Z), 1)], 1)
+        return self._augmented[dtype]
 
     def gram(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Z Z^T (n, n) in ``dtype``, computed once per problem (for every C of a path): see
