@@ -85,3 +85,36 @@ def test_newton_cg_takes_the_same_steps_on_z_with_its_intercept_column(monkeypat
     assert abs(apart[2] - augmented[2]) <= 1
     torch.testing.assert_close(augmented[0], apart[0], rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(augmented[1], apart[1], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "logistic", "squared_hinge"])
+def test_conjugate_gradients_stop_once_the_residual_is_within_the_tolerance(monkeypatch, loss):
+    """The absolute stop (the residual, the model's gradient after the step, within the tolerance)
+    saves Hessian products of the last Newton steps; the solution still meets the tolerance on
+    its gradient and agrees with the one conjugate gradients solved to their relative residual."""
+    from deepfeat.probes import newton
+    from deepfeat.probes.basis import Basis
+    from deepfeat.probes.solver import initial_point
+
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 4, 300)
+    X = rng.normal(size=(300, 40)) + 0.5 * rng.normal(size=(4, 40))[codes]
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    multinomial = loss == "multinomial"
+    problem = make_problem(Basis.of(Xt).project(Xt), codes, None, 4, loss, multinomial)
+    W0, b0 = initial_point(problem)
+    tol, runs = 1e-7, {}
+    for stop in (0.0, newton.ABSOLUTE_STOP):
+        monkeypatch.setattr(newton, "ABSOLUTE_STOP", stop)
+        if multinomial:
+            runs[stop] = newton.newton_multinomial(problem, 1.0, W0, b0, tol, 300, forcing=True)
+        else:
+            runs[stop] = newton.newton_cg(problem, 1.0, W0, b0, tol, 300)
+    (W_rel, b_rel, products_rel, g_rel), (W_abs, b_abs, products_abs, g_abs) = runs.values()
+    assert newton.ABSOLUTE_STOP > 0
+    assert g_rel <= tol and g_abs <= tol
+    assert products_abs < products_rel  # (here 61 -> 55, 53 -> 51, 385 -> 359)
+    torch.testing.assert_close(W_abs, W_rel, rtol=1e-4, atol=1e-6)
+    if multinomial:  # (the softmax leaves a constant shift of the intercepts free)
+        b_abs, b_rel = b_abs - b_abs.mean(), b_rel - b_rel.mean()
+    torch.testing.assert_close(b_abs, b_rel, rtol=1e-4, atol=1e-6)
