@@ -85,7 +85,8 @@ def newton_cg(
     for _ in range(50):
         grad = torch.cat([gW, gb[:, None]], 1)
         diag = problem.diagonal(h, C)
-        gmax = float((grad / diag.sqrt()).abs().max())
+        isd = diag.rsqrt()  # the gradient's scaling (also the residual's, for its absolute stop)
+        gmax = float((grad * isd).abs().max())
         if gmax <= tol or products >= 4 * max_iter or (max_products is not None and products >= max_products):
             break
         # an output with at most r margin violators has a Hessian of the ridge plus a low-rank term:
@@ -94,7 +95,6 @@ def newton_cg(
         # the 200-step limit for every Newton step and never converged)
         violates = h > 0
         few = (violates.sum(0) <= r)[:, None]
-        isd = diag.rsqrt()  # the gradient's scaling, for the residual's absolute stop
         diag = torch.where(few, torch.ones_like(diag), diag)
         # the Hessian products need only the rows that violate some output's margin
         rows = sparse_rows(violates.any(1))
@@ -217,7 +217,8 @@ def newton_multinomial(
     for _ in range(50):
         grad = torch.cat([gW, gb[:, None]], 1)
         diag = problem.diagonal(h, C)
-        scaled = group_max(grad / diag.sqrt())
+        isd = diag.rsqrt()  # the gradient's scaling (also the residual's, for its absolute stop)
+        scaled = group_max(grad * isd)
         gmax = float(scaled.max())
         if gmax <= tol or products >= 4 * max_iter:
             break
@@ -232,7 +233,6 @@ def newton_multinomial(
         if first_rr is None:
             first_rr = rr.clamp_min(1e-300)
         stop = _forcing(rr, first_rr, forcing) ** 2 * rr
-        isd = diag.rsqrt()
         open_ = rr > 0
         for _ in range(200):
             Hp = hess(P, p)
