@@ -98,7 +98,7 @@ def resolve_device(device) -> torch.device:
 #: multiply-adds of one objective evaluation per thread below which extra threads do not pay. A trade
 #: for shared cores: with every problem from 1 million on given 2 threads (interleaved whole fits,
 #: 4 December, medians of 5), a quiet 2-core host ran multi-class fits 1.3-1.5x faster (10 classes x
-#: 1,200-8,000 x 192, x 1,200-3,060 x 1,280, 102 x 1,200 x 192 logistic; 1.0-1.45x squared hinge) but
+#: 1,200-8,000 x 192, x 1,200-3,060 x 1,280, 102 x 1,200 x 192 logistic; 0.97-1.45x squared hinge) but
 #: two classes x 8,000 x 1,280 2x slower (beside NumPy's reduction threads), and with one other busy
 #: process the multi-class fits ran 2.1-4.6x slower (10 x 1,200 x 192 squared hinge 0.55 -> 2.5 s)
 WORK_PER_THREAD = 20_000_000
