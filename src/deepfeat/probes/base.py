@@ -111,14 +111,23 @@ def thread_budget(work: int) -> Iterator[int]:
     only pay thread hand-overs (costly on shared, loaded cores); large products and factorisations
     inside take back the threads held back (:func:`dense_threads`). Restored on exit."""
     before = torch.get_num_threads()
-    n = max(1, min(before, int(work // WORK_PER_THREAD)))
+    token = _OUTER_THREADS.set(before)
+    try:
+        with _torch_threads(max(1, min(before, int(work // WORK_PER_THREAD)))) as n:
+            yield n
+    finally:
+        _OUTER_THREADS.reset(token)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[int]:
+    """Torch's intra-op threads set to ``n`` inside, the previous count restored on exit."""
+    before = torch.get_num_threads()
     if n != before:
         torch.set_num_threads(n)
-    token = _OUTER_THREADS.set(before)
     try:
         yield n
     finally:
-        _OUTER_THREADS.reset(token)
         if n != before:
             torch.set_num_threads(before)
 
@@ -148,14 +157,8 @@ def dense_threads(work: float, factor: bool = False) -> Iterator[int]:
     not. Restored on exit."""
     outer, now = _OUTER_THREADS.get(), torch.get_num_threads()
     per_thread = FACTOR_WORK_PER_THREAD if factor else DENSE_WORK_PER_THREAD
-    n = now if outer is None else max(now, min(outer, int(work // per_thread)))
-    if n != now:
-        torch.set_num_threads(n)
-    try:
+    with _torch_threads(now if outer is None else max(now, min(outer, int(work // per_thread)))) as n:
         yield n
-    finally:
-        if n != now:
-            torch.set_num_threads(now)
 
 
 def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
