@@ -88,6 +88,18 @@ def test_shuffled_labels_give_chance(name):
     assert abs(acc - 1 / k) < 0.1  # 400 test points: chance +- 0.022 (1 sd)
 
 
+def test_fit_leaves_the_callers_autograd_mode_alone():
+    # the solvers run in inference mode; a caller training a network around the probe keeps its own
+    X, y = blobs(200, 10, 3, sep=3.0, seed=3)
+    with torch.enable_grad():
+        probe = LinearProbe(C=1.0).fit(X, y)
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        w = torch.tensor(probe.coef_, requires_grad=True)
+        (w**2).sum().backward()  # the fitted coefficients are plain, trainable data
+    assert torch.equal(w.grad, 2 * w.detach())
+    assert probe.score(X, y) >= 0.99
+
+
 # -- logistic loss against scikit-learn, fixed C ---------------------------------------------------
 
 CASES = {
