@@ -239,9 +239,9 @@ def newton_multinomial(
             products += 1
             pHp = per_group(p * Hp)
             open_ = open_ & (pHp > tiny)  # a group stays closed once done or degenerate
-            alpha = torch.where(open_, rz / pHp.clamp_min(tiny), 0.0)
-            d += spread(alpha) * p
-            res -= spread(alpha) * Hp
+            alpha = spread(torch.where(open_, rz / pHp.clamp_min(tiny), 0.0))
+            d += alpha * p
+            res -= alpha * Hp
             z = res / diag
             rz_new = per_group(res * z)
             open_ = open_ & (per_group(res * res) > stop)
