@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepfeat.probes.objectives import CURVATURE, FLOOR, Problem, make_problem
+from deepfeat.probes.objectives import CURVATURE, FLOOR, Problem, make_problem, stack_folds
 
 
 def data(n=40, r=6, k=4, seed=0):
@@ -144,6 +144,20 @@ def test_values_and_gradients_from_given_logits_equal_a_full_evaluation(loss):
     torch.testing.assert_close(problem.value_at(logits, W, 0.7), full[0])
     for given, expected in zip(problem.evaluate(W, b, 0.7, logits=logits), full):
         torch.testing.assert_close(given, expected)
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "logistic", "squared_hinge"])
+def test_values_from_logits_of_stacked_folds_equal_a_full_evaluation(loss):
+    """The C path's start prediction compares objective values of stacked folds from their logits
+    alone: each fold's (or group's) value is the full evaluation's, its rows weighted by membership."""
+    Z, codes, W, b = data()
+    base = make_problem(Z, codes, None, 4, loss, loss == "multinomial")
+    rows = np.arange(len(Z))
+    stacked = stack_folds(base, [rows[rows % 3 != f] for f in range(3)])
+    Ws, bs = W.repeat(3, 1) * torch.linspace(0.5, 1.5, 12, dtype=W.dtype)[:, None], b.repeat(3)
+    full = stacked.evaluate(Ws, bs, 0.7)[0]
+    assert full.shape == (3 if loss == "multinomial" else 12,)
+    torch.testing.assert_close(stacked.value_at(stacked.scores(Z, Ws, bs), Ws, 0.7), full)
 
 
 def test_a_problem_converts_to_another_precision_once():

@@ -375,9 +375,9 @@ def _predict(problem: Problem, C: float, C_current: float, current: Solution, pr
         step = math.log(C / C_current)
         W1 = torch.where(have[:, None], current.W + step * dW, W1)
         b1 = torch.where(have, current.b + step * db, b1)
-    cols = None
-    f0 = problem.evaluate(current.W, current.b, C, cols)[0]
-    f1 = problem.evaluate(W1, b1, C, cols)[0]
+    # objective values only: from the logits, no gradient product
+    f0 = problem.value_at(problem.scores(problem.Z, current.W, current.b), current.W, C)
+    f1 = problem.value_at(problem.scores(problem.Z, W1, b1), W1, C)
     better = (f1 < f0).to(W1.dtype)
     if problem.multinomial:  # one value per group: its classes follow it
         better = better.repeat_interleave(problem.n_classes)
