@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
 
 
 def machine(**extra: str) -> dict:
-    """Python, platform, cores, load average, torch / numpy / scikit-learn versions, BLAS threads."""
+    """Start time (UTC), Python, platform, cores, load average, torch / numpy / scikit-learn versions,
+    BLAS threads."""
     import sklearn
     from threadpoolctl import threadpool_info
 
@@ -20,6 +22,7 @@ def machine(**extra: str) -> dict:
         if lib.get("user_api") == "blas"
     ]
     return {
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

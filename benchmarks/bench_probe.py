@@ -22,7 +22,12 @@ training images and is scored on the test images:
   (``path_patience=None``: no early stop along the C path);
 - scikit-learn ``LogisticRegressionCV(Cs=grid, cv=folds)`` (lbfgs, its defaults) and
   ``GridSearchCV(LinearSVC(), {"C": grid}, cv=folds)``;
-- one scikit-learn fit at the C deepfeat chose (``LogisticRegression``, ``LinearSVC``).
+- one scikit-learn fit at the C deepfeat chose (``LogisticRegression``, ``LinearSVC``);
+- with ``--converged``, also ``LogisticRegressionCV(max_iter=10000)``: the same search run until
+  L-BFGS converges (a reference beside the target's comparison, not part of it).
+
+Each method's JSON entry holds its times, test accuracies, chosen C, mean validation score per C and
+the number of convergence warnings.
 
 Methods are interleaved, medians of ``--repeats`` timed runs after ``--warmup`` untimed ones, threads
 pinned alike for all (benchmarks/_timing.py). Finished shapes are cached in
@@ -30,7 +35,7 @@ benchmarks/.cache/bench_probe/ so an interrupted run resumes; every shape rewrit
 benchmarks/results/bench_probe.json (or ``--out``).
 
 Usage: python benchmarks/bench_probe.py [--quick] [--repeats 5] [--warmup 1] [--threads N]
-       [--shapes 102x3060x1280 ...] [--families logistic svm] [--fresh]
+       [--shapes 102x3060x1280 ...] [--families logistic svm] [--converged] [--fresh]
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ QUICK = ("10x1200x192", "102x1200x192", "2x300x1280")
 FAMILIES = ("logistic", "svm")
 TARGET = {"speedup_at_least": 3.0, "accuracy_within_points": 0.3, "caltech_shape_logistic_seconds": 10.0}
 LAYERS = {1280: ("pool", "unroll"), 192: ("stage6", "avg")}
+#: ``--converged``: LogisticRegressionCV also with this iteration limit (its default, 100, stopped
+#: some fits of 10 of the grid's 24 logistic cells before L-BFGS converged, which can change the
+#: chosen C: 10 x 300 x 192)
+CONVERGED_ITER = 10_000
+CONVERGED = f"sklearn LogisticRegressionCV(max_iter={CONVERGED_ITER})"
 
 
 # -- features and targets -------------------------------------------------------------------------
@@ -184,7 +194,20 @@ def chosen_C(model) -> float:
     return float(model.C)
 
 
-def run_shape(key: str, X, labels, repeats: int, warmup: int, feature_info: dict, families=FAMILIES) -> dict:
+def validation_mean(model) -> list[float] | None:
+    """Mean validation score per C of the grid (None for a fit without a search)."""
+    if isinstance(model, LinearProbe):
+        return None if model.cv_results_ is None else [round(v, 6) for v in model.cv_results_["mean"]]
+    if isinstance(model, GridSearchCV):
+        return [round(float(v), 6) for v in model.cv_results_["mean_test_score"]]
+    if isinstance(model, LogisticRegressionCV):
+        return [round(float(v), 6) for v in next(iter(model.scores_.values())).mean(0)]
+    return None
+
+
+def run_shape(
+    key: str, X, labels, repeats: int, warmup: int, feature_info: dict, families=FAMILIES, converged=False
+) -> dict:
     k, n, d = (int(v) for v in key.split("x"))
     rng = np.random.default_rng(SEED)
     perm = rng.permutation(len(labels))
@@ -204,6 +227,8 @@ def run_shape(key: str, X, labels, repeats: int, warmup: int, feature_info: dict
             templates["deepfeat logistic"] = deepfeat_probe("logistic")
             templates["sklearn LogisticRegressionCV"] = LogisticRegressionCV(Cs=GRID, cv=folds)
             templates["sklearn LogisticRegression at deepfeat's C"] = LogisticRegression(C=C_log)
+            if converged:  # the same search run until L-BFGS converges instead of 100 iterations
+                templates[CONVERGED] = LogisticRegressionCV(Cs=GRID, cv=folds, max_iter=CONVERGED_ITER)
         if "svm" in families:
             C_svm = deepfeat_probe("squared_hinge").fit(Xtr, ytr).C_
             templates["deepfeat squared_hinge"] = deepfeat_probe("squared_hinge")
@@ -232,6 +257,7 @@ def run_shape(key: str, X, labels, repeats: int, warmup: int, feature_info: dict
             "test_accuracy": float(np.mean(pred == yte)),
             "test_mean_class_accuracy": mean_per_class_accuracy(yte, pred, n_classes=k),
             "C": chosen_C(model),
+            "validation_mean": validation_mean(model),
             "convergence_warnings": warned[name],
         }
         print(
@@ -243,17 +269,22 @@ def run_shape(key: str, X, labels, repeats: int, warmup: int, feature_info: dict
     for ours, theirs in [
         ("deepfeat logistic", "sklearn LogisticRegressionCV"),
         ("deepfeat logistic", "sklearn LogisticRegression at deepfeat's C"),
+        ("deepfeat logistic", CONVERGED),
         ("deepfeat squared_hinge", "sklearn GridSearchCV(LinearSVC)"),
         ("deepfeat squared_hinge", "sklearn LinearSVC at deepfeat's C"),
     ]:
-        if ours not in timings:
+        if ours not in timings or theirs not in timings:
             continue
         speedup = timings[theirs]["median"] / timings[ours]["median"]
         diff = 100 * (rows[ours]["test_accuracy"] - rows[theirs]["test_accuracy"])
         row = {"deepfeat": ours, "sklearn": theirs, "speedup": speedup, "accuracy_diff_points": diff}
-        if "CV" in theirs:
+        if theirs == CONVERGED:
+            row["reference"] = "scikit-learn's search run to convergence: not the target's comparison"
+        elif "CV" in theirs:
+            # (within: a difference of exactly 0.3 points, 6 of 2,000 images, counts; 1e-9 absorbs
+            # the float error of 100 x a difference of accuracies)
             row["meets_target"] = bool(
-                speedup >= TARGET["speedup_at_least"] and diff >= -TARGET["accuracy_within_points"]
+                speedup >= TARGET["speedup_at_least"] and diff >= -TARGET["accuracy_within_points"] - 1e-9
             )
         comparisons.append(row)
     return {
@@ -270,8 +301,11 @@ def run_shape(key: str, X, labels, repeats: int, warmup: int, feature_info: dict
 # -- driver -----------------------------------------------------------------------------------------
 
 
-def protocol_key(repeats: int, warmup: int, threads: int, families: list[str]) -> str:
-    text = json.dumps([GRID, N_TEST, SEED, repeats, warmup, threads, families, "v2"])
+def protocol_key(
+    repeats: int, warmup: int, threads: int, families: list[str], converged: bool = False
+) -> str:
+    parts = [GRID, N_TEST, SEED, repeats, warmup, threads, families, "v2"]
+    text = json.dumps(parts + (["converged"] if converged else []))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -291,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--families", nargs="*", default=list(FAMILIES), choices=FAMILIES, help="method families"
     )
+    parser.add_argument(
+        "--converged",
+        action="store_true",
+        help=f"also time LogisticRegressionCV with max_iter={CONVERGED_ITER} (slow at large shapes)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore the cache of finished shapes")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -302,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / ("bench_probe_quick.json" if args.quick else "bench_probe.json")
 
     with pinned_threads(args.threads) as threads:
-        key = protocol_key(repeats, warmup, threads, sorted(args.families))
+        key = protocol_key(repeats, warmup, threads, sorted(args.families), args.converged)
         cache = CACHE / "bench_probe" / key
         cache.mkdir(parents=True, exist_ok=True)
         data = {}
@@ -320,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                 X, y, feature_info = data[d]
                 k = int(shape.split("x")[0])
                 labels = targets(X, y, k, d)
-                results[shape] = run_shape(shape, X, labels, repeats, warmup, feature_info, args.families)
+                results[shape] = run_shape(
+                    shape, X, labels, repeats, warmup, feature_info, args.families, args.converged
+                )
                 write_json(path, results[shape])
             write_json(out, report(results, info, threads, repeats, warmup, key))
     summary(results)
@@ -378,7 +419,10 @@ def summary(results: dict) -> None:
                 if x is None
                 else f"{x['speedup']:9.2f}x {x['accuracy_diff_points']:+6.2f}"
             )
-        print(f"{shape:16s} {cells[0]} {cells[1]}  {r['load'].get('others_cpu_fraction')}")
+        line = f"{shape:16s} {cells[0]} {cells[1]}  {r['load'].get('others_cpu_fraction')}"
+        if (x := c.get(CONVERGED)) is not None:
+            line += f"  (converged logistic: {x['speedup']:.2f}x {x['accuracy_diff_points']:+.2f})"
+        print(line)
 
 
 if __name__ == "__main__":
