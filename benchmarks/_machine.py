@@ -11,8 +11,8 @@ import torch
 
 
 def machine(**extra: str) -> dict:
-    """Start time (UTC), Python, platform, cores, load average, torch / numpy / scikit-learn versions,
-    BLAS threads."""
+    """When it was taken (UTC), Python, platform, cores, load average, torch / numpy / scikit-learn
+    versions, BLAS threads."""
     import sklearn
     from threadpoolctl import threadpool_info
 
@@ -22,7 +22,7 @@ def machine(**extra: str) -> dict:
         if lib.get("user_api") == "blas"
     ]
     return {
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recorded_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
