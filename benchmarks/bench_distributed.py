@@ -5,8 +5,10 @@
     threads (the strongest single-process setting on 2 cores), interleaved, each timed run into a fresh
     store. Target: the cluster reaches >= 0.9x the single process.
 (b) The store: the cluster's files are compared byte for byte with a single-process store written
-    with 1 torch thread (the workers' count; expected identical), and the features with the 2-thread
-    store (a reduction split over 2 threads rounds differently: the largest difference is reported).
+    with 1 torch thread (the workers' count; expected identical, each entry's environment.json aside:
+    it records the completing run's time, command line and driver threads), and the features with
+    the 2-thread store (a reduction split over 2 threads rounds differently: the largest difference
+    is reported).
 (c) Start-up: seconds until 2 workers are ready, and the first extraction on fresh workers (they import
     torch and deepfeat and receive the model).
 (d) Peak resident memory of each worker for two dataset sizes (a fresh 2-worker cluster each time):
@@ -51,10 +53,13 @@ BATCH = 16
 
 
 def store_bytes(root: Path) -> dict[str, bytes]:
+    """Every file of a store but its locks and each entry's environment.json (the environment that
+    completed the entry: its time, the driver's threads and command line differ by design), as
+    tests/features/test_distributed.py compares stores."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "lock"
+        if p.is_file() and p.name not in ("lock", "environment.json")
     }
 
 
@@ -138,8 +143,9 @@ def main() -> None:
                 save(out)
     out["load"] = guard.to_dict()
     out["note"] = (
-        "taken on a shared 2-core machine loaded by other engineers' jobs (see load): throughput ratios are "
-        "indicative only; rerun alone for a quiet figure"
+        "a quiet machine (see load)"
+        if out["load"].get("quiet")
+        else "taken on a loaded machine (see load): throughput ratios are indicative only; rerun alone"
     )
     save(out)
     shutil.rmtree(tmp, ignore_errors=True)
