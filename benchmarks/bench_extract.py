@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,12 +44,15 @@ def make_jpegs(folder: Path, n: int) -> list[Path]:
 
     paths = []
     folder.mkdir(parents=True, exist_ok=True)
-    if SHARED.is_dir():  # links, so that repeated photos are distinct items
+    if SHARED.is_dir():  # links to each photo once, then copies (a dataset refuses one file twice)
         sources = sorted(p for p in SHARED.rglob("*.jpg"))
         for i in range(n):
-            link = folder / f"{i:05d}.jpg"
-            link.symlink_to(sources[i % len(sources)])
-            paths.append(link)
+            path = folder / f"{i:05d}.jpg"
+            if i < len(sources):
+                path.symlink_to(sources[i])
+            else:
+                shutil.copyfile(sources[i % len(sources)], path)
+            paths.append(path)
         return paths
     import skimage.data
 
