@@ -6,9 +6,8 @@
     store. Target: the cluster reaches >= 0.9x the single process.
 (b) The store: the cluster's files are compared byte for byte with a single-process store written
     with 1 torch thread (the workers' count; expected identical, each entry's environment.json aside:
-    it records the completing run's time, command line and driver threads), and the features with
-    the 2-thread store (a reduction split over 2 threads rounds differently: the largest difference
-    is reported).
+    it records the completing run's time and threads), and the features with the 2-thread store (a
+    reduction split over 2 threads rounds differently: the largest difference is reported).
 (c) Start-up: seconds until 2 workers are ready, and the first extraction on fresh workers (they import
     torch and deepfeat and receive the model).
 (d) Peak resident memory of each worker for two dataset sizes (a fresh 2-worker cluster each time):

@@ -4,6 +4,7 @@ reported alike; an interrupted run resumes. Skipped when the 'dask' extra is not
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -120,6 +121,13 @@ def test_cluster_store_is_the_single_process_store_and_bad_images_are_reported_a
     assert {"zero.jpg", "truncated.jpg", "bomb.png"} <= {Path(p).name for p, _ in remote.failures}
     assert remote.n_forward == local.n_forward == len(ds) - len(local.failures)
     assert remote.device.startswith("dask cluster")
+    # each entry records where its rows were computed: the cluster and its workers' threads (the
+    # environment's own threads are this process's, the driver's)
+    for entry in sorted((tmp_path / "cluster").glob("entries/*")):
+        environment = json.loads((entry / "environment.json").read_text())
+        assert environment["computed_on"] == {"cluster": remote.device, "worker_threads": [1, 1]}
+    for entry in sorted((tmp_path / "local").glob("entries/*")):
+        assert "computed_on" not in json.loads((entry / "environment.json").read_text())
 
 
 @slow

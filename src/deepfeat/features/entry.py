@@ -338,9 +338,11 @@ class StoreEntry:
         record = Record(line=0, rows=spans, failed=fails, crc=crc, shape=self._shape if spans else None)
         append_record(self.path / "journal.jsonl", record, durable=durable)
 
-    def finish_if_complete(self) -> bool:
+    def finish_if_complete(self, computed_on: dict | None = None) -> bool:
         """When every row is done: NaN in the failed rows, valid.npy, and meta.json marked complete
-        with the counts; returns whether the entry is complete."""
+        with the counts; returns whether the entry is complete. ``computed_on``: where the network
+        ran when not in this process (a cluster's name and its workers' threads), recorded in
+        environment.json beside this process's own versions and threads."""
         state = self.check(checksums=False)
         if not state.complete:
             return False
@@ -367,7 +369,8 @@ class StoreEntry:
         # versions, threads, allocator of the run that completes the entry: beside meta.json, so the
         # rows and the bookkeeping stay byte-identical whichever process or cluster computed them;
         # written before meta.json marks the entry complete (a kill in between leaves it resumable)
-        atomic_write_text(self.path / "environment.json", json.dumps(summary(), indent=1))
+        environment = summary() if computed_on is None else {**summary(), "computed_on": computed_on}
+        atomic_write_text(self.path / "environment.json", json.dumps(environment, indent=1))
         atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))
         return True
 

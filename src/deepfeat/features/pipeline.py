@@ -232,18 +232,19 @@ def extract(
                 amp=amp,
                 loader=loader,
             )
+            computed_on = None  # this process (its environment is what the entries record)
             if cluster is None:
                 n_forward = run_local(pending, dataset, backbone, prep, **options)
                 ran_on = str(dev)
             else:
                 from deepfeat.features.distributed import run_on_cluster
 
-                n_forward, ran_on = run_on_cluster(
+                n_forward, ran_on, computed_on = run_on_cluster(
                     pending, dataset, backbone, prep, cluster=cluster, **options
                 )
             for plan in pending:
                 plan.origin = "network"
-                plan.entry.finish_if_complete()
+                plan.entry.finish_if_complete(computed_on)
     finally:
         for plan in locked:
             plan.entry.unlock()

@@ -171,6 +171,7 @@ class MemoryEntry:
             self._failed[int(row)] = reason
             self._done[int(row)] = True
 
-    def finish_if_complete(self) -> bool:
+    def finish_if_complete(self, computed_on: dict | None = None) -> bool:
+        """Whether every row is done (``computed_on``: kept by stored entries only)."""
         self.complete = bool(self._done.all())
         return self.complete
