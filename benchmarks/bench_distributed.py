@@ -28,6 +28,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -60,6 +61,12 @@ def store_bytes(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in ("lock", "environment.json")
     }
+
+
+def process_cpu() -> float:
+    """User plus system CPU seconds of the calling process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def features_of(root: Path) -> dict[str, np.ndarray]:
@@ -179,12 +186,16 @@ def run_throughput_and_store(out, args, tmp, data, warm, backbone, methods) -> N
     torch.set_num_threads(2)
     extract(warm, backbone, methods, store=tmp / "warm-local", progress=False, batch_size=BATCH)
     runs = {"n": 0}
+    cpu: dict[str, list[float]] = {"one_process_2_threads": [], "cluster_2_workers_1_thread": []}
 
     def run(cluster, threads):
+        name = "one_process_2_threads" if cluster is None else "cluster_2_workers_1_thread"
+
         def fn():
             runs["n"] += 1
             torch.set_num_threads(threads)
             store = tmp / f"store-{runs['n']}"
+            before = process_cpu() + (0.0 if cluster is None else sum(cluster.run(process_cpu).values()))
             res = extract(
                 data,
                 backbone,
@@ -195,6 +206,8 @@ def run_throughput_and_store(out, args, tmp, data, warm, backbone, methods) -> N
                 workers=2,
                 cluster=cluster,
             )
+            after = process_cpu() + (0.0 if cluster is None else sum(cluster.run(process_cpu).values()))
+            cpu[name].append(after - before)
             shutil.rmtree(store)
             return res.n_forward
 
@@ -210,6 +223,8 @@ def run_throughput_and_store(out, args, tmp, data, warm, backbone, methods) -> N
         "images_per_second": speed,
         "seconds": timings,
         "cluster_over_single": speed["cluster_2_workers_1_thread"] / speed["one_process_2_threads"],
+        # CPU seconds per run (the driver's plus every worker's), medians
+        "cpu_seconds": {k: statistics.median(v) for k, v in cpu.items()},
         "target": 0.9,
     }
     save(out)

@@ -223,6 +223,36 @@ def test_an_interrupted_cluster_run_resumes_from_the_store(client, effnet, tmp_p
     assert store_files(tmp_path / "cluster") == store_files(tmp_path / "local")
 
 
+def test_local_workers_start_with_the_drivers_allocator_setting_only_when_it_is_tuned(monkeypatch):
+    """A tuned driver's local workers start with one malloc arena and its thresholds (their batches
+    run in task threads, whose own arenas would map large buffers afresh); an untuned one's start as
+    Dask starts them."""
+    monkeypatch.setattr(dist, "allocator_state", lambda: {"tuned": False, "threshold": None})
+    assert dist.worker_environ() == {}
+    monkeypatch.setattr(dist, "allocator_state", lambda: {"tuned": True, "threshold": 1 << 30})
+    assert dist.worker_environ() == {
+        "MALLOC_ARENA_MAX": "1",
+        "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+        "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    }
+
+
+@slow
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # beside the module's cluster
+def test_a_tuned_drivers_local_workers_see_the_allocator_variables_from_their_start(monkeypatch):
+    """The variables are in each worker's environment at exec (/proc/self/environ), where glibc
+    reads them, not set later in os.environ."""
+    monkeypatch.setattr(dist, "allocator_state", lambda: {"tuned": True, "threshold": 1 << 30})
+    conn = dist.connect("local:1")
+    try:
+        initial = conn.client.run(lambda: Path("/proc/self/environ").read_bytes().split(b"\0"))
+    finally:
+        conn.close()
+    for environ in initial.values():
+        assert b"MALLOC_ARENA_MAX=1" in environ
+        assert b"MALLOC_MMAP_THRESHOLD_=1073741824" in environ
+
+
 @pytest.mark.parametrize(
     "spelling", ["local:0", "local:two", "local", "not an address!", "http://x:1/path", 42]
 )
