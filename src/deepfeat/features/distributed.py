@@ -247,11 +247,11 @@ def run_on_cluster(
     device=None,
     amp: bool = False,
     loader: str | None = None,
-) -> tuple[int, str, dict]:
+) -> tuple[int, dict]:
     """The network step of :func:`~deepfeat.features.pipeline.extract` on ``cluster``; returns the
-    number of images through the network, where it ran, and what the store records of it (the
-    cluster's name and each worker's threads, which its torch threads follow). ``workers`` and
-    ``loader`` apply to local runs only: on a cluster each worker thread decodes its own batch."""
+    number of images through the network and where it ran, as the store records it (the cluster's
+    name and each worker's threads, which its torch threads follow). ``workers`` and ``loader``
+    apply to local runs only: on a cluster each worker thread decodes its own batch."""
     todo_by_plan, todo = pending_rows(plans, dataset, prep)
     chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     work = NetworkWork.plan(backbone, [(p.method, p.spec) for p in plans])
@@ -273,7 +273,7 @@ def run_on_cluster(
         computed_on = {"cluster": conn.name, "worker_threads": sorted(conn.client.nthreads().values())}
     finally:
         conn.close()
-    return n_forward, conn.name, computed_on
+    return n_forward, computed_on
 
 
 def _drive(client, bundle, chunks, plans, todo_by_plan, progress, durable) -> int:

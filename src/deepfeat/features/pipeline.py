@@ -239,9 +239,10 @@ def extract(
             else:
                 from deepfeat.features.distributed import run_on_cluster
 
-                n_forward, ran_on, computed_on = run_on_cluster(
+                n_forward, computed_on = run_on_cluster(
                     pending, dataset, backbone, prep, cluster=cluster, **options
                 )
+                ran_on = computed_on["cluster"]
             for plan in pending:
                 plan.origin = "network"
                 plan.entry.finish_if_complete(computed_on)
