@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
-
 #: The machine counts as busy at the start when the 1-minute load average is above this fraction of
 #: the cores.
 QUIET_LOAD_PER_CORE = 0.35
@@ -65,6 +63,7 @@ def cores() -> int:
 @contextlib.contextmanager
 def pinned_threads(n: int | None = None) -> Iterator[int]:
     """Torch intra-op threads and BLAS threads set to ``n`` (default: every core) inside the block."""
+    import torch  # here, so that LoadGuard and interleaved work without torch (engine_choice.py)
     from threadpoolctl import threadpool_limits
 
     n = n or cores()

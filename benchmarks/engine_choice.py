@@ -10,14 +10,18 @@ For the engine importable in this interpreter (``--engine dask`` or ``--engine r
   Dask worker process / a Ray Data actor), one worker process killed by its PID after the first
   results came back: are all 8 batches returned, none twice, and how long does the run take.
 
-Run each engine in its own virtual environment (so that neither pulls in the other), e.g.
+Each engine runs in its own virtual environment (so that neither pulls in the other); the engines
+alternate, a fresh process each time (start-up then includes the import), for ``--rounds`` rounds:
 
     python -m venv /tmp/ev-dask && /tmp/ev-dask/bin/pip install distributed
     python -m venv /tmp/ev-ray && /tmp/ev-ray/bin/pip install 'ray[data]'
-    /tmp/ev-dask/bin/python benchmarks/engine_choice.py --engine dask
-    /tmp/ev-ray/bin/python benchmarks/engine_choice.py --engine ray
+    python benchmarks/engine_choice.py --rounds 5 \
+        --interleave dask=/tmp/ev-dask/bin/python ray=/tmp/ev-ray/bin/python
 
-Writes benchmarks/results/engine_choice_<engine>.json. Needs only the engine (no torch, no deepfeat).
+Writes benchmarks/results/engine_choice_<engine>.json: medians over the rounds with their spread,
+and every round's load record (a round counts as quiet when other processes used at most 10% of the
+cores). ``--engine dask`` alone measures one process and prints its record. Needs only the engine
+and the standard library (no torch, no deepfeat).
 """
 
 from __future__ import annotations
@@ -29,9 +33,14 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
+import tempfile
 import time
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from _timing import QUIET_OTHERS_FRACTION, LoadGuard, cores
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_BATCHES = 8
@@ -75,6 +84,40 @@ def install_size(root: str) -> dict:
                 .strip()
             )
     return {"total_mb": round(sum(sizes.values()), 1), "packages": dict(sorted(sizes.items()))}
+
+
+#: CPU seconds of this process's grandchildren (and deeper), read just before each engine shutdown
+ORPHAN_CPU: list[float] = []
+
+
+def orphan_cpu_seconds() -> float:
+    """CPU seconds used so far by this process's descendants two or more levels down (Ray's agents
+    and workers, children of its raylet): when shutdown kills their parent they are reaped by init,
+    so their time never reaches this process's accounting and would count as other processes' load.
+    0 where /proc is unreadable."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)] = int(fields[1])
+            cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+    me = os.getpid()
+    total = 0.0
+    for pid in cpu:
+        depth, up = 0, pid
+        while up in parent and up != me and depth < 64:
+            up, depth = parent[up], depth + 1
+        if up == me and depth >= 2:
+            total += cpu[pid]
+    return total
 
 
 def work(i: int) -> tuple[int, int]:
@@ -128,6 +171,7 @@ def ray_start(cpus: int = 2):
 
 
 def ray_stop(handle) -> None:
+    ORPHAN_CPU.append(orphan_cpu_seconds())
     handle.shutdown()
 
 
@@ -171,6 +215,7 @@ def _ray_fault_run(cpus: int, limit_s: float) -> dict:
     thread.join(limit_s)
     seconds = time.perf_counter() - start
     stalled = thread.is_alive()
+    ORPHAN_CPU.append(orphan_cpu_seconds())
     ray.shutdown()
     out = _fault_summary(got, state["killed"], seconds)
     out.update(ray_cpus=cpus, stalled_after_s=limit_s if stalled else None, error=state["error"])
@@ -201,37 +246,142 @@ ENGINES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", choices=sorted(ENGINES), required=True)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    dist, start_fn, stop_fn, fault_fn = ENGINES[args.engine]
+def measure(engine: str, repeats: int) -> dict:
+    """Start-up and shut-down ``repeats`` times, then one fault run, in this interpreter."""
+    dist, start_fn, stop_fn, fault_fn = ENGINES[engine]
     starts, stops = [], []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         t = time.perf_counter()
         handle = start_fn()
         starts.append(time.perf_counter() - t)
         t = time.perf_counter()
         stop_fn(handle)
         stops.append(time.perf_counter() - t)
-    out = {
-        "engine": args.engine,
+    return {
+        "engine": engine,
         "version": metadata.version(dist),
         "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "install": install_size(dist if args.engine == "dask" else "ray"),
-        "startup_s": {"median": round(statistics.median(starts), 2), "all": [round(s, 2) for s in starts]},
-        "shutdown_s": {"median": round(statistics.median(stops), 2), "all": [round(s, 2) for s in stops]},
+        "install": install_size(dist if engine == "dask" else "ray"),
+        "startup_s": [round(v, 2) for v in starts],
+        "shutdown_s": [round(v, 2) for v in stops],
         "fault": fault_fn(),
-        "note": "shared 2-core machine under load from other engineers (see load_average)",
+        "orphan_cpu_s": round(sum(ORPHAN_CPU), 2),
     }
-    out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"engine_choice_{args.engine}.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
+
+
+def _stats(values: list[float]) -> dict:
+    med = statistics.median(values)
+    return {
+        "median": round(med, 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "spread": round((max(values) - min(values)) / med, 2) if med > 0 else 0.0,
+        "all": [round(v, 2) for v in values],
+    }
+
+
+def _fault_stats(faults: list[dict]) -> dict:
+    """Per-round fault records and what they agree on."""
+    return {
+        "all_returned_once": sum(f.get("all_returned_once", False) for f in faults),
+        "rounds": len(faults),
+        "seconds": _stats([f["seconds"] for f in faults]),
+        "stalled": sum(f.get("stalled_after_s") is not None for f in faults),
+        "errors": [f["error"] for f in faults if f.get("error")],
+        "runs": faults,
+    }
+
+
+def summarise(engine: str, runs: list[dict]) -> dict:
+    """One engine's rounds: medians with their spread, every round's load record."""
+    first = runs[0]
+    if engine == "ray":
+        fault = {key: _fault_stats([r["fault"][key] for r in runs]) for key in first["fault"]}
+    else:
+        fault = _fault_stats([r["fault"] for r in runs])
+    loads = [r["load"] for r in runs]
+    quiet = all(load["quiet"] for load in loads)
+    return {
+        "engine": engine,
+        "version": first["version"],
+        "python": first["python"],
+        "cpus": os.cpu_count(),
+        "recorded_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rounds": len(runs),
+        "interleaved": "each round runs every engine once, each in a fresh process, engines alternating",
+        "install": first["install"],
+        "startup_s": _stats([v for r in runs for v in r["startup_s"]]),
+        "shutdown_s": _stats([v for r in runs for v in r["shutdown_s"]]),
+        "fault": fault,
+        "loads": loads,
+        "quiet": quiet,
+        "note": "quiet machine: other processes used at most "
+        f"{QUIET_OTHERS_FRACTION:.0%} of the cores in every round"
+        if quiet
+        else "NOT quiet: other processes used the cores in some round (see loads)",
+    }
+
+
+def interleave(pythons: dict[str, str], rounds: int, timeout: float) -> dict[str, dict]:
+    """``rounds`` rounds, each running every engine once in its own interpreter (A, B, A, B, ...)."""
+    runs: dict[str, list[dict]] = {engine: [] for engine in pythons}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for engine, python in pythons.items():
+                raw = Path(tmp) / f"{engine}_{round_}.json"
+                cmd = [python, __file__, "--engine", engine, "--repeats", "1", "--raw", str(raw)]
+                start = time.perf_counter()
+                with LoadGuard() as guard:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+                wall = time.perf_counter() - start
+                if proc.returncode != 0 or not raw.exists():
+                    tail = proc.stderr[-2000:]
+                    raise SystemExit(f"{engine} round {round_} failed ({proc.returncode}):\n{tail}")
+                run = json.loads(raw.read_text())
+                run["load"] = load = guard.to_dict()
+                if load["others_cpu_fraction"] is not None:
+                    # the engine's own orphaned processes are not other load
+                    own = run["orphan_cpu_s"] / (wall * cores())
+                    load["engine_orphans_cpu_fraction"] = round(own, 3)
+                    load["others_cpu_fraction"] = round(max(0.0, load["others_cpu_fraction"] - own), 3)
+                    load["quiet"] = load["others_cpu_fraction"] <= QUIET_OTHERS_FRACTION
+                runs[engine].append(run)
+                print(f"round {round_ + 1}/{rounds} {engine}: start-up {run['startup_s'][0]} s", flush=True)
+    return {engine: summarise(engine, engine_runs) for engine, engine_runs in runs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=sorted(ENGINES), help="measure this engine here")
+    parser.add_argument("--repeats", type=int, default=1, help="start-ups per process")
+    parser.add_argument("--raw", type=Path, help="(with --engine) write this process's record here")
+    parser.add_argument(
+        "--interleave",
+        nargs="+",
+        metavar="ENGINE=PYTHON",
+        help="interpreters to alternate, e.g. dask=/tmp/ev-dask/bin/python ray=/tmp/ev-ray/bin/python",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="(with --interleave) rounds")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per engine and round")
+    args = parser.parse_args()
+    if args.interleave:
+        pythons = dict(item.split("=", 1) for item in args.interleave)
+        unknown = set(pythons) - set(ENGINES)
+        if unknown:
+            parser.error(f"unknown engine(s) {sorted(unknown)}; choose from {sorted(ENGINES)}")
+        RESULTS.mkdir(exist_ok=True)
+        for engine, out in interleave(pythons, args.rounds, args.timeout).items():
+            path = RESULTS / f"engine_choice_{engine}.json"
+            path.write_text(json.dumps(out, indent=1))
+            print(f"{path}: start-up {out['startup_s']['median']} s, quiet {out['quiet']}")
+        return
+    if args.engine is None:
+        parser.error("give --engine (one process) or --interleave (alternating interpreters)")
+    record = measure(args.engine, args.repeats)
+    if args.raw is not None:
+        args.raw.write_text(json.dumps(record))
+    else:
+        print(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
