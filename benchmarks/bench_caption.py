@@ -104,7 +104,7 @@ def naive_scores(decoder, cond, captions):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=250)
     parser.add_argument("--naive-images", type=int, default=10)
     args = parser.parse_args(argv)

@@ -146,7 +146,7 @@ def bench_shared(backbone, image, counts: list[int], warp_counts: list[int], rep
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer regions and repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer regions (the same 5 repeats)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     from deepfeat import tune_allocator
@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
 
     backbone = load_backbone("efficientnet_lite0")
     image = photo()
-    repeats = 2 if args.quick else 3
-    report = {"machine": machine(), "settings": {**vars(args), "allocator_tuned": tuned}}
+    repeats = 5
+    report = {
+        "machine": machine(),
+        "settings": {**vars(args), "allocator_tuned": tuned, "repeats": repeats},
+    }
     with pinned_threads(args.threads) as threads, LoadGuard() as guard:
         report["threads"] = threads
         report["warp"] = [

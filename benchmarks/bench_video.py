@@ -300,7 +300,7 @@ def bench_flow(clips: dict[str, list[Path]], repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer clips and repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer clips and repeats (3, not 5)")
     args = parser.parse_args()
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
@@ -308,7 +308,7 @@ def main() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     from deepfeat.backbones import load_backbone
 
-    repeats = 2 if args.quick else 3
+    repeats = 3 if args.quick else 5
     backbone = load_backbone()
     result = {"benchmark": "bench_video"}
     with tempfile.TemporaryDirectory() as tmp, pinned_threads() as threads, LoadGuard() as guard:
@@ -329,7 +329,12 @@ def main() -> None:
         result["seconds"] = time.perf_counter() - start
     result["machine"] = machine(threads=str(threads))
     result["load"] = guard.to_dict()
-    result["note"] = "shared 2-core machine; other jobs ran during the measurement unless load.quiet is true"
+    result["repeats"] = repeats
+    result["note"] = (
+        "quiet machine: other processes used at most 10% of the cores (load.others_cpu_fraction)"
+        if guard.quiet
+        else "NOT quiet: other processes shared the cores during the run (see load)"
+    )
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "bench_video.json"
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
