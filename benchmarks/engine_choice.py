@@ -365,6 +365,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per engine and round")
     args = parser.parse_args()
     if args.interleave:
+        bad = [item for item in args.interleave if "=" not in item]
+        if bad:
+            parser.error(f"--interleave takes ENGINE=PYTHON pairs, got {bad}")
         pythons = dict(item.split("=", 1) for item in args.interleave)
         unknown = set(pythons) - set(ENGINES)
         if unknown:
