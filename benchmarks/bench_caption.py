@@ -51,7 +51,8 @@ FULL_PAIRS = 250 * 1250
 
 
 def inputs(n_images: int):
-    """(decoder, conditioning vectors, captions as index lists, description)."""
+    """(decoder, conditioning vectors, captions as index lists, description, whether the model is
+    the trained one)."""
     from deepfeat.tasks.captioning import CaptionModel, read_captions, read_split
 
     if (MODEL / "model.pt").is_file() and (DATASETS / "flickr8k_mini").is_dir():
@@ -65,7 +66,8 @@ def inputs(n_images: int):
         cond = model.conditions(feats.values[[index[i] for i in ids]])
         tokens = data.tokens()
         captions = [model.vocabulary.encode(t) for i in ids for t in tokens[data.index(i)]]
-        return model.decoder, cond, captions, f"trained model {MODEL.relative_to(REPO)}, flickr8k_mini test"
+        what = f"trained model {MODEL.relative_to(REPO)}, flickr8k_mini test"
+        return model.decoder, cond, captions, what, True
     torch.manual_seed(0)
     decoder = ConditionedDecoder(
         DecoderConfig(vocab_size=1429, cond_dim=1280, hidden_size=256, embed_size=256)
@@ -78,6 +80,7 @@ def inputs(n_images: int):
         cond,
         captions,
         "random LRCN_2f (256/256, V=1429), Gaussian inputs, random captions",
+        False,
     )
 
 
@@ -110,8 +113,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=250)
     parser.add_argument("--naive-images", type=int, default=10)
     args = parser.parse_args(argv)
-    decoder, cond, captions, what = inputs(args.images)
-    trained = what.startswith("trained model")
+    decoder, cond, captions, what, trained = inputs(args.images)
     if not trained:  # the weights are not in the repository (.gitignore): say so, keep the real result
         print(
             f"warning: no trained model at {MODEL.relative_to(REPO) / 'model.pt'} (or no flickr8k_mini): "

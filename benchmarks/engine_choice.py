@@ -305,7 +305,7 @@ def summarise(engine: str, runs: list[dict]) -> dict:
         "engine": engine,
         "version": first["version"],
         "python": first["python"],
-        "cpus": os.cpu_count(),
+        "cpus": cores(),
         "recorded_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rounds": len(runs),
         "interleaved": "each round runs every engine once, each in a fresh process, engines alternating",
