@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from deepfeat._runtime import allocator_state, tune_allocator
+from deepfeat._runtime import allocator_state, tune_allocator, usable_cores
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -41,3 +41,19 @@ def test_the_library_leaves_the_allocator_alone():
         "from deepfeat._runtime import allocator_state; print(allocator_state()['tuned'])"
     )
     assert run(code, {"DEEPFEAT_TUNE_MALLOC": "1"}) == "False"
+
+
+def test_usable_cores_follows_the_affinity_mask():
+    n = usable_cores()
+    assert n >= 1
+    if hasattr(os, "sched_getaffinity"):
+        assert n == len(os.sched_getaffinity(0))
+        code = "from deepfeat._runtime import usable_cores as u; print(u())"
+        pinned = subprocess.run(
+            ["taskset", "-c", "0", sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": SRC},
+            capture_output=True,
+            text=True,
+        )
+        if pinned.returncode == 0:  # taskset present
+            assert pinned.stdout.strip() == "1"

@@ -1,4 +1,5 @@
-"""Process-level tuning that makes CPU inference much faster: glibc's allocator settings.
+"""Process-level facts and tuning: the cores this process may use, and glibc's allocator settings,
+which make CPU inference much faster.
 
 glibc hands allocations above ``M_MMAP_THRESHOLD`` (at most 32 MiB by default) to fresh ``mmap`` calls
 and returns them to the kernel on ``free``; convolution activations of a batch are far larger, so every
@@ -53,3 +54,8 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
 def allocator_state() -> dict:
     """Whether this process's allocator was tuned, and the threshold (for provenance)."""
     return dict(_state)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepfeat._runtime import usable_cores
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.encoders import encode_split, encoder_description
 from deepfeat.evaluation.probing import accepts, prepare_probe
@@ -316,12 +317,9 @@ def evaluate(
 
 def _run_parallel(units, materialise, finished, n_jobs: int) -> None:
     """Fit units in ``n_jobs`` worker processes (loky), each with cores // n_jobs threads."""
-    import os
-
     from joblib import Parallel, delayed
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // n_jobs)
+    threads = max(1, usable_cores() // n_jobs)
     jobs = (delayed(_fit_unit)(materialise(*u), threads) for u in units)
     for recs in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(jobs):
         finished(recs)

@@ -34,7 +34,6 @@ configuration; see the README's scale note. Ray is not supported.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -45,7 +44,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from deepfeat._runtime import allocator_state, tune_allocator
+from deepfeat._runtime import allocator_state, tune_allocator, usable_cores
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.data.base import ImageDataset
 from deepfeat.data.loader import iter_batches
@@ -130,7 +129,7 @@ def connect(cluster) -> Connection:
     local = _LOCAL.match(cluster.strip())
     if local is not None:
         n = int(local.group(1))
-        threads = max(1, _cores() // n)
+        threads = max(1, usable_cores() // n)
         import dask
 
         spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_environ()}
@@ -175,10 +174,6 @@ def worker_environ() -> dict[str, str]:
         "MALLOC_MMAP_THRESHOLD_": threshold,
         "MALLOC_TRIM_THRESHOLD_": threshold,
     }
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Bundle:
