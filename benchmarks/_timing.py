@@ -85,7 +85,9 @@ def interleaved(
     methods: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, settle: float = SETTLE_S
 ) -> tuple[dict[str, dict], dict[str, Any]]:
     """Time every method ``repeats`` times, interleaved, after ``warmup`` untimed rounds, with an
-    untimed pause of ``settle`` seconds before each timed call.
+    untimed pause of ``settle`` seconds before each timed call. Each timed round starts one method
+    later than the one before (A B C, B C A, C A B, ...), so no method always runs straight after
+    the same other one.
 
     Returns ({name: {"median", "min", "max", "spread", "times"}} in seconds, {name: last return value}).
     ``spread`` is (max - min) / median over the timed runs.
@@ -97,8 +99,10 @@ def interleaved(
         for name, fn in methods.items():
             results[name] = fn()
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
+    names = list(methods)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = methods[name]
             time.sleep(settle)
             start = time.perf_counter()
             results[name] = fn()
