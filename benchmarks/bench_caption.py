@@ -15,7 +15,8 @@ Compared, in the same run, interleaved (:func:`_timing.interleaved`):
   and the caption's share of the conditioned layer computed once per caption, captions in blocks of
   similar length) vs teacher-forced scoring of each image against every caption
   (:func:`sequence_log_likelihood` per image: the straightforward batched way). The alternative runs on
-  ``--naive-images`` images and is extrapolated linearly to all (said in the JSON).
+  ``--naive-images`` images and is extrapolated linearly to all (said in the JSON); both timed
+  interleaved, medians of ``--repeats``.
 
 Writes benchmarks/results/bench_caption.json (bench_caption_random_model.json, with a warning, when
 the trained model is absent: its weights are not kept in the repository). Usage:
@@ -29,7 +30,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -150,18 +150,24 @@ def main(argv=None) -> dict:
             }
             print(label, json.dumps(gen[label]["captions_per_second"]), "same:", same, flush=True)
         out["generation"] = gen
-        t0 = time.perf_counter()
-        scores = pair_log_likelihood(decoder, cond, captions)
-        ours = time.perf_counter() - t0
         k = min(args.naive_images, len(cond))
-        t0 = time.perf_counter()
-        naive = naive_scores(decoder, cond[:k], captions)
-        naive_seconds = (time.perf_counter() - t0) * len(cond) / k
+        timings, results = interleaved(
+            {
+                "pair_log_likelihood": lambda: pair_log_likelihood(decoder, cond, captions),
+                "per_image_teacher_forcing": lambda: naive_scores(decoder, cond[:k], captions),
+            },
+            repeats=args.repeats,
+            warmup=0,
+        )
+        scores, naive = results["pair_log_likelihood"], results["per_image_teacher_forcing"]
+        ours = timings["pair_log_likelihood"]["median"]
+        naive_seconds = timings["per_image_teacher_forcing"]["median"] * len(cond) / k
         out["retrieval"] = {
             "pairs": int(scores.size),
             "pair_log_likelihood_seconds": ours,
             "naive_seconds_extrapolated": naive_seconds,
             "naive_measured_on_images": k,
+            "timings": timings,
             "speedup": naive_seconds / ours,
             "max_abs_difference_on_measured_rows": float(np.abs(naive - scores[:k]).max()),
             # the cost is linear in the number of pairs: the thesis-size test set (250 images x 1,250
