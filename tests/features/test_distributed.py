@@ -253,36 +253,6 @@ def test_a_tuned_drivers_local_workers_see_the_allocator_variables_from_their_st
         assert b"MALLOC_MMAP_THRESHOLD_=1073741824" in environ
 
 
-@slow
-@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # beside the module's cluster
-def test_on_its_own_local_cluster_the_driver_retries_a_dead_workers_address_for_seconds(
-    client, monkeypatch, effnet, tmp_path
-):
-    """Dask retries a refused connection for its connect timeout (30 s by default): a result fetched
-    from a worker killed a moment before stalled a run that long. On a local:N cluster deepfeat
-    started, the driver runs with a short one, and puts the caller's back afterwards; a cluster the
-    caller gave keeps its settings."""
-    import dask
-
-    key = "distributed.comm.timeouts.connect"
-    before = dask.config.get(key)
-    seen: list[str] = []
-    real_write = dist.write_output
-
-    def write(*args, **kwargs):
-        seen.append(dask.config.get(key))
-        return real_write(*args, **kwargs)
-
-    monkeypatch.setattr(dist, "write_output", write)
-    run = dict(preprocess=TINY, batch_size=4, progress=False)
-    extract(arrays(8), effnet, METHODS, store=tmp_path / "own", cluster="local:1", **run)
-    assert seen and set(seen) == {dist.LOCAL_CONFIG[key]} != {before}
-    assert dask.config.get(key) == before
-    seen.clear()
-    extract(arrays(8), effnet, METHODS, store=tmp_path / "given", cluster=client, **run)
-    assert seen and set(seen) == {before}
-
-
 @pytest.mark.parametrize(
     "spelling", ["local:0", "local:two", "local", "not an address!", "http://x:1/path", 42]
 )

@@ -22,11 +22,11 @@ other workers (a batch that kills ``distributed.scheduler.allowed-failures`` wor
 :class:`~deepfeat.errors.ClusterError`); when the dead worker held the only copy of the bundle (Dask's
 memory manager keeps one replica of scattered data), the driver sends the bundle again and resubmits
 the batches the scheduler cancelled; the driver receives one result per batch, so nothing is lost
-and nothing is written twice. On a ``local:N`` cluster it started, the driver gives up on a dead
-worker's address after seconds (:data:`LOCAL_CONFIG`) rather than Dask's 30 s. An interrupted run
-(Ctrl-C, the driver killed) resumes from the store like a local one. Every node needs deepfeat
-installed (``pip install 'deepfeat[dask]'``) and the image files at the same paths (shared storage);
-the store lives with the driver only.
+and nothing is written twice. Rarely, a result the scheduler fetches from a worker killed a moment
+before holds the run for Dask's connect timeout (``distributed.comm.timeouts.connect``, 30 s by
+default; see the README's scale note). An interrupted run (Ctrl-C, the driver killed) resumes from
+the store like a local one. Every node needs deepfeat installed (``pip install 'deepfeat[dask]'``)
+and the image files at the same paths (shared storage); the store lives with the driver only.
 
 Dask distributed was chosen over Ray Data on measurements (``benchmarks/engine_choice.py``): a tenth
 of the install size, seconds less start-up, and a killed worker's batches redone without extra
@@ -40,7 +40,7 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,15 +70,6 @@ _ADDRESS = re.compile(r"^((tcp|tls|ucx|inproc)://)?[^\s:/]+(:\d+)?$")
 IN_FLIGHT_PER_THREAD = 2
 #: Times one batch is submitted again after the cluster cancelled it (its bundle lost with a worker).
 RESUBMITS = 3
-#: Dask settings in the driver while it runs batches on a ``local:N`` cluster deepfeat started (its
-#: scheduler runs in the driver). Dask retries a refused connection until
-#: ``distributed.comm.timeouts.connect`` (30 s by default, meant for remote nodes), so a result the
-#: scheduler fetches from a worker killed a moment before stalled the run that long: 2 of about 170
-#: killed-worker runs of ``benchmarks/engine_choice.py`` took 30.7 s instead of 3.0 s, and 1 of 132
-#: results fetched right after their worker was killed took 30.0 s instead of 0.2 s. On one machine a
-#: live worker answers in milliseconds. Workers, and clusters deepfeat did not start, keep their own
-#: settings.
-LOCAL_CONFIG = {"distributed.comm.timeouts.connect": "5s"}
 
 
 def check_cluster(cluster) -> None:
@@ -120,7 +111,6 @@ class Connection:
     name: str
     seconds: float
     owned: bool = True  # False for a client the caller gave: left open
-    config: dict = field(default_factory=dict)  # Dask settings while the driver uses this cluster
 
     def close(self) -> None:
         if self.owned:
@@ -155,8 +145,9 @@ def connect(cluster) -> Connection:
             )
         client = Client(owned)
         client.wait_for_workers(n)
-        name = f"dask {cluster} ({threads} thread each)"
-        return Connection(client, owned, name, time.perf_counter() - start, config=dict(LOCAL_CONFIG))
+        return Connection(
+            client, owned, f"dask {cluster} ({threads} thread each)", time.perf_counter() - start
+        )
     try:
         client = Client(cluster.strip(), timeout="20s")
     except (OSError, TimeoutError) as exc:
@@ -274,11 +265,8 @@ def run_on_cluster(
         amp=amp,
         tune=allocator_state()["tuned"],
     )
-    import dask
-
     try:
-        with dask.config.set(conn.config):
-            n_forward = _drive(conn.client, bundle, chunks, plans, todo_by_plan, progress, durable)
+        n_forward = _drive(conn.client, bundle, chunks, plans, todo_by_plan, progress, durable)
         computed_on = {"cluster": conn.name, "worker_threads": sorted(conn.client.nthreads().values())}
     finally:
         conn.close()

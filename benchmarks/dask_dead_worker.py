@@ -1,0 +1,179 @@
+"""How long a result fetched from a just-killed Dask worker takes, with Dask's connect timeout (30 s)
+and with a short one (5 s, set in the driver only, as deepfeat would set it; tried and not kept).
+
+Dask retries a refused connection until ``distributed.comm.timeouts.connect`` (30 s by default):
+
+- (a) a connection to a closed local port, timed under each setting (deterministic);
+- (b) kill-then-fetch trials: a 0.2 s task finishes on a 2-worker local cluster, the worker holding
+  its result is killed (SIGKILL), and the result is fetched at once; usually the scheduler has noticed
+  the death and runs the task again (about 0.2 s), rarely it first tries the dead worker's address and
+  the fetch waits for the connect timeout. The settings alternate by round (each round a fresh
+  cluster per setting, started with Dask's settings, the first setting rotating); a fetch over 1 s
+  counts as a stall; a fetch or a restart of the killed worker not back within HANG_S ends that
+  cluster's round and is counted.
+
+Writes benchmarks/results/dask_dead_worker.json. Usage:
+python benchmarks/dask_dead_worker.py [--rounds 3] [--trials 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import LoadGuard, cores
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KEY = "distributed.comm.timeouts.connect"
+TASK_S = 0.2
+STALL_S = 1.0
+HANG_S = 120.0
+SHORT = {KEY: "5s"}
+
+
+def _task(i: int) -> int:
+    time.sleep(TASK_S)
+    return i
+
+
+def refused_connect_seconds() -> float:
+    """Seconds until Dask gives up connecting to a closed local port."""
+    from distributed.comm import connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def attempt() -> float:
+        start = time.perf_counter()
+        try:
+            await connect(f"tcp://127.0.0.1:{port}")
+        except OSError:
+            return time.perf_counter() - start
+        raise RuntimeError(f"port {port} accepted a connection")
+
+    return asyncio.run(attempt())
+
+
+def kill_then_fetch(trials: int, config: dict) -> list[float]:
+    """Seconds of each fetch of a result whose worker was killed just before, on a fresh cluster
+    started with Dask's settings and then run with ``config`` in this process only (workers and
+    nannies keep theirs)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+    )
+    client = Client(cluster)
+    client.wait_for_workers(2, timeout=120)
+    times = []
+    try:
+        with dask.config.set(config):
+            times = _trials(client, trials)
+    finally:
+        client.close()
+        cluster.close()
+    return times
+
+
+def _trials(client, trials: int) -> list[float]:
+    """Fetch times; a fetch, or the killed worker's restart, not back within HANG_S ends the trials
+    with inf (a fetch) or nan (a restart)."""
+    from distributed import wait
+
+    times: list[float] = []
+    for i in range(trials):
+        try:
+            client.wait_for_workers(2, timeout=HANG_S)  # the nanny restarts the killed worker
+        except TimeoutError:
+            times.append(float("nan"))
+            break
+        pids = client.run(os.getpid)
+        future = client.submit(_task, i, pure=False)
+        wait(future)
+        holder = next(iter(client.who_has(future)[future.key]))
+        os.kill(pids[holder], signal.SIGKILL)
+        start = time.perf_counter()
+        try:
+            got = future.result(timeout=HANG_S)
+        except TimeoutError:
+            times.append(float("inf"))
+            break
+        if got != i:
+            raise RuntimeError(f"trial {i} returned another task's result")
+        times.append(round(time.perf_counter() - start, 3))
+    return times
+
+
+def _label(t: float) -> float | str:
+    """A fetch time as strict JSON: a number, or what did not come back."""
+    if t != t:
+        return "restart not back"
+    return "fetch not back" if t == float("inf") else t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=20, help="kill-then-fetch trials per cluster")
+    args = parser.parse_args()
+    import dask
+
+    settings = {"dask default": {}, "driver 5 s": dict(SHORT)}
+    names = list(settings)
+    refused: dict[str, float] = {}
+    fetches: dict[str, list[float]] = {name: [] for name in names}
+    with LoadGuard() as guard:
+        for name, config in settings.items():
+            with dask.config.set(config):
+                refused[name] = round(refused_connect_seconds(), 2)
+                print(f"(a) {name} ({dask.config.get(KEY)}): refused connect {refused[name]} s", flush=True)
+        for r in range(args.rounds):
+            for name in names[r % 2 :] + names[: r % 2]:
+                times = kill_then_fetch(args.trials, settings[name])
+                fetches[name] += times
+                stalls = [t for t in times if not t <= STALL_S]
+                print(f"(b) round {r} {name}: {len(times)} trials, stalls {stalls}", flush=True)
+    out = {
+        "benchmark": "dask_dead_worker",
+        "connect_timeout": {name: dask.config.get(KEY) if not c else c[KEY] for name, c in settings.items()},
+        "refused_connect_seconds": refused,
+        "kill_then_fetch": {
+            name: {
+                "trials": len(ts),
+                "trials_completed": sum(t == t and t < HANG_S for t in ts),
+                "stalls": [t for t in ts if STALL_S < t < HANG_S],
+                "fetches_not_back": sum(t == float("inf") for t in ts),
+                "restarts_not_back": sum(t != t for t in ts),
+                "others_min_max": [
+                    min((t for t in ts if t <= STALL_S), default=None),
+                    max((t for t in ts if t <= STALL_S), default=None),
+                ],
+                "seconds": [_label(t) for t in ts],
+            }
+            for name, ts in fetches.items()
+        },
+        "task_seconds": TASK_S,
+        "hang_seconds": HANG_S,
+        "cores": cores(),
+        "dask": __import__("distributed").__version__,
+        "load": guard.to_dict(),
+        "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "dask_dead_worker.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
