@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,14 +47,19 @@ def test_the_library_leaves_the_allocator_alone():
 def test_usable_cores_follows_the_affinity_mask():
     n = usable_cores()
     assert n >= 1
-    if hasattr(os, "sched_getaffinity"):
-        assert n == len(os.sched_getaffinity(0))
-        code = "from deepfeat._runtime import usable_cores as u; print(u())"
-        pinned = subprocess.run(
-            ["taskset", "-c", "0", sys.executable, "-c", code],
-            env={**os.environ, "PYTHONPATH": SRC},
-            capture_output=True,
-            text=True,
-        )
-        if pinned.returncode == 0:  # taskset present
-            assert pinned.stdout.strip() == "1"
+    if not hasattr(os, "sched_getaffinity"):
+        return
+    assert n == len(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None:
+        pytest.skip("taskset is not installed: no process pinned to one core")
+    code = "from deepfeat._runtime import usable_cores as u; print(u())"
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+    )
+    if pinned.returncode != 0 and "taskset" in pinned.stderr:
+        pytest.skip(f"taskset cannot pin here: {pinned.stderr.strip()}")
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.strip() == "1"
