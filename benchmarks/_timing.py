@@ -14,7 +14,7 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 #: The machine counts as busy at the start when the 1-minute load average is above this fraction of
@@ -76,6 +76,13 @@ def pinned_threads(n: int | None = None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def rotated(names: Sequence[Any], r: int) -> list[Any]:
+    """Round ``r``'s order: ``names`` starting ``r`` places later (A B C, B C A, C A B, ...), so that
+    no method always runs straight after the same other one."""
+    k = r % len(names)
+    return [*names[k:], *names[:k]]
+
+
 #: untimed pause before each timed call: BLAS worker threads keep spinning for a while after a call
 #: (OpenBLAS about 0.1 s), and without it the method after a numpy/scipy one pays for that spin
 SETTLE_S = 0.25
@@ -99,9 +106,8 @@ def interleaved(
         for name, fn in methods.items():
             results[name] = fn()
     times: dict[str, list[float]] = {name: [] for name in methods}
-    names = list(methods)
     for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in rotated(list(methods), r):
             fn = methods[name]
             time.sleep(settle)
             start = time.perf_counter()

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine
-from _timing import LoadGuard, interleaved, pinned_threads, ratio
+from _timing import LoadGuard, interleaved, pinned_threads, ratio, rotated
 
 from deepfeat.fileio import write_json
 from deepfeat.kernels import FactoredLayout, factored_kernel
@@ -429,7 +429,7 @@ def headline(threads: int, n: int, bound: dict | None, repeats: int) -> dict:
     rounds: dict[str, list[dict]] = {"factored": [], "explicit": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            for variant in ("factored", "explicit")[:: 1 if r % 2 == 0 else -1]:
+            for variant in rotated(("factored", "explicit"), r):
                 rounds[variant].append(in_child(variant, width, n, threads, Path(tmp) / f"{variant}.npy"))
         rel = max_rel_diff(np.load(Path(tmp) / "factored.npy"), np.load(Path(tmp) / "explicit.npy"))
     results = {

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import LoadGuard, cores
+from _timing import LoadGuard, cores, rotated
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = "distributed.comm.timeouts.connect"
@@ -37,6 +37,8 @@ TASK_S = 0.2
 STALL_S = 1.0
 HANG_S = 120.0
 SHORT = {KEY: "5s"}
+#: what a trial records instead of seconds when something did not come back within HANG_S
+RESTART_LOST, FETCH_LOST = "restart not back", "fetch not back"
 
 
 def _task(i: int) -> int:
@@ -63,7 +65,7 @@ def refused_connect_seconds() -> float:
     return asyncio.run(attempt())
 
 
-def kill_then_fetch(trials: int, config: dict) -> list[float]:
+def kill_then_fetch(trials: int, config: dict) -> list[float | str]:
     """Seconds of each fetch of a result whose worker was killed just before, on a fresh cluster
     started with Dask's settings and then run with ``config`` in this process only (workers and
     nannies keep theirs)."""
@@ -85,18 +87,17 @@ def kill_then_fetch(trials: int, config: dict) -> list[float]:
     return times
 
 
-def _trials(client, trials: int) -> list[float]:
-    """Fetch times; a fetch, or the killed worker's restart, not back within HANG_S ends the trials
-    with inf (a fetch) or nan (a restart)."""
+def _trials(client, trials: int) -> list[float | str]:
+    """Fetch seconds; a fetch, or the killed worker's restart, not back within HANG_S ends the trials
+    with FETCH_LOST or RESTART_LOST."""
     from distributed import wait
 
-    times: list[float] = []
+    outcomes: list[float | str] = []
     for i in range(trials):
         try:
             client.wait_for_workers(2, timeout=HANG_S)  # the nanny restarts the killed worker
         except TimeoutError:
-            times.append(float("nan"))
-            break
+            return [*outcomes, RESTART_LOST]
         pids = client.run(os.getpid)
         future = client.submit(_task, i, pure=False)
         wait(future)
@@ -106,19 +107,25 @@ def _trials(client, trials: int) -> list[float]:
         try:
             got = future.result(timeout=HANG_S)
         except TimeoutError:
-            times.append(float("inf"))
-            break
+            return [*outcomes, FETCH_LOST]
         if got != i:
             raise RuntimeError(f"trial {i} returned another task's result")
-        times.append(round(time.perf_counter() - start, 3))
-    return times
+        outcomes.append(round(time.perf_counter() - start, 3))
+    return outcomes
 
 
-def _label(t: float) -> float | str:
-    """A fetch time as strict JSON: a number, or what did not come back."""
-    if t != t:
-        return "restart not back"
-    return "fetch not back" if t == float("inf") else t
+def _summary(outcomes: list[float | str]) -> dict:
+    seconds = [t for t in outcomes if not isinstance(t, str)]
+    quick = [t for t in seconds if t <= STALL_S]
+    return {
+        "trials": len(outcomes),
+        "trials_completed": len(seconds),
+        "stalls": [t for t in seconds if t > STALL_S],
+        "fetches_not_back": outcomes.count(FETCH_LOST),
+        "restarts_not_back": outcomes.count(RESTART_LOST),
+        "others_min_max": [min(quick, default=None), max(quick, default=None)],
+        "seconds": outcomes,
+    }
 
 
 def main() -> None:
@@ -131,37 +138,23 @@ def main() -> None:
     settings = {"dask default": {}, "driver 5 s": dict(SHORT)}
     names = list(settings)
     refused: dict[str, float] = {}
-    fetches: dict[str, list[float]] = {name: [] for name in names}
+    fetches: dict[str, list[float | str]] = {name: [] for name in names}
     with LoadGuard() as guard:
         for name, config in settings.items():
             with dask.config.set(config):
                 refused[name] = round(refused_connect_seconds(), 2)
                 print(f"(a) {name} ({dask.config.get(KEY)}): refused connect {refused[name]} s", flush=True)
         for r in range(args.rounds):
-            for name in names[r % 2 :] + names[: r % 2]:
-                times = kill_then_fetch(args.trials, settings[name])
-                fetches[name] += times
-                stalls = [t for t in times if not t <= STALL_S]
-                print(f"(b) round {r} {name}: {len(times)} trials, stalls {stalls}", flush=True)
+            for name in rotated(names, r):
+                outcomes = kill_then_fetch(args.trials, settings[name])
+                fetches[name] += outcomes
+                odd = [t for t in outcomes if isinstance(t, str) or t > STALL_S]
+                print(f"(b) round {r} {name}: {len(outcomes)} trials, stalls {odd}", flush=True)
     out = {
         "benchmark": "dask_dead_worker",
         "connect_timeout": {name: dask.config.get(KEY) if not c else c[KEY] for name, c in settings.items()},
         "refused_connect_seconds": refused,
-        "kill_then_fetch": {
-            name: {
-                "trials": len(ts),
-                "trials_completed": sum(t == t and t < HANG_S for t in ts),
-                "stalls": [t for t in ts if STALL_S < t < HANG_S],
-                "fetches_not_back": sum(t == float("inf") for t in ts),
-                "restarts_not_back": sum(t != t for t in ts),
-                "others_min_max": [
-                    min((t for t in ts if t <= STALL_S), default=None),
-                    max((t for t in ts if t <= STALL_S), default=None),
-                ],
-                "seconds": [_label(t) for t in ts],
-            }
-            for name, ts in fetches.items()
-        },
+        "kill_then_fetch": {name: _summary(outcomes) for name, outcomes in fetches.items()},
         "task_seconds": TASK_S,
         "hang_seconds": HANG_S,
         "cores": cores(),

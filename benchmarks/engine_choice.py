@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from _timing import QUIET_OTHERS_FRACTION, LoadGuard, cores
+from _timing import QUIET_OTHERS_FRACTION, LoadGuard, cores, rotated
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_BATCHES = 8
@@ -308,7 +308,7 @@ def summarise(engine: str, runs: list[dict]) -> dict:
         "cpus": cores(),
         "recorded_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rounds": len(runs),
-        "interleaved": "each round runs every engine once, each in a fresh process, engines alternating",
+        "interleaved": "each round runs every engine once in a fresh process, the first engine rotating",
         "install": first["install"],
         "startup_s": _stats([v for r in runs for v in r["startup_s"]]),
         "shutdown_s": _stats([v for r in runs for v in r["shutdown_s"]]),
@@ -323,11 +323,13 @@ def summarise(engine: str, runs: list[dict]) -> dict:
 
 
 def interleave(pythons: dict[str, str], rounds: int, timeout: float) -> dict[str, dict]:
-    """``rounds`` rounds, each running every engine once in its own interpreter (A, B, A, B, ...)."""
+    """``rounds`` rounds, each running every engine once in its own interpreter, the first engine
+    rotating (A B, B A, ...)."""
     runs: dict[str, list[dict]] = {engine: [] for engine in pythons}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(rounds):
-            for engine, python in pythons.items():
+            for engine in rotated(list(pythons), round_):
+                python = pythons[engine]
                 raw = Path(tmp) / f"{engine}_{round_}.json"
                 cmd = [python, __file__, "--engine", engine, "--repeats", "1", "--raw", str(raw)]
                 start = time.perf_counter()
