@@ -79,7 +79,7 @@ def pinned_threads(n: int | None = None) -> Iterator[int]:
 def rotated(names: Sequence[Any], r: int) -> list[Any]:
     """Round ``r``'s order: ``names`` starting ``r`` places later (A B C, B C A, C A B, ...), so that
     no method always runs straight after the same other one."""
-    k = r % len(names)
+    k = r % len(names) if names else 0
     return [*names[k:], *names[:k]]
 
 

@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20, help="kill-then-fetch trials per cluster")
     args = parser.parse_args()
+    if args.rounds < 1 or args.trials < 1:
+        parser.error(f"--rounds and --trials must be at least 1, got {args.rounds} and {args.trials}")
     import dask
 
     settings = {"dask default": {}, "driver 5 s": dict(SHORT)}
