@@ -8,8 +8,9 @@
     with 1 torch thread (the workers' count; expected identical, each entry's environment.json aside:
     it records the completing run's time and threads), and the features with the 2-thread store (a
     reduction split over 2 threads rounds differently: the largest difference is reported).
-(c) Start-up: seconds until 2 workers are ready, and the first extraction on fresh workers (they import
-    torch and deepfeat and receive the model).
+(c) Start-up, on 5 fresh clusters in turn (medians with their spread): seconds until 2 workers are
+    ready, and the first extraction on the fresh workers (they import torch and deepfeat and receive
+    the model).
 (d) Peak resident memory of each worker for two dataset sizes (a fresh 2-worker cluster each time):
     flat in the number of images when the rows go to the driver batch by batch.
 
@@ -17,8 +18,8 @@ Data: JPEG photos (hymenoptera's when ../shared/datasets is present, else scikit
 EfficientNet-Lite0 (bundled weights), layers stage6, head, pool average-pooled, batch 16.
 
 Writes benchmarks/results/bench_distributed.json. Usage:
-    python benchmarks/bench_distributed.py [--images 96] [--repeats 3] [--memory-sizes 32,128]
-        [--phases throughput,store,memory]
+    python benchmarks/bench_distributed.py [--images 96] [--repeats 5] [--startups 5]
+        [--memory-sizes 32,128] [--phases throughput,store,memory]
 Quiet rerun (the JSON flags a loaded machine): run it alone, e.g. with --images 256 --repeats 5.
 """
 
@@ -88,7 +89,8 @@ def save(out: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--startups", type=int, default=5, help="fresh clusters timed in phase (c)")
     parser.add_argument("--memory-sizes", default="32,128")
     parser.add_argument(
         "--phases",
@@ -97,6 +99,8 @@ def main() -> None:
         "existing JSON, keeping its other phases",
     )
     args = parser.parse_args()
+    if args.repeats < 1 or args.startups < 1:
+        parser.error(f"--repeats and --startups must be at least 1 (got {args.repeats}, {args.startups})")
     phases = set(args.phases.split(","))
     sizes = [int(s) for s in args.memory_sizes.split(",")]
     tune_allocator()  # as the command line does; the workers follow the driver's setting
@@ -164,25 +168,53 @@ def main() -> None:
     )
 
 
+def spread(times: list[float]) -> dict:
+    """Median, extremes and (max - min) / median of one-time costs measured on fresh clusters."""
+    med = statistics.median(times)
+    return {
+        "median": round(med, 2),
+        "min": round(min(times), 2),
+        "max": round(max(times), 2),
+        "spread": round((max(times) - min(times)) / med, 3) if med > 0 else 0.0,
+        "times": [round(t, 2) for t in times],
+    }
+
+
+def start_up(out, args, tmp, warm, backbone, methods):
+    """Phase (c), on ``args.startups`` fresh clusters one after the other: seconds until 2 workers are
+    ready, then the first extraction on them. Returns the last cluster, warm, for the phases after."""
+    ready, first = [], []
+    for i in range(args.startups):
+        start = time.perf_counter()
+        conn = connect("local:2")
+        ready.append(time.perf_counter() - start)
+        t = time.perf_counter()
+        extract(
+            warm,
+            backbone,
+            methods,
+            store=tmp / f"warm-cluster-{i}",
+            progress=False,
+            batch_size=BATCH,
+            cluster=conn.client,
+        )
+        first.append(time.perf_counter() - t)
+        out["startup"] = {
+            "clusters_started": len(ready),
+            "cluster_ready_s": spread(ready),
+            "first_extraction_s": spread(first),
+            "first_extraction_images": len(warm),
+        }
+        save(out)
+        if i < args.startups - 1:
+            conn.close()
+    return conn
+
+
 def run_throughput_and_store(out, args, tmp, data, warm, backbone, methods) -> None:
     """Phases (a)-(c): start-up, throughput against one process, the store compared."""
-    start = time.perf_counter()
-    conn = connect("local:2")
-    out["startup"] = {"cluster_ready_s": round(time.perf_counter() - start, 2)}
+    conn = start_up(out, args, tmp, warm, backbone, methods)
     client = conn.client
-    t = time.perf_counter()
-    extract(
-        warm,
-        backbone,
-        methods,
-        store=tmp / "warm-cluster",
-        progress=False,
-        batch_size=BATCH,
-        cluster=client,
-    )
-    out["startup"]["first_extraction_s"] = round(time.perf_counter() - t, 2)
-    out["startup"]["first_extraction_images"] = len(warm)
-    save(out)
     torch.set_num_threads(2)
     extract(warm, backbone, methods, store=tmp / "warm-local", progress=False, batch_size=BATCH)
     runs = {"n": 0}
