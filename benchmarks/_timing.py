@@ -113,17 +113,24 @@ def interleaved(
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
-    out = {}
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        out[name] = {
-            "median": med,
-            "min": min(ts),
-            "max": max(ts),
-            "spread": (max(ts) - min(ts)) / med if med > 0 else 0.0,
-            "times": ts,
-        }
-    return out, results
+    return {name: summary(ts) for name, ts in times.items()}, results
+
+
+def summary(times: Sequence[float], digits: int | None = None) -> dict[str, Any]:
+    """{"median", "min", "max", "spread", "times"} of ``times``; ``spread`` is (max - min) / median.
+    With ``digits``, the times are rounded to that many decimals and the spread to 3."""
+    med = statistics.median(times)
+    out = {
+        "median": med,
+        "min": min(times),
+        "max": max(times),
+        "spread": (max(times) - min(times)) / med if med > 0 else 0.0,
+        "times": list(times),
+    }
+    if digits is None:
+        return out
+    rounded = {k: round(v, digits) for k, v in out.items() if k not in ("spread", "times")}
+    return {**rounded, "spread": round(out["spread"], 3), "times": [round(t, digits) for t in times]}
 
 
 def ratio(timings: dict[str, dict], slow: str, fast: str) -> float:

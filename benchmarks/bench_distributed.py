@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine
-from _timing import LoadGuard, interleaved
+from _timing import LoadGuard, interleaved, summary
 from bench_extract import make_jpegs
 
 from deepfeat._runtime import tune_allocator
@@ -137,16 +137,7 @@ def main() -> None:
             memory = {}
             for n in sizes:
                 conn = connect("local:2")
-                ds = dataset_from_paths(paths[:n])
-                extract(
-                    ds,
-                    backbone,
-                    methods,
-                    store=tmp / f"mem-{n}",
-                    progress=False,
-                    batch_size=BATCH,
-                    cluster=conn.client,
-                )
+                extract_on(conn.client, dataset_from_paths(paths[:n]), backbone, methods, tmp / f"mem-{n}")
                 memory[str(n)] = worker_peak_mb(conn.client)
                 conn.close()
                 out["worker_peak_rss_mb"] = memory
@@ -168,16 +159,9 @@ def main() -> None:
     )
 
 
-def spread(times: list[float]) -> dict:
-    """Median, extremes and (max - min) / median of one-time costs measured on fresh clusters."""
-    med = statistics.median(times)
-    return {
-        "median": round(med, 2),
-        "min": round(min(times), 2),
-        "max": round(max(times), 2),
-        "spread": round((max(times) - min(times)) / med, 3) if med > 0 else 0.0,
-        "times": [round(t, 2) for t in times],
-    }
+def extract_on(client, ds, backbone, methods, store: Path):
+    """``extract`` of ``ds`` into ``store`` on the cluster ``client`` drives, as every phase runs it."""
+    return extract(ds, backbone, methods, store=store, progress=False, batch_size=BATCH, cluster=client)
 
 
 def start_up(out, args, tmp, warm, backbone, methods):
@@ -189,20 +173,12 @@ def start_up(out, args, tmp, warm, backbone, methods):
         conn = connect("local:2")
         ready.append(time.perf_counter() - start)
         t = time.perf_counter()
-        extract(
-            warm,
-            backbone,
-            methods,
-            store=tmp / f"warm-cluster-{i}",
-            progress=False,
-            batch_size=BATCH,
-            cluster=conn.client,
-        )
+        extract_on(conn.client, warm, backbone, methods, tmp / f"warm-cluster-{i}")
         first.append(time.perf_counter() - t)
         out["startup"] = {
             "clusters_started": len(ready),
-            "cluster_ready_s": spread(ready),
-            "first_extraction_s": spread(first),
+            "cluster_ready_s": summary(ready, 2),
+            "first_extraction_s": summary(first, 2),
             "first_extraction_images": len(warm),
         }
         save(out)
@@ -264,7 +240,7 @@ def run_throughput_and_store(out, args, tmp, data, warm, backbone, methods) -> N
     extract(data, backbone, methods, store=tmp / "one-thread", progress=False, batch_size=BATCH)
     torch.set_num_threads(2)
     extract(data, backbone, methods, store=tmp / "two-threads", progress=False, batch_size=BATCH)
-    extract(data, backbone, methods, store=tmp / "cluster", progress=False, batch_size=BATCH, cluster=client)
+    extract_on(client, data, backbone, methods, tmp / "cluster")
     cluster_files, one_thread = store_bytes(tmp / "cluster"), store_bytes(tmp / "one-thread")
     two = features_of(tmp / "two-threads")
     clu = features_of(tmp / "cluster")

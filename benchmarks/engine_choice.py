@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import tempfile
 import time
@@ -40,7 +39,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from _timing import QUIET_OTHERS_FRACTION, LoadGuard, cores, rotated
+from _timing import QUIET_OTHERS_FRACTION, LoadGuard, cores, rotated, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_BATCHES = 8
@@ -270,14 +269,10 @@ def measure(engine: str, repeats: int) -> dict:
 
 
 def _stats(values: list[float]) -> dict:
-    med = statistics.median(values)
-    return {
-        "median": round(med, 2),
-        "min": round(min(values), 2),
-        "max": round(max(values), 2),
-        "spread": round((max(values) - min(values)) / med, 2) if med > 0 else 0.0,
-        "all": [round(v, 2) for v in values],
-    }
+    """:func:`_timing.summary` to 2 decimals, the values under "all" (this JSON's key from its first run)."""
+    out = summary(values, 2)
+    out["all"] = out.pop("times")
+    return out
 
 
 def _fault_stats(faults: list[dict]) -> dict:
