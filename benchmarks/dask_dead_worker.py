@@ -24,11 +24,9 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import LoadGuard, cores, rotated
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -136,6 +134,7 @@ def main() -> None:
     if args.rounds < 1 or args.trials < 1:
         parser.error(f"--rounds and --trials must be at least 1, got {args.rounds} and {args.trials}")
     import dask
+    import distributed
 
     settings = {"dask default": {}, "driver 5 s": dict(SHORT)}
     names = list(settings)
@@ -160,7 +159,7 @@ def main() -> None:
         "task_seconds": TASK_S,
         "hang_seconds": HANG_S,
         "cores": cores(),
-        "dask": __import__("distributed").__version__,
+        "dask": distributed.__version__,
         "load": guard.to_dict(),
         "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
