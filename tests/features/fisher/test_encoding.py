@@ -16,6 +16,7 @@ from deepfeat.features.fisher import (
     GMMParams,
     fisher_dim,
     fisher_vectors,
+    fv_statistics,
     normalize_fv,
     power_normalize,
 )
@@ -164,6 +165,22 @@ def test_tiny_posteriors_are_dropped_without_changing_the_vectors():
         np.testing.assert_allclose(f32.double().numpy()[0], ref, rtol=0, atol=2e-5)
     f64 = fisher_vectors(x[None], p, power=None, l2=False, dtype=torch.float64).numpy()[0]
     np.testing.assert_allclose(f64, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_posteriors_below_the_cutoff_are_exactly_zero():
+    """Descriptors near one component only, at log-posterior gaps of 70-80 from the other: the far
+    component gets statistics of exactly 0 (its posteriors are dropped, not kept as tiny numbers), and
+    a gap just above the cutoff keeps its posterior."""
+    p = GMMParams(torch.tensor([0.5, 0.5]), torch.tensor([[0.0], [1.0]]), torch.ones(2, 1))
+    gap = lambda x: 0.5 - x  # log p(near) - log p(far) for unit variances and means 0 and 1  # noqa: E731
+    x = torch.linspace(-79.0, -70.0, 50)[:, None]
+    assert bool(((gap(x) > 70) & (gap(x) < 80)).all())
+    s0, s1, s2, _ = fv_statistics(x[None], p)
+    assert s0[0, 1].item() == 0.0 and s1[0, 1].abs().max().item() == 0.0 and s2[0, 1].item() == 0.0
+    assert s0[0, 0].item() == 50.0
+    kept = torch.tensor([[[-63.5]]])  # gap 64: exp(-64) of the near one, a normal float32 number
+    s0, *_ = fv_statistics(kept, p)
+    assert s0[0, 1].item() == pytest.approx(np.exp(-64.0), rel=1e-2)
 
 
 def test_overflow_and_nonfinite_inputs_are_named(gmm):

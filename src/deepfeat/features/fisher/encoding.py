@@ -137,6 +137,8 @@ def _statistics_blocks(x, a, mask, rows, centre) -> Iterator[tuple[int, int, tor
     s_buf = x.new_empty((min(block, B), K, W))
     buf = x.new_empty((per * step, -(-W // 16) * 16))[:, :W]
     buf[:, 2 * D] = 1
+    logp_buf, row_buf = x.new_empty((per * step, K)), x.new_empty((per * step, 1))
+    floor = math.exp(cutoff) * 1.001  # above exp(cutoff) as any exp implementation rounds it
     for b0 in range(0, B, block):
         s = s_buf[: min(block, B - b0)].zero_()
         for i0 in range(b0, b0 + len(s), per):
@@ -156,10 +158,13 @@ def _statistics_blocks(x, a, mask, rows, centre) -> Iterator[tuple[int, int, tor
                     m = mask[i0 : i0 + b, t0 : t0 + t, None].to(z.dtype)
                     z3[..., : 2 * D].mul_(m)
                     z3[..., 2 * D :].copy_(m)
-                logp = torch.mm(z, a)
-                logp.sub_(logp.amax(1, keepdim=True))
-                torch.threshold_(logp, cutoff, -math.inf)
-                gamma = torch.softmax(logp, dim=-1)
+                # posteriors in place: shifted by the row's largest, floored at the cutoff, exponentiated,
+                # the floored ones set to exactly 0, normalised (fewer passes than softmax, no exp(-inf))
+                gamma, row = logp_buf[: b * t], row_buf[: b * t]
+                torch.mm(z, a, out=gamma)
+                gamma.sub_(torch.amax(gamma, 1, keepdim=True, out=row)).clamp_min_(cutoff).exp_()
+                torch.threshold_(gamma, floor, 0.0)
+                gamma.div_(torch.sum(gamma, 1, keepdim=True, out=row))
                 s[i0 - b0 : i0 - b0 + b].baddbmm_(gamma.view(b, t, K).transpose(1, 2), z3)
         yield b0, b0 + len(s), s
 
