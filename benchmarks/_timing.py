@@ -5,16 +5,20 @@
 - :class:`LoadGuard` records the load average before and after a run and the CPU time other processes
   took during it, and flags (or refuses) a run taken while other processes used the cores;
 - :func:`pinned_threads` sets torch's and the BLAS libraries' thread counts to the same value for every
-  method (scikit-learn, numpy and torch otherwise each pick their own).
+  method (scikit-learn, numpy and torch otherwise each pick their own);
+- :func:`earlier_results` gives a run that measures only some of a benchmark's parts the JSON of the
+  run before, so that it keeps the other parts with the load they were measured under.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 #: The machine counts as busy at the start when the 1-minute load average is above this fraction of
@@ -131,6 +135,15 @@ def summary(times: Sequence[float], digits: int | None = None) -> dict[str, Any]
         return out
     rounded = {k: round(v, digits) for k, v in out.items() if k not in ("spread", "times")}
     return {**rounded, "spread": round(out["spread"], 3), "times": [round(t, digits) for t in times]}
+
+
+def earlier_results(path: Path, load_key: str) -> dict[str, Any]:
+    """The results a previous run wrote to ``path`` ({} if there are none), with the load record of
+    the run that measured them under ``load_key`` (kept from that file when it was itself partial)."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    return {**earlier, load_key: earlier.get(load_key) or earlier.get("load")}
 
 
 def ratio(timings: dict[str, dict], slow: str, fast: str) -> float:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine
-from _timing import LoadGuard, interleaved, summary
+from _timing import LoadGuard, earlier_results, interleaved, summary
 from bench_extract import make_jpegs
 
 from deepfeat._runtime import tune_allocator
@@ -121,13 +121,8 @@ def main() -> None:
             "batch_size": BATCH,
         },
     }
-    if phases != {"throughput", "store", "memory"} and (RESULTS / "bench_distributed.json").is_file():
-        earlier = json.loads((RESULTS / "bench_distributed.json").read_text())
-        out = {
-            **earlier,
-            **out,
-            "load_of_earlier_phases": earlier.get("load_of_earlier_phases") or earlier.get("load"),
-        }
+    if phases != {"throughput", "store", "memory"}:
+        out = {**earlier_results(RESULTS / "bench_distributed.json", "load_of_earlier_phases"), **out}
     out["note"] = "partial: the run was cut short"
     with LoadGuard() as guard:
         if phases & {"throughput", "store"}:

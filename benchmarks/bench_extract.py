@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine
-from _timing import LoadGuard, interleaved, pinned_threads, ratio
+from _timing import LoadGuard, earlier_results, interleaved, pinned_threads, ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYERS = ["stage4", "stage6", "head", "pool"]
@@ -255,12 +255,8 @@ def main() -> None:
     sides = [224] if args.quick else [224, 320, 448]
     path = RESULTS / "bench_extract.json"
     result: dict = {}
-    if parts != {"tensors", "memory", "jpeg"} and path.is_file():
-        earlier = json.loads(path.read_text())
-        result = {
-            **earlier,
-            "load_of_earlier_parts": earlier.get("load_of_earlier_parts") or earlier.get("load"),
-        }
+    if parts != {"tensors", "memory", "jpeg"}:
+        result = earlier_results(path, "load_of_earlier_parts")
     with pinned_threads(args.threads) as threads, LoadGuard() as guard:
         result["benchmark"] = "bench_extract"
         result["machine"] = machine(allocator_tuned=str(tuned), threads=str(threads))

@@ -21,7 +21,9 @@ machine's own float32 matrix-product rate; the FV layer's forward + backward pas
     resident set size over the resident size once the inputs exist, against the size of the
     (images x descriptors x D x K) tensor that an encoding not vectorised by statistics would hold.
 
-Writes benchmarks/results/bench_fisher.json. Usage:
+Writes benchmarks/results/bench_fisher.json (``--quick``: bench_fisher.quick.json, not kept in git;
+``--no-memory`` keeps the memory part of the file's earlier run, with when and under what load it was
+measured). Usage:
 python benchmarks/bench_fisher.py [--threads N] [--repeats R] [--quick] [--no-memory] [--out PATH]
 (--quick: the Table 1 shape only, no memory part, for development.)
 """
@@ -43,7 +45,7 @@ import numpy as np
 import skimage
 import torch
 from _machine import machine
-from _timing import LoadGuard, interleaved, pinned_threads, ratio, summary
+from _timing import LoadGuard, earlier_results, interleaved, pinned_threads, ratio, summary
 
 from deepfeat.fileio import write_json
 
@@ -341,8 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median reported)")
     parser.add_argument("--quick", action="store_true", help="Table 1 shape only, no memory part")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory part (c)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "bench_fisher.json")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the memory part (c) and keep the earlier run's"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/bench_fisher.json (--quick: bench_fisher.quick.json, not kept in git)",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--gmm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -350,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_child:
             memory_child(args.memory_child, args.gmm)
             return 0
+        out = args.out or RESULTS / ("bench_fisher.quick.json" if args.quick else "bench_fisher.json")
         info = machine(skimage=skimage.__version__)
         with LoadGuard() as run_load:
             shapes = SHAPES[:1] if args.quick else SHAPES
@@ -359,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
             gmm = fitted_encoder(X, K).gmm_
             layer = bench_layer(X, gmm, args.repeats)
             memory = None if (args.quick or args.no_memory) else bench_memory(gmm, threads)
+    kept = {}
+    if memory is None and not args.quick:  # --no-memory: the memory part of the run before, if any
+        earlier = earlier_results(out, "load_of_earlier_parts")
+        if earlier.get("memory"):
+            memory = earlier["memory"]
+            when = earlier.get("memory_measured_utc") or earlier["machine"].get("recorded_utc")
+            kept = {"memory_measured_utc": when, "load_of_earlier_parts": earlier["load_of_earlier_parts"]}
     table1 = encode["table1"]["methods"]["deepfeat float32"]
     report = {
         "benchmark": "bench_fisher",
@@ -397,9 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         "encode": encode,
         "layer_forward_backward": layer,
         "memory": memory,
+        **kept,
     }
-    write_json(args.out, report)
-    print(f"wrote {args.out} (load {run_load.before[0]} -> {run_load.after[0]}, quiet: {run_load.quiet})")
+    write_json(out, report)
+    print(f"wrote {out} (load {run_load.before[0]} -> {run_load.after[0]}, quiet: {run_load.quiet})")
     return 0
 
 
