@@ -13,7 +13,8 @@
     (training mode): the MNIST MLPs and the convolutional G, E (AlexNet-like) and joint D at 32
     pixels, default widths and the experiment's smaller ones.
 
-Writes benchmarks/results/bench_bigan.json. Usage: python benchmarks/bench_bigan.py [--quick]
+Writes benchmarks/results/bench_bigan.json (``--quick``: bench_bigan.quick.json, not kept in git).
+Usage: python benchmarks/bench_bigan.py [--quick]
 [--threads 2] [--full-epoch]
 """
 
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     result["threads"] = threads
     result["load"] = guard.to_dict()
     result["machine"] = info
-    name = "bench_bigan.json" if args.threads == 2 else f"bench_bigan_threads{args.threads}.json"
+    name = "bench_bigan" + ("" if args.threads == 2 else f"_threads{args.threads}")
+    name += ".quick.json" if args.quick else ".json"
     path = write_json(RESULTS / name, result)
     a = result["a_mnist_epoch"]
     for k in ("deepfeat", "textbook_simultaneous", "alternating"):

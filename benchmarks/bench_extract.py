@@ -16,7 +16,8 @@ Every comparison interleaves its methods (A, B, C, A, B, C, ...) and reports med
 average before and after is recorded and a run under load is flagged. Sizes: (a) at 224, 320 and 448
 pixels, (b) on 256 JPEGs (64 with ``--quick``).
 
-Writes benchmarks/results/bench_extract.json. Usage: python benchmarks/bench_extract.py [--quick]
+Writes benchmarks/results/bench_extract.json (``--quick``: bench_extract.quick.json, not kept in git).
+Usage: python benchmarks/bench_extract.py [--quick]
     [--parts tensors,memory,jpeg]
 """
 
@@ -253,7 +254,7 @@ def main() -> None:
     n = 64 if args.quick else 256
     repeats = 3 if args.quick else 5
     sides = [224] if args.quick else [224, 320, 448]
-    path = RESULTS / "bench_extract.json"
+    path = RESULTS / ("bench_extract.quick.json" if args.quick else "bench_extract.json")
     result: dict = {}
     if parts != {"tensors", "memory", "jpeg"}:
         result = earlier_results(path, "load_of_earlier_parts")

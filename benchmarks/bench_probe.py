@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = args.shapes or (
         list(QUICK) if args.quick else [f"{k}x{n}x{d}" for d in DIMS for k in CLASSES for n in NS]
     )
-    out = args.out or RESULTS / ("bench_probe_quick.json" if args.quick else "bench_probe.json")
+    out = args.out or RESULTS / ("bench_probe.quick.json" if args.quick else "bench_probe.json")
 
     with pinned_threads(args.threads) as threads:
         key = protocol_key(repeats, warmup, threads, sorted(args.families), args.converged)

@@ -12,7 +12,8 @@
 (c) Optical flow frames/s (Farneback; TV-L1 from opencv-contrib) at both shapes, and flow images
     through the CNN.
 
-Writes benchmarks/results/bench_video.json. Usage: python benchmarks/bench_video.py [--quick]
+Writes benchmarks/results/bench_video.json (``--quick``: bench_video.quick.json, not kept in git).
+Usage: python benchmarks/bench_video.py [--quick]
 (PyAV is not a dependency: ``pip install av`` into a separate folder and put it on PYTHONPATH to
 include it.)
 """
@@ -336,7 +337,7 @@ def main() -> None:
         else "NOT quiet: other processes shared the cores during the run (see load)"
     )
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "bench_video.json"
+    path = RESULTS / ("bench_video.quick.json" if args.quick else "bench_video.json")
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps(result, indent=2, default=float))
     print(f"written to {path}")
