@@ -159,7 +159,7 @@ def _statistics_blocks(x, a, mask, rows, centre) -> Iterator[tuple[int, int, tor
                     z3[..., : 2 * D].mul_(m)
                     z3[..., 2 * D :].copy_(m)
                 # posteriors in place: shifted by the row's largest, floored at the cutoff, exponentiated,
-                # the floored ones set to exactly 0, normalised (fewer passes than softmax, no exp(-inf))
+                # the floored ones set to exactly 0, normalised (a cut to -inf would cost a slow exp(-inf))
                 gamma, row = logp_buf[: b * t], row_buf[: b * t]
                 torch.mm(z, a, out=gamma)
                 gamma.sub_(torch.amax(gamma, 1, keepdim=True, out=row)).clamp_min_(cutoff).exp_()
