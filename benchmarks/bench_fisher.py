@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier = earlier_results(out, "load_of_earlier_parts")
         if earlier.get("memory"):
             memory = earlier["memory"]
-            when = earlier.get("memory_measured_utc") or earlier["machine"].get("recorded_utc")
+            when = earlier.get("memory_measured_utc") or earlier.get("machine", {}).get("recorded_utc")
             kept = {"memory_measured_utc": when, "load_of_earlier_parts": earlier["load_of_earlier_parts"]}
     table1 = encode["table1"]["methods"]["deepfeat float32"]
     report = {
