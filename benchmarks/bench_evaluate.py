@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine
+from _sklearn import logistic_cv
 from _timing import LoadGuard, interleaved, pinned_threads
 from bench_probe import GRID, features, targets
-from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import LinearSVC
 
@@ -78,7 +78,7 @@ def sklearn_comparison(sets: dict[str, FeatureSet], split, which: str, repeats: 
     for name, fs in sets.items():
         Xtr, ytr, Xte, yte = fs.features[train], fs.targets[train], fs.features[test], fs.targets[test]
         folds = make_folds(np.unique(ytr, return_inverse=True)[1], 3, 0)
-        pairs = [("logreg", LogisticRegressionCV(Cs=GRID, cv=folds))]
+        pairs = [("logreg", logistic_cv(GRID, folds))]
         if which == "all":
             pairs.append(("svm", GridSearchCV(LinearSVC(), {"C": GRID}, cv=folds)))
         for probe_name, theirs in pairs:

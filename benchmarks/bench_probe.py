@@ -20,7 +20,8 @@ training images and is scored on the test images:
 
 - deepfeat ``LinearProbe(loss="logistic")`` and ``LinearProbe(loss="squared_hinge")``, full grid
   (``path_patience=None``: no early stop along the C path);
-- scikit-learn ``LogisticRegressionCV(Cs=grid, cv=folds)`` (lbfgs, its defaults) and
+- scikit-learn ``LogisticRegressionCV(Cs=grid, cv=folds)`` (lbfgs, L2, C by accuracy, its other
+  defaults: benchmarks/_sklearn.py) and
   ``GridSearchCV(LinearSVC(), {"C": grid}, cv=folds)``;
 - one scikit-learn fit at the C deepfeat chose (``LogisticRegression``, ``LinearSVC``);
 - with ``--converged``, also ``LogisticRegressionCV(max_iter=10000)``: the same search run until
@@ -49,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine
+from _sklearn import chosen_C as sklearn_chosen_C
+from _sklearn import logistic_cv, mean_scores
 from _timing import LoadGuard, interleaved, pinned_threads
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
@@ -190,7 +193,7 @@ def chosen_C(model) -> float:
     if isinstance(model, GridSearchCV):
         return float(model.best_params_["C"])
     if isinstance(model, LogisticRegressionCV):
-        return float(np.ravel(model.C_)[0])
+        return sklearn_chosen_C(model)
     return float(model.C)
 
 
@@ -201,7 +204,7 @@ def validation_mean(model) -> list[float] | None:
     if isinstance(model, GridSearchCV):
         return [round(float(v), 6) for v in model.cv_results_["mean_test_score"]]
     if isinstance(model, LogisticRegressionCV):
-        return [round(float(v), 6) for v in next(iter(model.scores_.values())).mean(0)]
+        return [round(float(v), 6) for v in mean_scores(model)]
     return None
 
 
@@ -225,10 +228,10 @@ def run_shape(
         if "logistic" in families:
             C_log = deepfeat_probe("logistic").fit(Xtr, ytr).C_
             templates["deepfeat logistic"] = deepfeat_probe("logistic")
-            templates["sklearn LogisticRegressionCV"] = LogisticRegressionCV(Cs=GRID, cv=folds)
+            templates["sklearn LogisticRegressionCV"] = logistic_cv(GRID, folds)
             templates["sklearn LogisticRegression at deepfeat's C"] = LogisticRegression(C=C_log)
             if converged:  # the same search run until L-BFGS converges instead of 100 iterations
-                templates[CONVERGED] = LogisticRegressionCV(Cs=GRID, cv=folds, max_iter=CONVERGED_ITER)
+                templates[CONVERGED] = logistic_cv(GRID, folds, max_iter=CONVERGED_ITER)
         if "svm" in families:
             C_svm = deepfeat_probe("squared_hinge").fit(Xtr, ytr).C_
             templates["deepfeat squared_hinge"] = deepfeat_probe("squared_hinge")
