@@ -11,7 +11,7 @@ import pytest
 
 from deepfeat.analysis import filter_entropy, plot_aue_histograms
 from deepfeat.errors import ConfigError
-from deepfeat.fileio import atomic_write_text, check_output_dir, to_jsonable, write_json
+from deepfeat.fileio import atomic_write_text, atomic_write_with, check_output_dir, to_jsonable, write_json
 from deepfeat.report.writer import write_result
 
 
@@ -81,11 +81,40 @@ def test_strict_json_and_atomic_writes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
 
 
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+
+    def half_then_fail(fh):
+        fh.write(b"new, but only half")
+        raise KeyboardInterrupt  # also an interruption, not only an error
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_with(target, half_then_fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_to_jsonable_writes_paths_and_unknown_objects_as_text(tmp_path):
+    class Opaque:
+        def __str__(self):
+            return "opaque"
+
+    assert to_jsonable({"p": tmp_path / "x", 3: Opaque(), "s": {2}}) == {
+        "p": str(tmp_path / "x"),
+        "3": "opaque",
+        "s": [2],
+    }
+
+
 def test_output_folder_checked_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="exists and is not a folder"):
         check_output_dir(tmp_path / "file", "--out")
     assert check_output_dir(tmp_path / "new" / "deep").is_dir()
+    # a folder that cannot be made (its parent is a file): refused for any user, root included
+    with pytest.raises(ConfigError, match=r"--out .*file.sub: cannot write there"):
+        check_output_dir(tmp_path / "file" / "sub", "--out")
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from deepfeat.errors import ConfigError, UnknownNameError
 
@@ -54,8 +57,12 @@ def as_names(value: str | Sequence[str], what: str) -> list[str]:
 
 
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an int within [minimum, maximum]; a clear error otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    """``value`` as an int within [minimum, maximum]; a clear error otherwise. Any integer type is
+    taken (NumPy's too, as parameter grids hold them), and floats with a whole value; not booleans."""
+    whole = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()
+    )
+    if not whole or isinstance(value, bool | np.bool_):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
     value = int(value)
     if minimum is not None and value < minimum:
@@ -75,6 +82,8 @@ def check_float(
     high_open: bool = False,
 ) -> float:
     """``value`` as a finite float in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
+    if isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
     try:
         x = float(value)
     except (TypeError, ValueError):

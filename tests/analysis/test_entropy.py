@@ -67,6 +67,8 @@ def test_filter_firing_uniformly_over_classes_has_maximal_entropy(method):
     assert res.aue[0] == pytest.approx(math.log(k))
     bits = filter_entropy(values[:, None], y, method=method, thresholds=9, base=2)
     assert bits.aue[0] == pytest.approx(math.log2(k))
+    numpy_base = filter_entropy(values[:, None], y, method=method, thresholds=9, base=np.int64(2))
+    assert numpy_base.aue[0] == pytest.approx(math.log2(k))
 
 
 def test_weighted_and_label_entropy_by_hand():
@@ -232,6 +234,9 @@ def test_errors_name_the_problem():
         mcaue(np.ones(3), [0.0, 0.5])
     with pytest.raises(ConfigError, match="base"):
         filter_entropy(x, y, base=1)
+    for bad in (True, float("inf"), "2"):
+        with pytest.raises(ConfigError, match="base must be a positive number"):
+            filter_entropy(x, y, base=bad)
 
 
 # -- plots ---------------------------------------------------------------------------------------------

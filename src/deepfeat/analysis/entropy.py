@@ -35,6 +35,7 @@ percent decrease 100 (MCAuE_before - MCAuE_after) / MCAuE_before at f = 0.1, 0.2
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,8 @@ def _log(x: float, base: float | None) -> float:
 
 
 def _check_base(base: float | None) -> None:
-    if base is not None and not (isinstance(base, int | float) and base > 0 and base != 1):
+    real = isinstance(base, numbers.Real) and not isinstance(base, bool)
+    if base is not None and not (real and math.isfinite(base) and base > 0 and base != 1):
         raise ConfigError(
             f"base must be a positive number other than 1 (e.g. 2 for bits) or None, got {base!r}"
         )

@@ -17,6 +17,7 @@ asks the recipe instead of switching on a method name, so a new kind of feature 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -183,7 +184,7 @@ class InteractiveRecipe(Recipe):
             check_choice("activeness collection", c, COLLECTIONS)
             for c in as_names(self.collections, "collections")
         ]
-        if isinstance(self.norms, int):
+        if isinstance(self.norms, numbers.Integral):
             self.norms = [self.norms]
         self.norms = [int(check_choice("score norm p", str(p), [str(n) for n in NORMS])) for p in self.norms]
         if not self.norms:

@@ -83,3 +83,8 @@ def test_grammar_is_varied_and_seeded():
 def test_settings_checked(bad, match):
     with pytest.raises(ConfigError, match=match):
         DescribedDigits(**bad).validate()
+
+
+def test_digits_may_be_numpy_integers():
+    settings = DescribedDigits(**{**TINY.__dict__, "digits": tuple(np.arange(3))}).validate()
+    assert list(settings.digits) == [0, 1, 2]

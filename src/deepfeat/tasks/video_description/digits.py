@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import numbers
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ class DescribedDigits:
     seed: int = 0
 
     def validate(self) -> DescribedDigits:
-        if not self.digits or any(not (isinstance(d, int) and 0 <= d <= 9) for d in self.digits):
+        if not self.digits or any(not (isinstance(d, numbers.Integral) and 0 <= d <= 9) for d in self.digits):
             raise ConfigError(f"digits must be integers 0..9, got {self.digits}")
         if not self.motions or not self.colours:
             raise ConfigError("give at least one motion and one colour")
