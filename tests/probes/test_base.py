@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 
 from deepfeat.errors import ConfigError, DataError
@@ -50,6 +51,45 @@ def test_check_cv_and_features():
     with pytest.raises(DataError, match="non-empty"):
         check_features(np.zeros((0, 3)))
     assert check_features([[1, 2]]).dtype == np.float32
+
+
+def test_features_that_are_sparse_complex_or_one_dimensional_are_refused_with_the_way_out():
+    X = np.eye(4, dtype=np.float32)
+    for sparse in (scipy.sparse.csr_matrix(X), torch.from_numpy(X).to_sparse()):
+        with pytest.raises(DataError, match=r"sparse input is not supported.*toarray\(\)"):
+            check_features(sparse)
+    # (np.asarray(..., float32) would drop the imaginary part with only a warning)
+    with pytest.raises(DataError, match="X has complex values"):
+        check_features(X + 1j)
+    with pytest.raises(DataError, match=r"1-D one of shape \(4,\); reshape it: X.reshape\(-1, 1\)"):
+        check_features(X[0])
+    assert check_features(torch.from_numpy(X)).dtype == np.float32  # a dense CPU tensor is an array
+
+
+def test_labels_that_are_missing_continuous_or_absent_are_refused():
+    with pytest.raises(DataError, match="y is required"):
+        prepare_targets(None)
+    with pytest.raises(DataError, match="one label per sample, got the single value 3"):
+        prepare_targets(3)
+    with pytest.raises(DataError, match="X has 4 samples but y has 3"):
+        prepare_targets([0, 1, 0], n_samples=4)
+    with pytest.raises(DataError, match=r"1 missing labels \(NaN or None; first rows: \[2\]\)"):
+        prepare_targets(np.array([0.0, 1.0, np.nan, 1.0]))
+    with pytest.raises(DataError, match=r"first rows: \[0\]"):
+        prepare_targets(np.array([None, "a", "b"], dtype=object))
+    # a regression target would otherwise become one class per distinct value
+    with pytest.raises(DataError, match=r"continuous numbers \(e.g. 0.25\).*not a regression target"):
+        prepare_targets(np.array([0.0, 1.0, 0.25, 1.0]))
+    codes, _, classes, _ = prepare_targets(np.array([2.0, 1.0, 2.0]))  # whole numbers as floats: labels
+    assert codes.tolist() == [1, 0, 1] and classes.tolist() == [1.0, 2.0]
+
+
+def test_a_column_of_class_labels_is_refused_with_the_ravel_to_use():
+    # an (n, 1) 0/1 column stays a one-label indicator matrix (one-vs-rest analyses fit those)
+    codes, _, classes, multilabel = prepare_targets(np.array([[0], [1], [1]]))
+    assert multilabel and classes.tolist() == [0] and codes.shape == (3, 1)
+    with pytest.raises(DataError, match=r"got shape \(3, 1\); for class labels pass a 1-D y \(y.ravel\(\)\)"):
+        prepare_targets(np.array([[0], [1], [2]]))
 
 
 def test_devices():

@@ -491,7 +491,7 @@ def test_predict_proba_needs_logistic(small, loss):
 def test_wrong_feature_count_at_predict(small):
     X, y = small
     probe = LinearProbe(C=1.0).fit(X, y)
-    with pytest.raises(DataError, match="X has 4 features, the probe was fitted on 5"):
+    with pytest.raises(DataError, match="X has 4 features, but LinearProbe is expecting 5 features as input"):
         probe.predict(X[:, :4])
 
 

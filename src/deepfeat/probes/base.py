@@ -22,11 +22,27 @@ SCORINGS = ("accuracy", "mean_class_accuracy", "map")
 
 
 def check_features(X, name: str = "X") -> np.ndarray:
-    """float32 (n, d) features; a clear error for NaN / infinite values or a wrong shape."""
+    """float32 (n, d) features; a clear error for sparse or complex input, NaN / infinite values or a
+    wrong shape."""
+    if getattr(X, "is_sparse", False) or (hasattr(X, "toarray") and hasattr(X, "nnz")):
+        raise DataError(
+            f"{name} is a sparse matrix, and sparse input is not supported: the probes take dense "
+            f"(n_samples, n_features) arrays ({name}.toarray(), or .to_dense() for a torch tensor)"
+        )
     try:
-        arr = np.asarray(X, dtype=np.float32)
+        raw = np.asarray(X)
+        if np.iscomplexobj(raw):
+            raise DataError(f"{name} has complex values: complex data not supported (real features only)")
+        arr = raw.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
+    if arr.ndim == 1:
+        raise DataError(
+            f"{name} must be a 2-D (n_samples, n_features) array, got a 1-D one of shape {arr.shape}; "
+            f"reshape it: {name}.reshape(-1, 1) for one feature, {name}.reshape(1, -1) for one sample"
+        )
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{name} must be a non-empty (n_samples, n_features) array, got shape {arr.shape}")
     bad = ~np.isfinite(arr)
@@ -161,14 +177,25 @@ def dense_threads(work: float, factor: bool = False) -> Iterator[int]:
         yield n
 
 
-def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
+def prepare_targets(
+    y, ignore=None, n_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
     """Class codes (n,) or a 0/1 indicator matrix (n, K), the mask of counted entries (multi-label with
     ``ignore`` only, else None), the classes and whether the targets are multi-label; clear errors for
-    a single class, a label without positives or negatives (ignored entries excluded), bad shapes."""
+    a single class, a label without positives or negatives (ignored entries excluded), bad shapes,
+    missing labels (NaN, None) and continuous numbers. ``n_samples``: the rows of X, which y must
+    match. An (n, 1) 0/1 matrix is a one-label indicator matrix (one-vs-rest analyses use it)."""
+    if y is None:
+        raise DataError("y is required: one class label per row of X, or an (n_samples, n_labels) 0/1 matrix")
     y = np.asarray(y)
+    if y.ndim == 0:
+        raise DataError(f"y must hold one label per sample, got the single value {y.item()!r}")
+    if n_samples is not None and len(y) != n_samples:
+        raise DataError(f"X has {n_samples} samples but y has {len(y)}")
     if y.ndim == 2:
         if not np.isin(y, (0, 1)).all():
-            raise DataError("multi-label targets must be a 0/1 indicator matrix")
+            hint = "; for class labels pass a 1-D y (y.ravel())" if y.shape[1] == 1 else ""
+            raise DataError(f"multi-label targets must be a 0/1 indicator matrix, got shape {y.shape}{hint}")
         positives = y.sum(axis=0)
         bad = np.flatnonzero((positives == 0) | (positives == len(y)))
         if bad.size:
@@ -192,12 +219,35 @@ def prepare_targets(y, ignore=None) -> tuple[np.ndarray, np.ndarray | None, np.n
         raise DataError(f"y must be a vector of labels or an indicator matrix, got shape {y.shape}")
     if ignore is not None:
         raise ConfigError("ignore applies only to multi-label (indicator matrix) targets")
+    _check_labels(y)
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise DataError(
             f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more"
         )
     return codes.astype(np.int64).ravel(), None, classes, False
+
+
+def _check_labels(y: np.ndarray) -> None:
+    """A clear error for missing labels (NaN, None) and for continuous numbers given as class labels."""
+    if y.dtype == object:
+        missing = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in y])
+    elif np.issubdtype(y.dtype, np.floating):
+        missing = np.flatnonzero(np.isnan(y))
+    else:
+        return
+    if missing.size:
+        raise DataError(
+            f"y has {missing.size} missing labels (NaN or None; first rows: {missing[:5].tolist()}); "
+            "drop those samples or give them a class"
+        )
+    if np.issubdtype(y.dtype, np.floating):
+        fractional = np.flatnonzero(y != np.round(y))
+        if fractional.size:
+            raise DataError(
+                f"y holds continuous numbers (e.g. {float(y[fractional[0]]):g}), and the probes are "
+                "classifiers: give class labels (integers or strings), not a regression target"
+            )
 
 
 def make_folds(codes: np.ndarray, n_folds: int, random_state) -> list[tuple[np.ndarray, np.ndarray]] | None:

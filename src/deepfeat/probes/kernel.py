@@ -120,10 +120,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         X = check_features(X)
-        y = np.asarray(y)
-        if len(y) != len(X):
-            raise DataError(f"X has {len(X)} samples but y has {len(y)}")
-        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
+        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore, n_samples=len(X))
         K = self.prepare_path(X, codes, mask)
         if isinstance(self.C, str):
             self.C_, self.cv_results_, _ = select_C(self, K, codes, mask)
@@ -191,7 +188,10 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, ("dual_coef_", "X_fit_"))
         X = check_features(X)
         if X.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
+            raise DataError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input (the number it was fitted on)"
+            )
         return self._apply(self.compute_kernel(X, self.X_fit_), self.dual_coef_, self.intercept_)
 
     def predict(self, X) -> np.ndarray:

@@ -160,9 +160,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         X = check_features(X)
-        if len(np.asarray(y)) != len(X):
-            raise DataError(f"X has {len(X)} samples but y has {len(np.asarray(y))}")
-        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore)
+        codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore, n_samples=len(X))
         if self.loss == "hinge" and mask is not None:
             raise ConfigError("loss='hinge' does not support ignore masks; use 'squared_hinge'")
         K = len(self.classes_)
@@ -368,7 +366,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, ("coef_", "intercept_"))
         X = self._normalized(check_features(X))
         if X.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[1]} features, the probe was fitted on {self.n_features_in_}")
+            raise DataError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input (the number it was fitted on)"
+            )
         if self.dropout > 0:
             X = X * np.float32(1.0 - self.dropout)
         scores = torch.addmm(
