@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 from sklearn.mixture import GaussianMixture
 
@@ -71,6 +72,20 @@ def test_gmm_variance_floor_and_errors():
         DiagonalGMM(3).fit(np.repeat(x[-2:], 20, axis=0))
     with pytest.raises(ConfigError, match="n_components must be at least 1"):
         DiagonalGMM(0).fit(x)
+
+
+def test_gmm_refuses_descriptors_of_another_dimension_sparse_or_complex():
+    x = blobs(120, 3, 3, seed=5)
+    g = DiagonalGMM(2, random_state=0).fit(x)
+    for method in (g.predict_proba, g.score_samples, g.score):
+        # (a torch shape error before)
+        with pytest.raises(DataError, match="X has 2 features, but DiagonalGMM is expecting 3"):
+            method(x[:, :2])
+    with pytest.raises(DataError, match=r"sparse input is not supported.*toarray\(\)"):
+        DiagonalGMM(2).fit(scipy.sparse.csr_matrix(x))
+    for complex_x in (x + 1j, torch.from_numpy(x) + 1j):
+        with pytest.raises(DataError, match="complex data not supported"):
+            DiagonalGMM(2).fit(complex_x)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -30,12 +30,21 @@ __all__ = [
 
 
 def _to_tensor(a, name: str) -> torch.Tensor:
+    if getattr(a, "is_sparse", False) or (hasattr(a, "toarray") and hasattr(a, "nnz")):
+        raise DataError(
+            f"{name} is a sparse matrix, and sparse input is not supported: descriptors are dense "
+            f"arrays ({name}.toarray(), or .to_dense() for a torch tensor)"
+        )
     if isinstance(a, torch.Tensor):
+        if a.is_complex():
+            raise DataError(f"{name} has complex values: complex data not supported (real descriptors only)")
         return a
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name} must be numeric arrays ({exc})") from None
+    if arr.dtype.kind == "c":
+        raise DataError(f"{name} has complex values: complex data not supported (real descriptors only)")
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind != "f" or arr.dtype == np.float16:

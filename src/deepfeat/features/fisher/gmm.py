@@ -135,10 +135,16 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
         check_float("var_floor", self.var_floor, 0, 1, low_open=True, high_open=True)
         return check_device(self.device)
 
-    def _data(self, X, device: torch.device) -> torch.Tensor:
+    def _data(self, X, device: torch.device, dim: int | None = None) -> torch.Tensor:
+        """``X`` as float64 (N, D) descriptors on ``device``; ``dim``: the D the mixture was fitted on."""
         x = _to_tensor(X, "X")
         if x.ndim != 2 or 0 in x.shape:
             raise DataError(f"X must be a non-empty (n_descriptors, D) array, got shape {tuple(x.shape)}")
+        if dim is not None and x.shape[1] != dim:
+            raise DataError(
+                f"X has {x.shape[1]} features, but {type(self).__name__} is expecting {dim} features as "
+                "input (the descriptors' dimension it was fitted on)"
+            )
         x = x.to(device=device, dtype=torch.float64)
         if not bool(torch.isfinite(x).all()):
             rows = torch.nonzero(~torch.isfinite(x).all(1)).flatten()
@@ -276,7 +282,7 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
     def score_samples(self, X) -> np.ndarray:
         """Log-likelihood of every descriptor (N,)."""
         params = self._params(check_device(self.device))
-        x = self._data(X, params.means.device)
+        x = self._data(X, params.means.device, params.dim)
         return torch.logsumexp(log_joint(x, params), dim=1).cpu().numpy()
 
     def score(self, X, y=None) -> float:
@@ -286,7 +292,7 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probabilities (N, K) of the components."""
         params = self._params(check_device(self.device))
-        x = self._data(X, params.means.device)
+        x = self._data(X, params.means.device, params.dim)
         return torch.softmax(log_joint(x, params), dim=1).cpu().numpy()
 
     def to_sklearn(self):
