@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.registry import DEFAULT_BACKBONE, load_backbone
-from deepfeat.data.datasets import ImageDataset, dataset_from_paths
+from deepfeat.data.datasets import ArrayDataset, ImageDataset, dataset_from_paths
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError
@@ -35,8 +36,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     random_state: seed of the sp-shuffle ablation.
     progress: show a progress bar.
 
-    ``transform(X)`` takes an ImageDataset or a list of image paths and returns the features of all
-    requested layers side by side (n_images, total_dim); ``extract(dataset)`` returns them per layer.
+    ``transform(X)`` takes an ImageDataset, a list of image paths or a uint8 image array (N, H, W) or
+    (N, H, W, 3|4) and returns the features of all requested layers side by side (n_images,
+    total_dim); ``extract(dataset)`` returns them per layer.
     """
 
     def __init__(
@@ -103,8 +105,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         )
 
     def transform(self, X) -> np.ndarray:
-        """Features of ``X`` (an ImageDataset or a list of image paths), layers side by side."""
-        dataset = X if isinstance(X, ImageDataset) else dataset_from_paths(list(X))
+        """Features of ``X`` (an ImageDataset, a list of image paths or a uint8 image array), layers
+        side by side."""
+        dataset = _as_images(X)
         result = self.extract(dataset)
         if result.failures:
             path, reason = result.failures[0]
@@ -129,3 +132,42 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 dim = spec.layer.channels
             names += [f"{spec.key}_{i}" for i in range(dim)]
         return np.asarray(names, dtype=object)
+
+
+def _as_images(X) -> ImageDataset:
+    """``X`` as a dataset: an ImageDataset as it is, a list of image paths, or a uint8 image array
+    (N, H, W) or (N, H, W, 3|4); a clear error for anything else (a single path, a float array)."""
+    if isinstance(X, ImageDataset):
+        return X
+    if isinstance(X, str | os.PathLike):
+        raise DataError(
+            f"X must be a list of image paths, an ImageDataset or a uint8 image array, got the single "
+            f"path {str(X)!r}; wrap one image in a list, or open a folder tree with open_dataset()"
+        )
+    if hasattr(X, "__array__") and not isinstance(X, list | tuple):
+        arr = np.asarray(X)
+        if (
+            arr.dtype != np.uint8
+            or arr.ndim not in (3, 4)
+            or (arr.ndim == 4 and arr.shape[3] not in (1, 3, 4))
+        ):
+            raise DataError(
+                f"an image array must be uint8 (N, H, W) or (N, H, W, 3|4) with values 0..255, got "
+                f"{arr.dtype} {arr.shape} (for floats in 0..1: (X * 255).round().astype(np.uint8); "
+                "channels last)"
+            )
+        if arr.ndim == 4 and arr.shape[3] == 1:
+            arr = arr[..., 0]
+        n = len(arr)
+        return ArrayDataset(
+            name="array",
+            ids=[f"array/{i}" for i in range(n)],
+            classes=["unlabelled"],
+            targets=np.zeros(n, dtype=np.int64),
+            images=np.ascontiguousarray(arr),
+        )
+    items = list(X)
+    for i, item in enumerate(items):
+        if not isinstance(item, str | os.PathLike):
+            raise DataError(f"X[{i}] is {type(item).__name__} {item!r}, not an image path")
+    return dataset_from_paths(items)

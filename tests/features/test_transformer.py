@@ -1,0 +1,44 @@
+"""FeatureExtractor's inputs (deepfeat.features.transformer): datasets, paths, uint8 image arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepfeat.backbones import load_backbone
+from deepfeat.errors import DataError
+from deepfeat.features.transformer import FeatureExtractor
+from tests.conftest import SMALL, photo
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return FeatureExtractor(load_backbone("efficientnet_lite0"), layers=["pool"], preprocess=SMALL).fit()
+
+
+def test_a_uint8_image_array_gives_the_features_of_the_same_images_as_files(fitted, tmp_path):
+    images = np.stack([photo(i, (40, 36)) for i in range(3)])
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")  # lossless: the same pixels
+        Image.fromarray(image).save(paths[-1])
+    from_files = fitted.transform([str(p) for p in paths])
+    np.testing.assert_array_equal(fitted.transform(images), from_files)
+    np.testing.assert_array_equal(fitted.transform(torch.from_numpy(images)), from_files)
+    gray = images[..., 0]
+    np.testing.assert_array_equal(fitted.transform(gray[..., None]), fitted.transform(gray))
+
+
+def test_inputs_that_are_not_images_are_refused_with_what_would_do(fitted, tmp_path):
+    images = np.stack([photo(i, (40, 36)) for i in range(2)])
+    with pytest.raises(DataError, match=r"must be uint8 .* got float64 \(2, 36, 40, 3\).*astype\(np.uint8\)"):
+        fitted.transform(images / 255.0)
+    with pytest.raises(DataError, match=r"got uint8 \(2, 36, 40, 2\)"):
+        fitted.transform(images[..., :2])
+    # a single path used to be read character by character ("paths[4] (/) is the same file as ...")
+    with pytest.raises(DataError, match=r"got the single path .*wrap one image in a list.*open_dataset"):
+        fitted.transform(str(tmp_path))
+    with pytest.raises(DataError, match=r"X\[1\] is int 3, not an image path"):
+        fitted.transform([str(tmp_path / "a.png"), 3])
