@@ -59,15 +59,19 @@ def test_features_that_are_sparse_complex_or_one_dimensional_are_refused_with_th
         with pytest.raises(DataError, match=r"sparse input is not supported.*toarray\(\)"):
             check_features(sparse)
     # (np.asarray(..., float32) would drop the imaginary part with only a warning)
-    with pytest.raises(DataError, match="X has complex values"):
+    with pytest.raises(DataError, match="X has complex values: Complex data not supported"):
         check_features(X + 1j)
-    with pytest.raises(DataError, match=r"1-D one of shape \(4,\); reshape it: X.reshape\(-1, 1\)"):
+    with pytest.raises(DataError, match=r"1-D one of shape \(4,\); Reshape your data: X.reshape\(-1, 1\)"):
         check_features(X[0])
     assert check_features(torch.from_numpy(X)).dtype == np.float32  # a dense CPU tensor is an array
+    with pytest.raises(DataError, match=r"0 feature\(s\) \(shape=\(3, 0\)\) while a minimum of 1"):
+        check_features(np.zeros((3, 0)))
+    with pytest.raises(DataError, match=r"a single class .* not one class"):
+        prepare_targets(np.array([4]))
 
 
 def test_labels_that_are_missing_continuous_or_absent_are_refused():
-    with pytest.raises(DataError, match="y is required"):
+    with pytest.raises(DataError, match="requires y to be passed, but the target y is None"):
         prepare_targets(None)
     with pytest.raises(DataError, match="one label per sample, got the single value 3"):
         prepare_targets(3)

@@ -32,7 +32,7 @@ def check_features(X, name: str = "X") -> np.ndarray:
     try:
         raw = np.asarray(X)
         if np.iscomplexobj(raw):
-            raise DataError(f"{name} has complex values: complex data not supported (real features only)")
+            raise DataError(f"{name} has complex values: Complex data not supported (real features only)")
         arr = raw.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, DataError):
@@ -41,9 +41,14 @@ def check_features(X, name: str = "X") -> np.ndarray:
     if arr.ndim == 1:
         raise DataError(
             f"{name} must be a 2-D (n_samples, n_features) array, got a 1-D one of shape {arr.shape}; "
-            f"reshape it: {name}.reshape(-1, 1) for one feature, {name}.reshape(1, -1) for one sample"
+            f"Reshape your data: {name}.reshape(-1, 1) for one feature, {name}.reshape(1, -1) for one sample"
         )
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise DataError(
+            f"{name} must be a non-empty (n_samples, n_features) array: 0 feature(s) (shape={arr.shape}) "
+            "while a minimum of 1 is required."
+        )
+    if arr.ndim != 2 or arr.shape[0] == 0:
         raise DataError(f"{name} must be a non-empty (n_samples, n_features) array, got shape {arr.shape}")
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -186,7 +191,10 @@ def prepare_targets(
     missing labels (NaN, None) and continuous numbers. ``n_samples``: the rows of X, which y must
     match. An (n, 1) 0/1 matrix is a one-label indicator matrix (one-vs-rest analyses use it)."""
     if y is None:
-        raise DataError("y is required: one class label per row of X, or an (n_samples, n_labels) 0/1 matrix")
+        raise DataError(
+            "the probe requires y to be passed, but the target y is None: give one class label per row "
+            "of X, or an (n_samples, n_labels) 0/1 matrix"
+        )
     y = np.asarray(y)
     if y.ndim == 0:
         raise DataError(f"y must hold one label per sample, got the single value {y.item()!r}")
@@ -223,7 +231,8 @@ def prepare_targets(
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise DataError(
-            f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more"
+            f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more, "
+            "not one class"
         )
     return codes.astype(np.int64).ravel(), None, classes, False
 

@@ -81,10 +81,12 @@ def test_gmm_refuses_descriptors_of_another_dimension_sparse_or_complex():
         # (a torch shape error before)
         with pytest.raises(DataError, match="X has 2 features, but DiagonalGMM is expecting 3"):
             method(x[:, :2])
+    with pytest.raises(DataError, match=r"1-D one of shape \(3,\); Reshape your data: X.reshape\(1, -1\)"):
+        g.predict_proba(x[0])
     with pytest.raises(DataError, match=r"sparse input is not supported.*toarray\(\)"):
         DiagonalGMM(2).fit(scipy.sparse.csr_matrix(x))
     for complex_x in (x + 1j, torch.from_numpy(x) + 1j):
-        with pytest.raises(DataError, match="complex data not supported"):
+        with pytest.raises(DataError, match="Complex data not supported"):
             DiagonalGMM(2).fit(complex_x)
 
 

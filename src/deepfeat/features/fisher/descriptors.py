@@ -37,14 +37,14 @@ def _to_tensor(a, name: str) -> torch.Tensor:
         )
     if isinstance(a, torch.Tensor):
         if a.is_complex():
-            raise DataError(f"{name} has complex values: complex data not supported (real descriptors only)")
+            raise DataError(f"{name} has complex values: Complex data not supported (real descriptors only)")
         return a
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name} must be numeric arrays ({exc})") from None
     if arr.dtype.kind == "c":
-        raise DataError(f"{name} has complex values: complex data not supported (real descriptors only)")
+        raise DataError(f"{name} has complex values: Complex data not supported (real descriptors only)")
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind != "f" or arr.dtype == np.float16:

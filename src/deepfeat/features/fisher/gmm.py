@@ -138,6 +138,11 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
     def _data(self, X, device: torch.device, dim: int | None = None) -> torch.Tensor:
         """``X`` as float64 (N, D) descriptors on ``device``; ``dim``: the D the mixture was fitted on."""
         x = _to_tensor(X, "X")
+        if x.ndim == 1:
+            raise DataError(
+                f"X must be a 2-D (n_descriptors, D) array, got a 1-D one of shape {tuple(x.shape)}; "
+                "Reshape your data: X.reshape(1, -1) for one descriptor"
+            )
         if x.ndim != 2 or 0 in x.shape:
             raise DataError(f"X must be a non-empty (n_descriptors, D) array, got shape {tuple(x.shape)}")
         if dim is not None and x.shape[1] != dim:
