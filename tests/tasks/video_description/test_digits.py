@@ -87,4 +87,5 @@ def test_settings_checked(bad, match):
 
 def test_digits_may_be_numpy_integers():
     settings = DescribedDigits(**{**TINY.__dict__, "digits": tuple(np.arange(3))}).validate()
-    assert list(settings.digits) == [0, 1, 2]
+    assert settings.to_dict()["digits"] == [0, 1, 2]  # and written as plain JSON numbers
+    assert settings.to_dict() == {**TINY.to_dict(), "digits": [0, 1, 2]}

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from deepfeat.data.video import write_video
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.fileio import atomic_write_text, write_json
+from deepfeat.fileio import atomic_write_text, to_jsonable, write_json
 from deepfeat.tasks.video.moving_digits import FORMATS, MOTIONS, MovingDigits, load_digit_images, render_clip
 from deepfeat.validation import check_choice, check_float, check_int
 
@@ -149,7 +149,7 @@ class DescribedDigits:
         }
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        return to_jsonable(asdict(self))  # plain JSON values, NumPy numbers included
 
 
 def describe(slots: dict[str, str], rng: np.random.Generator, n: int) -> list[str]:
