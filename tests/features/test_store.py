@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -75,6 +76,18 @@ def test_keys_differ_by_any_provenance_field(tmp_path):
     store = FeatureStore(tmp_path)
     assert store.entry(PROV, 2).path != store.entry(other, 2).path
     assert len(store.entries()) == 2
+
+
+def test_numpy_scalars_key_the_entry_of_their_python_value(tmp_path):
+    # (json's default=str wrote np.int64(3) as "3": another key, the features computed again)
+    numeric = dict(PROV, seed=3, scale=0.5)
+    as_numpy = dict(PROV, seed=np.int64(3), scale=np.float32(0.5))
+    assert provenance_key(as_numpy) == provenance_key(numeric)
+    store = FeatureStore(tmp_path)
+    assert store.entry(as_numpy, 2).path == store.entry(numeric, 2).path
+    # keys of plain values are what they were (stores written before stay readable)
+    text = json.dumps(numeric, sort_keys=True, separators=(",", ":"), default=str)
+    assert provenance_key(numeric) == hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def test_shape_change_is_refused(tmp_path):

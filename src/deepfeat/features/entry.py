@@ -47,8 +47,14 @@ def ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def json_default(obj):
+    """What ``json`` cannot write itself, in provenance: NumPy scalars as their Python value (so a
+    parameter given as ``np.int64(3)`` keys the same entry as ``3``), anything else as text."""
+    return obj.item() if isinstance(obj, np.generic) else str(obj)
+
+
 def plain_provenance(provenance: dict) -> dict:
-    return json.loads(json.dumps(provenance, default=str))
+    return json.loads(json.dumps(provenance, default=json_default))
 
 
 @dataclass

@@ -42,7 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat.errors import StoreError
-from deepfeat.features.entry import EntryState, StoreEntry, plain_provenance, remove_dead_temp_files
+from deepfeat.features.entry import (
+    EntryState,
+    StoreEntry,
+    json_default,
+    plain_provenance,
+    remove_dead_temp_files,
+)
 from deepfeat.features.journal import RowStatus
 from deepfeat.fileio import atomic_write_text
 
@@ -51,7 +57,7 @@ __all__ = ["EntryState", "FeatureStore", "MemoryEntry", "RowStatus", "StoreEntry
 
 def provenance_key(provenance: dict) -> str:
     """Stable hash of a provenance dict (canonical JSON)."""
-    text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
