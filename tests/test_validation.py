@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
-from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.errors import ConfigError, DataError, UnknownNameError
 from deepfeat.probes import LinearProbe
-from deepfeat.validation import as_names, check_choice, check_float, check_int, close_matches
+from deepfeat.validation import (
+    as_names,
+    check_choice,
+    check_float,
+    check_int,
+    check_n_features,
+    close_matches,
+    refuse_complex,
+    refuse_sparse,
+)
 
 
 @pytest.mark.parametrize("value", [3, 3.0, np.int64(3), np.int32(3), np.uint8(3), np.float32(3.0)])
@@ -80,3 +91,19 @@ def test_a_parameter_grid_of_numpy_integers_reaches_the_estimators():
     search = GridSearchCV(LinearProbe(loss="logistic"), grid, cv=2).fit(X, y)
     assert search.best_params_["max_iter"] in (20, 40)
     assert search.best_score_ > 0.9
+
+
+def test_array_inputs_that_are_sparse_complex_or_of_another_width():
+    dense = np.eye(3, dtype=np.float32)
+    for ok in (dense, torch.from_numpy(dense)):
+        refuse_sparse(ok, "X", "dense arrays")
+        refuse_complex(ok, "X", "real values")
+    for sparse in (scipy.sparse.csr_matrix(dense), torch.from_numpy(dense).to_sparse()):
+        with pytest.raises(DataError, match=r"X is a sparse matrix.*: dense arrays \(X.toarray\(\)"):
+            refuse_sparse(sparse, "X", "dense arrays")
+    for complex_values in (dense + 1j, torch.from_numpy(dense) + 1j):
+        with pytest.raises(DataError, match=r"Complex data not supported \(real values\)"):
+            refuse_complex(complex_values, "X", "real values")
+    check_n_features(3, 3, object())
+    with pytest.raises(DataError, match=r"X has 2 features, but object is expecting 3 .*\(the number it"):
+        check_n_features(2, 3, object())

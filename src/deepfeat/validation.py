@@ -1,6 +1,8 @@
 """Checks of user-given arguments, shared by every layer: names from a fixed set, lists of names,
 numbers in a range. Each failure raises a :class:`~deepfeat.errors.ConfigError` (also a ``ValueError``)
 that names the argument and says what would be valid; unknown names list the valid ones, closest first.
+Array inputs that are sparse, complex or of another width than fitted raise a
+:class:`~deepfeat.errors.DataError` the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.errors import ConfigError, DataError, UnknownNameError
 
 
 def close_matches(name: str, valid: Iterable[str], n: int = 5) -> list[str]:
@@ -100,3 +102,33 @@ def check_float(
         span = f"{left}{lo}, {hi}{right}"
         raise ConfigError(f"{name} must be in {span}, got {value!r}")
     return x
+
+
+def refuse_sparse(value, name: str, what: str) -> None:
+    """A DataError when ``value`` is a SciPy or torch sparse matrix; ``what``: the dense input that
+    would do (e.g. "the probes take dense (n_samples, n_features) arrays")."""
+    if getattr(value, "is_sparse", False) or (hasattr(value, "toarray") and hasattr(value, "nnz")):
+        raise DataError(
+            f"{name} is a sparse matrix, and sparse input is not supported: {what} ({name}.toarray(), "
+            "or .to_dense() for a torch tensor)"
+        )
+
+
+def refuse_complex(value, name: str, what: str) -> None:
+    """A DataError when the array or tensor ``value`` holds complex numbers (converting them to real
+    ones would drop the imaginary part); ``what``: the real input that would do."""
+    if callable(getattr(value, "is_complex", None)):  # a torch tensor
+        complex_values = value.is_complex()
+    else:  # a NumPy array
+        complex_values = value.dtype.kind == "c"
+    if complex_values:
+        raise DataError(f"{name} has complex values: Complex data not supported ({what})")
+
+
+def check_n_features(n_features: int, expected: int, estimator: object, what: str = "number") -> None:
+    """A DataError when input of ``n_features`` columns reaches ``estimator`` fitted on ``expected``."""
+    if n_features != expected:
+        raise DataError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting {expected} "
+            f"features as input (the {what} it was fitted on)"
+        )

@@ -13,7 +13,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.validation import check_choice
+from deepfeat.validation import check_choice, refuse_complex, refuse_sparse
 
 #: the C grid searched by default: 1e-4 ... 1e2, one value per decade
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))
@@ -24,19 +24,15 @@ SCORINGS = ("accuracy", "mean_class_accuracy", "map")
 def check_features(X, name: str = "X") -> np.ndarray:
     """float32 (n, d) features; a clear error for sparse or complex input, NaN / infinite values or a
     wrong shape."""
-    if getattr(X, "is_sparse", False) or (hasattr(X, "toarray") and hasattr(X, "nnz")):
-        raise DataError(
-            f"{name} is a sparse matrix, and sparse input is not supported: the probes take dense "
-            f"(n_samples, n_features) arrays ({name}.toarray(), or .to_dense() for a torch tensor)"
-        )
+    refuse_sparse(X, name, "the probes take dense (n_samples, n_features) arrays")
     try:
         raw = np.asarray(X)
-        if np.iscomplexobj(raw):
-            raise DataError(f"{name} has complex values: Complex data not supported (real features only)")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
+    refuse_complex(raw, name, "real features only")
+    try:
         arr = raw.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
         raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
     if arr.ndim == 1:
         raise DataError(

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from deepfeat.errors import ConfigError, DataError
+from deepfeat.errors import ConfigError
 from deepfeat.kernels import NORMALIZATIONS, FactoredLayout, factored_kernel
 from deepfeat.probes.base import (
     DEFAULT_CS,
@@ -33,7 +33,7 @@ from deepfeat.probes.base import (
     resolve_device,
 )
 from deepfeat.probes.selection import select_C
-from deepfeat.validation import check_choice
+from deepfeat.validation import check_choice, check_n_features
 
 KERNELS = ("linear", "factored")
 
@@ -187,11 +187,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("dual_coef_", "X_fit_"))
         X = check_features(X)
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input (the number it was fitted on)"
-            )
+        check_n_features(X.shape[1], self.n_features_in_, self)
         return self._apply(self.compute_kernel(X, self.X_fit_), self.dual_coef_, self.intercept_)
 
     def predict(self, X) -> np.ndarray:

@@ -39,7 +39,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from deepfeat.errors import ConfigError, DataError
+from deepfeat.errors import ConfigError
 from deepfeat.probes.base import (
     DEFAULT_CS,
     check_C,
@@ -55,7 +55,7 @@ from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
-from deepfeat.validation import check_choice, check_float, check_int
+from deepfeat.validation import check_choice, check_float, check_int, check_n_features
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
@@ -365,11 +365,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("coef_", "intercept_"))
         X = self._normalized(check_features(X))
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input (the number it was fitted on)"
-            )
+        check_n_features(X.shape[1], self.n_features_in_, self)
         if self.dropout > 0:
             X = X * np.float32(1.0 - self.dropout)
         scores = torch.addmm(

@@ -18,6 +18,7 @@ import torch
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher._common import CHUNK_ROWS, check_layer_shape
+from deepfeat.validation import refuse_complex, refuse_sparse
 
 __all__ = [
     "DescriptorPCA",
@@ -30,21 +31,15 @@ __all__ = [
 
 
 def _to_tensor(a, name: str) -> torch.Tensor:
-    if getattr(a, "is_sparse", False) or (hasattr(a, "toarray") and hasattr(a, "nnz")):
-        raise DataError(
-            f"{name} is a sparse matrix, and sparse input is not supported: descriptors are dense "
-            f"arrays ({name}.toarray(), or .to_dense() for a torch tensor)"
-        )
+    refuse_sparse(a, name, "descriptors are dense arrays")
     if isinstance(a, torch.Tensor):
-        if a.is_complex():
-            raise DataError(f"{name} has complex values: Complex data not supported (real descriptors only)")
+        refuse_complex(a, name, "real descriptors only")
         return a
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name} must be numeric arrays ({exc})") from None
-    if arr.dtype.kind == "c":
-        raise DataError(f"{name} has complex values: Complex data not supported (real descriptors only)")
+    refuse_complex(arr, name, "real descriptors only")
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind != "f" or arr.dtype == np.float16:

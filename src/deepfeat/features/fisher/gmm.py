@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher._common import check_device, check_random_state
 from deepfeat.features.fisher.descriptors import _to_tensor
-from deepfeat.validation import check_float, check_int
+from deepfeat.validation import check_float, check_int, check_n_features
 
 __all__ = ["DiagonalGMM", "GMMParams", "as_gmm_params", "log_joint"]
 
@@ -145,11 +145,8 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
             )
         if x.ndim != 2 or 0 in x.shape:
             raise DataError(f"X must be a non-empty (n_descriptors, D) array, got shape {tuple(x.shape)}")
-        if dim is not None and x.shape[1] != dim:
-            raise DataError(
-                f"X has {x.shape[1]} features, but {type(self).__name__} is expecting {dim} features as "
-                "input (the descriptors' dimension it was fitted on)"
-            )
+        if dim is not None:
+            check_n_features(x.shape[1], dim, self, "descriptor dimension")
         x = x.to(device=device, dtype=torch.float64)
         if not bool(torch.isfinite(x).all()):
             rows = torch.nonzero(~torch.isfinite(x).all(1)).flatten()
