@@ -15,6 +15,7 @@ from deepfeat.probes import LinearProbe
 from deepfeat.validation import (
     as_names,
     check_choice,
+    check_device,
     check_float,
     check_int,
     check_n_features,
@@ -107,3 +108,21 @@ def test_array_inputs_that_are_sparse_complex_or_of_another_width():
     check_n_features(3, 3, object())
     with pytest.raises(DataError, match=r"X has 2 features, but object is expecting 3 .*\(the number it"):
         check_n_features(2, 3, object())
+
+
+def test_devices_are_checked_with_the_argument_named():
+    assert check_device(None) == torch.device("cpu")
+    assert check_device("cpu") == check_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"^device must be 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'$"):
+        check_device("gpu")
+    with pytest.raises(ConfigError, match=r"^--device must be .* got 'meta'$"):
+        check_device("meta", "--device")
+    with pytest.raises(ConfigError, match=r"got 3\.5"):
+        check_device(3.5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="'cuda' asked for, but CUDA is not available here; use 'cpu'"):
+            check_device("cuda")
+    else:
+        assert check_device("cuda").type == "cuda"
+        with pytest.raises(ConfigError, match="CUDA device"):
+            check_device(f"cuda:{torch.cuda.device_count()}")

@@ -132,3 +132,28 @@ def check_n_features(n_features: int, expected: int, estimator: object, what: st
             f"X has {n_features} features, but {type(estimator).__name__} is expecting {expected} "
             f"features as input (the {what} it was fitted on)"
         )
+
+
+def check_device(device, name: str = "device"):
+    """``device`` as a :class:`torch.device` (None: the CPU): 'cpu', 'cuda', 'cuda:N' or a
+    torch.device; a ConfigError naming ``name`` for any other device, for CUDA where there is none,
+    and for a CUDA index this machine lacks."""
+    import torch
+
+    try:
+        dev = device
+        if not isinstance(dev, torch.device):
+            dev = torch.device("cpu" if device is None else device)
+    except (TypeError, RuntimeError):
+        raise ConfigError(f"{name} must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{name} must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{name} {device!r} asked for, but CUDA is not available here; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{name} {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s): use 'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}'"
+            )
+    return dev

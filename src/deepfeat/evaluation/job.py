@@ -30,14 +30,13 @@ from deepfeat.evaluation.recipes import ActivationsRecipe, Recipe
 from deepfeat.evaluation.result import EvaluationResult
 from deepfeat.features.distributed import check_cluster
 from deepfeat.features.featureset import FeatureSet
-from deepfeat.features.fisher import check_device
 from deepfeat.features.pipeline import ON_ERROR, extract, load_features
 from deepfeat.features.runner import LOADERS, check_amp, parse_device
 from deepfeat.features.store import FeatureStore
 from deepfeat.fileio import check_output_dir
 from deepfeat.probes import probe_for
 from deepfeat.report.provenance import environment
-from deepfeat.validation import check_choice, check_int
+from deepfeat.validation import check_choice, check_device, check_int
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,7 @@ from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import ConfigError, DataError, ImageError
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
-from deepfeat.features.fisher import check_device
-from deepfeat.validation import check_choice
+from deepfeat.validation import check_choice, check_device
 
 LOADERS = ("threads", "processes")
 AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}

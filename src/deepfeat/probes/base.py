@@ -13,7 +13,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.validation import check_choice, refuse_complex, refuse_sparse
+from deepfeat.validation import check_choice, check_device, refuse_complex, refuse_sparse
 
 #: the C grid searched by default: 1e-4 ... 1e2, one value per decade
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))
@@ -89,27 +89,9 @@ def check_scoring(scoring: str | None) -> str | None:
 
 
 def resolve_device(device) -> torch.device:
-    """``"cpu"``, ``"cuda"`` (``"cuda:N"``) or a :class:`torch.device`; a ConfigError when CUDA is asked
-    for and not available, or the name is not a device."""
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        try:
-            dev = torch.device("cpu" if device is None else str(device))
-        except (RuntimeError, TypeError):
-            raise ConfigError(f"unknown device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {device!r} asked for, but CUDA is not available here; use device='cpu'"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices"
-            )
-    return dev
+    """``"cpu"``, ``"cuda"`` (``"cuda:N"``) or a :class:`torch.device` (None: the CPU), checked by
+    :func:`deepfeat.validation.check_device`."""
+    return check_device(device)
 
 
 #: multiply-adds of one objective evaluation per thread below which extra threads do not pay. A trade

@@ -126,6 +126,18 @@ def test_loaded_run_gives_the_trained_networks(mnist_data, tmp_path):
     assert run.epoch == 1 and run.options.method == "bigan"
 
 
+def test_a_run_trained_on_a_gpu_loads_where_there_is_none(mnist_data, tmp_path):
+    """The device a run trained on is recorded, not required: its checkpoint loads on the CPU."""
+    result = train(tiny(epochs=1), mnist_data, tmp_path, progress=False)
+    ck = load_checkpoint(tmp_path / "last.pt", kind="bigan")
+    meta = dict(ck.meta)
+    meta["options"] = {**meta["options"], "device": "cuda:3"}
+    save_checkpoint(tmp_path / "last.pt", ck.state, kind="bigan", meta=meta)
+    run = load_run(tmp_path, device="cpu")
+    x = mnist_data.batch(np.arange(4))
+    torch.testing.assert_close(run.networks.encoder(x), result.networks.encoder(x))
+
+
 def test_learning_rate_schedule_is_constant_then_exponential():
     opts = tiny(epochs=4, lr=2e-4)
     rates = [opts.learning_rate(e) for e in range(4)]
@@ -170,6 +182,11 @@ def test_inputs_are_checked_before_training(mnist_data, image_data, image_tree):
         tiny(method="vae").validate()
     with pytest.raises(ConfigError, match="input_size"):
         tiny(arch="conv", input_size=48).validate()
+    with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"):
+        train(tiny(device="gpu"), mnist_data, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            train(tiny(device="cuda"), mnist_data, progress=False)
     with pytest.raises(DataError, match="mnist:PATH"):
         open_training_data("mnist:/nonexistent/mnist.npz", "mlp")
 

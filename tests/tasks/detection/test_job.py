@@ -144,6 +144,12 @@ def test_options_are_refused_before_any_work(tmp_path, voc_root):
             ds, det.DetectionOptions(**{**FAST, "features": "stage9/avg"}), tmp_path / "m", progress=False
         )
     assert not (tmp_path / "m" / "store" / "proposals").exists()  # nothing computed
+    with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"):
+        det.train(ds, det.DetectionOptions(**{**FAST, "device": "gpu"}), tmp_path / "g", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            det.train(ds, det.DetectionOptions(**{**FAST, "device": "cuda"}), tmp_path / "g", progress=False)
+    assert not (tmp_path / "g" / "store" / "proposals").exists()
 
 
 def test_command_line(trained, tmp_path):

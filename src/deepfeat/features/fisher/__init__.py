@@ -16,7 +16,6 @@ from deepfeat.features.fisher._common import (
     CHUNK_ROWS,
     CONVENTIONS,
     DTYPES,
-    check_device,
 )
 from deepfeat.features.fisher.descriptors import (
     DescriptorPCA,
@@ -45,6 +44,7 @@ from deepfeat.features.fisher.layer import (
     FisherVectorLayer,
     FVNormalization,
 )
+from deepfeat.validation import check_device  # re-exported: the device check of these modules
 
 __all__ = [
     "CHUNK_ROWS",

@@ -20,19 +20,6 @@ CHUNK_ROWS = 1 << 14
 CHUNK_ROWS_CUDA = 1 << 18
 
 
-def check_device(device) -> torch.device:
-    """The torch device of ``device``; ConfigError for unknown devices or CUDA where there is none."""
-    try:
-        dev = torch.device(device)
-    except (TypeError, RuntimeError) as exc:
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
-    return dev
-
-
 def chunk_rows_for(device: torch.device) -> int:
     """The default number of descriptor rows encoded at once on ``device`` (on the CPU, CHUNK_ROWS per
     torch thread up to 2, so that each parallel operation has enough work per thread)."""

@@ -47,6 +47,7 @@ from deepfeat.features.fisher._common import (
 )
 from deepfeat.features.fisher.descriptors import as_descriptor_sets, check_finite_sets, padded_batches
 from deepfeat.features.fisher.gmm import GMMParams, as_gmm_params
+from deepfeat.validation import check_device
 
 __all__ = [
     "CONVENTIONS",
@@ -376,7 +377,7 @@ def fisher_vectors(
     sets = as_descriptor_sets(descriptors, "descriptors")
     first = sets if isinstance(sets, torch.Tensor) else sets[0]
     dtype = dtype or torch.float32
-    device = torch.device(device) if device is not None else first.device
+    device = check_device(device) if device is not None else first.device
     params = as_gmm_params(gmm).to(device, dtype)
     if first.shape[-1] != params.dim:
         raise DataError(f"descriptors have dimension {first.shape[-1]}, the GMM was fitted on {params.dim}")

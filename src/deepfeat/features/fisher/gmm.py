@@ -14,9 +14,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.features.fisher._common import check_device, check_random_state
+from deepfeat.features.fisher._common import check_random_state
 from deepfeat.features.fisher.descriptors import _to_tensor
-from deepfeat.validation import check_float, check_int, check_n_features
+from deepfeat.validation import check_device, check_float, check_int, check_n_features
 
 __all__ = ["DiagonalGMM", "GMMParams", "as_gmm_params", "log_joint"]
 

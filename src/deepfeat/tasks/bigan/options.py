@@ -31,7 +31,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from deepfeat.backbones.bigan import ENCODER_WIDTHS, check_encoder_config
-from deepfeat.validation import check_choice, check_float, check_int
+from deepfeat.validation import check_choice, check_device, check_float, check_int
 
 METHODS = ("bigan", "gan", "lr", "jlr", "ae-l2", "ae-l1", "random")
 ARCHS = ("mlp", "conv")
@@ -109,6 +109,7 @@ class TrainOptions:
         if self.max_images is not None:
             check_int("max_images", self.max_images, self.batch_size)
         check_int("seed", self.seed, 0)
+        check_device(self.device)
         return self
 
     @property

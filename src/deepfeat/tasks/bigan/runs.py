@@ -14,6 +14,7 @@ from deepfeat.errors import CheckpointError, ConfigError
 from deepfeat.tasks.bigan.models import MNIST_PIXELS, Networks, build_networks
 from deepfeat.tasks.bigan.options import TrainOptions
 from deepfeat.tasks.bigan.training import CHECKPOINT
+from deepfeat.validation import check_device
 
 
 @dataclass
@@ -50,7 +51,9 @@ def options_from(saved: dict) -> TrainOptions:
     unknown = sorted(set(saved) - known)
     if unknown:
         raise CheckpointError(f"checkpoint settings this deepfeat does not know: {unknown}")
-    values = dict(saved)
+    # the device it trained on is not the reader's: load_run takes its own (a run trained on a GPU
+    # loads on a machine without one)
+    values = {**saved, "device": None}
     if "encoder_widths" in values:
         values["encoder_widths"] = tuple(values["encoder_widths"])
     return TrainOptions(**values).validate()
@@ -73,7 +76,7 @@ def load_run(run: str | os.PathLike, device: str | None = None) -> Run:
             net.load_state_dict(ck.state[name])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the networks do not fit the saved weights ({exc})") from None
-    nets.to(torch.device(device or "cpu")).train(False)
+    nets.to(check_device(device)).train(False)
     for _, net in nets.items():
         for p in net.parameters():
             p.requires_grad_(False)

@@ -38,6 +38,7 @@ from deepfeat.tasks.bigan.models import Networks, build_networks, decayed_parame
 from deepfeat.tasks.bigan.objective import sample_prior, to_latent
 from deepfeat.tasks.bigan.options import TrainOptions
 from deepfeat.tasks.bigan.steps import STEPS
+from deepfeat.validation import check_device
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -163,7 +164,7 @@ def refresh_batchnorm(nets: Networks, data: TrainingData, options: TrainOptions,
 
 
 def _device(options: TrainOptions) -> torch.device:
-    return torch.device(options.device or "cpu")
+    return check_device(options.device)
 
 
 def _resume(

@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.job import ExtractionOptions
 from deepfeat.features.store import FeatureStore
@@ -38,7 +36,7 @@ from deepfeat.tasks.captioning.retrieval import retrieval
 from deepfeat.tasks.captioning.train import DataSpec, load_data, rows_of
 from deepfeat.tasks.text.decoding import Strategy, pair_log_likelihood
 from deepfeat.tasks.text.metrics import FAMILIES, Meteor, meteor_unavailable, score_captions
-from deepfeat.validation import check_choice, check_int
+from deepfeat.validation import check_choice, check_device, check_int
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +167,7 @@ def evaluate(
     echo = echo or log.info
     job.validate()
     models = [m if isinstance(m, CaptionModel) else CaptionModel.load(m) for m in job.models]
-    device = torch.device(job.device or "cpu")
+    device = check_device(job.device)
     data = load_data(job.data, job.images)
     echo(data.summary())
     split = _split_of(job, data, models[0])

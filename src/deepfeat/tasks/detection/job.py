@@ -32,7 +32,7 @@ from deepfeat.tasks.detection.model import DetectorModel, TestOptions
 from deepfeat.tasks.detection.proposals import ProposalOptions, compute_proposals, proposal_recall
 from deepfeat.tasks.detection.regions import RegionEncoder, RegionOptions, output_key, parse_output
 from deepfeat.tasks.detection.svm import SVMOptions, SVMResult, train_svms
-from deepfeat.validation import check_int
+from deepfeat.validation import check_device, check_int
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class DetectionOptions:
         check_int("batch_size (regions per forward pass)", self.batch_size, 1)
         check_int("workers (proposal processes)", self.workers, 0)
         check_int("max_pixels", self.max_pixels, 1)
+        check_device(self.device)
 
     def outputs(self, backbone: Backbone) -> tuple[str, str | None]:
         """(SVM key, regression key or None) as canonical 'layer/pool', checked on ``backbone``."""

@@ -39,7 +39,7 @@ from deepfeat.errors import ConfigError
 from deepfeat.features.capture import LayerCapture
 from deepfeat.features.pooling import canonical_pool, pool_maps
 from deepfeat.tasks.detection.boxes import as_boxes, context_boxes
-from deepfeat.validation import check_choice, check_int
+from deepfeat.validation import check_choice, check_device, check_int
 
 REGION_MODES = ("warp", "shared")
 _GRID = re.compile(r"^grid([1-9][0-9]?)$")
@@ -156,7 +156,7 @@ class RegionEncoder:
         check_int("batch_size (regions per forward pass)", batch_size, 1)
         self.backbone = backbone
         self.options = options.resolved(backbone)
-        self.device = torch.device(device) if device is not None else None
+        self.device = check_device(device) if device is not None else None
         self.batch_size = batch_size
         self.outputs: dict[str, tuple[LayerInfo, str]] = {}
         for layer_name, pool in outputs:

@@ -36,7 +36,7 @@ from deepfeat.errors import ConfigError
 from deepfeat.tasks.text.decoders import ConditionedDecoder, word_log_probs
 from deepfeat.tasks.text.decoding import pad_sentences
 from deepfeat.tasks.text.vocabulary import PAD_ID
-from deepfeat.validation import check_choice, check_float, check_int
+from deepfeat.validation import check_choice, check_device, check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def train_decoder(
         )
     if options.monitor == "perplexity" and val is None:
         raise ConfigError("early stopping on perplexity needs validation sentences (val=)")
-    device = torch.device(options.device or "cpu")
+    device = check_device(options.device)
     decoder.to(device)
     conditioner = (conditioner or torch.nn.Identity()).to(device)
     modules = torch.nn.ModuleList([decoder, conditioner])

@@ -37,7 +37,7 @@ from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.featureset import FeatureKind
 from deepfeat.features.pipeline import ON_ERROR, extract
 from deepfeat.features.store import FeatureStore
-from deepfeat.validation import check_choice, check_int
+from deepfeat.validation import check_choice, check_device, check_int
 
 STREAMS = ("rgb", "flow")
 
@@ -75,19 +75,6 @@ def grid_pool(x: torch.Tensor, grid: int) -> torch.Tensor:
     if grid == 0:
         return x.flatten(1)
     return F.adaptive_avg_pool2d(x, grid).flatten(1)
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """The torch device named (None: the CPU); ConfigError for unknown ones or CUDA where there is none."""
-    try:
-        dev = torch.device("cpu" if device is None else device)
-    except (TypeError, RuntimeError) as exc:
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r} ({exc})") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use 'cpu'")
-    return dev
 
 
 def on_device(backbone: Backbone, device: str | torch.device | None) -> Backbone:

@@ -15,10 +15,9 @@ from deepfeat.data.videosets import VideoDataset
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.store import FeatureStore
 from deepfeat.tasks.video.evaluation import classifier_features, weight_label
-from deepfeat.tasks.video.features import check_device
 from deepfeat.tasks.video.models import VideoClassifier
 from deepfeat.tasks.video.training import load_classifier
-from deepfeat.validation import check_float, check_int
+from deepfeat.validation import check_device, check_float, check_int
 
 
 @dataclass

@@ -36,10 +36,10 @@ from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.features.store import FeatureStore
 from deepfeat.fileio import check_output_dir, to_jsonable
 from deepfeat.report.writer import write_result
-from deepfeat.tasks.video.features import STREAMS, FrameFeatures, GridPooled, StreamFeatures, check_device
+from deepfeat.tasks.video.features import STREAMS, FrameFeatures, GridPooled, StreamFeatures
 from deepfeat.tasks.video.features import stream_features as extract_stream
 from deepfeat.tasks.video.models import MODELS, TopStages, VideoClassifier, build_net, top_spec
-from deepfeat.validation import check_choice, check_float, check_int
+from deepfeat.validation import check_choice, check_device, check_float, check_int
 
 log = logging.getLogger(__name__)
 

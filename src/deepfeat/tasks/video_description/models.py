@@ -30,7 +30,7 @@ from deepfeat.tasks.text.decoders import ConditionedDecoder, DecoderConfig, Recu
 from deepfeat.tasks.text.decoding import Strategy, generate
 from deepfeat.tasks.text.vocabulary import Vocabulary
 from deepfeat.tasks.video_description.slots import SlotPredictions
-from deepfeat.validation import check_choice
+from deepfeat.validation import check_choice, check_device
 
 ARCHS = ("a", "b", "c")
 #: architecture -> which slot input it reads (Figure 4.5)
@@ -236,4 +236,4 @@ class DescriptionModel:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: damaged video-description model ({exc})") from None
         model = cls(arch, slots, vocab, decoder, encoder, meta)
-        return model.to(torch.device(device or "cpu"))
+        return model.to(check_device(device))
