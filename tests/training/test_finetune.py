@@ -91,6 +91,28 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     assert [h["train_loss"] for h in resumed.history_] == [h["train_loss"] for h in whole.history_]
 
 
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
+    data = two_class_data()
+    tuner(tmp_path / "run", epochs=1).fit(data)
+    swapped = ArrayDataset(
+        name="swapped", ids=data.ids, classes=data.classes, targets=1 - data.targets, images=data.images
+    )
+    with pytest.raises(ConfigError, match="trained on other data .*'squares'.*not 'swapped'"):
+        tuner(tmp_path / "run", epochs=1).fit(swapped)
+    renamed = ArrayDataset(
+        name="renamed", ids=data.ids, classes=["a", "b"], targets=data.targets, images=data.images
+    )
+    with pytest.raises(ConfigError, match="other data"):
+        tuner(tmp_path / "run", epochs=1).fit(renamed)
+    again = tuner(tmp_path / "run", epochs=1).fit(data)  # the same data: nothing left to train
+    assert [h["epoch"] for h in again.history_] == [1]
+
+
+def test_history_records_the_rate_each_epoch_trained_at(tmp_path):
+    ft = tuner(tmp_path / "lr", epochs=3, step_size=1, gamma=0.5, out=None).fit(two_class_data())
+    assert [h["lr"] for h in ft.history_] == pytest.approx([0.01, 0.005, 0.0025])
+
+
 def test_checkpoint_loads_as_a_backbone(tmp_path):
     ft = tuner(tmp_path / "fc", epochs=1).fit(two_class_data())
     bb = load_backbone("efficientnet_lite0", weights=str(tmp_path / "fc" / "last.pt"))

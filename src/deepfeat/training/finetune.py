@@ -28,6 +28,7 @@ the uninterrupted run would be, and runs no code stored in the checkpoint. Check
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -112,6 +113,25 @@ def reinitialize(model: torch.nn.Module, names: tuple[str, ...]) -> None:
 
 def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _check_same_data(path: Path, meta: dict, data: dict) -> None:
+    """A ConfigError when the checkpoint at ``path`` was trained on other data than ``data`` (its
+    items, labels or train/validation split; a checkpoint from before data were recorded: its
+    classes)."""
+    saved = meta.get("data")
+    if saved is None:
+        classes = (meta.get(MARKER) or {}).get("classes")
+        same = classes is None or list(classes) == data["classes"]
+        what = f"classes {classes}"
+    else:
+        same = saved.get("fingerprint") == data["fingerprint"] and saved.get("split") == data["split"]
+        what = f"{saved.get('name')!r}, another fingerprint or split"
+    if not same:
+        raise ConfigError(
+            f"{path} was trained on other data ({what}, not {data['name']!r}); use another output "
+            "folder or the same data"
+        )
 
 
 class FineTuner(BaseEstimator):
@@ -261,9 +281,14 @@ class FineTuner(BaseEstimator):
         self.n_trainable_ = int(sum(p.numel() for p in params))
         opt = torch.optim.SGD(params, lr=self.lr_, momentum=self.momentum, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size_, gamma=self.gamma)
-        Xtr, ytr = self._decode(dataset, train_rows, prep)
-        Xval, yval = self._decode(dataset, val_rows, prep)
         out = None if self.out is None else Path(self.out)
+        # the data a checkpoint continues: its items and labels, and the split
+        data = {
+            "name": dataset.name,
+            "fingerprint": dataset.fingerprint(),
+            "classes": list(dataset.classes),
+            "split": hashlib.sha256(np.concatenate([train_rows, val_rows]).astype(np.int64)).hexdigest(),
+        }
         history: list[dict] = []
         start_epoch = 0
         gen = torch.Generator().manual_seed(self.random_state)
@@ -276,6 +301,7 @@ class FineTuner(BaseEstimator):
                     raise ConfigError(
                         f"{last} was written with other settings; use another output folder or the same ones"
                     )
+                _check_same_data(last, ck.meta, data)
                 try:
                     model.load_state_dict(ck.state["model"])
                     opt.load_state_dict(ck.state["optimizer"])
@@ -285,6 +311,8 @@ class FineTuner(BaseEstimator):
                 except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                     raise CheckpointError(f"{last}: damaged fine-tuning checkpoint ({exc})") from None
                 ck.restore_rng()
+        Xtr, ytr = self._decode(dataset, train_rows, prep)
+        Xval, yval = self._decode(dataset, val_rows, prep)
         meta = {
             "backbone": bb.name,
             "n_classes": len(dataset.classes),
@@ -294,6 +322,7 @@ class FineTuner(BaseEstimator):
         }
         for epoch in range(start_epoch, self.epochs):
             t0 = time.perf_counter()
+            lr = opt.param_groups[0]["lr"]  # this epoch's rate (the scheduler steps after it)
             loss, acc = self._train_epoch(model, bb, prep, Xtr, ytr, opt, gen, epoch)
             sched.step()
             val_acc = self._accuracy(model, bb, prep, Xval, yval)
@@ -303,7 +332,7 @@ class FineTuner(BaseEstimator):
                     "train_loss": loss,
                     "train_accuracy": acc,
                     "val_accuracy": val_acc,
-                    "lr": opt.param_groups[0]["lr"],
+                    "lr": lr,
                     "seconds": time.perf_counter() - t0,
                 }
             )
@@ -319,7 +348,13 @@ class FineTuner(BaseEstimator):
                     "scheduler": sched.state_dict(),
                     "generator": gen.get_state(),
                 }
-                record = {MARKER: meta, "config": self.config(), "epoch": epoch + 1, "history": history}
+                record = {
+                    MARKER: meta,
+                    "config": self.config(),
+                    "data": data,
+                    "epoch": epoch + 1,
+                    "history": history,
+                }
                 save_checkpoint(out / f"epoch-{epoch + 1}.pt", state, kind=KIND, meta=record)
                 save_checkpoint(out / "last.pt", state, kind=KIND, meta=record)
                 write_result(

@@ -76,6 +76,7 @@ def test_resumed_run_equals_the_uninterrupted_one(data, tmp_path, monkeypatch):
         "efficientnet_lite0", ds, regions, _opts(), REGION, tmp_path / "b", progress=False
     )
     assert [h["loss"] for h in hist_b] == [h["loss"] for h in hist_a]
+    assert [h["lr"] for h in hist_a] == [0.001] * 4  # the rate each iteration trained at
     for (name, a), b in zip(whole.module.state_dict().items(), resumed.module.state_dict().values()):
         assert torch.equal(a, b), name
     # the checkpoint is a backbone with a (classes + 1)-way output
@@ -101,3 +102,11 @@ def test_other_settings_refuse_the_old_checkpoint(data, tmp_path):
         finetune_detector(
             "efficientnet_lite0", ds, regions, _opts(iterations=2, lr=0.01), REGION, tmp_path, progress=False
         )
+
+
+def test_history_records_the_rate_each_iteration_trained_at(data, tmp_path):
+    ds, regions = data
+    *_, history = finetune_detector(
+        "efficientnet_lite0", ds, regions, _opts(iterations=3, step_size=1), REGION, tmp_path, progress=False
+    )
+    assert [h["lr"] for h in history] == pytest.approx([1e-3, 1e-4, 1e-5])

@@ -221,6 +221,7 @@ def finetune_detector(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        lr = opt.param_groups[0]["lr"]  # this iteration's rate (the scheduler steps after it)
         sched.step()
         acc = float((logits.argmax(1).cpu() == target).float().mean())
         history.append(
@@ -228,7 +229,7 @@ def finetune_detector(
                 "iteration": it + 1,
                 "loss": float(loss.detach()),
                 "accuracy": acc,
-                "lr": opt.param_groups[0]["lr"],
+                "lr": lr,
                 "seconds": time.perf_counter() - t0,
             }
         )
