@@ -97,7 +97,7 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     swapped = ArrayDataset(
         name="swapped", ids=data.ids, classes=data.classes, targets=1 - data.targets, images=data.images
     )
-    with pytest.raises(ConfigError, match="trained on other data .*'squares'.*not 'swapped'"):
+    with pytest.raises(ConfigError, match=r"trained on other data .*'squares'.*not 'swapped'"):
         tuner(tmp_path / "run", epochs=1).fit(swapped)
     renamed = ArrayDataset(
         name="renamed", ids=data.ids, classes=["a", "b"], targets=data.targets, images=data.images
