@@ -87,6 +87,23 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
     assert [h["train_loss"] for h in r_res.history] == [h["train_loss"] for h in r_full.history]
 
 
+def test_the_seed_decides_dropout_and_the_callers_random_state_is_left_alone():
+    data = toy_data()
+    runs = []
+    for outside in (1, 2):
+        dec = decoder()  # the same initial weights
+        torch.manual_seed(outside)  # whatever the process did before
+        state = torch.get_rng_state()
+        train_decoder(dec, data, options=opts(epochs=2), progress=False, val=data)
+        assert torch.equal(torch.get_rng_state(), state)
+        runs.append(dec.state_dict())
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+    other = decoder()
+    train_decoder(other, data, options=opts(epochs=2, seed=4), progress=False, val=data)
+    assert not all(torch.equal(runs[0][k], v) for k, v in other.state_dict().items())
+
+
 def test_a_checkpoint_of_other_data_is_refused(tmp_path):
     train_decoder(
         decoder(), toy_data(), options=opts(epochs=1), val=toy_data(), checkpoint_dir=tmp_path, progress=False

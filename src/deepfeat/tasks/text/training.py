@@ -246,6 +246,7 @@ def train_decoder(
     history: list[dict] = []
     best_epoch, best_score, best_state, waited, start_epoch = 0, None, None, 0, 0
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+    resumed = None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None and path.is_file():
@@ -261,68 +262,77 @@ def train_decoder(
         history = list(ckpt.meta["history"])
         best_epoch, best_score, waited = ckpt.meta["best_epoch"], ckpt.meta["best_score"], ckpt.meta["waited"]
         start_epoch = len(history)
-        ckpt.restore_rng()
+        resumed = ckpt
         echo(f"resuming after epoch {start_epoch} from {path}")
-    started, cpu_started = time.perf_counter(), time.process_time()
-    lengths = [len(s) for s in train.sentences]
-    stopped = bool(history) and waited >= options.patience  # with this run's patience
-    cond_all = train.cond.to(device)
-    for epoch in range(start_epoch, options.epochs if not stopped else start_epoch):
-        t0, c0 = time.perf_counter(), time.process_time()
-        modules.train()
-        batches = epoch_batches(lengths, options.batch_size, options.seed, epoch)
-        total, words, n_sent = 0.0, 0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{options.epochs}", unit="batch", disable=not progress)
-        for rows in bar:
-            inputs, targets = pad_sentences([train.sentences[r] for r in rows], device)
-            nll, n = sentence_nll(decoder, conditioner(cond_all[train.item[rows]]), inputs, targets)
-            loss = nll / len(rows)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(modules.parameters(), options.clip_norm)
-            optimizer.step()
-            total, words, n_sent = total + float(nll.detach()), words + n, n_sent + len(rows)
-            bar.set_postfix(loss=f"{total / n_sent:.3f}", ppl=f"{math.exp(total / max(1, words)):.1f}")
-        bar.close()
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": total / max(1, n_sent),
-            "train_perplexity": math.exp(total / max(1, words)),
-        }
-        modules.eval()
-        if val is not None:
-            record["val_perplexity"] = perplexity(decoder, val, conditioner=conditioner)
-        if validate is not None:
-            record.update({f"val_{k}": float(v) for k, v in validate(decoder).items()})
-        score = record.get(f"val_{options.monitor}")
-        if _better(score, best_score, options.monitor):
-            best_epoch, best_score, waited = epoch + 1, score, 0
-            best_state = {k: v.detach().clone() for k, v in modules.state_dict().items()}
+    # dropout draws from torch's global generator: seeded from options.seed (a resumed run: its saved
+    # state), inside a fork so that the caller's random state is left as it was
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        if resumed is not None:
+            resumed.restore_rng()
         else:
-            waited += 1
-        record["seconds"] = time.perf_counter() - t0
-        record["cpu_seconds"] = time.process_time() - c0  # all threads of this process
-        record["stop"] = waited >= options.patience
-        history.append(record)
-        echo(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        if path is not None:
-            save_checkpoint(
-                path,
-                {"model": modules.state_dict(), "optimizer": optimizer.state_dict(), "best": best_state},
-                kind=KIND,
-                meta={
-                    "fingerprint": fingerprint,
-                    "history": history,
-                    "best_epoch": best_epoch,
-                    "best_score": best_score,
-                    "waited": waited,
-                    "options": options.to_dict(),
-                    "decoder": decoder.config.to_dict(),
-                },
-            )
-        if record["stop"]:
-            echo(f"early stop: no better validation {options.monitor} for {options.patience} epochs")
-            break
+            torch.manual_seed(options.seed)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        lengths = [len(s) for s in train.sentences]
+        stopped = bool(history) and waited >= options.patience  # with this run's patience
+        cond_all = train.cond.to(device)
+        for epoch in range(start_epoch, options.epochs if not stopped else start_epoch):
+            t0, c0 = time.perf_counter(), time.process_time()
+            modules.train()
+            batches = epoch_batches(lengths, options.batch_size, options.seed, epoch)
+            total, words, n_sent = 0.0, 0, 0
+            desc = f"epoch {epoch + 1}/{options.epochs}"
+            bar = tqdm(batches, desc=desc, unit="batch", disable=not progress)
+            for rows in bar:
+                inputs, targets = pad_sentences([train.sentences[r] for r in rows], device)
+                nll, n = sentence_nll(decoder, conditioner(cond_all[train.item[rows]]), inputs, targets)
+                loss = nll / len(rows)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(modules.parameters(), options.clip_norm)
+                optimizer.step()
+                total, words, n_sent = total + float(nll.detach()), words + n, n_sent + len(rows)
+                bar.set_postfix(loss=f"{total / n_sent:.3f}", ppl=f"{math.exp(total / max(1, words)):.1f}")
+            bar.close()
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": total / max(1, n_sent),
+                "train_perplexity": math.exp(total / max(1, words)),
+            }
+            modules.eval()
+            if val is not None:
+                record["val_perplexity"] = perplexity(decoder, val, conditioner=conditioner)
+            if validate is not None:
+                record.update({f"val_{k}": float(v) for k, v in validate(decoder).items()})
+            score = record.get(f"val_{options.monitor}")
+            if _better(score, best_score, options.monitor):
+                best_epoch, best_score, waited = epoch + 1, score, 0
+                best_state = {k: v.detach().clone() for k, v in modules.state_dict().items()}
+            else:
+                waited += 1
+            record["seconds"] = time.perf_counter() - t0
+            record["cpu_seconds"] = time.process_time() - c0  # all threads of this process
+            record["stop"] = waited >= options.patience
+            history.append(record)
+            echo(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            if path is not None:
+                save_checkpoint(
+                    path,
+                    {"model": modules.state_dict(), "optimizer": optimizer.state_dict(), "best": best_state},
+                    kind=KIND,
+                    meta={
+                        "fingerprint": fingerprint,
+                        "history": history,
+                        "best_epoch": best_epoch,
+                        "best_score": best_score,
+                        "waited": waited,
+                        "options": options.to_dict(),
+                        "decoder": decoder.config.to_dict(),
+                    },
+                )
+            if record["stop"]:
+                echo(f"early stop: no better validation {options.monitor} for {options.patience} epochs")
+                break
     if best_state is not None:
         modules.load_state_dict(best_state)
     modules.eval()
