@@ -148,6 +148,21 @@ def test_broken_or_missing_meta_is_rebuilt(tmp_path):
         assert found.check().finished
 
 
+@pytest.mark.parametrize("damage", [b"", b"\x93NUMPY"])
+def test_an_empty_or_cut_mask_is_rebuilt_from_the_journal(tmp_path, damage):
+    """(An empty valid.npy made numpy raise EOFError, which escaped as the CLI's bare "Aborted!".)"""
+    entry, _ = complete_entry(tmp_path)
+    (entry.path / "valid.npy").write_bytes(damage)
+    found = FeatureStore(tmp_path).find(PROV, 6, IDS[:6])
+    state = found.check()
+    assert not state.problems and state.complete and not state.finished
+    assert found.status().valid.tolist() == [True] * 5 + [False]
+    found.lock()
+    assert found.repair() == [] and found.finish_if_complete()
+    found.unlock()
+    assert np.load(entry.path / "valid.npy").tolist() == [True] * 5 + [False]
+
+
 def test_other_provenance_in_meta_is_refused(tmp_path):
     entry = FeatureStore(tmp_path).entry(PROV, 3)
     (entry.path / "meta.json").write_text(json.dumps({"provenance": {"other": 1}, "n_rows": 3}))

@@ -131,7 +131,7 @@ class StoreEntry:
             size = path.stat().st_size
         except FileNotFoundError:
             return None, None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             return None, f"features.npy has no readable header ({exc})"
         if dtype != np.float32 or fortran or len(shape) != 2 or shape[0] != self.n_rows:
             return None, f"features.npy holds {dtype} {shape}, expected float32 ({self.n_rows}, dim)"
@@ -218,7 +218,7 @@ class StoreEntry:
             raise StoreError(f"{self.path}: no feature data written yet")
         try:
             return np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise StoreError(
                 f"{path}: damaged feature file ({exc}); run the extraction again to redo the entry"
             ) from exc
@@ -226,7 +226,7 @@ class StoreEntry:
     def _read_mask(self) -> np.ndarray | None:
         try:
             mask = np.load(self.path / "valid.npy", allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             return None
         return mask if mask.dtype == bool else None
 

@@ -171,7 +171,7 @@ def test_batchnorm_statistics_are_the_average_over_the_refresh_batches(mnist_dat
     torch.testing.assert_close(norm.running_var, torch.stack(variances).mean(0), rtol=1e-5, atol=1e-7)
 
 
-def test_inputs_are_checked_before_training(mnist_data, image_data, image_tree):
+def test_inputs_are_checked_before_training(mnist_data, image_data, image_tree, tmp_path):
     with pytest.raises(DataError, match="vectors"):
         train(tiny(arch="conv"), mnist_data, progress=False)
     with pytest.raises(DataError, match="MNIST"):
@@ -189,6 +189,9 @@ def test_inputs_are_checked_before_training(mnist_data, image_data, image_tree):
             train(tiny(device="cuda"), mnist_data, progress=False)
     with pytest.raises(DataError, match="mnist:PATH"):
         open_training_data("mnist:/nonexistent/mnist.npz", "mlp")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.npz: not a readable \.npz file"):
+        open_training_data(f"mnist:{tmp_path / 'empty.npz'}", "mlp")
 
 
 def test_image_batches_are_random_crops_and_flips_in_range(image_data):

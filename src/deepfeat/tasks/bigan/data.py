@@ -92,7 +92,7 @@ def load_mnist(spec: str = "mnist") -> Mnist:
             arrays = {k: np.asarray(data[k]) for k in MNIST_KEYS}
     except KeyError as exc:
         raise DataError(f"{path}: no array {exc} (an MNIST .npz holds {', '.join(MNIST_KEYS)})") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

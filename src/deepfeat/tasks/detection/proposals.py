@@ -223,7 +223,7 @@ def compute_proposals(
                 result.boxes[table.image_id] = boxes[: options.max_proposals]
                 result.n_cached += 1
                 continue
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):
                 pass  # a damaged cache file is recomputed
         todo.append((table.image_id, str(table.path), target))
     bar = tqdm(total=len(todo), desc="proposals", unit="img", disable=not progress, dynamic_ncols=True)
