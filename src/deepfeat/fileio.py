@@ -8,12 +8,13 @@ beside the target, synced, then renamed over it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,39 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> 
     return atomic_write_text(path, dumps_json(obj, indent=indent))
 
 
+#: A file marking a folder deepfeat writes into (an output folder, a feature store): image-folder
+#: listings leave such folders out, and the sub-folders the file names (one per line: a store's
+#: ``entries`` and ``datasets``), so that results or a store kept inside the data folder, or a store at
+#: its root, are not read as classes of images.
+OUTPUT_MARKER = ".deepfeat-output"
+
+
+def mark_output_dir(path: str | os.PathLike, own: Sequence[str] = ()) -> None:
+    """Put :data:`OUTPUT_MARKER` into the existing folder ``path``, naming its sub-folders ``own``
+    as deepfeat's too (nothing where it cannot be written: a read-only store is only read)."""
+    names = sorted(set(own) | output_subfolders(path))
+    marker = Path(path) / OUTPUT_MARKER
+    text = "".join(f"{name}\n" for name in names)
+    if not marker.is_file() or marker.read_text(encoding="utf-8", errors="replace") != text:
+        # (written in place: a torn marker only loses names, which the next write puts back)
+        with contextlib.suppress(OSError):
+            marker.write_text(text, encoding="utf-8")
+
+
+def is_output_dir(path: str | os.PathLike) -> bool:
+    """Whether folder ``path`` holds :data:`OUTPUT_MARKER` (see :func:`mark_output_dir`)."""
+    return (Path(path) / OUTPUT_MARKER).is_file()
+
+
+def output_subfolders(path: str | os.PathLike) -> set[str]:
+    """The sub-folders of ``path`` its :data:`OUTPUT_MARKER` names as deepfeat's (none without one)."""
+    try:
+        text = (Path(path) / OUTPUT_MARKER).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
 def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Create folder ``path`` when needed and check that files can be written in it, before any work;
     a clear error when it is a file or not writable."""
@@ -108,4 +142,5 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{what} {path}: cannot write there ({reason}); choose a writable folder") from None
+    mark_output_dir(path)
     return path

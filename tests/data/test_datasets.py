@@ -14,6 +14,7 @@ from deepfeat.data.datasets import (
     open_dataset,
 )
 from deepfeat.errors import DataError, ImageError
+from deepfeat.fileio import check_output_dir
 from tests.conftest import SHARED_DATASETS, photo, save
 
 
@@ -37,6 +38,26 @@ def test_folder_tree_reports_hidden_and_loose_files(image_tree):
     assert reasons[str(image_tree / "README.txt")] == "file outside any class folder"
     assert reasons[str(image_tree / "ants" / ".hidden.jpg")] == "hidden"
     assert len(ds) == 12
+
+
+def test_output_folders_inside_the_data_are_not_classes(image_tree):
+    """Results written inside the image folder (``deepfeat evaluate .`` makes ./deepfeat-out) were
+    read as a class of their own: an empty one refused the first run, a full one changed the data."""
+    before = folder_dataset(image_tree)
+    out = check_output_dir(image_tree / "deepfeat-out")
+    (out / "results.json").write_text("{}")
+    nested = check_output_dir(image_tree / "ants" / "runs" / "a")
+    (nested / "scores.json").write_text("{}")
+    ds = folder_dataset(image_tree)
+    assert ds.classes == before.classes and ds.ids == before.ids
+    assert ds.fingerprint() == before.fingerprint()
+    reasons = dict(ds.ignored)
+    assert "deepfeat output folder" in reasons[str(out)]
+    assert "deepfeat output folder" in reasons[str(nested)]
+    # an ordinary folder is still a class
+    (image_tree / "wasps2").mkdir()
+    save(Image.fromarray(photo(0, (16, 16))), image_tree / "wasps2" / "w.png")
+    assert "wasps2" in folder_dataset(image_tree).classes
 
 
 def test_non_image_files_inside_classes_are_items(bad_tree):

@@ -256,3 +256,17 @@ def test_store_path_must_be_a_folder(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(StoreError, match="not a folder"):
         FeatureStore(tmp_path / "f")
+
+
+@pytest.mark.parametrize("inside", ["", "features"])
+def test_a_store_in_the_image_folder_is_not_read_as_classes(image_tree, inside):
+    """A store at the data folder's root (``extract data --store data``) or inside it: its entries/
+    and datasets/ folders became classes on the next run, which then recomputed everything."""
+    from deepfeat.data.datasets import folder_dataset
+
+    before = folder_dataset(image_tree)
+    store = FeatureStore(image_tree / inside)
+    store.entry(PROV, 3)
+    store.save_dataset_index(before.fingerprint(), before.index_record())
+    after = folder_dataset(image_tree)
+    assert after.classes == before.classes and after.fingerprint() == before.fingerprint()

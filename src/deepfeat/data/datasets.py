@@ -26,6 +26,7 @@ from deepfeat.data.base import ArrayDataset, FileDataset, ImageDataset
 from deepfeat.data.images import printable
 from deepfeat.data.manifests import manifest_dataset
 from deepfeat.errors import DataError
+from deepfeat.fileio import OUTPUT_MARKER, is_output_dir, output_subfolders
 
 __all__ = [
     "DATA_SPELLINGS",
@@ -65,7 +66,8 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
     Every non-hidden file inside a class folder (at any depth) is an item: files that do not decode are
     reported when features are extracted, not dropped here. Everything else is listed in ``ignored``
     with the reason: hidden entries, files outside class folders, empty folders, symbolic links to
-    folders (not followed), broken links and link loops. The same file reached twice (through a
+    folders (not followed), broken links, link loops, and deepfeat's own output folders and feature
+    stores (marked by ``.deepfeat-output``). The same file reached twice (through a
     link) is refused, since it could land in two classes or in train and test.
     """
     root = Path(root)
@@ -174,9 +176,10 @@ def _odd_entry(entry: os.DirEntry) -> str | None:
 def _subdirs(folder: Path, ignored: list[tuple[str, str]]) -> list[Path]:
     """Sub-folders of ``folder`` (links to folders included); everything else goes to ``ignored``."""
     out = []
+    own = output_subfolders(folder)
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         where = printable(entry.path)
-        reason = "hidden" if entry.name.startswith(".") else _odd_entry(entry)
+        reason = "hidden" if entry.name.startswith(".") else _odd_entry(entry) or _output_dir(entry, own)
         if reason:
             ignored.append((where, reason))
         elif entry.is_dir():
@@ -186,9 +189,18 @@ def _subdirs(folder: Path, ignored: list[tuple[str, str]]) -> list[Path]:
     return out
 
 
+def _output_dir(entry: os.DirEntry, own: set[str]) -> str | None:
+    """Why a folder deepfeat wrote (results, a feature store, or one its parent's marker names in
+    ``own``) is left out (None: it is not one)."""
+    if entry.is_dir() and (entry.name in own or is_output_dir(entry.path)):
+        return f"deepfeat output folder or feature store (marked by {OUTPUT_MARKER}), not images"
+    return None
+
+
 def _files_below(folder: Path, ignored: list[tuple[str, str]]) -> list[Path]:
     """Regular files below ``folder`` in sorted order, without following links to folders."""
     files: list[Path] = []
+    own = output_subfolders(folder)
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         where = printable(entry.path)
         reason = "hidden" if entry.name.startswith(".") else _odd_entry(entry)
@@ -196,6 +208,7 @@ def _files_below(folder: Path, ignored: list[tuple[str, str]]) -> list[Path]:
             reason = "symbolic link to a folder, not followed"
         if reason is None and entry.is_dir() and not any(os.scandir(entry.path)):
             reason = "empty folder"
+        reason = reason or _output_dir(entry, own)
         if reason:
             ignored.append((where, reason))
         elif entry.is_dir():

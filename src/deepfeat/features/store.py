@@ -50,7 +50,7 @@ from deepfeat.features.entry import (
     remove_dead_temp_files,
 )
 from deepfeat.features.journal import RowStatus
-from deepfeat.fileio import atomic_write_text
+from deepfeat.fileio import atomic_write_text, mark_output_dir
 
 __all__ = ["EntryState", "FeatureStore", "MemoryEntry", "RowStatus", "StoreEntry", "provenance_key"]
 
@@ -71,6 +71,11 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r})"
+
+    def _mark(self) -> None:
+        """Mark the store and its sub-folders as deepfeat's: an image folder listing leaves them out (a
+        store kept inside, or at the root of, the data folder)."""
+        mark_output_dir(self.root, own=("entries", "datasets"))
 
     def _entry_dir(self, provenance: dict) -> Path:
         key = provenance_key(provenance)
@@ -99,6 +104,7 @@ class FeatureStore:
             return found
         entry = StoreEntry(self._entry_dir(provenance), provenance, n_rows, ids)
         entry.path.mkdir(parents=True, exist_ok=True)
+        self._mark()
         atomic_write_text(entry.path / "meta.json", json.dumps(entry._fresh_meta(), indent=1))
         return entry
 
@@ -106,6 +112,7 @@ class FeatureStore:
         """Keep the dataset's ids, labels and splits once per fingerprint."""
         path = self.root / "datasets" / f"{fingerprint[:20]}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._mark()
         remove_dead_temp_files(path.parent)
         try:
             json.loads(path.read_text(encoding="utf-8"))
