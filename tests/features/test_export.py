@@ -129,6 +129,31 @@ def test_cli_export_and_entry_names(store_with_failures, tmp_path):
     assert result.exit_code == 2 and "parquet" in result.output
 
 
+def test_bad_targets_and_compressions_are_refused_by_name(store_with_failures, tmp_path):
+    """(They escaped as IsADirectoryError, OSError, pyarrow's ArrowException or h5py's ValueError.)"""
+    store, _ = store_with_failures
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match="folder: is a folder; a npz export is one file"):
+        export_entry(store, "stage3/max", "npz", tmp_path / "folder")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot write the export there"):
+        export_entry(store, "stage3/max", "npz", tmp_path / "file" / "x.npz")
+    with pytest.raises(ConfigError, match=r"compression 'foo' is not available for parquet .*valid: snappy"):
+        export_entry(store, "stage3/max", "parquet", tmp_path / "a.parquet", compression="foo")
+    with pytest.raises(ConfigError, match=r"compression 'zstd' is not available for hdf5 .*valid: gzip, lzf"):
+        export_entry(store, "stage3/max", "hdf5", tmp_path / "a.h5", compression="zstd")
+    with pytest.raises(ConfigError, match="compression applies to parquet and hdf5"):
+        export_entry(store, "stage3/max", "npz", tmp_path / "a.npz", compression="gzip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]  # nothing half-written
+    result = CliRunner().invoke(
+        app, ["store", "export", str(store), "stage3/max", "--to", "npz", "-o", str(tmp_path / "folder")]
+    )
+    assert result.exit_code == 2 and "is a folder" in result.output and "Traceback" not in result.output
+    written = export_entry(store, "stage3/max", "hdf5", tmp_path / "g.h5", compression="gzip")
+    with h5py.File(written) as f:
+        assert f["features"].compression == "gzip"
+
+
 def test_incomplete_entry_is_refused(store_with_failures, tmp_path):
     store, _ = store_with_failures
     copy = tmp_path / "store"

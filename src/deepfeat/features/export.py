@@ -236,15 +236,45 @@ def write_export(
     ``"list"`` (one fixed-size list column ``features``)."""
     check_choice("export format", to, FORMATS)
     check_choice("parquet layout", parquet_layout, PARQUET_LAYOUTS)
+    compression = _check_compression(to, compression)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if to != "hf" and path.is_dir():
+        raise ConfigError(f"{path}: is a folder; a {to} export is one file: give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if to == "parquet":
+            return atomic_write_with(path, lambda fh: _write_parquet(table, fh, compression, parquet_layout))
+        if to == "npz":
+            return atomic_write_with(path, lambda fh: np.savez(fh, **_arrays(table)))
+        if to == "hdf5":
+            return _replace_after(path, lambda tmp: _write_hdf5(table, tmp, compression))
+        return _replace_after(path, lambda tmp: _write_hf(table, tmp))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"{path}: cannot write the export there ({reason}); choose a writable place"
+        ) from None
+
+
+def _check_compression(to: str, compression: str | None) -> str | None:
+    """``compression`` when format ``to`` can write it here (None or "none": uncompressed); a
+    ConfigError naming the valid ones otherwise."""
+    if compression is None or compression == "none":
+        return None
     if to == "parquet":
-        return atomic_write_with(path, lambda fh: _write_parquet(table, fh, compression, parquet_layout))
-    if to == "npz":
-        return atomic_write_with(path, lambda fh: np.savez(fh, **_arrays(table)))
-    if to == "hdf5":
-        return _replace_after(path, lambda tmp: _write_hdf5(table, tmp, compression))
-    return _replace_after(path, lambda tmp: _write_hf(table, tmp))
+        pa = _need("pyarrow", "export")
+        valid = [c for c in ("snappy", "gzip", "brotli", "lz4", "zstd", "bz2") if pa.Codec.is_available(c)]
+    elif to == "hdf5":
+        h5z = _need("h5py", "export").h5z
+        valid = ["gzip", "lzf"] + (["szip"] if h5z.filter_avail(h5z.FILTER_SZIP) else [])
+    else:
+        raise ConfigError(f"compression applies to parquet and hdf5 exports, not {to}; leave it out")
+    if compression not in valid:
+        raise ConfigError(
+            f"compression {compression!r} is not available for {to} exports here; valid: "
+            f"{', '.join(valid)} (or none)"
+        )
+    return compression
 
 
 def _replace_after(path: Path, write) -> Path:
