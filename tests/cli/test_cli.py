@@ -75,6 +75,19 @@ def test_predict_cat(tmp_path):
     assert result.exit_code == 0 and "cat" in result.output.lower()
 
 
+def test_predict_skips_bad_files_and_refuses_a_bad_top(tmp_path):
+    good = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).save(good)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    result = runner.invoke(app, ["predict", str(bad), str(good)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "notes.jpg: skipped" in result.output and "cat" in result.output.lower()  # the rest still runs
+    for top in ("0", "-3"):
+        result = runner.invoke(app, ["predict", str(good), "--top", top])
+        assert result.exit_code == 2 and "--top must be at least 1" in result.output, result.output
+
+
 def test_demo_runs_offline_on_the_embedded_default(tmp_path):
     """The README's first command, reduced to one early layer and one split to keep the test short."""
     import json

@@ -129,3 +129,10 @@ def test_bad_protocol_parameters_name_themselves():
         RandomSplit(test_size=1.5)
     with pytest.raises(ConfigError, match="unknown adaptation mode 'X'"):
         DomainAdaptation(modes=("S", "X"))
+    # seeds: split i uses random_state + i (a negative one failed in numpy / scikit-learn at the split)
+    for protocol in (KShot, RandomSplit, DomainAdaptation):
+        with pytest.raises(ConfigError, match=r"random_state \(seed of the first split\) must be"):
+            protocol(random_state=-1)
+    with pytest.raises(ConfigError, match="random_state"):
+        RandomSplit(n_splits=2, random_state=2**32 - 1)
+    assert len(RandomSplit(n_splits=2, random_state=2**32 - 2).splits(TARGETS)) == 2

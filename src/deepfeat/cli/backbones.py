@@ -10,9 +10,9 @@ import typer
 from deepfeat.backbones import list_backbones, load_backbone
 from deepfeat.cli.common import friendly
 from deepfeat.data.images import load_image
-from deepfeat.errors import ConfigError
+from deepfeat.errors import ConfigError, ImageError
 from deepfeat.report.tables import text_table
-from deepfeat.validation import close_matches
+from deepfeat.validation import check_int, close_matches
 
 
 @friendly
@@ -67,17 +67,30 @@ def predict_command(
     images: list[Path] = typer.Argument(..., help="Image files."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone with an ImageNet classifier."),
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
-    top: int = typer.Option(5, help="Number of classes to show per image."),
+    top: int = typer.Option(5, help="Number of classes to show per image (at least 1)."),
 ) -> None:
-    """ImageNet predictions of a backbone for image files (a quick check of its weights)."""
-    bb = load_backbone(backbone, weights=weights)
+    """ImageNet predictions of a backbone for image files (a quick check of its weights); files that
+    cannot be read are reported and skipped (exit code 1 when there were any)."""
+    check_int("--top", top, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights have no class names: refused just below
+        bb = load_backbone(backbone, weights=weights)
     names = bb.class_names
     if names is None:
         raise ConfigError(f"{backbone}: no ImageNet class names for these weights (random or custom)")
+    bad = 0
     for path in images:
-        x = bb.preprocess.to_batch([bb.preprocess(load_image(path, draft=bb.preprocess.draft_size))])
+        try:
+            image = load_image(path, draft=bb.preprocess.draft_size)
+        except ImageError as exc:
+            typer.echo(f"{path}: skipped, {exc}", err=True)
+            bad += 1
+            continue
+        x = bb.preprocess.to_batch([bb.preprocess(image)])
         prob = bb.predict(x)[0]
         values, indices = prob.topk(min(top, len(prob)))
         typer.echo(f"{path}:")
         for v, i in zip(values.tolist(), indices.tolist()):
             typer.echo(f"  {v:6.3f}  {names[i]}")
+    if bad:
+        raise typer.Exit(1)

@@ -164,6 +164,7 @@ class EvaluationJob:
             )
         self.extraction.validate()
         check_int("n_jobs", self.n_jobs, 1)
+        check_int("seed (random state of the probes)", self.seed, 0, 2**32 - 1)
         self.make_probes()
 
 

@@ -131,6 +131,11 @@ class Protocol:
         return {"name": self.name, **params}
 
 
+def _check_seed(random_state, n_splits: int) -> None:
+    """Split i draws with seed random_state + i: all of them must be valid seeds (0 to 2**32 - 1)."""
+    check_int("random_state (seed of the first split)", random_state, 0, 2**32 - n_splits)
+
+
 @dataclass
 class KShot(Protocol):
     """``k`` training samples per class, the rest for testing, over ``n_splits`` seeded splits."""
@@ -143,6 +148,7 @@ class KShot(Protocol):
     def __post_init__(self) -> None:
         check_int("k (training images per class)", self.k, 1)
         check_int("n_splits (number of splits)", self.n_splits, 1)
+        _check_seed(self.random_state, self.n_splits)
         if self.max_test is not None:
             check_int("max_test", self.max_test, 1)
 
@@ -205,6 +211,7 @@ class RandomSplit(Protocol):
     def __post_init__(self) -> None:
         check_float("the held-out fraction (test_size)", self.test_size, 0, 1, low_open=True, high_open=True)
         check_int("n_splits (number of splits)", self.n_splits, 1)
+        _check_seed(self.random_state, self.n_splits)
 
     @property
     def name(self) -> str:
@@ -257,6 +264,7 @@ class DomainAdaptation(Protocol):
             check_choice("adaptation mode", mode, DA_MODES)
         self.modes = tuple(self.modes)
         check_int("n_splits (number of splits)", self.n_splits, 1)
+        _check_seed(self.random_state, self.n_splits)
         check_int("k_target (labelled target images per class)", self.k_target, 0)
         if self.k_target < 1 and any("T" in m for m in self.modes):
             raise ConfigError("modes T and ST need k_target >= 1 labelled target samples per class")
