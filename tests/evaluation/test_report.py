@@ -43,3 +43,31 @@ def test_report_files_tables_and_provenance(tmp_path):
     assert "±" in table
     best = res.best()
     assert np.isfinite(best["mean_class_accuracy"]["mean"])
+
+
+def test_split_counts_are_per_score(tmp_path):
+    """Domain adaptation runs n_splits per mode: its scores are over n_splits, not over all of them
+    (a report said "over 6 splits" for 2 splits x 3 modes); one split has no spread to show."""
+    from deepfeat.evaluation.protocols import DomainAdaptation, FixedSplit
+
+    Xs, ys = blobs(n_per_class=24, n_classes=3)
+    Xt, yt = blobs(n_per_class=12, n_classes=3, seed=5, shift=1.5, spread=0.8)
+    probes = {"svm": LinearProbe(loss="squared_hinge", Cs=(0.1, 1.0))}
+    res = evaluate(
+        {"f": feature_set(Xs, ys)},
+        DomainAdaptation(k_source=5, k_target=2, n_splits=2),
+        probes,
+        target={"f": feature_set(Xt, yt)},
+        progress=False,
+    )
+    assert len(res.splits) == 6 and res.splits_per_cell == 2
+    report = write_report(res, tmp_path / "da", title="t")["report"].read_text()
+    assert "(2 splits per mode; " in report and "6 splits" not in report
+    fs = feature_set(Xs, ys)
+    fs.splits = np.array(["train", "test"] * 36, dtype=object)
+    one = evaluate({"f": fs}, FixedSplit(), probes, progress=False)
+    assert one.splits_per_cell == 1
+    _, rows = one.table()
+    assert "±" not in rows[0][1] and float(rows[0][1]) > 50
+    report = write_report(one, tmp_path / "fixed", title="t")["report"].read_text()
+    assert "fixed (1 split)" in report and "one split" in report

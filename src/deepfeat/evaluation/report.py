@@ -25,9 +25,12 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
     doc = Report(title)
     protocol = result.protocol
     facts = dict(context or {})
+    n = result.splits_per_cell
+    settings = ", ".join(f"{k}={v}" for k, v in protocol.items() if k != "name")
     facts["protocol"] = (
-        f"{protocol['name']} ({len(result.splits)} splits; "
-        + ", ".join(f"{k}={v}" for k, v in protocol.items() if k != "name")
+        f"{protocol['name']} ({n} split{'s' if n != 1 else ''}"
+        + (" per mode" if any(r.get("mode") is not None for r in summary) else "")
+        + (f"; {settings}" if settings else "")
         + ")"
     )
     facts["probes"] = ", ".join(
@@ -50,7 +53,7 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
             f"{r}: {', '.join(c)}" for r, c in excluded.items()
         )
     doc.facts(facts)
-    doc.heading(f"{label}, mean ± std over splits")
+    doc.heading(f"{label}, mean ± std over splits" if n != 1 else f"{label}, one split")
     doc.table(*result.table())
     doc.image("metric_by_features.png", f"{label} by features")
     other = [m for m in result.metric_names if m != metric]
@@ -60,7 +63,7 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         rows = [
             [r["features"], r["probe"]]
             + ([str(r.get("mode"))] if with_mode else [])
-            + [format_score(r.get(m)) for m in other]
+            + [format_score(r.get(m), r["n_splits"]) for m in other]
             for r in summary
         ]
         doc.heading("Other metrics").table(head, rows)

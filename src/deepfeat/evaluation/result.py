@@ -87,10 +87,16 @@ class EvaluationResult:
         summary = self.summary()
         series = list(dict.fromkeys((r["probe"], r.get("mode")) for r in summary))
         features = list(dict.fromkeys(r["features"] for r in summary))
-        cells = {(r["features"], r["probe"], r.get("mode")): r.get(metric) for r in summary}
+        cells = {(r["features"], r["probe"], r.get("mode")): (r.get(metric), r["n_splits"]) for r in summary}
         header = ["features"] + [p if m is None else f"{p} ({m})" for p, m in series]
-        rows = [[f] + [format_score(cells.get((f, p, m))) for p, m in series] for f in features]
+        rows = [[f] + [format_score(*cells.get((f, p, m), (None,))) for p, m in series] for f in features]
         return header, rows
+
+    @property
+    def splits_per_cell(self) -> int:
+        """Splits behind each (features, probe, mode) score: ``len(splits)`` but for domain
+        adaptation, whose splits are one per mode and seed."""
+        return max((r["n_splits"] for r in self.summary()), default=0)
 
     def to_dict(self) -> dict:
         """Plain data: protocol, probes, features, provenance, splits (with row indices), records,
@@ -110,8 +116,10 @@ class EvaluationResult:
         }
 
 
-def format_score(value: dict | None) -> str:
-    """``mean ± std`` in percent with two decimals, '-' when missing."""
+def format_score(value: dict | None, n_splits: int | None = None) -> str:
+    """``mean ± std`` in percent with two decimals (the mean alone for one split), '-' when missing."""
     if not value:
         return "-"
+    if n_splits == 1:
+        return f"{100 * value['mean']:.2f}"
     return f"{100 * value['mean']:.2f} ± {100 * value['std']:.2f}"
