@@ -51,8 +51,19 @@ def test_fixed_split():
     assert s.train["data"].tolist() == list(range(6)) and s.test["data"].tolist() == [6, 7, 8, 9]
     with pytest.raises(DataError, match="defines no train/test split"):
         FixedSplit().splits(y, split_names=None)
-    with pytest.raises(DataError, match="needs 'train' rows"):
+    with pytest.raises(DataError, match=r"needs 'train' \(or 'trainval'\) rows"):
         FixedSplit().splits(y, split_names=np.array(["train"] * 10, dtype=object))
+    # train / val / test: val rows are not test rows (they were scored as test), and are counted
+    three = np.array(["train"] * 4 + ["val"] * 3 + ["test"] * 3, dtype=object)
+    (s,) = FixedSplit().splits(y, split_names=three)
+    assert s.train["data"].tolist() == [0, 1, 2, 3] and s.test["data"].tolist() == [7, 8, 9]
+    assert s.info == {"unused": {"val": 3}}
+    # VOC's trainval / test
+    voc = np.array(["trainval"] * 6 + ["test"] * 4, dtype=object)
+    (s,) = FixedSplit().splits(y, split_names=voc)
+    assert s.train["data"].tolist() == list(range(6)) and s.test["data"].tolist() == [6, 7, 8, 9]
+    with pytest.raises(DataError, match="both 'train' and 'trainval'"):
+        FixedSplit().splits(y, split_names=np.array(["train", "trainval"] * 4 + ["test"] * 2, dtype=object))
 
 
 def test_random_split_stratified_and_multilabel():

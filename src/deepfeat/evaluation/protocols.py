@@ -30,8 +30,10 @@ import numpy as np
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.validation import check_choice, check_float, check_int
 
-TRAIN_SPLIT_NAMES = ("train",)
-TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
+TRAIN_SPLIT_NAMES = ("train", "trainval")
+TEST_SPLIT_NAMES = ("test",)
+#: test rows where the data has no ``test`` split (hymenoptera: train / val)
+VAL_SPLIT_NAMES = ("val", "valid", "validation")
 DA_MODES = ("S", "T", "ST")
 #: Source images per class of Saenko et al.'s Office protocol, by source domain (3 target images each).
 OFFICE31_SOURCE_COUNTS = {"amazon": 20, "webcam": 8, "dslr": 8}
@@ -172,7 +174,9 @@ class KShot(Protocol):
 
 @dataclass
 class FixedSplit(Protocol):
-    """The data's own split: rows whose split is ``train`` train, rows in ``test`` / ``val`` test."""
+    """The data's own split: ``train`` (or VOC's ``trainval``) rows train; ``test`` rows test, or
+    the ``val`` rows where there is no test split. Validation rows beside a test split are left out
+    (the probes choose C by cross-validation on the training rows), and counted in the split's info."""
 
     @property
     def name(self) -> str:
@@ -188,16 +192,26 @@ class FixedSplit(Protocol):
                 "use a k-shot or random protocol"
             )
         names = np.asarray([str(s).lower() for s in split_names])
+        found = sorted(set(names.tolist()))
         train = np.flatnonzero(np.isin(names, TRAIN_SPLIT_NAMES))
+        if len(set(found) & set(TRAIN_SPLIT_NAMES)) > 1:
+            raise DataError(f"fixed split: the data has both 'train' and 'trainval' rows ({found}); keep one")
         test = np.flatnonzero(np.isin(names, TEST_SPLIT_NAMES))
+        held = VAL_SPLIT_NAMES if test.size == 0 else TEST_SPLIT_NAMES
+        test = np.flatnonzero(np.isin(names, held))
         if train.size == 0 or test.size == 0:
-            found = sorted(set(names.tolist()))
-            raise DataError(f"fixed split needs 'train' rows and 'test' or 'val' rows; the data has {found}")
+            raise DataError(
+                "fixed split needs 'train' (or 'trainval') rows and 'test' or 'val' rows; "
+                f"the data has {found}"
+            )
+        unused = {
+            name: int((names == name).sum()) for name in found if name not in (*TRAIN_SPLIT_NAMES, *held)
+        }
         if targets.ndim == 1:
             n_classes = len(classes) if classes is not None else int(targets.max()) + 1
             counts = np.bincount(targets[train], minlength=n_classes)
             _check_classes(counts, classes, 1, "fixed split (training part)")
-        return [Split("fixed", {"data": train}, {"data": test}, None, {})]
+        return [Split("fixed", {"data": train}, {"data": test}, None, {"unused": unused} if unused else {})]
 
 
 @dataclass
