@@ -136,6 +136,22 @@ def test_feature_sets_of_different_images_are_refused():
         evaluate({"a": a}, KShot(k=5, n_splits=1), {}, progress=False)
 
 
+def test_probes_by_name_and_one_feature_set():
+    """(A list of names failed with "'list' object has no attribute 'items'".)"""
+    X, y = blobs(n_per_class=12, n_classes=3)
+    fs = feature_set(X, y, "pool")
+    res = evaluate(fs, KShot(k=4, n_splits=1), ["svm", "logreg"], progress=False)
+    assert {(r["features"], r["probe"]) for r in res.summary()} == {("pool", "svm"), ("pool", "logreg")}
+    assert res.probes["logreg"]["loss"] == "logistic"
+    assert evaluate({"f": fs}, KShot(k=4, n_splits=1), "svm", progress=False).probes.keys() == {"svm"}
+    with pytest.raises(ConfigError, match=r"unknown probe 'svn'.*svm"):
+        evaluate(fs, KShot(k=4, n_splits=1), ["svn"], progress=False)
+    with pytest.raises(ConfigError, match="probes must be estimators by name"):
+        evaluate(fs, KShot(k=4, n_splits=1), [LinearProbe()], progress=False)
+    with pytest.raises(ConfigError, match="features must be feature sets by name"):
+        evaluate([fs], KShot(k=4, n_splits=1), ["svm"], progress=False)
+
+
 def test_domain_adaptation_s_t_st():
     Xs, ys = blobs(n_per_class=30, seed=5)
     Xt, yt = blobs(n_per_class=12, seed=5, shift=1.5, spread=0.8)

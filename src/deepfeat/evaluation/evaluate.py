@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from deepfeat.metrics import (
     per_class_accuracy,
     top_k_accuracy,
 )
+from deepfeat.probes.registry import probe_for
 from deepfeat.validation import check_int
 
 
@@ -179,10 +180,23 @@ def draw_splits(protocol: Protocol, first: FeatureSet, target: FeatureSet | None
     return protocol.splits(first.targets, first.classes, split_names=first.splits)
 
 
+def _probes_by_name(probes) -> dict[str, object]:
+    """``probes`` as estimators by name: a mapping as it is, probe names built by ``probe_for``."""
+    if isinstance(probes, Mapping):
+        return dict(probes)
+    names = [probes] if isinstance(probes, str) else list(probes) if isinstance(probes, Sequence) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ConfigError(
+            "probes must be estimators by name (a dict, e.g. {'svm': LinearProbe()}) or probe names "
+            f"(e.g. ['svm', 'logreg']), got {type(probes).__name__}"
+        )
+    return {name: probe_for(name) for name in names}
+
+
 def evaluate(
-    features: Mapping[str, FeatureSet],
+    features: Mapping[str, FeatureSet] | FeatureSet,
     protocol: Protocol,
-    probes: Mapping[str, object],
+    probes: Mapping[str, object] | str | Sequence[str],
     *,
     target: Mapping[str, FeatureSet] | None = None,
     encoders: Mapping[str, object] | None = None,
@@ -193,15 +207,24 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate every feature set with every probe that accepts it, under ``protocol``.
 
-    ``features``: feature sets by name (all of the same dataset and rows). ``probes``: unfitted
-    estimators by name (cloned for every fit). ``target``: the target domain's feature sets, same
-    names, for :class:`~deepfeat.evaluation.protocols.DomainAdaptation`. ``encoders``: per feature
-    set name, an unfitted transformer fitted on each split's training rows before the probes (needed
-    for unrolled conv maps). ``checkpoint``: a JSON-lines file of finished records, read first and
-    appended to, so a rerun resumes. ``n_jobs``: worker processes for the fits (1: in this process).
+    ``features``: feature sets by name (all of the same dataset and rows), or one feature set.
+    ``probes``: unfitted estimators by name (cloned for every fit), or probe names such as
+    ``["svm", "logreg"]`` (:func:`deepfeat.probes.probe_for` with its defaults). ``target``: the
+    target domain's feature sets, same names, for
+    :class:`~deepfeat.evaluation.protocols.DomainAdaptation`. ``encoders``: per feature set name, an
+    unfitted transformer fitted on each split's training rows before the probes (needed for unrolled
+    conv maps). ``checkpoint``: a JSON-lines file of finished records, read first and appended to,
+    so a rerun resumes. ``n_jobs``: worker processes for the fits (1: in this process).
     """
+    if isinstance(features, FeatureSet):
+        features = {features.key: features}
+    if not isinstance(features, Mapping):
+        raise ConfigError(
+            f"features must be feature sets by name (a dict) or one FeatureSet, got {type(features).__name__}"
+        )
     if not features:
         raise ConfigError("no feature sets to evaluate")
+    probes = _probes_by_name(probes)
     if not probes:
         raise ConfigError("no probe given")
     n_jobs = check_int("n_jobs", n_jobs, 1)
