@@ -145,6 +145,42 @@ def test_coco_reader(tmp_path):
     assert open_detection(path).ids == ds.ids
 
 
+def test_boxes_outside_the_image_are_clipped_or_left_out_and_reported(tmp_path):
+    """(A box reaching to x = 9999 of a 50-pixel image was kept as it was, silently: it can never be
+    matched at IoU 0.5 and became a positive region and a regression target.)"""
+    root = _voc(
+        tmp_path / "voc",
+        {
+            "a": [
+                {"name": "cat", "x1": 10, "y1": -50, "x2": 9999, "y2": 20},  # reaches outside: clipped
+                {"name": "cat", "x1": 60, "y1": 2, "x2": 80, "y2": 20},  # wholly outside: left out
+                {"name": "dog", "x1": 1, "y1": 1, "x2": 50, "y2": 40},  # the whole image: as it is
+            ]
+        },
+    )
+    ds = voc_dataset(root)
+    (a,) = ds.images
+    np.testing.assert_array_equal(a.boxes, [[9, 0, 50, 20], [0, 0, 50, 40]])
+    assert a.labels.tolist() == [0, 1]
+    reasons = dict(ds.ignored)
+    assert (
+        "reaches outside the 50 x 40 image; clipped to [9.0, 0.0, 50.0, 20.0]"
+        in reasons[f"{root / 'Annotations' / 'a.xml'} object 0"]
+    )
+    assert (
+        "lies outside the 50 x 40 image; object left out"
+        in reasons[f"{root / 'Annotations' / 'a.xml'} object 1"]
+    )
+    (tmp_path / "coco").mkdir()
+    path = _coco(tmp_path / "coco")
+    data = json.loads(path.read_text())
+    data["annotations"].append({"id": 4, "image_id": 9, "category_id": 1, "bbox": [50, 40, 30, 30]})
+    path.write_text(json.dumps(data))
+    two = coco_dataset(path).images[1]
+    np.testing.assert_allclose(two.boxes, [[50, 40, 64, 48]])
+    assert any("clipped to [50.0, 40.0, 64.0, 48.0]" in r for _, r in coco_dataset(path).ignored)
+
+
 def test_open_detection_refuses_other_folders(tmp_path):
     with pytest.raises(DataError, match="not detection data"):
         open_detection(tmp_path)

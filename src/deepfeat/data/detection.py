@@ -158,6 +158,20 @@ class DetectionDataset:
         return text
 
 
+def clip_box(box: list[float], size: tuple[int, int] | None) -> tuple[list[float] | None, str | None]:
+    """``box`` (x0, y0, x1, y1) clipped to an image of ``size`` (width, height; None: unknown, kept as
+    it is), and a note when it was clipped, or dropped (None) for lying outside the image."""
+    if size is None:
+        return box, None
+    w, h = size
+    clipped = [max(box[0], 0.0), max(box[1], 0.0), min(box[2], float(w)), min(box[3], float(h))]
+    if clipped == box:
+        return box, None
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, f"box {box} lies outside the {w} x {h} image; object left out"
+    return clipped, f"box {box} reaches outside the {w} x {h} image; clipped to {clipped}"
+
+
 # -- VOC ----------------------------------------------------------------------------------------
 def _text(node: ET.Element | None, tag: str) -> str | None:
     child = None if node is None else node.find(tag)
@@ -186,8 +200,14 @@ def _parse_voc_xml(path: Path) -> tuple[tuple[int, int] | None, list[tuple[str, 
         except ValueError:
             xmin = ymin = xmax = ymax = float("nan")
         box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        where = f"{printable(path)} object {k}"
         if not name or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-            problems.append((f"{printable(path)} object {k}", f"unusable object (name {name!r}, box {box})"))
+            problems.append((where, f"unusable object (name {name!r}, box {box})"))
+            continue
+        box, note = clip_box(box, size)
+        if note:
+            problems.append((where, f"{note} (name {name!r})"))
+        if box is None:
             continue
         difficult = (_text(obj, "difficult") or "0") not in ("0", "", "false")
         objects.append((name, box, difficult))
@@ -263,6 +283,13 @@ def voc_dataset(
 
 
 # -- COCO ---------------------------------------------------------------------------------------
+def _coco_size(img: dict) -> tuple[int, int] | None:
+    try:
+        return (int(img["width"]), int(img["height"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | None = None) -> DetectionDataset:
     """A COCO instances file; ``images`` is the image folder (default: the folder named after the
     file's split beside its ``annotations/`` folder, e.g. ``val2017/`` for ``instances_val2017.json``).
@@ -285,6 +312,7 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     per_image: dict = {img["id"]: [] for img in data["images"]}
+    sizes = {img["id"]: _coco_size(img) for img in data["images"]}
     ignored: list[tuple[str, str]] = []
     for ann in data["annotations"]:
         where = f"{printable(path)} annotation {ann.get('id')}"
@@ -300,9 +328,12 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
         if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
             ignored.append((where, f"empty or invalid bbox {bbox!r}"))
             continue
-        per_image[ann["image_id"]].append(
-            ([x, y, x + w, y + h], cat_index[ann["category_id"]], bool(ann.get("iscrowd", 0)))
-        )
+        box, note = clip_box([x, y, x + w, y + h], sizes[ann["image_id"]])
+        if note:
+            ignored.append((where, note))
+        if box is None:
+            continue
+        per_image[ann["image_id"]].append((box, cat_index[ann["category_id"]], bool(ann.get("iscrowd", 0))))
     tables = []
     for img in sorted(data["images"], key=lambda i: i["id"]):
         file = img_dir / img["file_name"]
@@ -310,7 +341,7 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
             ignored.append((printable(file), "image file missing; image left out"))
             continue
         objs = per_image[img["id"]]
-        size = (int(img["width"]), int(img["height"])) if "width" in img and "height" in img else None
+        size = sizes[img["id"]]
         tables.append(
             BoxTable(
                 image_id=Path(img["file_name"]).stem,
