@@ -226,6 +226,23 @@ def test_heatmaps_and_cli(tmp_path):
     assert meta["input_size"] == [448, 576] and np.array(meta["maps"]["head"]).shape == (14, 18)
     bad = CliRunner().invoke(app, ["heatmap", str(image), "--config", "middle", "--out", str(out)])
     assert bad.exit_code == 2 and "middle" in bad.output and "next" in bad.output
+    # --top: the score's layer for 'last' (backbones without logits have no default one)
+    topped = CliRunner().invoke(
+        app, ["heatmap", str(image), "--layer", "stage4", "--top", "stage6", "--out", str(tmp_path / "t")]
+    )
+    assert topped.exit_code == 0, topped.output
+    written = json.loads((tmp_path / "t" / "cat-last-p2.json").read_text())
+    assert written["provenance"]["top"] == "stage6"
+    default = CliRunner().invoke(
+        app, ["heatmap", str(image), "--layer", "stage4", "--out", str(tmp_path / "d")]
+    )
+    assert default.exit_code == 0, default.output
+    maps = [
+        json.loads((tmp_path / d / "cat-last-p2.json").read_text())["result"]["maps"]["stage4"] for d in "td"
+    ]
+    assert not np.allclose(maps[0], maps[1])  # another top layer, another map
+    bad = CliRunner().invoke(app, ["heatmap", str(image), "--top", "stage99", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "stage99" in bad.output
 
 
 def test_bad_parameters():

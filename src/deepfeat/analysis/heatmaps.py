@@ -28,14 +28,17 @@ def write_heatmaps(
     backbone: str = DEFAULT_BACKBONE,
     weights: str | None = None,
     preprocess: str = "interactive",
+    top: str | None = None,
 ) -> list[Path]:
-    """One PNG per layer and a JSON with the raw maps in folder ``out``; returns the PNG paths."""
+    """One PNG per layer and a JSON with the raw maps in folder ``out``; returns the PNG paths.
+    ``top``: the layer whose score the 'last' configuration back-propagates (default: the one before
+    the logits; backbones without logits, such as a BiGAN encoder, need it)."""
     image, out = Path(image), Path(out)
     bb = load_backbone(backbone, weights=weights, fully_convolutional=preprocess == "interactive")
     prep = preset(preprocess, bb.preprocess)
     pixels = prep(load_image(image))
     batch = prep.to_batch([pixels], channels_last=bb.channels_last)
-    maps = activeness_maps(bb, batch, list(layers), config=config, p=p)
+    maps = activeness_maps(bb, batch, list(layers), config=config, p=p, top=top)
     stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", image.stem) or "image"
     drawings, raw = {}, {}
     for layer, heat in maps.items():
@@ -46,6 +49,8 @@ def write_heatmaps(
             pixels, h, path, title=t
         )
     meta = {"image": str(image), "backbone": bb.name, "weights_id": bb.weights_id, "config": config, "p": p}
+    if top is not None:
+        meta["top"] = top
     meta["preprocess"] = prep.to_dict()
     result = {"input_size": list(np.asarray(pixels).shape[:2]), "maps": raw}
     written = write_result(

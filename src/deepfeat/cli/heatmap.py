@@ -20,6 +20,11 @@ def heatmap_command(
     layer: str = typer.Option("stage4,stage6,head", "--layer", "-l", help="Comma-separated spatial layers."),
     config: str = typer.Option("last", help="'last' or 'next'."),
     p: int = typer.Option(2, "--p", min=1, max=2, help="Norm of the score function: 1 or 2."),
+    top: str = typer.Option(
+        None,
+        help="Top layer of the 'last' configuration (default: the one before the logits; needed for "
+        "backbones without logits, such as a BiGAN encoder).",
+    ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b"),
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
     preprocess: PreprocessName = typer.Option(PreprocessName.interactive, help="Input preprocessing."),
@@ -38,6 +43,7 @@ def heatmap_command(
         backbone=backbone,
         weights=weights,
         preprocess=preprocess.value,
+        top=top,
     )
     for path in paths:
         typer.echo(str(path))

@@ -76,7 +76,7 @@ def last_hidden_layer(backbone: Backbone) -> LayerInfo:
     for i, layer in enumerate(backbone.catalog):
         if layer.kind == "logits" and i > 0:
             return backbone.catalog.get(names[i - 1])
-    raise ConfigError(f"{backbone.name} has no logits layer; give the top layer explicitly (top=...)")
+    raise ConfigError(f"{backbone.name} has no logits layer; give the top layer explicitly (top=..., --top)")
 
 
 def next_layer(backbone: Backbone, layer: LayerInfo) -> LayerInfo:

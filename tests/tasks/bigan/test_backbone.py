@@ -158,3 +158,28 @@ def test_fine_tuned_encoder_loads_back_as_a_backbone(conv_run, image_tree, tmp_p
         assert load_backbone(f"bigan:{conv_run}").module(x).shape[1] != 3
     with pytest.raises(BackboneError, match="use --backbone bigan:RUN"):
         load_backbone("efficientnet_lite0", weights=ck)
+
+
+def test_heatmaps_of_the_encoder_name_their_top_layer(conv_run, image_tree, tmp_path):
+    """A BiGAN encoder has no logits: the 'last' configuration needs --top (the heatmap command had
+    no such option, though its error asked for one)."""
+    from typer.testing import CliRunner
+
+    from deepfeat.cli.main import app
+
+    image = str(next(image_tree.rglob("*.jpg")))
+    common = [
+        "heatmap",
+        image,
+        "--backbone",
+        f"bigan:{conv_run}",
+        "--layer",
+        "conv3",
+        "--preprocess",
+        "backbone",
+    ]
+    missing = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a")])
+    assert missing.exit_code == 2 and "--top" in missing.output
+    result = CliRunner().invoke(app, [*common, "--top", "conv5", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "b").glob("*-conv3-last-p2.png"))
