@@ -64,6 +64,11 @@ def test_validation_happens_before_any_work(image_tree, tmp_path):
         run(EvaluationJob(image_tree, out=tmp_path / "file"), progress=False)
     with pytest.raises(ConfigError, match="list of names"):
         ActivationsRecipe("stage6,pool")
+    # the protocol's label checks (4 images a class cannot give 30 training images) come before the
+    # extraction, not after it
+    with pytest.raises(DataError, match="30-shot protocol"):
+        run(EvaluationJob(image_tree, protocol=KShot(k=30), out=tmp_path / "k"), progress=False)
+    assert not (tmp_path / "k" / "store").exists()
 
 
 def test_a_class_whose_every_image_is_bad_is_refused_or_reported(image_tree, tmp_path):

@@ -24,7 +24,7 @@ from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.data.source import DataSource, as_dataset
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.evaluate import evaluate
+from deepfeat.evaluation.evaluate import draw_splits, evaluate
 from deepfeat.evaluation.protocols import KShot, Protocol
 from deepfeat.evaluation.recipes import ActivationsRecipe, Recipe
 from deepfeat.evaluation.result import EvaluationResult
@@ -265,6 +265,11 @@ def run(
         datasets["target"] = as_dataset(job.target)
     for ds in datasets.values():
         echo(ds.summary())
+    # the protocol's checks on the labels (images per class, class lists of both domains, label
+    # kind) before any extraction; drawn again on the images that get features (without classes
+    # left out for having none)
+    if not job.allow_missing_classes:
+        draw_splits(job.protocol, datasets["source"], datasets.get("target"), datasets["source"].name)
     backbone = job.backbone
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone, weights=job.weights, fully_convolutional=job.dense())
