@@ -45,7 +45,10 @@ def test_evaluate_bad_inputs_exit_2(image_tree, tmp_path):
     out = ["--out", str(tmp_path / "o")]
     r = runner.invoke(app, ["evaluate", str(image_tree), "--protocol", "kshot:4", *out])
     assert r.exit_code == 2 and "classes have fewer than 5 images" in r.output and "'ants' (4)" in r.output
-    r = runner.invoke(app, ["evaluate", str(image_tree), "--no-extract", "--layers", "stage3", *out])
+    r = runner.invoke(
+        app,
+        ["evaluate", str(image_tree), "--no-extract", "--layers", "stage3", "--protocol", "kshot:2", *out],
+    )
     assert r.exit_code == 2 and "'stage3/avg'" in r.output and "missing in the store" in r.output
     r = runner.invoke(app, ["evaluate", str(image_tree), "--protocol", "da", *out])
     assert r.exit_code == 2 and "--target" in r.output

@@ -265,16 +265,16 @@ def run(
         datasets["target"] = as_dataset(job.target)
     for ds in datasets.values():
         echo(ds.summary())
-    # the protocol's checks on the labels (images per class, class lists of both domains, label
-    # kind) before any extraction; drawn again on the images that get features (without classes
-    # left out for having none)
-    if not job.allow_missing_classes:
-        draw_splits(job.protocol, datasets["source"], datasets.get("target"), datasets["source"].name)
     backbone = job.backbone
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone, weights=job.weights, fully_convolutional=job.dense())
     for method in job.recipe.methods():
         method.outputs(backbone)  # validate layer and method names before any work
+    # the protocol's checks on the labels (images per class, class lists of both domains, label
+    # kind) before any extraction; drawn again on the images that get features (without classes
+    # left out for having none)
+    if not job.allow_missing_classes:
+        draw_splits(job.protocol, datasets["source"], datasets.get("target"), datasets["source"].name)
     store = job.store
     if store is None and out is not None:
         store = out / "store"
