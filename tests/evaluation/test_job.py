@@ -78,7 +78,7 @@ def test_a_class_whose_every_image_is_bad_is_refused_or_reported(image_tree, tmp
     job = EvaluationJob(
         image_tree, protocol=KShot(k=2, n_splits=1), probes=FAST, preprocess=SMALL, out=tmp_path / "o"
     )
-    with pytest.raises(DataError, match=r"1 classes have no usable image \('moths'\)"):
+    with pytest.raises(DataError, match=r"1 class without a usable image \('moths'\)"):
         run(job, progress=False)
     job.allow_missing_classes = True
     result = run(job, progress=False)

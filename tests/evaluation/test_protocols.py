@@ -35,8 +35,13 @@ def test_one_shot_and_max_test():
 
 
 def test_kshot_class_too_small_is_named():
-    with pytest.raises(DataError, match=r"1 classes have fewer than 32 images: 'c' \(31\)"):
+    with pytest.raises(DataError, match=r"1 class has fewer than 32 images: 'c' \(31\)"):
         KShot(k=31).splits(TARGETS, CLASSES)
+    many = np.repeat(np.arange(8), 3)
+    with pytest.raises(
+        DataError, match=r"8 classes have fewer than 5 images: 'c0' \(3\), .* 'c4' \(3\) and 3 more;"
+    ):
+        KShot(k=4).splits(many, [f"c{i}" for i in range(8)])
 
 
 def test_single_class_is_an_error():

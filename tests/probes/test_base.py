@@ -66,8 +66,10 @@ def test_features_that_are_sparse_complex_or_one_dimensional_are_refused_with_th
     assert check_features(torch.from_numpy(X)).dtype == np.float32  # a dense CPU tensor is an array
     with pytest.raises(DataError, match=r"0 feature\(s\) \(shape=\(3, 0\)\) while a minimum of 1"):
         check_features(np.zeros((3, 0)))
-    with pytest.raises(DataError, match=r"a single class .* not one class"):
-        prepare_targets(np.array([4]))
+    with pytest.raises(DataError, match=r"a single class \(4\); .* not one class"):
+        prepare_targets(np.array([4]))  # the label as written, not NumPy's repr np.int64(4)
+    with pytest.raises(DataError, match=r"a single class \('ants'\)"):
+        prepare_targets(np.array(["ants", "ants"]))
 
 
 def test_labels_that_are_missing_continuous_or_absent_are_refused():

@@ -79,7 +79,7 @@ def test_a_class_whose_every_image_is_bad_is_refused_or_reported(tree, tmp_path)
     for i in range(3):
         (tree / "moth" / f"{i}.jpg").write_bytes(b"not an image")
     args = [tree, "--protocol", "kshot:2", "--splits", "1", "--probe", "svm", "--out", tmp_path / "o"]
-    one_line_error(evaluate(*args), "1 classes have no usable image ('moth')")
+    one_line_error(evaluate(*args), "1 class without a usable image ('moth')")
     r = evaluate(*args, "--allow-missing-classes")
     assert r.exit_code == 0, r.output
     assert "classes excluded, no usable image: moth" in r.output

@@ -19,6 +19,7 @@ from PIL import Image
 
 from deepfeat.data.images import DEFAULT_MAX_PIXELS, DraftRule, load_image, printable, to_rgb
 from deepfeat.errors import DataError
+from deepfeat.report.wording import counted
 
 
 @dataclass
@@ -104,12 +105,13 @@ class ImageDataset:
     def summary(self) -> str:
         """One line: size, classes, splits."""
         kind = "multi-label" if self.multilabel else "single-label"
-        parts = [f"{self.name}: {len(self)} items, {len(self.classes)} classes ({kind})"]
+        classes = counted(len(self.classes), "class", "classes")
+        parts = [f"{self.name}: {counted(len(self), 'item')}, {classes} ({kind})"]
         if self.splits is not None:
             names, counts = np.unique(self.splits.astype(str), return_counts=True)
             parts.append("splits " + ", ".join(f"{n}={c}" for n, c in zip(names, counts)))
         if self.ignored:
-            parts.append(f"{len(self.ignored)} files ignored")
+            parts.append(f"{counted(len(self.ignored), 'file')} ignored")
         return "; ".join(parts)
 
 

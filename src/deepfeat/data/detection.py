@@ -29,6 +29,7 @@ from PIL import Image
 
 from deepfeat.data.images import DEFAULT_MAX_PIXELS, load_image, printable
 from deepfeat.errors import DataError
+from deepfeat.report.wording import counted
 
 #: The 20 PASCAL VOC classes in the devkit's order.
 VOC_CLASSES = (
@@ -154,7 +155,7 @@ class DetectionDataset:
         n_boxes = sum(counts.values())
         text = f"{self.name}: {len(self)} images, {n_boxes} boxes, {len(self.classes)} classes"
         if self.ignored:
-            text += f"; {len(self.ignored)} entries ignored"
+            text += f"; {counted(len(self.ignored), 'entry', 'entries')} ignored"
         return text
 
 

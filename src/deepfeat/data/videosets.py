@@ -22,6 +22,7 @@ from deepfeat.data.images import printable
 from deepfeat.data.manifests import manifest_dataset
 from deepfeat.data.video import VIDEO_EXTENSIONS
 from deepfeat.errors import DataError
+from deepfeat.report.wording import counted
 from deepfeat.validation import check_int
 
 SPLIT_LIST_FOLDERS = (".", "ucfTrainTestlist", "splits", "../ucfTrainTestlist")
@@ -99,7 +100,7 @@ class VideoDataset:
             names, counts = np.unique(self.splits.astype(str), return_counts=True)
             parts.append("splits " + ", ".join(f"{n}={c}" for n, c in zip(names, counts)))
         if self.ignored:
-            parts.append(f"{len(self.ignored)} entries ignored")
+            parts.append(f"{counted(len(self.ignored), 'entry', 'entries')} ignored")
         return "; ".join(parts)
 
 

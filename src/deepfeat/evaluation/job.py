@@ -36,6 +36,7 @@ from deepfeat.features.store import FeatureStore
 from deepfeat.fileio import check_output_dir
 from deepfeat.probes import probe_for
 from deepfeat.report.provenance import environment
+from deepfeat.report.wording import counted, listed
 from deepfeat.validation import check_choice, check_device, check_int
 
 log = logging.getLogger(__name__)
@@ -290,8 +291,8 @@ def run(
         missing = _missing_classes(ds, features[role])
         if missing and not job.allow_missing_classes:
             raise DataError(
-                f"{ds.name}: {len(missing)} classes have no usable image "
-                f"({', '.join(map(repr, missing[:5]))}); "
+                f"{ds.name}: {counted(len(missing), 'class', 'classes')} without a usable image "
+                f"({listed(missing)}); "
                 "fix or remove them, or allow_missing_classes / --allow-missing-classes to evaluate without"
             )
         if missing:

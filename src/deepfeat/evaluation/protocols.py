@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.report.wording import listed
 from deepfeat.validation import check_choice, check_float, check_int
 
 TRAIN_SPLIT_NAMES = ("train", "trainval")
@@ -75,12 +76,16 @@ def _check_classes(counts: np.ndarray, classes: list[str] | None, need: int, wha
         raise DataError(f"{what}: the data holds {len(present)} class; a probe needs at least 2")
     short = [c for c in present if counts[c] < need]
     if short:
-        names = [classes[c] if classes else str(c) for c in short]
-        detail = ", ".join(f"{n!r} ({counts[c]})" for n, c in zip(names[:5], short[:5]))
+        detail = listed([(classes[c] if classes else str(c), counts[c]) for c in short], form=_name_count)
+        have = "class has" if len(short) == 1 else "classes have"
         raise DataError(
-            f"{what}: {len(short)} classes have fewer than {need} images: {detail}; "
-            "lower k or drop those classes"
+            f"{what}: {len(short)} {have} fewer than {need} images: {detail}; lower k or drop those classes"
         )
+
+
+def _name_count(item: tuple) -> str:
+    name, count = item
+    return f"{str(name)!r} ({int(count)})"
 
 
 def _per_class_draw(targets: np.ndarray, k: int, rng: np.random.Generator, max_rest: int | None = None):

@@ -209,8 +209,8 @@ def prepare_targets(
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise DataError(
-            f"the training data holds a single class ({classes[0]!r}); a classifier needs 2 or more, "
-            "not one class"
+            f"the training data holds a single class ({classes.tolist()[0]!r}); a classifier needs 2 or "
+            "more, not one class"
         )
     return codes.astype(np.int64).ravel(), None, classes, False
 
