@@ -40,6 +40,7 @@ def test_entropy_selectivity_filters_embed(tmp_path):
     assert "weighted" not in result["result"]["network"]["stage6"]  # residual outputs go negative
     assert result["result"]["skipped"]
     assert max(head["spmax"]["aue"]) <= np.log(3) + 1e-9
+    assert head["label"]["classes"] == ["blue", "green", "red"]  # names, not 0, 1, 2
     assert (out / "entropy_mcaue_label.png").exists() and (out / "entropy_aue_hist_spmax.png").exists()
 
     r = runner.invoke(app, ["analyze", "selectivity", data, "--layer", "stage6", *common])
@@ -53,11 +54,19 @@ def test_entropy_selectivity_filters_embed(tmp_path):
     assert r.exit_code == 0, r.output
     filt = json.loads((out / "filters_stage6.json").read_text())["result"]
     assert len(filt["table"]) == 3 and filt["ks"][-1] == 192
+    assert filt["classes"] == [row["class"] for row in filt["table"]] == ["blue", "green", "red"]
+    assert "class=blue" in r.output
 
     r = runner.invoke(app, ["analyze", "embed", data, "--layer", "pool", "--perplexity", "5", *common])
     assert r.exit_code == 0, r.output
     emb = json.loads((out / "embed_pool_tsne.json").read_text())
     assert np.isfinite(np.array(emb["result"]["coords"])).all() and (out / "embed_pool_tsne_map.png").exists()
+    for pool in ("max", "avg"):  # each pooling its own files (the second overwrote the first)
+        r = runner.invoke(
+            app, ["analyze", "embed", data, "--layer", "stage6", "--pool", pool, "--perplexity", "5", *common]
+        )
+        assert r.exit_code == 0, r.output
+    assert (out / "embed_stage6-max_tsne.json").exists() and (out / "embed_stage6-avg_tsne.json").exists()
 
 
 def test_ablations_and_checkpoints(tmp_path):
@@ -119,3 +128,16 @@ def test_bad_inputs(tmp_path):
     assert r.exit_code == 2 and "stage9" in r.output
     r = runner.invoke(app, ["analyze", "embed", data, "--method", "pca", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "pca" in r.output
+
+
+def test_entropy_refuses_a_bad_after_file_or_method_before_any_work(tmp_path):
+    data = str(tree(tmp_path / "tree", n_per_class=2))
+    (tmp_path / "bad.pt").write_text("not a checkpoint")
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app, ["analyze", "entropy", data, "--after", str(tmp_path / "bad.pt"), "--out", str(out)]
+    )
+    assert r.exit_code == 2 and "bad.pt" in r.output, r.output
+    r = runner.invoke(app, ["analyze", "entropy", data, "--methods", "label,entropic", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown entropy method 'entropic'" in r.output, r.output
+    assert not (out / "store").exists()  # nothing extracted

@@ -27,10 +27,11 @@ from deepfeat.analysis import (
     precision_curves,
 )
 from deepfeat.analysis.ablations import ABLATIONS, ablation_table
+from deepfeat.analysis.entropy import ENTROPY_METHODS
 from deepfeat.analysis.layers import layer_features, map_shape, train_test_rows
 from deepfeat.analysis.similarity import METHODS as SIMILARITY_METHODS
 from deepfeat.analysis.similarity import layer_representations, plot_similarity, similarity_matrix
-from deepfeat.backbones import DEFAULT_BACKBONE
+from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
 from deepfeat.cli.common import THREADS, friendly, set_threads, setup_logging
 from deepfeat.cli.parsing import PreprocessName, names, protocol
 from deepfeat.data.datasets import DATA_SPELLINGS
@@ -87,7 +88,9 @@ def entropy_command(
     MCAuE at 0.1/0.25/0.5/1.0 of the filters between two networks with --after, Table 2.1)."""
     set_threads(threads)
     layer_names = names(layers, "--layers")
-    wanted = tuple(names(methods, "--methods"))
+    wanted = tuple(check_choice("entropy method", m, ENTROPY_METHODS) for m in names(methods, "--methods"))
+    if after is not None:  # a bad --after file is refused before the first network's work, not after it
+        load_backbone(backbone, weights=after)
     networks = {"before": weights, "after": after} if after is not None else {"network": weights}
     aue: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     result, provs, skipped = {}, {}, []
@@ -108,7 +111,9 @@ def entropy_command(
                 thresholds=thresholds,
                 progress=True,
             )
-            result.setdefault(net, {})[layer] = {m: c.to_dict(curves=False) for m, c in curves.items()}
+            result.setdefault(net, {})[layer] = {
+                m: _named(c.to_dict(curves=False), fs.classes) for m, c in curves.items()
+            }
             for m, c in curves.items():
                 aue.setdefault(m, {}).setdefault(layer, {})[net] = c.aue
     result["skipped"] = skipped
@@ -127,6 +132,17 @@ def entropy_command(
         plots[f"mcaue_{m}"] = lambda p, d=per_layer, m=m: plot_mcaue_curves(d, p, title=f"MCAuE ({m})")
     paths = write_result(out, "entropy", result, provenance=provs, plots=plots)
     typer.echo(f"wrote {paths['json']} and {len(plots)} plots")
+
+
+def _named(result: dict, names) -> dict:
+    """``result`` with its class labels (indices into ``names``, the dataset's classes) as names: the
+    "classes" list and the "class" of each row of a "table"."""
+    out = dict(result)
+    if "classes" in out:
+        out["classes"] = [names[int(c)] for c in out["classes"]]
+    if "table" in out:
+        out["table"] = [{**row, "class": names[int(row["class"])]} for row in out["table"]]
+    return out
 
 
 @analyze_app.command("selectivity")
@@ -189,8 +205,10 @@ def filters_command(
         "overlap": lambda p: plot_filter_overlap(res, p, class_names=fs.classes),
     }
     prov = {**prov, "layer": layer, "C": C, "n_train": len(train), "n_test": len(test), "seed": seed}
-    paths = write_result(out, f"filters_{layer}", res.to_dict(), provenance=prov, plots=plots)
-    for row in res.table():
+    paths = write_result(
+        out, f"filters_{layer}", _named(res.to_dict(), fs.classes), provenance=prov, plots=plots
+    )
+    for row in _named({"table": res.table()}, fs.classes)["table"]:
         typer.echo("  ".join(f"{k}={v}" for k, v in row.items()))
     typer.echo(f"wrote {paths['json']}")
 
@@ -218,9 +236,9 @@ def embed_command(
     fs = maps[layer]
     emb = embed(np.asarray(fs.features), fs.targets, method=method, perplexity=perplexity, random_state=seed)
     plot = {"map": lambda p: plot_embedding(emb, p, class_names=fs.classes, title=f"{layer} ({method})")}
-    paths = write_result(
-        out, f"embed_{layer}_{method}", emb.to_dict(), provenance={**prov, "layer": layer}, plots=plot
-    )
+    # named by the features (layer and pooling: 'stage6-max'), so other poolings do not overwrite it
+    name = f"embed_{fs.key.replace('/', '-')}_{method}"
+    paths = write_result(out, name, emb.to_dict(), provenance={**prov, "layer": layer}, plots=plot)
     typer.echo(f"wrote {paths['json']} and {paths['map']}")
 
 
