@@ -140,6 +140,24 @@ def test_out_of_domain_data_is_evaluated_on_all_images(trained, coco_json):
         evaluate(CaptionEvalJob(coco_json, models=[out], on="test", strategies=[Strategy()]), progress=False)
 
 
+def test_models_of_one_architecture_keep_apart_in_the_results(trained, coco_json, tmp_path):
+    """(Two lrcn_2f models were both labelled "lrcn_2f lstm", and the second's retrieval replaced the
+    first's.)"""
+    import shutil
+
+    _, out = trained
+    copy = tmp_path / "second"
+    shutil.copytree(out, copy)
+    ev = evaluate(
+        CaptionEvalJob(coco_json, models=[out, copy / "model.pt"], on="all", strategies=[Strategy()]),
+        progress=False,
+    )
+    names = [m["name"] for m in ev.about["models"]]
+    assert len(set(names)) == 2 and names[1].endswith("(second)") and names[0].endswith(f"({out.name})")
+    assert set(ev.retrieval) == set(names)
+    assert {r["name"] for r in ev.rows if r["kind"] == "model"} == set(names)
+
+
 def test_caption_images_reports_bad_files(trained, shapes_csv, tmp_path):
     _, out = trained
     bad = tmp_path / "bad.jpg"

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.job import ExtractionOptions
@@ -167,6 +168,7 @@ def evaluate(
     echo = echo or log.info
     job.validate()
     models = [m if isinstance(m, CaptionModel) else CaptionModel.load(m) for m in job.models]
+    labels = model_labels(job.models, models)
     device = check_device(job.device)
     data = load_data(job.data, job.images)
     echo(data.summary())
@@ -184,7 +186,7 @@ def evaluate(
     meteor = Meteor() if "meteor" in job.metrics and meteor_unavailable() is None else None
     opts = {"metrics": job.metrics, "meteor": meteor}
     try:
-        rows, retrievals, images, refs = _run(job, models, data, ids, device, opts, progress, echo)
+        rows, retrievals, images, refs = _run(job, models, labels, data, ids, device, opts, progress, echo)
     finally:
         if meteor is not None:
             meteor.close()
@@ -197,13 +199,13 @@ def evaluate(
         "n_references": sum(len(r) for r in refs),
         "models": [
             {
-                "name": m.name,
+                "name": label,
                 "decoder": m.decoder.config.to_dict(),
                 "features": m.features.to_dict(),
                 "vocabulary": len(m.vocabulary),
                 "training": m.about,
             }
-            for m in models
+            for m, label in zip(models, labels)
         ],
         "strategies": [s.to_dict() for s in job.strategies],
         "seed": job.seed,
@@ -214,13 +216,31 @@ def evaluate(
     )
 
 
-def _run(job, models, data, ids, device, opts, progress, echo):
+def model_labels(sources: Sequence, models: Sequence[CaptionModel]) -> list[str]:
+    """Each model's name in results: its architecture (``CaptionModel.name``), and where two models
+    share one, also the folder or file it was loaded from (else its position)."""
+    names = [m.name for m in models]
+    labels = []
+    for i, (source, name) in enumerate(zip(sources, names)):
+        if names.count(name) == 1:
+            labels.append(name)
+        elif isinstance(source, str | os.PathLike):
+            path = Path(source)
+            labels.append(f"{name} ({path.parent.name if path.name == 'model.pt' else path.name})")
+        else:
+            labels.append(f"{name} (#{i + 1})")
+    if len(set(labels)) < len(labels):  # the same folder name twice: positions decide
+        labels = [f"{name} (#{i + 1})" if names.count(name) > 1 else name for i, name in enumerate(names)]
+    return labels
+
+
+def _run(job, models, labels, data, ids, device, opts, progress, echo):
     """Generation rows and retrieval of every model, then the baselines."""
     tokens = data.tokens()
     cache: dict = {}
     rows, retrievals = [], {}
     images: list[str] | None = None
-    for model in models:
+    for model, label in zip(models, labels):
         model.decoder.to(device)
         model.conditioner.to(device)
         feats = _features(model, data, job, cache, progress, echo)
@@ -232,24 +252,21 @@ def _run(job, models, data, ids, device, opts, progress, echo):
             t0 = time.perf_counter()
             words, _ = model.caption(values, strategy, ids=kept, seed=job.seed, progress=progress)
             seconds = time.perf_counter() - t0
-            row = _row(model.name, "model", words, refs, kept, strategy=strategy.to_dict(), **opts)
+            row = _row(label, "model", words, refs, kept, strategy=strategy.to_dict(), **opts)
             row.update(
                 strategy_name=strategy.name, seconds=seconds, images_per_second=len(kept) / max(seconds, 1e-9)
             )
             rows.append(row)
-            echo(
-                f"{model.name}, {strategy.name}: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in row["corpus"].items())
-            )
+            echo(f"{label}, {strategy.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["corpus"].items()))
         if job.retrieval:
             t0 = time.perf_counter()
             captions = [model.vocabulary.encode(t) for caps in refs for t in caps]
             owner = [i for i, caps in enumerate(refs) for _ in caps]
             scores = pair_log_likelihood(model.decoder, model.conditions(values), captions, progress=progress)
-            retrievals[model.name] = {**retrieval(scores, owner), "seconds": time.perf_counter() - t0}
-            r = retrievals[model.name]
+            retrievals[label] = {**retrieval(scores, owner), "seconds": time.perf_counter() - t0}
+            r = retrievals[label]
             echo(
-                f"{model.name} retrieval: image->caption R@1 {r['image_to_caption']['R@1']:.1f}, "
+                f"{label} retrieval: image->caption R@1 {r['image_to_caption']['R@1']:.1f}, "
                 f"caption->image R@1 {r['caption_to_image']['R@1']:.1f} ({r['seconds']:.0f} s)"
             )
     assert images is not None
