@@ -116,7 +116,11 @@ def train_command(
     prepared = open_training_data(
         data, options.arch, options.input_size, progress=lambda it: tqdm(it, desc="decoding", unit="batch")
     )
-    typer.echo(f"{prepared.name}: {len(prepared)} images ({prepared.kind}), {len(prepared.skipped)} skipped")
+    used = len(prepared) if max_images is None else min(max_images, len(prepared))
+    subset = f", training on a seeded subset of {used}" if used < len(prepared) else ""
+    typer.echo(
+        f"{prepared.name}: {len(prepared)} images ({prepared.kind}), {len(prepared.skipped)} skipped{subset}"
+    )
     for path, reason in prepared.skipped:
         typer.echo(f"skipped {path}: {reason}")
     result = train(options, prepared, out, progress=True, echo=typer.echo)

@@ -28,8 +28,11 @@ def test_help_lists_commands_and_choices():
 
 def test_train_then_evaluate_mnist(mnist_file, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["bigan", "train", f"mnist:{mnist_file}", "--out", str(out), *TINY_MLP])
+    result = runner.invoke(
+        app, ["bigan", "train", f"mnist:{mnist_file}", "--out", str(out), *TINY_MLP, "--max-images", "64"]
+    )
     assert result.exit_code == 0, result.output
+    assert "training on a seeded subset of 64" in result.output  # not only the file's size
     assert (out / "last.pt").is_file() and (out / "history.json").is_file()
     assert "deepfeat bigan evaluate" in result.output
     result = runner.invoke(app, ["bigan", "evaluate", str(out), "--metric", "l2", "--threads", "1"])
