@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
@@ -8,6 +9,18 @@ from deepfeat.cli.main import app
 from deepfeat.features.store import FeatureStore
 
 runner = CliRunner()
+
+
+def states(listing: str) -> list[str]:
+    """The state column of ``deepfeat store list``'s table (the rows above its notes), sorted."""
+    lines = listing.splitlines()
+    column = lines[0].index("state")
+    rows = []
+    for line in lines[2:]:
+        if line.startswith(("damaged:", "the next extraction")):
+            break
+        rows.append(line[column:].split()[0])
+    return sorted(rows)
 
 
 def test_backbones_and_layers():
@@ -58,6 +71,25 @@ def test_extract_reports_and_reuses(bad_tree, tmp_path):
     assert again.exit_code == 0 and "0 through the network" in again.output
     listing = runner.invoke(app, ["store", "list", str(out)])
     assert listing.exit_code == 0 and listing.output.count("complete") == 3
+    # damage shows in the listing (it said "complete" for a cut features.npy), and is repaired
+    entry = next(p for p in (out / "entries").iterdir() if p.name.startswith("stage6-max"))
+    data = entry / "features.npy"
+    data.write_bytes(data.read_bytes()[:-8])
+    listing = runner.invoke(app, ["store", "list", str(out)])
+    assert listing.exit_code == 0 and states(listing.output) == ["complete", "complete", "damaged"]
+    assert f"damaged: {entry.name}: features.npy is" in listing.output and "repairs" in listing.output
+    assert runner.invoke(app, args).exit_code == 0
+    assert states(runner.invoke(app, ["store", "list", str(out)]).output) == ["complete"] * 3
+    # a changed row only shows with --checksums (it reads all the data)
+    values = np.load(data, mmap_mode="r+")
+    values[np.flatnonzero(np.load(entry / "valid.npy"))[0], 0] += 1.0
+    values.flush()
+    del values
+    assert "damaged" not in runner.invoke(app, ["store", "list", str(out)]).output
+    checked = runner.invoke(app, ["store", "list", str(out), "--checksums"])
+    assert "do not match their journal checksum" in checked.output
+    other = runner.invoke(app, ["store", "list", str(tmp_path)])
+    assert other.exit_code == 2 and "not a feature store" in other.output
 
 
 def test_extract_fail_mode_exits_2(bad_tree, tmp_path):

@@ -104,24 +104,44 @@ def extract_command(
 
 
 @friendly
-def store_list_command(store: Path = typer.Argument(..., help="Feature store folder.")) -> None:
-    """List the entries of a feature store."""
+def store_list_command(
+    store: Path = typer.Argument(..., help="Feature store folder."),
+    checksums: bool = typer.Option(
+        False, "--checksums", help="Also verify every row against its journal (reads all the data)."
+    ),
+) -> None:
+    """List the entries of a feature store: rows done, and damage found in their journals and data
+    files (the next extraction repairs it)."""
     if not store.is_dir():
         raise ConfigError(f"{store}: not a folder; give the folder of a feature store")
-    rows = []
-    for meta in FeatureStore(store).entries():
+    if not (store / "entries").is_dir():
+        raise ConfigError(f"{store}: not a feature store (no entries/ folder); give the folder of --store")
+    rows, problems = [], []
+    for meta, state in FeatureStore(store).check_entries(checksums=checksums):
         prov = meta["provenance"]
-        state = "complete" if meta.get("complete") else "partial"
+        n_rows = meta.get("n_rows")
+        if state is None:
+            status, done = "damaged", "-"
+            problems.append(f"{Path(meta['path']).name}: {meta.get('damaged', 'meta.json unreadable')}")
+        else:
+            n_done = int(state.status.done.sum())
+            done = f"{n_rows}" if n_done == n_rows else f"{n_done}/{n_rows}"
+            status = "damaged" if state.problems else "complete" if state.complete else "partial"
+            problems += [f"{Path(meta['path']).name}: {p}" for p in state.problems]
         rows.append(
             (
                 prov.get("layer"),
                 prov.get("pool"),
                 prov.get("backbone"),
-                meta.get("dim"),
-                meta.get("n_rows"),
-                state,
+                meta.get("dim") or (state.dim if state is not None else None),
+                done,
+                status,
                 prov.get("dataset", "")[:12],
                 Path(meta["path"]).name,
             )
         )
     typer.echo(text_table(rows, ["layer", "pool", "backbone", "dim", "rows", "state", "dataset", "entry"]))
+    for problem in problems:
+        typer.echo(f"damaged: {problem}")
+    if problems:
+        typer.echo("the next extraction into this store repairs them (damaged rows are computed again)")

@@ -143,6 +143,19 @@ class FeatureStore:
             out.append(meta)
         return out
 
+    def check_entries(self, *, checksums: bool = False) -> list[tuple[dict, EntryState | None]]:
+        """Every entry's meta.json (as :meth:`entries`) with what :meth:`StoreEntry.check` finds in it
+        (rows done, damage; ``checksums``: also verify every row against its journal, which reads all
+        the data); None where meta.json is unreadable. Reads only."""
+        out = []
+        for meta in self.entries():
+            state = None
+            if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
+                entry = StoreEntry(Path(meta["path"]), meta.get("provenance") or {}, meta["n_rows"])
+                state = entry.check(checksums=checksums)
+            out.append((meta, state))
+        return out
+
 
 class MemoryEntry:
     """In-memory stand-in for a StoreEntry, used when extraction runs without a store."""
