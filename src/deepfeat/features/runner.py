@@ -255,25 +255,27 @@ def run_local(
     processes = resolve_loader(loader, dev) == "processes"
     n_forward = 0
     bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, dynamic_ncols=True)
-    with BatchEncoder(backbone, work, prep, on_error=on_error, device=dev, amp=amp) as encode:
-        batches = iter_batches(
-            dataset,
-            todo,
-            prep,
-            batch_size=batch_size,
-            workers=workers,
-            max_pixels=max_pixels,
-            processes=processes,
-            pin_memory=processes and dev.type == "cuda",
-            channels_last=backbone.channels_last,
-        )
-        for batch in batches:
-            out = encode(batch, dataset.ids)
-            write_output(plans, todo_by_plan, out, durable=durable)
-            n_forward += out.n_forward
-            stop_if_failed(out)
-            bar.update(len(batch.rows))
-    bar.close()
+    try:  # the bar is closed (its line ended) also when a bad image or Ctrl-C stops the run
+        with BatchEncoder(backbone, work, prep, on_error=on_error, device=dev, amp=amp) as encode:
+            batches = iter_batches(
+                dataset,
+                todo,
+                prep,
+                batch_size=batch_size,
+                workers=workers,
+                max_pixels=max_pixels,
+                processes=processes,
+                pin_memory=processes and dev.type == "cuda",
+                channels_last=backbone.channels_last,
+            )
+            for batch in batches:
+                out = encode(batch, dataset.ids)
+                write_output(plans, todo_by_plan, out, durable=durable)
+                n_forward += out.n_forward
+                stop_if_failed(out)
+                bar.update(len(batch.rows))
+    finally:
+        bar.close()
     return n_forward
 
 
