@@ -223,3 +223,27 @@ def test_blocked_transpose_equals_numpy():
     for block in (1, 64, 999, 1000, 4096):
         out = _transposed(x, block=block)
         assert out.flags.c_contiguous and np.array_equal(out, x.T)
+
+
+def test_a_vector_layer_is_found_by_its_feature_key_or_any_pooling(store_with_failures, tmp_path):
+    """``--layers pool --pool avg`` stores pool/unroll (every pooling of a vector is the identity) and
+    evaluations call it ``pool``: export found it only as pool/unroll."""
+    from deepfeat.features.export import find_entry
+
+    _, data = store_with_failures
+    store = tmp_path / "store"
+    bb = load_backbone("efficientnet_lite0", weights="random")
+    extract(
+        data,
+        bb,
+        [LayerActivations(["pool", "stage3"], ["avg"])],
+        store=store,
+        preprocess=SMALL,
+        progress=False,
+    )
+    folder = find_entry(FeatureStore(store), "pool/unroll")
+    assert folder.name.startswith("pool-unroll")
+    for name in ("pool", "pool/avg", "pool/max"):
+        assert find_entry(FeatureStore(store), name) == folder
+    with pytest.raises(ConfigError, match="no entry 'stage3/max'"):  # a spatial layer: its own pooling only
+        find_entry(FeatureStore(store), "stage3/max")

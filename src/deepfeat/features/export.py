@@ -103,7 +103,8 @@ def from_feature_set(fs: FeatureSet) -> ExportTable:
 
 def find_entry(store: FeatureStore, entry: str) -> Path:
     """The entry folder ``entry`` names: its folder name, a unique prefix of it, its path, or a
-    ``layer/pool`` key (``stage6/avg``) when only one entry has it."""
+    ``layer/pool`` key (``stage6/avg``; a vector layer's by its name, ``pool``, or with any pooling,
+    all the identity) when only one entry has it."""
     folders = sorted(p for p in (store.root / "entries").glob("*") if p.is_dir())
     if Path(entry).is_dir() and Path(entry).parent.resolve() == (store.root / "entries").resolve():
         return Path(entry)
@@ -115,7 +116,11 @@ def find_entry(store: FeatureStore, entry: str) -> Path:
     for meta in store.entries():
         prov = meta.get("provenance") or {}
         key = "/".join(str(prov[k]) for k in ("layer", "pool") if prov.get(k) is not None)
-        if key and key == entry:
+        keys = {key}
+        if prov.get("pool") == "unroll" and len(meta.get("layer_shape") or ()) == 1:
+            # a vector layer: every pooling is the identity, and its features are keyed by the layer
+            keys |= {str(prov.get("layer")), *(f"{prov.get('layer')}/{p}" for p in ("avg", "max"))}
+        if key and entry in keys:
             by_key.append(Path(meta["path"]))
     found = by_prefix if len(by_prefix) == 1 else by_key
     if len(found) == 1:
