@@ -18,6 +18,7 @@ from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_l
 from deepfeat.data.detection import DetectionDataset, open_detection
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.fileio import check_output_dir
+from deepfeat.report.wording import counted, listed
 from deepfeat.tasks import detection as det
 
 detect_app = typer.Typer(
@@ -140,8 +141,14 @@ def train_command(
     dataset = _data(data, split or None, images, max_images)
     result = det.train(dataset, options, out, progress=True, echo=typer.echo)
     model = result.model
+    untrained = [c for c, ok in zip(model.classes, model.svm.trained) if not ok]
+    if untrained:
+        typer.echo(
+            f"warning: {counted(len(untrained), 'class', 'classes')} without a training box never "
+            f"fire: {listed(untrained, 10, str)}"
+        )
     typer.echo(
-        f"trained {len(model.classes)} class SVMs on {model.svm_key}"
+        f"trained {int(model.svm.trained.sum())} of {len(model.classes)} class SVMs on {model.svm_key}"
         + (f" and box regressors on {model.bbox_key}" if model.regressor is not None else "")
         + f" from {result.counts['images']} images, {result.counts['regions_per_image']:.0f} regions each"
     )

@@ -176,6 +176,8 @@ def test_command_line(trained, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert (model / "model.pt").is_file() and "model:" in res.output
+    n = len(det.DetectorModel.load(model).classes)
+    assert f"trained {n} of {n} class SVMs" in res.output and "never fire" not in res.output
     res = runner.invoke(
         app,
         [
