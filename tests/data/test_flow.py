@@ -93,3 +93,15 @@ def test_flow_dataset_is_cached_per_video(tmp_path: Path, monkeypatch):
         frame_dataset(open_videos(tmp_path / "v"), progress=False), cache_dir=tmp_path / "cache"
     )
     np.testing.assert_array_equal(np.asarray(fresh.load(5)), first)
+
+
+def test_a_video_too_short_for_flow_is_a_failed_video(tmp_path: Path):
+    """(A one-frame video was listed as ignored but not counted among the failed videos, so the
+    training warning under-counted what was left out.)"""
+    write_video(tmp_path / "v" / "right" / "a.mp4", moving_square(4))
+    write_video(tmp_path / "v" / "right" / "one.mp4", moving_square(1))
+    frames = frame_dataset(open_videos(tmp_path / "v"), progress=False)
+    flows = flow_dataset(frames)
+    one = frames.videos.ids.index("right/one.mp4")
+    assert (one, "fewer than 2 frames: no flow") in flows.failed_videos
+    assert len(flows) == 3

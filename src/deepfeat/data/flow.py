@@ -212,9 +212,8 @@ def flow_dataset(
     video_rows, numbers, pairs = np.concatenate(rows), np.concatenate(numbers), np.concatenate(pairs)
     videos = frames.videos
     with_flow = set(video_rows.tolist())
-    too_short = [
-        (videos.source(r), "fewer than 2 frames: no flow") for r in frames.slices if r not in with_flow
-    ]
+    short_rows = [r for r in frames.slices if r not in with_flow]
+    too_short = [(videos.source(r), "fewer than 2 frames: no flow") for r in short_rows]
     return FlowDataset(
         name=f"{videos.name} flow",
         ids=[f"{videos.ids[r]}#flow{n}" for r, n in zip(video_rows.tolist(), numbers.tolist())],
@@ -227,7 +226,8 @@ def flow_dataset(
         frame_numbers=numbers,
         sampling=frames.sampling,
         infos=frames.infos,
-        failed_videos=list(frames.failed_videos),
+        # videos left without flow count as failed too (they were dropped without being counted)
+        failed_videos=list(frames.failed_videos) + [(r, "fewer than 2 frames: no flow") for r in short_rows],
         max_pixels=frames.max_pixels,
         cache_videos=frames.cache_videos,
         frames=frames,

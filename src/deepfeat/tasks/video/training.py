@@ -35,6 +35,7 @@ from deepfeat.data.videosets import VideoDataset, open_videos
 from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.features.store import FeatureStore
 from deepfeat.fileio import check_output_dir, to_jsonable
+from deepfeat.report.wording import counted, listed
 from deepfeat.report.writer import write_result
 from deepfeat.tasks.video.features import STREAMS, FrameFeatures, GridPooled, StreamFeatures
 from deepfeat.tasks.video.features import stream_features as extract_stream
@@ -197,10 +198,15 @@ def train(job: TrainJob, *, progress: bool = True, echo: Callable[[str], None] |
     store = job.store if job.store is not None or out is None else out / "store"
     videos = _videos(job.data, job.split, job.lists, "train")
     echo(videos.summary())
+    for where, why in videos.ignored:
+        echo(f"ignored {where}: {why}")
     backbone = load_backbone(spec.backbone, weights=spec.weights)
     feats, top = training_features(job, backbone, videos, store, progress)
     if feats.failed_videos:
-        echo(f"warning: {len(feats.failed_videos)} training videos without usable frames (left out)")
+        echo(
+            f"warning: {counted(len(feats.failed_videos), 'training video')} without usable frames "
+            "(left out): " + listed(feats.failed_videos, 10, lambda f: f"{f[0]} ({f[1]})")
+        )
     device = check_device(opts.device)
     torch.manual_seed(opts.seed)
     net = build_net(
