@@ -484,8 +484,17 @@ def test_unknown_probe_name():
 def test_predict_proba_needs_logistic(small, loss):
     X, y = small
     probe = LinearProbe(loss=loss, C=1.0).fit(X, y)
-    with pytest.raises(ConfigError, match="predict_proba needs loss='logistic'"):
+    with pytest.raises(AttributeError, match="predict_proba needs loss='logistic'"):
         probe.predict_proba(X)
+    # absent, as on LinearSVC: scikit-learn's ensembles fall back to decision_function (they failed)
+    assert not hasattr(probe, "predict_proba") and hasattr(LinearProbe(loss="logistic"), "predict_proba")
+    from sklearn.ensemble import BaggingClassifier, StackingClassifier
+
+    assert (
+        BaggingClassifier(LinearProbe(loss=loss, C=1.0), n_estimators=2, random_state=0).fit(X, y).score(X, y)
+        > 0.8
+    )
+    assert StackingClassifier([("svm", LinearProbe(loss=loss, C=1.0))], cv=3).fit(X, y).score(X, y) > 0.8
 
 
 def test_wrong_feature_count_at_predict(small):

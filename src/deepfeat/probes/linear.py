@@ -382,10 +382,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return self.classes_[(scores > 0).astype(np.int64)]
         return self.classes_[scores.argmax(axis=1)]
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (logistic loss only)."""
-        if self.loss != "logistic":
-            raise ConfigError(f"predict_proba needs loss='logistic', this probe uses {self.loss!r}")
+    @property
+    def predict_proba(self):
+        """Class probabilities (logistic loss only: for other losses the method is absent, as on
+        LinearSVC, so scikit-learn's ensembles and calibration use ``decision_function``)."""
+        if self.loss != "logistic":  # an AttributeError: hasattr() is False
+            raise AttributeError(f"predict_proba needs loss='logistic', this probe uses {self.loss!r}")
+        return self._predict_proba
+
+    def _predict_proba(self, X) -> np.ndarray:
         scores = torch.from_numpy(np.ascontiguousarray(self.decision_function(X), dtype=np.float64))
         if scores.dim() == 1:
             p = scores.sigmoid()
