@@ -136,6 +136,16 @@ def test_protocols_are_scikit_learn_splitters():
     assert len(splits) == da.get_n_splits() == 6
     for train, test in splits:
         assert (groups[test] == "target").all() and not set(train) & set(test)
+    # any label values, as the probes take them (strings, negative or float numbers failed in bincount)
+    for labels in (np.array([f"c{t}" for t in TARGETS]), TARGETS - 5, TARGETS * 0.5):
+        same = [(tr.tolist(), te.tolist()) for tr, te in kshot.split(X, labels)]
+        assert same == [(tr.tolist(), te.tolist()) for tr, te in folds]
+        assert len(list(RandomSplit(0.3, n_splits=1).split(X, labels))) == 1
+    strings = np.where(np.r_[TARGETS[:100] % 2, TARGETS[100:] % 2] == 1, "dog", "cat")  # order kept
+    assert [t.tolist() for _, t in da.split(X, strings, groups)] == [t.tolist() for _, t in splits]
+    few = np.array(["a"] * 3 + ["b"] * 30)
+    with pytest.raises(DataError, match="'a' \\(3\\)"):
+        list(KShot(k=5).split(np.zeros((33, 1)), few))
 
 
 def test_bad_protocol_parameters_name_themselves():

@@ -61,6 +61,16 @@ class Split:
         }
 
 
+def label_codes(y) -> tuple[np.ndarray, list[str] | None]:
+    """Labels as the protocols count them: class codes 0..K-1 and the class names (any label values:
+    strings, negative or float numbers, as the probes take them); a 0/1 indicator matrix as it is."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        return y, None
+    values, codes = np.unique(y, return_inverse=True)
+    return codes.astype(np.int64), [str(v) for v in values.tolist()]
+
+
 def _class_counts(targets: np.ndarray, classes: list[str] | None) -> np.ndarray:
     if targets.ndim != 1:
         raise ConfigError(
@@ -128,8 +138,9 @@ class Protocol:
         for what ``groups`` means per protocol."""
         if y is None:
             raise ConfigError(f"the {self.name} protocol needs the labels y to split")
-        y = np.asarray(y)
-        for s in self.splits(y, split_names=None if groups is None else np.asarray(groups, dtype=object)):
+        codes, classes = label_codes(y)
+        names = None if groups is None else np.asarray(groups, dtype=object)
+        for s in self.splits(codes, classes, split_names=names):
             yield s.train["data"], s.test["data"]
 
     def to_dict(self) -> dict:
@@ -323,11 +334,11 @@ class DomainAdaptation(Protocol):
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if y is None or groups is None:
             raise ConfigError("domain adaptation splits need y and groups ('source' / 'target' per row)")
-        y, groups = np.asarray(y), np.asarray(groups).astype(str)
+        (y, classes), groups = label_codes(y), np.asarray(groups).astype(str)
         src, tgt = np.flatnonzero(groups == "source"), np.flatnonzero(groups == "target")
         if src.size + tgt.size != len(groups):
             raise ConfigError("groups must be 'source' or 'target' for every row")
-        for s in self.splits(y[src], target_targets=y[tgt]):
+        for s in self.splits(y[src], classes, target_targets=y[tgt]):
             rows = {"source": src, "target": tgt}
             train = np.concatenate([rows[d][idx] for d, idx in s.train.items()])
             yield np.sort(train), rows["target"][s.test["target"]]
