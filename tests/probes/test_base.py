@@ -161,3 +161,28 @@ def test_dense_threads_give_a_large_operation_the_threads_the_budget_held_back(t
                 assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("make", ["linear", "kernel"])
+def test_dataframe_columns_are_checked_as_scikit_learn_does(make):
+    """(Reordered columns were accepted silently: training accuracy fell to chance, no warning.)"""
+    pd = pytest.importorskip("pandas")
+    from deepfeat.probes import KernelProbe, LinearProbe
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    probe = (LinearProbe(C=1.0) if make == "linear" else KernelProbe(C=1.0)).fit(frame, y)
+    assert probe.feature_names_in_.tolist() == ["a", "b", "c", "d"]
+    assert probe.score(frame, y) > 0.9
+    with pytest.raises(DataError, match="feature names should match those that were passed during fit"):
+        probe.predict(frame[["d", "c", "b", "a"]])
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        probe.predict(X)
+    assert not hasattr(type(probe)(C=1.0).fit(X, y), "feature_names_in_")
+
+
+def test_values_beyond_float32_are_named_as_such():
+    with pytest.raises(DataError, match="beyond float32's range"):
+        check_features(np.full((3, 2), 1e40))

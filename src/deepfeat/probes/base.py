@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -31,7 +32,8 @@ def check_features(X, name: str = "X") -> np.ndarray:
         raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
     refuse_complex(raw, name, "real features only")
     try:
-        arr = raw.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # values beyond float32 are named below
+            arr = raw.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name} must be a numeric (n_samples, n_features) array ({exc})") from None
     if arr.ndim == 1:
@@ -49,11 +51,64 @@ def check_features(X, name: str = "X") -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
+        if raw.dtype.kind == "f" and np.isfinite(raw).all():  # finite, but not in float32
+            largest = float(np.abs(raw).max())
+            raise DataError(
+                f"{name} has values beyond float32's range (largest magnitude {largest:.3g}, first rows: "
+                f"{rows[:5].tolist()}); the probes compute in float32: rescale the features"
+            )
         raise DataError(
             f"{name} has {int(bad.sum())} NaN or infinite values in {rows.size} rows "
             f"(first rows: {rows[:5].tolist()}); clean or drop those samples"
         )
     return arr
+
+
+def tensor_of(arr: np.ndarray, device=None) -> torch.Tensor:
+    """``arr`` as a tensor sharing its memory where it can, read-only arrays included (a DataFrame's
+    values, a memory-mapped store: the probes never write into their inputs, so torch's warning
+    about non-writable arrays does not apply)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(arr, device=device)
+
+
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a DataFrame-like ``X`` when all are strings (scikit-learn's rule), else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    return names if len(names) and all(isinstance(n, str) for n in names) else None
+
+
+def check_feature_names(estimator, X, *, reset: bool) -> None:
+    """scikit-learn's feature-name contract: ``fit`` (``reset``) records ``feature_names_in_`` from a
+    DataFrame's string columns; later calls refuse other or reordered columns (a DataError) and warn
+    when names are missing."""
+    names = feature_names(X)
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None:
+        return
+    if names is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {type(estimator).__name__} was fitted with "
+            "feature names",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif len(names) != len(fitted) or (names != fitted).any():
+        differ = [f"{a!r} (fit: {b!r})" for a, b in zip(names, fitted) if a != b][:3]
+        raise DataError(
+            "The feature names should match those that were passed during fit: columns "
+            f"{', '.join(differ) or f'{len(names)} against {len(fitted)}'}; select X[probe.feature_names_in_]"
+        )
 
 
 def check_C(C, Cs) -> None:

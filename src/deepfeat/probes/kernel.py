@@ -27,10 +27,12 @@ from deepfeat.probes.base import (
     DEFAULT_CS,
     check_C,
     check_cv,
+    check_feature_names,
     check_features,
     check_scoring,
     prepare_targets,
     resolve_device,
+    tensor_of,
 )
 from deepfeat.probes.selection import select_C
 from deepfeat.validation import check_choice, check_n_features
@@ -105,7 +107,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
 
         def rows(X) -> torch.Tensor:
-            t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+            t = tensor_of(np.asarray(X, dtype=np.float32), device)
             return t if self.normalize == "none" else t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
         a = rows(A)
@@ -119,6 +121,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         ``ignore`` (multi-label only): (n, K) mask of entries left out of their label's problem.
         """
         self._validate_params()
+        check_feature_names(self, X, reset=True)
         X = check_features(X)
         codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore, n_samples=len(X))
         K = self.prepare_path(X, codes, mask)
@@ -186,6 +189,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
         classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("dual_coef_", "X_fit_"))
+        check_feature_names(self, X, reset=False)
         X = check_features(X)
         check_n_features(X.shape[1], self.n_features_in_, self)
         return self._apply(self.compute_kernel(X, self.X_fit_), self.dual_coef_, self.intercept_)

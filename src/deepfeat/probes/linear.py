@@ -44,10 +44,12 @@ from deepfeat.probes.base import (
     DEFAULT_CS,
     check_C,
     check_cv,
+    check_feature_names,
     check_features,
     check_scoring,
     prepare_targets,
     resolve_device,
+    tensor_of,
     thread_budget,
 )
 from deepfeat.probes.basis import Basis, PreparedFeatures
@@ -159,6 +161,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         ``ignore`` (multi-label only): (n, K) mask of entries left out of their class's loss.
         """
         self._validate_params()
+        check_feature_names(self, X, reset=True)
         X = check_features(X)
         codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore, n_samples=len(X))
         if self.loss == "hinge" and mask is not None:
@@ -194,7 +197,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask) -> PreparedFeatures:
         """Normalised features on the device and, without dropout, one basis for every fold."""
         device = resolve_device(self.device)
-        Xt = torch.as_tensor(self._normalized(np.asarray(X, dtype=np.float32)), device=device)
+        Xt = tensor_of(self._normalized(np.asarray(X, dtype=np.float32)), device)
         if self.loss == "hinge" or self.dropout > 0:
             return PreparedFeatures(Xt, None, None)
         # one output (two classes): Newton steps, indifferent to correlated coordinates, so the
@@ -364,12 +367,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
         classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("coef_", "intercept_"))
+        check_feature_names(self, X, reset=False)
         X = self._normalized(check_features(X))
         check_n_features(X.shape[1], self.n_features_in_, self)
         if self.dropout > 0:
             X = X * np.float32(1.0 - self.dropout)
         scores = torch.addmm(
-            torch.from_numpy(self.intercept_), torch.from_numpy(X), torch.from_numpy(self.coef_).t()
+            torch.from_numpy(self.intercept_), tensor_of(X), torch.from_numpy(self.coef_).t()
         ).numpy()
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
