@@ -42,3 +42,24 @@ def test_inputs_that_are_not_images_are_refused_with_what_would_do(fitted, tmp_p
         fitted.transform(str(tmp_path))
     with pytest.raises(DataError, match=r"X\[1\] is int 3, not an image path"):
         fitted.transform([str(tmp_path / "a.png"), 3])
+
+
+def test_one_colour_image_and_a_list_of_arrays_are_refused_with_what_would_do(fitted):
+    """(An (H, W, 3) image was read as H grey images W x 3 pixels: 300 rows for one cat photo.)"""
+    image = photo(0, (40, 36))
+    with pytest.raises(
+        DataError, match=r"shape \(36, 40, 3\): one colour image, not a batch; pass X\[None\]"
+    ):
+        fitted.transform(image)
+    assert fitted.transform(image[None]).shape == (1, 1280)
+    with pytest.raises(DataError, match=r"X\[0\] is an array of shape \(36, 40, 3\), not an image path"):
+        fitted.transform([image, image])
+
+
+def test_set_params_after_fit_takes_effect():
+    fe = FeatureExtractor(load_backbone("efficientnet_lite0"), layers=["pool"], preprocess=SMALL).fit()
+    images = np.stack([photo(i, (40, 36)) for i in range(2)])
+    assert fe.transform(images).shape == (2, 1280)
+    fe.set_params(layers=["stage6"])  # (transform kept the fitted pool layer)
+    assert fe.transform(images).shape == (2, 192)
+    assert len(fe.get_feature_names_out()) == 192

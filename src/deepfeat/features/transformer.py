@@ -85,11 +85,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.outputs_ = self.method_.outputs(self.backbone_)
         if isinstance(self.preprocess, str):
             preset(self.preprocess, self.backbone_.preprocess)
+        self.output_dims_ = {}
+        self.fitted_params_ = self.get_params(deep=False)
         return self
 
     def extract(self, dataset: ImageDataset) -> Extraction:
-        """Features of every requested layer and pooling for ``dataset``."""
-        if not hasattr(self, "backbone_"):
+        """Features of every requested layer and pooling for ``dataset`` (fitted first where the
+        parameters changed since the last fit: set_params after fit takes effect)."""
+        if getattr(self, "fitted_params_", None) != self.get_params(deep=False):
             self.fit()
         return extract(
             dataset,
@@ -119,7 +122,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``<layer>/<pooling>_<i>`` for every column of :meth:`transform`'s output. Pooled outputs have
         one column per channel; unrolled maps depend on the input size and are known after a transform."""
-        if not hasattr(self, "outputs_"):
+        if getattr(self, "fitted_params_", None) != self.get_params(deep=False):
             self.fit()
         names = []
         for spec in self.outputs_:
@@ -156,6 +159,11 @@ def _as_images(X) -> ImageDataset:
                 f"{arr.dtype} {arr.shape} (for floats in 0..1: (X * 255).round().astype(np.uint8); "
                 "channels last)"
             )
+        if arr.ndim == 3 and arr.shape[2] in (3, 4):
+            raise DataError(
+                f"X has shape {arr.shape}: one colour image, not a batch; pass X[None] for a batch of "
+                "one (grey images 3 or 4 pixels wide go as (N, H, W, 1))"
+            )
         if arr.ndim == 4 and arr.shape[3] == 1:
             arr = arr[..., 0]
         n = len(arr)
@@ -169,5 +177,13 @@ def _as_images(X) -> ImageDataset:
     items = list(X)
     for i, item in enumerate(items):
         if not isinstance(item, str | os.PathLike):
-            raise DataError(f"X[{i}] is {type(item).__name__} {item!r}, not an image path")
+            what = (
+                f"an array of shape {item.shape}"
+                if hasattr(item, "shape")
+                else f"{type(item).__name__} {item!r:.80}"
+            )
+            raise DataError(
+                f"X[{i}] is {what}, not an image path; give image paths, or stack the images into one "
+                "uint8 array (N, H, W, 3)"
+            )
     return dataset_from_paths(items)
