@@ -478,6 +478,18 @@ def test_cv_tol_applies_to_the_search_only(loss):
 def test_unknown_probe_name():
     with pytest.raises(ConfigError, match="unknown probe 'svc'; valid: svm, svm-hinge, logreg, logreg-ovr"):
         probe_for("svc")
+    # (a typo raised TypeError; a parameter the name sets, "multiple values for keyword argument")
+    with pytest.raises(ConfigError, match=r"probe 'svm' takes no parameter 'foo'; valid: .*C"):
+        probe_for("svm", foo=1)
+    with pytest.raises(ConfigError, match="probe 'svm' sets loss='squared_hinge'; choose another probe name"):
+        probe_for("svm", loss="hinge")
+    with pytest.raises(ConfigError, match="probe 'ksvm' takes no parameter 'gamma'"):
+        probe_for("ksvm", gamma=1)
+    # the other kind's options are dropped, as the evaluation layer passes them to every probe
+    assert probe_for("svm", kernel_normalize="cosine").loss == "squared_hinge"
+    from deepfeat.probes import KernelProbe
+
+    assert probe_for("ksvm", normalize=True).normalize == KernelProbe().normalize  # not the linear one
 
 
 @pytest.mark.parametrize("loss", ["squared_hinge", "hinge"])

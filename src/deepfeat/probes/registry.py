@@ -24,15 +24,34 @@ def probe_for(name: str, **params) -> LinearProbe | KernelProbe:
     """A probe by name: ``"svm"`` (squared hinge), ``"svm-hinge"``, ``"logreg"`` (multinomial),
     ``"logreg-ovr"`` or ``"ksvm"`` (SVMs on a precomputed kernel: the probe of factored gradients).
 
-    Parameters a probe does not take are dropped (``normalize`` and ``dropout`` are the linear probes'
-    options; ``kernel_normalize`` is the kernel probe's ``normalize``)."""
+    Parameters meant for the other kind of probe are dropped (``normalize`` and ``dropout`` are the
+    linear probes' options; ``kernel_normalize`` is the kernel probe's ``normalize``); others a probe
+    does not take, and parameters its name already sets (``loss`` of ``"svm"``), are refused."""
     check_choice("probe", name, PROBES)
     if name == "ksvm":
         if params.get("dropout"):
             raise ConfigError("the kernel probe 'ksvm' does not support dropout")
+        _refuse_unknown(name, params, set(KernelProbe().get_params()) | set(LinearProbe().get_params()))
         kwargs = {k: v for k, v in params.items() if k in _KERNEL_SHARED}
         if "kernel_normalize" in kwargs:
             kwargs["normalize"] = kwargs.pop("kernel_normalize")
         return KernelProbe(**kwargs)
     params.pop("kernel_normalize", None)
-    return LinearProbe(**_PRESETS[name], **params)
+    preset = _PRESETS[name]
+    fixed = sorted(set(params) & set(preset))
+    if fixed:
+        raise ConfigError(
+            f"probe {name!r} sets {', '.join(f'{k}={preset[k]!r}' for k in fixed)}; choose another probe "
+            f"name ({', '.join(PROBES)}) or build LinearProbe(...) yourself"
+        )
+    _refuse_unknown(name, params, set(LinearProbe().get_params()))
+    return LinearProbe(**preset, **params)
+
+
+def _refuse_unknown(name: str, params: dict, valid: set[str]) -> None:
+    unknown = sorted(set(params) - valid - {"kernel_normalize"})
+    if unknown:
+        raise ConfigError(
+            f"probe {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(sorted(valid))}"
+        )

@@ -201,6 +201,9 @@ def test_feature_names_label_the_entries():
     fv = enc.fit(sets).transform(sets)
     names = list(enc.get_feature_names_out())
     assert len(names) == len(set(names)) == fv.shape[1] == 27
+    enc.set_params(n_components=8)  # not refitted: the names still follow the fitted encoder
+    assert len(enc.get_feature_names_out()) == enc.transform(sets).shape[1] == 27
+    enc.set_params(n_components=3)
     g = enc.gmm_
     ref = reference_fv(sets[1], g.weights_, g.means_, g.variances_)
     K, D = 3, 4

@@ -339,7 +339,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
             raise ConfigError(
                 f"input_features has {len(input_features)} names, the encoder was fitted on {n_in} features"
             )
-        k, d = int(self.n_components), int(self.dim_)
+        k, d = self.gmm_.params_.n_components, int(self.dim_)  # fitted, not current, parameters
         names = [f"fisherencoder_w_k{i}" for i in range(k)]
         for part in ("mu", "sigma2"):
             names += [f"fisherencoder_{part}_k{i}_d{j}" for i in range(k) for j in range(d)]
