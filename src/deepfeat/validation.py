@@ -74,6 +74,13 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     return value
 
 
+def check_bool(name: str, value) -> bool:
+    """``value`` when it is True or False (NumPy booleans too); a ConfigError naming ``name`` else."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_float(
     name: str,
     value,

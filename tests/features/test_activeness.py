@@ -251,6 +251,8 @@ def test_bad_parameters():
         Activeness("c1", config="first").outputs(bb)
     with pytest.raises(ConfigError, match="p must be 1 or 2"):
         Activeness("c1", p=3).outputs(bb)
+    with pytest.raises(ConfigError, match="p must be 1 or 2"):
+        Activeness("c1", p=True).outputs(bb)  # (True == 1: it ran as p = 1, keyed 'last-pTrue')
     with pytest.raises(ConfigError, match="is below"):
         Activeness("c3", top="c1").outputs(bb)
     with pytest.raises(ConfigError, match="last layer"):

@@ -186,3 +186,16 @@ def test_dataframe_columns_are_checked_as_scikit_learn_does(make):
 def test_values_beyond_float32_are_named_as_such():
     with pytest.raises(DataError, match="beyond float32's range"):
         check_features(np.full((3, 2), 1e40))
+
+
+def test_probe_parameters_of_the_wrong_kind_are_refused_by_name():
+    from deepfeat.probes import KernelProbe, LinearProbe
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.arange(20) % 2
+    with pytest.raises(ConfigError, match="normalize must be True or False, got 'yes'"):
+        LinearProbe(normalize="yes").fit(X, y)
+    with pytest.raises(ConfigError, match="tol must be"):
+        KernelProbe(tol=-1.0).fit(X, y)
+    with pytest.raises(ConfigError, match=r"C must be"):
+        KernelProbe(fallback_C=-1).fit(X, y)  # (scikit-learn's SVC named its own 'C')

@@ -141,7 +141,7 @@ class Activeness(FeatureMethod):
     def _validate(self) -> None:
         check_choice("activeness configuration", self.config, CONFIGS)
         check_choice("activeness collection", self.collect, COLLECTIONS)
-        if self.p not in NORMS:
+        if isinstance(self.p, bool) or self.p not in NORMS:  # (True == 1 passed as p = 1)
             raise ConfigError(f"p must be 1 or 2 (the norm of the score), got {self.p!r}")
         if self.top is not None and self.config != "last":
             raise ConfigError("top applies to config='last' only")

@@ -35,7 +35,7 @@ from deepfeat.probes.base import (
     tensor_of,
 )
 from deepfeat.probes.selection import select_C
-from deepfeat.validation import check_choice, check_n_features
+from deepfeat.validation import check_choice, check_float, check_n_features
 
 KERNELS = ("linear", "factored")
 
@@ -96,6 +96,8 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         if self.kernel == "factored" and not isinstance(self.layout, FactoredLayout):
             raise ConfigError("kernel='factored' needs layout=FactoredLayout(d_in, d_out, positions)")
         check_C(self.C, self.Cs)
+        check_C(self.fallback_C, ())
+        check_float("tol", self.tol, 0.0, low_open=True)
         check_cv(self.cv)
         check_scoring(self.scoring)
         resolve_device(self.device)

@@ -57,7 +57,7 @@ from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
-from deepfeat.validation import check_choice, check_float, check_int, check_n_features
+from deepfeat.validation import check_bool, check_choice, check_float, check_int, check_n_features
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
@@ -140,6 +140,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _validate_params(self) -> None:
         check_choice("loss", self.loss, LOSSES)
         check_choice("multi_class", self.multi_class, MULTI_CLASS)
+        check_bool("normalize", self.normalize)
         check_C(self.C, self.Cs)
         check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
         check_int("dropout_copies", self.dropout_copies, minimum=1)

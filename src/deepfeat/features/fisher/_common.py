@@ -44,12 +44,6 @@ def check_power(power) -> None:
         raise ConfigError(f"power must be a number in (0, 1] or None (no power normalisation), got {power!r}")
 
 
-def check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def check_random_state(random_state) -> None:
     if random_state is not None and (
         not isinstance(random_state, numbers.Integral) or isinstance(random_state, bool) or random_state < 0

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher._common import (
-    check_bool,
     check_convention,
     check_dtype,
     check_layer_shape,
@@ -38,7 +37,7 @@ from deepfeat.features.fisher.descriptors import (
 )
 from deepfeat.features.fisher.encoding import centred_params, encode_sets, fisher_dim
 from deepfeat.features.fisher.gmm import DiagonalGMM
-from deepfeat.validation import check_device, check_float, check_int
+from deepfeat.validation import check_bool, check_device, check_float, check_int
 
 log = logging.getLogger(__name__)
 
