@@ -20,6 +20,11 @@ def test_backbones_all_and_typos():
     assert result.exit_code == 0 and "timm:resnet18.a1_in1k" in result.output
     result = runner.invoke(app, ["backbones", "--all", "--match", "resnt18.a1*"])
     assert result.exit_code == 2 and "did you mean" in result.output and "resnet18.a1_in1k" in result.output
+    # names that match, none cached: said so (it claimed no model matched, and offered look-alikes)
+    result = runner.invoke(app, ["backbones", "--all", "--match", "vit_tiny*", "--cached"])
+    if result.exit_code != 0:  # (0 where some vit_tiny weights are cached on this machine)
+        assert result.exit_code == 2 and "has its weights in the local caches" in result.output
+        assert "did you mean" not in result.output
     result = runner.invoke(app, ["layers", "timm:vit_tiny_patch16_22"])
     assert (
         result.exit_code == 2

@@ -32,6 +32,11 @@ def backbones_command(
     from deepfeat.backbones.timm_nets import all_model_names, list_timm_models
 
     rows = list_timm_models(match or "*", cached_only=cached)
+    if not rows and cached and match and list_timm_models(match):  # they match; none is cached
+        raise ConfigError(
+            f"no timm model matching --match {match!r} has its weights in the local caches (leave out "
+            "--cached to list them)"
+        )
     if not rows and match:
         close = close_matches(match.strip("*"), all_model_names(), n=8)
         hint = f"; did you mean: {', '.join(close)}" if close else ""
