@@ -111,7 +111,7 @@ class ImageDataset:
             names, counts = np.unique(self.splits.astype(str), return_counts=True)
             parts.append("splits " + ", ".join(f"{n}={c}" for n, c in zip(names, counts)))
         if self.ignored:
-            parts.append(f"{counted(len(self.ignored), 'file')} ignored")
+            parts.append(f"{counted(len(self.ignored), 'entry', 'entries')} ignored")
         return "; ".join(parts)
 
 

@@ -229,6 +229,8 @@ def evaluate(
     videos = job.data if isinstance(job.data, VideoDataset) else open_videos(job.data, job.split, job.lists)
     videos = videos.split("test")
     echo(videos.summary())
+    for where, why in videos.ignored:
+        echo(f"ignored {where}: {why}")
     extraction = {
         "batch_size": job.batch_size,
         "workers": job.workers,
