@@ -89,10 +89,21 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.fitted_params_ = self.get_params(deep=False)
         return self
 
+    def _params_changed(self) -> bool:
+        """Whether the parameters differ from those of the last fit (or there was none)."""
+        fitted = getattr(self, "fitted_params_", None)
+        if fitted is None:
+            return True
+        now = self.get_params(deep=False)
+        try:
+            return any(bool(now[k] != fitted[k]) if now[k] is not fitted[k] else False for k in now)
+        except (ValueError, TypeError):  # array-valued parameters: compare as lists
+            return any(np.asarray(now[k]).tolist() != np.asarray(fitted[k]).tolist() for k in now)
+
     def extract(self, dataset: ImageDataset) -> Extraction:
         """Features of every requested layer and pooling for ``dataset`` (fitted first where the
         parameters changed since the last fit: set_params after fit takes effect)."""
-        if getattr(self, "fitted_params_", None) != self.get_params(deep=False):
+        if self._params_changed():
             self.fit()
         return extract(
             dataset,
@@ -122,7 +133,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``<layer>/<pooling>_<i>`` for every column of :meth:`transform`'s output. Pooled outputs have
         one column per channel; unrolled maps depend on the input size and are known after a transform."""
-        if getattr(self, "fitted_params_", None) != self.get_params(deep=False):
+        if self._params_changed():
             self.fit()
         names = []
         for spec in self.outputs_:
