@@ -73,9 +73,19 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     data = two_class_data()
     whole = tuner(tmp_path / "whole", epochs=2).fit(data)
     tuner(tmp_path / "parts", epochs=1).fit(data)
-    # a checkpoint written with other settings (here: another number of epochs) is not resumed
-    with pytest.raises(ConfigError, match="other settings"):
-        tuner(tmp_path / "parts", epochs=2).fit(data)
+    # a checkpoint written with other settings is not resumed, and the message names them
+    with pytest.raises(ConfigError, match=r"other settings \(lr\)"):
+        tuner(tmp_path / "parts", epochs=2, lr=0.02).fit(data)
+    # a finished run is extended with more epochs (the step of the rate decay kept): the same as
+    # one run of that many epochs
+    longer = tuner(tmp_path / "parts", epochs=2).fit(data)
+    assert [h["epoch"] for h in longer.history_] == [1, 2]
+    for key in ("classifier.weight", "conv_head.weight"):
+        assert torch.equal(
+            whole.backbone_.module.state_dict()[key], longer.backbone_.module.state_dict()[key]
+        )
+    with pytest.raises(ConfigError, match=r"to train it longer, give step_size=1"):
+        tuner(tmp_path / "parts", epochs=4).fit(data)  # the default step would become 2
     # an interrupted run: epoch 2 never finished, last.pt is epoch 1's checkpoint
     tuner(tmp_path / "again", epochs=2).fit(data)
     (tmp_path / "again" / "last.pt").unlink()

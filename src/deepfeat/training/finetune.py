@@ -115,6 +115,20 @@ def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def _check_same_settings(path: Path, saved: dict, now: dict) -> None:
+    """A ConfigError naming the settings in which the checkpoint at ``path`` differs from this run's;
+    the number of epochs may differ (a finished run is extended, or an interrupted one resumed)."""
+    differ = sorted(k for k in saved.keys() | now.keys() if k != "epochs" and saved.get(k) != now.get(k))
+    if differ:
+        hint = ""
+        if differ == ["step_size"]:  # the default step follows the number of epochs
+            hint = f"; to train it longer, give step_size={saved.get('step_size')} (--step-size)"
+        raise ConfigError(
+            f"{path} was written with other settings ({', '.join(differ)}){hint}; use another output "
+            "folder or the same settings"
+        )
+
+
 def _check_same_data(path: Path, meta: dict, data: dict) -> None:
     """A ConfigError when the checkpoint at ``path`` was trained on other data than ``data`` (its
     items, labels or train/validation split; a checkpoint from before data were recorded: its
@@ -297,10 +311,7 @@ class FineTuner(BaseEstimator):
             last = out / "last.pt"
             if last.exists():
                 ck = load_checkpoint(last, kind=KIND)
-                if ck.meta.get("config") != to_jsonable(self.config()):
-                    raise ConfigError(
-                        f"{last} was written with other settings; use another output folder or the same ones"
-                    )
+                _check_same_settings(last, ck.meta.get("config") or {}, to_jsonable(self.config()))
                 _check_same_data(last, ck.meta, data)
                 try:
                     model.load_state_dict(ck.state["model"])
