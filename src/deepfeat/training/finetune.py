@@ -49,6 +49,7 @@ from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.fileio import to_jsonable
 from deepfeat.report.writer import write_result
+from deepfeat.training.resume import check_same_data, check_same_settings
 from deepfeat.validation import check_choice
 
 SCOPES = ("ft", "fc")
@@ -113,39 +114,6 @@ def reinitialize(model: torch.nn.Module, names: tuple[str, ...]) -> None:
 
 def _in_scope(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def _check_same_settings(path: Path, saved: dict, now: dict) -> None:
-    """A ConfigError naming the settings in which the checkpoint at ``path`` differs from this run's;
-    the number of epochs may differ (a finished run is extended, or an interrupted one resumed)."""
-    differ = sorted(k for k in saved.keys() | now.keys() if k != "epochs" and saved.get(k) != now.get(k))
-    if differ:
-        hint = ""
-        if differ == ["step_size"]:  # the default step follows the number of epochs
-            hint = f"; to train it longer, give step_size={saved.get('step_size')} (--step-size)"
-        raise ConfigError(
-            f"{path} was written with other settings ({', '.join(differ)}){hint}; use another output "
-            "folder or the same settings"
-        )
-
-
-def _check_same_data(path: Path, meta: dict, data: dict) -> None:
-    """A ConfigError when the checkpoint at ``path`` was trained on other data than ``data`` (its
-    items, labels or train/validation split; a checkpoint from before data were recorded: its
-    classes)."""
-    saved = meta.get("data")
-    if saved is None:
-        classes = (meta.get(MARKER) or {}).get("classes")
-        same = classes is None or list(classes) == data["classes"]
-        what = f"classes {classes}"
-    else:
-        same = saved.get("fingerprint") == data["fingerprint"] and saved.get("split") == data["split"]
-        what = f"{saved.get('name')!r}, another fingerprint or split"
-    if not same:
-        raise ConfigError(
-            f"{path} was trained on other data ({what}, not {data['name']!r}); use another output "
-            "folder or the same data"
-        )
 
 
 class FineTuner(BaseEstimator):
@@ -311,8 +279,8 @@ class FineTuner(BaseEstimator):
             last = out / "last.pt"
             if last.exists():
                 ck = load_checkpoint(last, kind=KIND)
-                _check_same_settings(last, ck.meta.get("config") or {}, to_jsonable(self.config()))
-                _check_same_data(last, ck.meta, data)
+                check_same_settings(last, ck.meta.get("config") or {}, to_jsonable(self.config()))
+                check_same_data(last, ck.meta, data)
                 try:
                     model.load_state_dict(ck.state["model"])
                     opt.load_state_dict(ck.state["optimizer"])
