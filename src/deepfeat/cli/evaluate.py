@@ -95,10 +95,8 @@ def run_and_report(job: EvaluationJob, title: str | None = None) -> tuple[Evalua
     title = title or f"deepfeat evaluation: {result.provenance['data']}"
     paths = write_report(result, out, title=title, context=context)
     typer.echo("")
-    n = result.splits_per_cell
-    over = f"mean ± std over {n} splits" if n != 1 else "one split"
-    per_mode = " per mode" if n != 1 and any(r.get("mode") is not None for r in result.summary()) else ""
-    typer.echo(f"{result.primary_metric} (%), {over}{per_mode}:")
+    over = f"mean ± std over {result.splits_text()}" if result.splits_per_cell != 1 else "one split"
+    typer.echo(f"{result.primary_metric} (%), {over}:")
     header, rows = result.table()
     typer.echo(text_table(rows, header))
     typer.echo(f"results: {paths['results']}\nreport:  {paths['report']} and {paths['report_html']}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.report.wording import listed
+from deepfeat.report.wording import counted, listed
 from deepfeat.validation import check_choice, check_float, check_int
 
 TRAIN_SPLIT_NAMES = ("train", "trainval")
@@ -87,10 +87,8 @@ def _check_classes(counts: np.ndarray, classes: list[str] | None, need: int, wha
     short = [c for c in present if counts[c] < need]
     if short:
         detail = listed([(classes[c] if classes else str(c), counts[c]) for c in short], form=_name_count)
-        have = "class has" if len(short) == 1 else "classes have"
-        raise DataError(
-            f"{what}: {len(short)} {have} fewer than {need} images: {detail}; lower k or drop those classes"
-        )
+        have = counted(len(short), "class has", "classes have")
+        raise DataError(f"{what}: {have} fewer than {need} images: {detail}; lower k or drop those classes")
 
 
 def _name_count(item: tuple) -> str:

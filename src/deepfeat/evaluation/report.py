@@ -28,10 +28,7 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
     n = result.splits_per_cell
     settings = ", ".join(f"{k}={v}" for k, v in protocol.items() if k != "name")
     facts["protocol"] = (
-        f"{protocol['name']} ({n} split{'s' if n != 1 else ''}"
-        + (" per mode" if any(r.get("mode") is not None for r in summary) else "")
-        + (f"; {settings}" if settings else "")
-        + ")"
+        f"{protocol['name']} ({result.splits_text()}" + (f"; {settings}" if settings else "") + ")"
     )
     facts["probes"] = ", ".join(
         f"{k} ({v.get('loss', v.get('class'))}, C={v.get('C')}"

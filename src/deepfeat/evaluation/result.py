@@ -98,6 +98,13 @@ class EvaluationResult:
         adaptation, whose splits are one per mode and seed."""
         return max((r["n_splits"] for r in self.summary()), default=0)
 
+    def splits_text(self) -> str:
+        """How many splits each score is over, in words: "5 splits", "2 splits per mode" (domain
+        adaptation) or "1 split"."""
+        n = self.splits_per_cell
+        per_mode = n != 1 and any(r.get("mode") is not None for r in self.records)
+        return f"{n} split{'s' if n != 1 else ''}" + (" per mode" if per_mode else "")
+
     def to_dict(self) -> dict:
         """Plain data: protocol, probes, features, provenance, splits (with row indices), records,
         summary."""

@@ -92,13 +92,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _params_changed(self) -> bool:
         """Whether the parameters differ from those of the last fit (or there was none)."""
         fitted = getattr(self, "fitted_params_", None)
-        if fitted is None:
-            return True
-        now = self.get_params(deep=False)
-        try:
-            return any(bool(now[k] != fitted[k]) if now[k] is not fitted[k] else False for k in now)
-        except (ValueError, TypeError):  # array-valued parameters: compare as lists
-            return any(np.asarray(now[k]).tolist() != np.asarray(fitted[k]).tolist() for k in now)
+        return fitted is None or any(not _same(v, fitted[k]) for k, v in self.get_params(deep=False).items())
 
     def extract(self, dataset: ImageDataset) -> Extraction:
         """Features of every requested layer and pooling for ``dataset`` (fitted first where the
@@ -146,6 +140,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 dim = spec.layer.channels
             names += [f"{spec.key}_{i}" for i in range(dim)]
         return np.asarray(names, dtype=object)
+
+
+def _same(a, b) -> bool:
+    """Whether two parameter values are equal (arrays and lists of names compared element by element)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays of several elements
+        return np.asarray(a).tolist() == np.asarray(b).tolist()
 
 
 def _as_images(X) -> ImageDataset:

@@ -29,6 +29,7 @@ the uninterrupted run would be, and runs no code stored in the checkpoint. Check
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -269,7 +270,9 @@ class FineTuner(BaseEstimator):
             "name": dataset.name,
             "fingerprint": dataset.fingerprint(),
             "classes": list(dataset.classes),
-            "split": hashlib.sha256(np.concatenate([train_rows, val_rows]).astype(np.int64)).hexdigest(),
+            "split": hashlib.sha256(
+                json.dumps([train_rows.tolist(), val_rows.tolist()]).encode()
+            ).hexdigest(),
         }
         history: list[dict] = []
         start_epoch = 0
