@@ -193,3 +193,30 @@ def test_fisher_vectors_over_several_scales(image_tree, tmp_path):
     assert [p["preprocess"]["crop"] for p in prov["scales"]] == [64, 96]  # 2x2 and 3x3 maps: 13 descriptors
     r = runner.invoke(app, [*args[:-8], "--scales", "big", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--scales takes comma-separated whole numbers" in r.output
+
+
+def test_balanced_class_weights(image_tree, tmp_path):
+    from PIL import Image
+
+    from tests.conftest import photo
+
+    # one more image of 'ants' makes the classes unequal under a random split
+    Image.fromarray(photo(99)).save(image_tree / "ants" / "extra.png")
+    out = tmp_path / "out"
+    args = ["evaluate", str(image_tree), "--layers", "pool", "--protocol", "random:0.5", "--splits", "1"]
+    result = runner.invoke(app, [*args, "--probe", "logreg", "--balanced", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())["result"]
+    assert data["probes"]["logreg"]["class_weight"] == "balanced"
+    # multi-label data has no class to weight: refused before any extraction
+    (tmp_path / "m.csv").write_text(
+        "path,labels,split\n"
+        + "".join(
+            f"{image_tree}/ants/img{i}.{'jpg' if i % 2 == 0 else 'png'},ants;bees,train\n" for i in range(4)
+        )
+    )
+    refused = runner.invoke(
+        app, ["evaluate", str(tmp_path / "m.csv"), "--balanced", "--out", str(tmp_path / "o2")]
+    )
+    assert refused.exit_code == 2 and "class weights apply to single-label" in refused.output
+    assert not (tmp_path / "o2" / "store").exists()

@@ -26,12 +26,22 @@ INPUT_CHECKS = {
     "check_estimators_nan_inf",
     "check_fit2d_1feature",
 }
-#: ... and the probes also these, on their targets and on empty data
+#: ... and the probes also these, on their targets, on empty data and on sample and class weights
+#: (``check_sample_weight_equivalence_on_dense_data`` compares weights with repeated samples to a
+#: relative 1e-7, beyond the probes' float32; tests/probes/test_weights.py compares them to 1e-4)
 PROBE_CHECKS = {
     "check_requires_y_none",
     "check_classifiers_regression_target",
     "check_fit2d_1sample",
     "check_estimators_empty_data_messages",
+    "check_sample_weights_pandas_series",
+    "check_sample_weights_not_an_array",
+    "check_sample_weights_list",
+    "check_all_zero_sample_weights_error",
+    "check_sample_weights_shape",
+    "check_sample_weights_not_overwritten",
+    "check_classifiers_one_label_sample_weights",
+    "check_class_weight_classifiers",
 }
 
 

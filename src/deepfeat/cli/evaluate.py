@@ -184,6 +184,12 @@ def evaluate_command(
         False, "--allow-missing-classes", help="Evaluate even if a class has no usable image (reported)."
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes for the probe fits."),
+    balanced: bool = typer.Option(
+        False,
+        "--balanced",
+        help="Weight each class's training loss by n / (classes x its count) (class_weight='balanced'; "
+        "single-label data).",
+    ),
     device: str = DEVICE,
     amp: bool = AMP,
     loader: Loader = LOADER,
@@ -217,7 +223,8 @@ def evaluate_command(
         protocol=protocol(protocol_name, n_splits=splits, seed=seed),
         probes=None if probe is None else names(probe, "--probe"),
         probe_params=({"dropout": dropout} if dropout else {})
-        | ({} if normalize is None else {"normalize": normalize}),
+        | ({} if normalize is None else {"normalize": normalize})
+        | ({"class_weight": "balanced"} if balanced else {}),
         backbone=backbone,
         weights=weights,
         preprocess=None if preprocess is None else preprocess.value,

@@ -266,6 +266,12 @@ def run(
         datasets["target"] = as_dataset(job.target)
     for ds in datasets.values():
         echo(ds.summary())
+    weighted = sorted(name for name, p in probes.items() if getattr(p, "class_weight", None) is not None)
+    if weighted and datasets["source"].multilabel:
+        raise ConfigError(
+            f"{datasets['source'].name}: multi-label data, and class weights apply to single-label "
+            f"classes (probes {listed(weighted, form=str)}); leave class_weight out"
+        )
     backbone = job.backbone
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone, weights=job.weights, fully_convolutional=job.dense())

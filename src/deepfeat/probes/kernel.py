@@ -4,9 +4,10 @@ plain features through the linear kernel).
 One-vs-rest hinge-loss SVMs (libsvm through scikit-learn's ``SVC(kernel="precomputed")``), one per
 class (multi-class), one for two classes (binary: ``decision_function`` returns one score per sample,
 that of ``classes_[1]``) or one per label (multi-label, with "difficult" entries left out of their
-label's problem). The kernel between training images is computed once; C is chosen by
-cross-validation on sub-blocks of it, on the training data only (through the C-path protocol of
-:mod:`deepfeat.probes.selection`). Prediction computes the kernel between the test images and the
+label's problem). ``sample_weight`` and ``class_weight`` weight each sample's hinge loss (its C in
+libsvm) as in :mod:`deepfeat.probes.weights`. The kernel between training images is computed once;
+C is chosen by cross-validation on sub-blocks of it, on the training data only (through the C-path
+protocol of :mod:`deepfeat.probes.selection`). Prediction computes the kernel between the test images and the
 training images and applies the dual coefficients.
 """
 
@@ -35,6 +36,7 @@ from deepfeat.probes.base import (
     tensor_of,
 )
 from deepfeat.probes.selection import select_C
+from deepfeat.probes.weights import check_class_weight, check_sample_weight, entry_weights
 from deepfeat.validation import check_choice, check_float, check_n_features
 
 KERNELS = ("linear", "factored")
@@ -52,10 +54,13 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         divided by its diagonal's square roots), ``"factors"`` (each factor L2-normalised) or
         ``"none"``; see :mod:`deepfeat.kernels`. For the linear kernel both of the first two mean
         L2-normalised rows.
-    C: a positive number or ``"cv"`` to choose it from ``Cs`` by ``cv``-fold cross-validation.
+    C: a positive number or ``"cv"`` to choose it from ``Cs`` by ``cv``-fold cross-validation (``cv``
+        as in :class:`~deepfeat.probes.LinearProbe`).
     scoring: CV score: ``accuracy``, ``mean_class_accuracy`` or ``map`` (default: accuracy for
         single-label data, mAP for multi-label data).
     fallback_C: C used when a class is too small for cross-validation.
+    class_weight: None, ``"balanced"`` or {label: weight}: multiplies each sample's loss by its class's
+        weight in every one-vs-rest problem (single-label targets; see :mod:`deepfeat.probes.weights`).
     device: where the linear kernel is computed (``"cpu"``, ``"cuda"`` or a :class:`torch.device`);
         the factored kernel and libsvm run on the CPU.
     """
@@ -70,9 +75,10 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         normalize: str = "gradient",
         C: float | str = "cv",
         Cs: Sequence[float] = DEFAULT_CS,
-        cv: int = 3,
+        cv: int | object = 3,
         scoring: str | None = None,
         fallback_C: float = 1.0,
+        class_weight: str | dict | None = None,
         tol: float = 1e-3,
         device: str | torch.device = "cpu",
         random_state: int | None = 0,
@@ -85,6 +91,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         self.cv = cv
         self.scoring = scoring
         self.fallback_C = fallback_C
+        self.class_weight = class_weight
         self.tol = tol
         self.device = device
         self.random_state = random_state
@@ -97,6 +104,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
             raise ConfigError("kernel='factored' needs layout=FactoredLayout(d_in, d_out, positions)")
         check_C(self.C, self.Cs)
         check_C(self.fallback_C, ())
+        check_class_weight(self.class_weight)
         check_float("tol", self.tol, 0.0, low_open=True)
         check_cv(self.cv)
         check_scoring(self.scoring)
@@ -117,21 +125,25 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         return torch.mm(a, b.t()).double().cpu().numpy()
 
     # -- fitting -------------------------------------------------------------------------------
-    def fit(self, X, y, ignore=None) -> KernelProbe:
+    def fit(self, X, y, ignore=None, sample_weight=None) -> KernelProbe:
         """Fit on rows ``X`` (n, d) and labels ``y`` (n,) or an indicator matrix (n, K).
 
-        ``ignore`` (multi-label only): (n, K) mask of entries left out of their label's problem.
+        ``ignore`` (multi-label only): (n, K) mask of entries left out of their label's problem;
+        ``sample_weight``: (n,) non-negative weights of the samples' losses (and of the C search's
+        validation scores).
         """
         self._validate_params()
         check_feature_names(self, X, reset=True)
         X = check_features(X)
         codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore, n_samples=len(X))
-        K = self.prepare_path(X, codes, mask)
+        sample_weight = check_sample_weight(sample_weight, len(X))
+        weights = entry_weights(codes, mask, self.classes_, self.class_weight, sample_weight)
+        K = self.prepare_path(X, codes, weights)
         if isinstance(self.C, str):
-            self.C_, self.cv_results_, _ = select_C(self, K, codes, mask)
+            self.C_, self.cv_results_, _ = select_C(self, K, codes, weights, sample_weight)
         else:
             self.C_, self.cv_results_ = float(self.C), None
-        self.dual_coef_, self.intercept_ = self._fit_kernel(K, codes, mask, self.C_)
+        self.dual_coef_, self.intercept_ = self._fit_kernel(K, codes, weights, self.C_)
         self.X_fit_ = X
         self.n_features_in_ = X.shape[1]
         return self
@@ -140,8 +152,9 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         K = len(self.classes_)
         return K if self.multilabel_ or K > 2 else 1
 
-    def _fit_kernel(self, K: np.ndarray, codes: np.ndarray, mask, C: float):
-        """Dual coefficients (n_outputs, n) and intercepts for one C on kernel K."""
+    def _fit_kernel(self, K: np.ndarray, codes: np.ndarray, weights, C: float):
+        """Dual coefficients (n_outputs, n) and intercepts for one C on kernel K; ``weights``: entry
+        weights (n, n_outputs) or (n, 1) (0: left out), or None."""
         n = len(K)
         n_out = self._n_outputs()
         if codes.ndim == 2:
@@ -153,7 +166,8 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         dual = np.zeros((n_out, n), dtype=np.float64)
         intercept = np.zeros(n_out, dtype=np.float64)
         for k in range(n_out):
-            rows = np.arange(n) if mask is None else np.flatnonzero(mask[:, k])
+            w = None if weights is None else weights[:, min(k, weights.shape[1] - 1)]
+            rows = np.arange(n) if w is None else np.flatnonzero(w > 0)
             t = targets[rows, k]
             if t.min() == t.max():  # one class in this fold: a constant decision
                 intercept[k] = 1.0 if t[0] == 1 else -1.0
@@ -161,7 +175,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
             svc = SVC(kernel="precomputed", C=C, tol=self.tol)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                svc.fit(K[np.ix_(rows, rows)], t)
+                svc.fit(K[np.ix_(rows, rows)], t, sample_weight=None if w is None else w[rows])
             dual[k, rows[svc.support_]] = svc.dual_coef_[0]
             intercept[k] = svc.intercept_[0]
         return dual, intercept

@@ -11,7 +11,8 @@ scikit-learn, since the hinge is not differentiable). Two classes make one binar
 scikit-learn: one weight vector, and ``decision_function`` returns one score per sample (that of
 ``classes_[1]``). Multi-label targets (an indicator matrix) are always one-vs-rest, as VOC
 classification is scored; entries marked ``ignore`` (VOC "difficult") do not enter the loss of their
-class.
+class. ``sample_weight`` and ``class_weight`` weight the loss as in scikit-learn (see
+:mod:`deepfeat.probes.weights`).
 
 The smooth losses are minimised in torch (on ``device``) by a batched L-BFGS in a centred, row-space,
 curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`; small
@@ -54,9 +55,11 @@ from deepfeat.probes.base import (
 )
 from deepfeat.probes.basis import Basis, PreparedFeatures
 from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
+from deepfeat.probes.hinge import fit_hinge
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
+from deepfeat.probes.weights import check_class_weight, check_sample_weight, entry_weights
 from deepfeat.validation import check_bool, check_choice, check_float, check_int, check_n_features
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
@@ -83,7 +86,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     C: inverse regularisation strength, or ``"cv"`` to choose it from ``Cs`` by cross-validation.
     Cs: the grid searched when ``C="cv"``.
     cv: number of stratified folds for the search (reduced when a class has fewer samples; with fewer
-        than 2 samples in some class, ``fallback_C`` is used).
+        than 2 samples in some class, ``fallback_C`` is used), a scikit-learn splitter (split on the
+        labels) or a list of (train, validation) index pairs.
     scoring: criterion of the search: ``"accuracy"``, ``"mean_class_accuracy"`` or ``"map"``
         (default: accuracy for single-label, mAP for multi-label targets).
     multi_class: ``"multinomial"`` (softmax) or ``"ovr"`` for the logistic loss; SVMs are one-vs-rest.
@@ -95,6 +99,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     path_patience: stop walking up the C grid after this many Cs without a better validation score
         (None: evaluate every C).
     fallback_C: C used when cross-validation is impossible.
+    class_weight: None, ``"balanced"`` or {label: weight}: multiplies each sample's loss by its class's
+        weight (single-label targets; see :mod:`deepfeat.probes.weights`).
     device: ``"cpu"``, ``"cuda"`` or a :class:`torch.device` for the smooth losses (the hinge loss
         always runs on the CPU, in liblinear).
     random_state: seed of the folds and the dropout masks.
@@ -105,7 +111,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         loss: str = "logistic",
         C: float | str = "cv",
         Cs: Sequence[float] = DEFAULT_CS,
-        cv: int = 3,
+        cv: int | object = 3,
         scoring: str | None = None,
         multi_class: str = "multinomial",
         normalize: bool = False,
@@ -116,6 +122,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         cv_tol: float | None = 1e-4,
         path_patience: int | None = None,
         fallback_C: float = 1.0,
+        class_weight: str | dict | None = None,
         device: str | torch.device = "cpu",
         random_state: int | None = 0,
     ):
@@ -133,6 +140,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.cv_tol = cv_tol
         self.path_patience = path_patience
         self.fallback_C = fallback_C
+        self.class_weight = class_weight
         self.device = device
         self.random_state = random_state
 
@@ -153,13 +161,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if self.cv_tol is not None:
             check_float("cv_tol", self.cv_tol, 0.0, low_open=True)
         check_C(self.fallback_C, ())
+        check_class_weight(self.class_weight)
         resolve_device(self.device)
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X, y, ignore=None) -> LinearProbe:
+    def fit(self, X, y, ignore=None, sample_weight=None) -> LinearProbe:
         """Fit on features ``X`` (n, d) and labels ``y`` (n,) or an indicator matrix (n, K).
 
-        ``ignore`` (multi-label only): (n, K) mask of entries left out of their class's loss.
+        ``ignore`` (multi-label only): (n, K) mask of entries left out of their class's loss;
+        ``sample_weight``: (n,) non-negative weights of the samples' losses (and of the C search's
+        validation scores).
         """
         self._validate_params()
         check_feature_names(self, X, reset=True)
@@ -167,6 +178,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         codes, mask, self.classes_, self.multilabel_ = prepare_targets(y, ignore, n_samples=len(X))
         if self.loss == "hinge" and mask is not None:
             raise ConfigError("loss='hinge' does not support ignore masks; use 'squared_hinge'")
+        sample_weight = check_sample_weight(sample_weight, len(X))
+        weights = entry_weights(codes, mask, self.classes_, self.class_weight, sample_weight)
         K = len(self.classes_)
         # inference mode: no autograd bookkeeping on the solvers' thousands of small operations
         # (interleaved whole fits, 2 threads, medians of 5, logistic / squared hinge: 2 x 300 x 192
@@ -175,10 +188,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         # restored on exit and the coefficients leave as NumPy arrays
         work = len(X) * min(X.shape) * (K if self.multilabel_ or K > 2 else 1)
         with thread_budget(work), torch.inference_mode():
-            prepared = self.prepare_path(X, codes, mask)
+            prepared = self.prepare_path(X, codes, weights)
             init = None
             if isinstance(self.C, str):
-                self.C_, self.cv_results_, fold_models = select_C(self, prepared, codes, mask)
+                self.C_, self.cv_results_, fold_models = select_C(
+                    self, prepared, codes, weights, sample_weight
+                )
                 if fold_models and prepared.basis is not None and self.loss != "hinge":
                     init = (
                         torch.stack([m.W for m in fold_models]).mean(0),
@@ -186,8 +201,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                     )
             else:
                 self.C_, self.cv_results_ = float(self.C), None
-            fitted = self._fit_rows(prepared, np.arange(len(X)), codes, mask, self.C_, init, final=True)
+            fitted = self._fit_rows(prepared, np.arange(len(X)), codes, weights, self.C_, init, final=True)
         coef, intercept = self._coefficients(fitted)
+        if self._multinomial():  # softmax is unchanged by a common shift: zero-sum, as scikit-learn's
+            intercept = intercept - intercept.mean()
         self.coef_ = coef.cpu().numpy().astype(np.float32)
         self.intercept_ = intercept.cpu().numpy().astype(np.float32)
         self.n_iter_ = fitted.n_iter
@@ -195,7 +212,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self
 
     # -- the C-path protocol (deepfeat.probes.selection.PathProbe) ----------------------------
-    def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask) -> PreparedFeatures:
+    def prepare_path(self, X: np.ndarray, codes: np.ndarray, weights) -> PreparedFeatures:
         """Normalised features on the device and, without dropout, one basis for every fold."""
         device = resolve_device(self.device)
         Xt = tensor_of(self._normalized(np.asarray(X, dtype=np.float32)), device)
@@ -214,20 +231,21 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             Xt, basis, basis.own_coordinates(Xt), gram if self.loss == "squared_hinge" else None
         )
 
-    def fit_path(self, prepared: PreparedFeatures, rows, codes, mask, Cs) -> Iterator[FittedPath]:
-        """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started."""
+    def fit_path(self, prepared: PreparedFeatures, rows, codes, weights, Cs) -> Iterator[FittedPath]:
+        """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started
+        (``weights``: the rows' entry weights or None)."""
         if self.loss == "hinge":
             X = prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy()
             for C in Cs:
-                yield self._fit_hinge(X, codes, C)
+                yield self._fit_hinge(X, codes, C, weights)
             return
-        problem, basis = self._problem(prepared, rows, codes, mask)
+        problem, basis = self._problem(prepared, rows, codes, weights)
         tol = self.tol if self.cv_tol is None else self.cv_tol
         for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self.max_iter, tol=tol)):
             yield FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
 
     def fit_folds_path(
-        self, prepared: PreparedFeatures, folds, codes, mask, Cs
+        self, prepared: PreparedFeatures, folds, codes, weights, Cs
     ) -> Iterator[list[FittedPath]] | None:
         """For small problems with one basis for every fold: the folds' fits for each C of the
         increasing ``Cs`` (a generator of one list per C), all folds solved as one problem whose
@@ -238,10 +256,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         loss = "multinomial" if self._multinomial() else self.loss
         if not stacks_folds(loss, self._n_outputs(), *prepared.Z.shape, len(folds)):
             return None
-        return self._folds_path(prepared, folds, codes, mask, Cs)
+        return self._folds_path(prepared, folds, codes, weights, Cs)
 
-    def _folds_path(self, prepared, folds, codes, mask, Cs) -> Iterator[list[FittedPath]]:
-        base, basis = self._problem(prepared, np.arange(len(codes)), codes, mask)
+    def _folds_path(self, prepared, folds, codes, weights, Cs) -> Iterator[list[FittedPath]]:
+        base, basis = self._problem(prepared, np.arange(len(codes)), codes, weights)
         problem = stack_folds(base, [train for train, _ in folds])
         tol = self.tol if self.cv_tol is None else self.cv_tol
         F, K = len(folds), base.n_outputs
@@ -280,10 +298,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             and len(self.classes_) > 2
         )
 
-    def _augment(self, X: torch.Tensor, codes: np.ndarray, mask):
+    def _augment(self, X: torch.Tensor, codes: np.ndarray, weights):
         """Training copies with dropout masks (identity without dropout) and their row weight."""
         if self.dropout <= 0:
-            return X, codes, mask, 1.0
+            return X, codes, weights, 1.0
         gen = torch.Generator(device="cpu").manual_seed(0 if self.random_state is None else self.random_state)
         reps = self.dropout_copies
         keep = torch.rand((reps, *X.shape), generator=gen) >= self.dropout
@@ -291,23 +309,23 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return (
             copies,
             np.concatenate([codes] * reps),
-            None if mask is None else np.concatenate([mask] * reps),
+            None if weights is None else np.concatenate([weights] * reps),
             1.0 / reps,
         )
 
-    def _problem(self, prepared: PreparedFeatures, rows, codes, mask):
+    def _problem(self, prepared: PreparedFeatures, rows, codes, weights):
         """The training problem on ``rows`` and the basis its coordinates are in."""
         idx = torch.as_tensor(rows, device=prepared.X.device)
         if prepared.basis is not None:
             Z, basis, row_weight = prepared.Z[idx], prepared.basis, 1.0
         else:
-            X, codes, mask, row_weight = self._augment(prepared.X[idx], codes, mask)
+            X, codes, weights, row_weight = self._augment(prepared.X[idx], codes, weights)
             basis = Basis.of(X)
             Z = basis.own_coordinates(X)
         K = self._n_outputs()
         multinomial = self._multinomial()
         loss = "multinomial" if multinomial else self.loss
-        problem = make_problem(Z, codes, mask, K, loss, multinomial, row_weight)
+        problem = make_problem(Z, codes, weights, K, loss, multinomial, row_weight)
         # any problem small enough for dual steps takes its Gram matrix as a block of the whole
         # set's (one product for all folds, also where the set itself is larger: 102 classes x
         # 3,060 x 1,280 SVM 19.8 -> 11.2 s, 10 x 3,060 x 1,280 7.8 -> 7.0 s, 10 x 3,060 x 192 3.0
@@ -316,12 +334,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             problem.gram_from = partial(prepared.gram_of, idx)
         return problem, basis
 
-    def _fit_rows(self, prepared, rows, codes, mask, C: float, init, final: bool) -> FittedPath:
+    def _fit_rows(self, prepared, rows, codes, weights, C: float, init, final: bool) -> FittedPath:
         if self.loss == "hinge":
             return self._fit_hinge(
-                prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy(), codes, C
+                prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy(), codes, C, weights
             )
-        problem, basis = self._problem(prepared, rows, codes, mask)
+        problem, basis = self._problem(prepared, rows, codes, weights)
         sol = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init, polish=final)
         if final and not sol.converged:
             warnings.warn(
@@ -337,30 +355,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return fitted.W, fitted.b
         return fitted.basis.to_coef(fitted.W, fitted.b)
 
-    def _fit_hinge(self, X: np.ndarray, codes: np.ndarray, C: float) -> FittedPath:
-        """One-vs-rest hinge-loss SVMs by liblinear (exact; the hinge has no gradient for L-BFGS)."""
-        from sklearn.svm import LinearSVC
-
-        K = self._n_outputs()
-        if codes.ndim == 2:
-            targets = codes
-        elif K == 1:
-            targets = (codes == 1)[:, None].astype(np.int64)
-        else:
-            targets = np.eye(K, dtype=np.int64)[codes]
-        coef = np.zeros((K, X.shape[1]), dtype=np.float32)
-        intercept = np.zeros(K, dtype=np.float32)
-        n_iter = 0
-        for k in range(K):
-            if targets[:, k].min() == targets[:, k].max():  # one class in this fold: a constant
-                intercept[k] = 1.0 if targets[0, k] == 1 else -1.0
-                continue
-            svc = LinearSVC(loss="hinge", C=C, dual=True, max_iter=5000, tol=1e-4, random_state=0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # liblinear's convergence warnings at large C
-                svc.fit(X, targets[:, k])
-            coef[k], intercept[k] = svc.coef_[0], svc.intercept_[0]
-            n_iter = max(n_iter, int(svc.n_iter_))
+    def _fit_hinge(self, X: np.ndarray, codes: np.ndarray, C: float, weights=None) -> FittedPath:
+        """One-vs-rest hinge-loss SVMs by liblinear (see :func:`deepfeat.probes.hinge.fit_hinge`)."""
+        coef, intercept, n_iter = fit_hinge(X, codes, self._n_outputs(), C, weights)
         return FittedPath(C, torch.from_numpy(coef), torch.from_numpy(intercept), None, n_iter)
 
     # -- prediction --------------------------------------------------------------------------

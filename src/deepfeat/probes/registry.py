@@ -17,7 +17,7 @@ _PRESETS = {
     "logreg-ovr": {"loss": "logistic", "multi_class": "ovr"},
 }
 #: parameters the kernel probe shares with the linear ones
-_KERNEL_SHARED = ("random_state", "C", "Cs", "cv", "scoring", "device", "kernel_normalize")
+_KERNEL_SHARED = ("random_state", "C", "Cs", "cv", "scoring", "device", "kernel_normalize", "class_weight")
 
 
 def probe_for(name: str, **params) -> LinearProbe | KernelProbe:

@@ -69,10 +69,18 @@ def _fold_models(probe, prepared, folds, codes, mask, Cs) -> Iterator[list]:
             path.close()
 
 
-def select_C(probe: PathProbe, prepared: Any, codes: np.ndarray, mask: np.ndarray | None):
+def select_C(
+    probe: PathProbe,
+    prepared: Any,
+    codes: np.ndarray,
+    mask: np.ndarray | None,
+    sample_weight: np.ndarray | None = None,
+):
     """Best C of ``probe.Cs`` by cross-validation on prepared training data.
 
-    ``codes``: class codes (n,) or an indicator matrix (n, K); ``mask``: counted entries or None.
+    ``codes``: class codes (n,) or an indicator matrix (n, K); ``mask``: the training loss's entry
+    weights ((n, K) or (n, 1); 0 or False: an entry left out) or None; ``sample_weight``: the samples'
+    weights in the validation scores (n,) or None.
     Returns (C, search record, the folds' models at the chosen C, or None when C was not searched).
     """
     scoring = probe.scoring or ("map" if codes.ndim == 2 else "accuracy")
@@ -92,7 +100,11 @@ def select_C(probe: PathProbe, prepared: Any, codes: np.ndarray, mask: np.ndarra
             models[f].append(model)
             decision = probe.decision_on(prepared, model, val)
             scores[f, j] = score_predictions(
-                scoring, codes[val], decision, None if mask is None else mask[val]
+                scoring,
+                codes[val],
+                decision,
+                None if mask is None else mask[val],
+                None if sample_weight is None else sample_weight[val],
             )
         evaluated = j + 1
         mean_j = float(np.nanmean(scores[:, j])) if not np.isnan(scores[:, j]).all() else -np.inf

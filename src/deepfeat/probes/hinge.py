@@ -1,0 +1,42 @@
+"""The hinge loss's one-vs-rest SVMs, solved exactly by liblinear through scikit-learn (the hinge has
+no gradient for the probes' smooth solvers)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def fit_hinge(
+    X: np.ndarray, codes: np.ndarray, n_outputs: int, C: float, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Coefficients (K, d), intercepts (K,) and the most iterations of K one-vs-rest hinge SVMs on
+    rows ``X`` with class codes (n,) or an indicator matrix (n, K) (``n_outputs`` = 1: one problem,
+    the second class positive); ``weights``: the rows' weights (n, 1) or None. An output whose counted
+    rows hold one class is a constant."""
+    from sklearn.svm import LinearSVC
+
+    K = n_outputs
+    if codes.ndim == 2:
+        targets = codes
+    elif K == 1:
+        targets = (codes == 1)[:, None].astype(np.int64)
+    else:
+        targets = np.eye(K, dtype=np.int64)[codes]
+    row_weight = None if weights is None else weights[:, 0]
+    coef = np.zeros((K, X.shape[1]), dtype=np.float32)
+    intercept = np.zeros(K, dtype=np.float32)
+    n_iter = 0
+    for k in range(K):
+        counted = targets[:, k] if row_weight is None else targets[row_weight > 0, k]
+        if counted.min() == counted.max():  # one class in this fold: a constant
+            intercept[k] = 1.0 if counted[0] == 1 else -1.0
+            continue
+        svc = LinearSVC(loss="hinge", C=C, dual=True, max_iter=5000, tol=1e-4, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # liblinear's convergence warnings at large C
+            svc.fit(X, targets[:, k], sample_weight=row_weight)
+        coef[k], intercept[k] = svc.coef_[0], svc.intercept_[0]
+        n_iter = max(n_iter, int(svc.n_iter_))
+    return coef, intercept, n_iter
