@@ -5,6 +5,7 @@ reported alike; an interrupted run resumes. Skipped when the 'dask' extra is not
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -243,11 +244,16 @@ def test_a_tuned_drivers_local_workers_see_the_allocator_variables_from_their_st
     """The variables are in each worker's environment at exec (/proc/self/environ), where glibc
     reads them, not set later in os.environ."""
     monkeypatch.setattr(dist, "allocator_state", lambda: {"tuned": True, "threshold": 1 << 30})
+    dask_log = logging.getLogger("distributed")
+    before = dask_log.level
     conn = dist.connect("local:1")
     try:
         initial = conn.client.run(lambda: Path("/proc/self/environ").read_bytes().split(b"\0"))
+        # the cluster's INFO lines (every nanny and worker start and stop) stay out of the output
+        assert dask_log.getEffectiveLevel() >= logging.WARNING
     finally:
         conn.close()
+    assert dask_log.level == before
     for environ in initial.values():
         assert b"MALLOC_ARENA_MAX=1" in environ
         assert b"MALLOC_MMAP_THRESHOLD_=1073741824" in environ

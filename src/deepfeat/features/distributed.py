@@ -111,12 +111,17 @@ class Connection:
     name: str
     seconds: float
     owned: bool = True  # False for a client the caller gave: left open
+    #: the level of the ``distributed`` logger before a local cluster was started (restored at close)
+    log_level: int | None = None
 
     def close(self) -> None:
         if self.owned:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        if self.log_level is not None:
+            logging.getLogger("distributed").setLevel(self.log_level)
+            self.log_level = None
 
 
 def connect(cluster) -> Connection:
@@ -135,18 +140,31 @@ def connect(cluster) -> Connection:
         import dask
 
         spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_environ()}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
-            owned = LocalCluster(
-                n_workers=n,
-                threads_per_worker=threads,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.WARNING,
-            )
-        client = Client(owned)
-        client.wait_for_workers(n)
+        # the cluster's own scheduler and nannies log every start and stop at INFO in this process
+        # (silence_logs covers only the start): warnings only while it runs, the level restored after
+        dask_log = logging.getLogger("distributed")
+        level = dask_log.level
+        dask_log.setLevel(max(logging.WARNING, dask_log.getEffectiveLevel()))
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+                owned = LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=threads,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.WARNING,
+                )
+            client = Client(owned)
+            client.wait_for_workers(n)
+        except BaseException:
+            dask_log.setLevel(level)
+            raise
         return Connection(
-            client, owned, f"dask {cluster} ({threads} thread each)", time.perf_counter() - start
+            client,
+            owned,
+            f"dask {cluster} ({threads} thread each)",
+            time.perf_counter() - start,
+            log_level=level,
         )
     try:
         client = Client(cluster.strip(), timeout="20s")
