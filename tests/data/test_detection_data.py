@@ -206,3 +206,17 @@ def test_real_voc5_and_coco_mini_counts():
     coco = [open_detection(DATASETS / "coco_mini", split=s) for s in ("train", "val")]
     assert sum(len(d) for d in coco) == 159 and len(coco[0].classes) == 80
     assert sum(len(t) for d in coco for t in d.images) + sum(len(d.ignored) for d in coco) == 1363
+
+
+def test_with_classes_keeps_a_subset_in_its_order(tmp_path):
+    ds = coco_dataset(_coco(tmp_path))  # classes person (id 1), dog (id 18)
+    only, dropped = ds.with_classes(["dog"])
+    assert only.classes == ["dog"] and only.category_ids == [18] and dropped == 1
+    one = only.images[0]
+    np.testing.assert_allclose(one.boxes, [[1.5, 2, 11.5, 22]])
+    assert one.labels.tolist() == [0] and one.difficult.tolist() == [False]
+    swapped, none = ds.with_classes(["dog", "person"])
+    assert none == 0 and swapped.category_ids == [18, 1]
+    assert swapped.images[0].labels.tolist() == [0, 1]  # relabelled: dog first
+    with pytest.raises(DataError, match="no class 'cat'"):
+        ds.with_classes(["cat"])

@@ -129,6 +129,26 @@ class DetectionDataset:
         """The images at ``indices`` (in that order), same classes."""
         return replace(self, name=name or self.name, images=[self.images[i] for i in indices], ignored=[])
 
+    def with_classes(self, classes: Sequence[str]) -> tuple[DetectionDataset, int]:
+        """The same images with only the boxes of ``classes`` (each among this dataset's, in that
+        order, labels renumbered), and how many boxes of other classes were left out."""
+        missing = [c for c in classes if c not in self.classes]
+        if missing:
+            raise DataError(f"{self.name}: no class {', '.join(map(repr, missing))} (it has {self.classes})")
+        new = np.full(len(self.classes), -1, dtype=np.int64)
+        new[[self.classes.index(c) for c in classes]] = np.arange(len(classes))
+        tables, dropped = [], 0
+        for t in self.images:
+            keep = new[t.labels] >= 0
+            dropped += int((~keep).sum())
+            tables.append(
+                replace(t, boxes=t.boxes[keep], labels=new[t.labels[keep]], difficult=t.difficult[keep])
+            )
+        ids = (
+            None if self.category_ids is None else [self.category_ids[self.classes.index(c)] for c in classes]
+        )
+        return replace(self, classes=list(classes), images=tables, category_ids=ids), dropped
+
     def class_counts(self, include_difficult: bool = False) -> dict[str, int]:
         """Number of annotated boxes per class."""
         counts = np.zeros(len(self.classes), dtype=np.int64)

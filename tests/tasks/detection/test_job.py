@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from deepfeat.cli.main import app
 from deepfeat.data.detection import voc_dataset
-from deepfeat.errors import CheckpointError, ConfigError
+from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.tasks import detection as det
 from deepfeat.tasks.detection.svm import SVMResult
 from tests.tasks.detection.conftest import make_voc
@@ -67,6 +67,39 @@ def test_evaluate_and_report(trained, tmp_path):
     assert "| **mAP** |" in text and "pr_curves.png" in text and "examples/" in text
     assert (tmp_path / "eval" / "pr_curves.png").stat().st_size > 0
     assert len(list((tmp_path / "eval" / "examples").glob("*.png"))) >= 1
+
+
+def test_test_data_with_more_classes_is_scored_on_the_models(trained):
+    """(Test data annotated for more classes, or in another order, was refused outright.)"""
+    from dataclasses import replace
+
+    root, out, _ = trained
+    test = voc_dataset(root, split="test")
+    plain = det.evaluate(out, test, progress=False)
+    # a third class listed first, with a box in the first image
+    first = test.images[0]
+    more = replace(
+        test,
+        classes=["green", *test.classes],
+        images=[
+            replace(
+                first,
+                boxes=np.vstack([first.boxes, [[1, 1, 9, 9]]]),
+                labels=np.append(first.labels + 1, 0),
+                difficult=np.append(first.difficult, False),
+            ),
+            *(replace(t, labels=t.labels + 1) for t in test.images[1:]),
+        ],
+    )
+    lines = []
+    wider = det.evaluate(out, more, progress=False, echo=lines.append)
+    assert wider.classes == ["blue", "red"]
+    assert any("scoring the model's 2 classes; 1 box of other classes left out" in line for line in lines)
+    for name in plain.variants:
+        assert wider.map(name) == plain.map(name)
+    narrower, _ = test.with_classes(["blue"])
+    with pytest.raises(DataError, match="the model's classes 'red' are not among"):
+        det.evaluate(out, narrower, progress=False)
 
 
 def test_predict_writes_pngs_and_json(trained, tmp_path):

@@ -23,6 +23,7 @@ from deepfeat.data.images import DEFAULT_MAX_PIXELS, printable
 from deepfeat.errors import DataError
 from deepfeat.features.store import FeatureStore
 from deepfeat.report.provenance import environment
+from deepfeat.report.wording import counted, listed
 from deepfeat.tasks.detection.extract import RegionSet, extract_regions
 from deepfeat.tasks.detection.model import DetectorModel
 from deepfeat.tasks.detection.proposals import compute_proposals, proposal_recall
@@ -150,9 +151,18 @@ def evaluate(
         model = DetectorModel.load(folder)
     folder = Path(folder or ".")
     if list(dataset.classes) != list(model.classes):
-        raise DataError(
-            f"{dataset.name}: classes {dataset.classes} differ from the model's {model.classes}; "
-            "evaluate on data with the classes the detector was trained for"
+        absent = [c for c in model.classes if c not in dataset.classes]
+        if absent:
+            raise DataError(
+                f"{dataset.name}: the model's classes {listed(absent, 8)} are not among the data's "
+                f"{listed(dataset.classes, 8)}; evaluate on data annotated for every class the detector "
+                "was trained for"
+            )
+        # test data annotated for more classes (or in another order): the model's classes are scored
+        dataset, dropped = dataset.with_classes(model.classes)
+        echo(
+            f"{dataset.name}: scoring the model's {counted(len(model.classes), 'class', 'classes')}; "
+            f"{counted(dropped, 'box', 'boxes')} of other classes left out"
         )
     store = FeatureStore(store or folder / "store")
     echo(dataset.summary())
