@@ -301,6 +301,16 @@ def _check_labels(y: np.ndarray) -> None:
             )
 
 
+def one_vs_rest_targets(codes: np.ndarray, n_outputs: int) -> np.ndarray:
+    """0/1 targets (n, K) of per-output problems: an indicator matrix as it is, class codes one-hot
+    (K = 1: one problem, the second class positive)."""
+    if codes.ndim == 2:
+        return codes
+    if n_outputs == 1:
+        return (codes == 1)[:, None].astype(np.int64)
+    return np.eye(n_outputs, dtype=np.int64)[codes]
+
+
 def make_folds(codes: np.ndarray, n_folds, random_state) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Train/validation index pairs, or None when some class is too small to be split.
 

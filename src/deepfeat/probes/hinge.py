@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 
+from deepfeat.probes.base import one_vs_rest_targets
+
 
 def fit_hinge(
     X: np.ndarray, codes: np.ndarray, n_outputs: int, C: float, weights: np.ndarray | None = None
@@ -18,12 +20,7 @@ def fit_hinge(
     from sklearn.svm import LinearSVC
 
     K = n_outputs
-    if codes.ndim == 2:
-        targets = codes
-    elif K == 1:
-        targets = (codes == 1)[:, None].astype(np.int64)
-    else:
-        targets = np.eye(K, dtype=np.int64)[codes]
+    targets = one_vs_rest_targets(codes, K)
     row_weight = None if weights is None else weights[:, 0]
     coef = np.zeros((K, X.shape[1]), dtype=np.float32)
     intercept = np.zeros(K, dtype=np.float32)

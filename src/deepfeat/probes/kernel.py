@@ -31,6 +31,7 @@ from deepfeat.probes.base import (
     check_feature_names,
     check_features,
     check_scoring,
+    one_vs_rest_targets,
     prepare_targets,
     resolve_device,
     tensor_of,
@@ -157,12 +158,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         weights (n, n_outputs) or (n, 1) (0: left out), or None."""
         n = len(K)
         n_out = self._n_outputs()
-        if codes.ndim == 2:
-            targets = codes
-        elif n_out == 1:
-            targets = (codes == 1)[:, None].astype(np.int64)
-        else:
-            targets = np.eye(n_out, dtype=np.int64)[codes]
+        targets = one_vs_rest_targets(codes, n_out)
         dual = np.zeros((n_out, n), dtype=np.float64)
         intercept = np.zeros(n_out, dtype=np.float64)
         for k in range(n_out):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepfeat.probes.base import one_vs_rest_targets
 from deepfeat.probes.basis import gram_in
 
 #: largest curvature weight of each loss (at a zero margin; anywhere active for the squared hinge)
@@ -351,12 +352,7 @@ def make_problem(
     if multinomial:
         T = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=device)
         return Problem(Z, "multinomial", T, weight, n * row_weight, n_outputs)
-    if codes.ndim == 2:
-        onehot = codes
-    elif n_outputs == 1:
-        onehot = (codes == 1)[:, None]
-    else:
-        onehot = np.eye(n_outputs, dtype=np.int64)[codes]
+    onehot = one_vs_rest_targets(codes, n_outputs)
     counted = np.ones_like(onehot, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     positives, negatives = (counted & (onehot == 1)).any(0), (counted & (onehot == 0)).any(0)
     fixed = None
