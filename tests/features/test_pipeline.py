@@ -401,3 +401,32 @@ def test_feature_extractor_names_its_output_columns(effnet):
     unrolled = FeatureExtractor(effnet, layers=["stage6"], pool=["unroll"], preprocess=SMALL)
     with pytest.raises(ConfigError, match="call transform"):
         unrolled.get_feature_names_out()
+
+
+def test_per_position_rows_of_images_of_several_sizes_are_refused_before_any_work(effnet, tmp_path):
+    """(Unrolled maps, gradient factors of a conv layer and Fisher descriptors crashed in a NumPy
+    concatenation, or named only 'feature dimension changed', when an aspect-keeping resize gave the
+    images different sizes: the row width follows the number of positions.)"""
+    from PIL import Image
+
+    from deepfeat.features.gradients import GradientFeatures
+
+    root = tmp_path / "tree"
+    for c, (h, w) in enumerate([(96, 128), (96, 96)]):
+        for i in range(2):
+            path = root / f"c{c}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(photo(c * 2 + i, (w, h))).save(path)
+    ds = folder_dataset(root)
+    store = tmp_path / "store"
+    for method in (LayerActivations("stage6", "unroll"), GradientFeatures("head")):
+        with pytest.raises(ConfigError, match=r"2 sizes here .*576 x 448.*--preprocess warp"):
+            extract(ds, effnet, [method], preprocess="interactive", store=store, progress=False)
+    assert not (store / "entries").exists() or not any((store / "entries").iterdir())
+    # pooled rows, or one size for all (warp), are fine
+    pooled = extract(
+        ds, effnet, [LayerActivations("stage6", "avg")], preprocess="interactive", progress=False
+    )
+    assert pooled["stage6/avg"].features.shape == (4, 192)
+    warped = extract(ds, effnet, [LayerActivations("stage6", "unroll")], preprocess="warp", progress=False)
+    assert warped["stage6/unroll"].features.shape[0] == 4

@@ -31,6 +31,7 @@ from deepfeat.features.featureset import FeatureSet
 from deepfeat.features.runner import (
     amp_name,
     check_amp,
+    check_one_input_size,
     parse_device,
     resolve_device,
     resolve_loader,
@@ -194,12 +195,13 @@ def extract(
     base = base_provenance(dataset, backbone, prep, max_pixels, amp_name(dev) if amp else None)
     if store is not None:
         store.save_dataset_index(base["dataset"], dataset.index_record())
+    outputs = [(method, spec) for method in methods for spec in method.outputs(backbone)]
+    check_one_input_size([spec for _, spec in outputs], dataset, prep)  # before any entry is made
     plans: list[_Plan] = []
-    for method in methods:
-        for spec in method.outputs(backbone):
-            prov = {**base, **spec.params}
-            entry = store.entry(prov, n, dataset.ids) if store is not None else MemoryEntry(prov, n)
-            plans.append(_Plan(method, spec, entry))
+    for method, spec in outputs:
+        prov = {**base, **spec.params}
+        entry = store.entry(prov, n, dataset.ids) if store is not None else MemoryEntry(prov, n)
+        plans.append(_Plan(method, spec, entry))
     if len({p.spec.key for p in plans}) != len(plans):
         raise ConfigError("two requested outputs have the same name; request each layer/pooling once")
 

@@ -25,6 +25,7 @@ that reduced-precision rows never mix with float32 ones in the store.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import ConfigError, DataError, ImageError
 from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.capture import LayerCapture
+from deepfeat.features.featureset import FeatureKind
+from deepfeat.report.wording import counted, listed
 from deepfeat.validation import check_choice, check_device
 
 LOADERS = ("threads", "processes")
@@ -292,6 +295,29 @@ def check_amp(amp) -> bool:
     if not isinstance(amp, bool):
         raise ConfigError(f"amp must be True or False, got {amp!r}")
     return amp
+
+
+def check_one_input_size(specs: Sequence[OutputSpec], dataset: ImageDataset, prep: Preprocess) -> None:
+    """Before any work: outputs whose rows hold one entry per spatial position (unrolled maps,
+    gradient factors of a conv layer) have one row width per input size, and the store one width per
+    entry, so a preprocessing that keeps the aspect ratio without a crop must give every image the
+    same size; a clear error naming the sizes and the ways out otherwise."""
+    keys = [s.key for s in specs if s.kind is not FeatureKind.VECTOR and s.layer.spatial]
+    if not keys or prep.resize == "warp" or prep.crop is not None:
+        return
+    sizes: Counter = Counter()
+    for r in range(len(dataset)):
+        size = dataset.image_size(r)
+        if size is not None:
+            sizes[prep.resized_size(*size)] += 1
+    if len(sizes) > 1:
+        common = ", ".join(f"{w} x {h} ({counted(n, 'image')})" for (w, h), n in sizes.most_common(3))
+        raise ConfigError(
+            f"{listed(keys, form=str)}: one row per image with one entry per spatial position needs one "
+            f"input size, and the '{prep.resize}' resize without a crop gives {len(sizes)} sizes here "
+            f"(most common: {common}); warp the images to one size (--preprocess warp, or "
+            "preprocess='warp'), crop them, or use pooled features"
+        )
 
 
 def _order_by_shape(dataset: ImageDataset, rows: np.ndarray, prep: Preprocess) -> np.ndarray:
