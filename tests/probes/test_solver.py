@@ -619,3 +619,22 @@ def test_outputs_held_fixed_skip_newton_cg(monkeypatch):
     monkeypatch.setattr(solver, "newton_cg_first", lambda *a: called.append(1))
     sol = solve(problem, 1.0, tol=1e-6)
     assert not called and sol.exact and sol.cg is None
+
+
+def test_a_float32_phase_ending_in_nan_is_solved_again_in_float64(monkeypatch):
+    import deepfeat.probes.solver as solver
+
+    problem = _per_output_problems("logistic")[0]
+    reference = solve(problem, 1.0, tol=1e-5)
+    inner = solver._solve
+
+    def broken(p, C, **kw):
+        sol = inner(p, C, **kw)
+        if p.Z.dtype == torch.float32:
+            sol.W = torch.full_like(sol.W, float("nan"))
+        return sol
+
+    monkeypatch.setattr(solver, "_solve", broken)
+    again = solve(problem, 1.0, tol=1e-5)
+    assert again.W.dtype == torch.float32 and bool(torch.isfinite(again.W).all())
+    torch.testing.assert_close(again.W, reference.W, rtol=1e-3, atol=1e-4)

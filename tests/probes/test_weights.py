@@ -200,3 +200,24 @@ def test_multilabel_weights_are_refused_where_undefined():
 def test_the_registry_passes_class_weight_to_both_kinds_of_probe():
     assert probe_for("logreg", class_weight="balanced").class_weight == "balanced"
     assert probe_for("ksvm", class_weight="balanced").class_weight == "balanced"
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_tolerances_below_float32s_resolution_continue_in_float64():
+    """(Multinomial iris at tol 1e-8 and C = 100 ran 1,248 float32 Newton steps into NaN
+    coefficients that predicted one class, and the C search scored such fits silently.)"""
+    from sklearn.datasets import load_iris
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    w = np.random.default_rng(0).integers(0, 4, 150).astype(float)
+    probe = LinearProbe(C=100.0, tol=1e-8).fit(X, y, sample_weight=w)
+    ref = LogisticRegression(C=100.0, tol=1e-12, max_iter=10000).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(probe.predict_proba(X), ref.predict_proba(X), atol=1e-5)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=1).split(X, y))
+    Cs = list(np.logspace(-3, 2, 6))
+    search = LinearProbe(Cs=Cs, cv=folds, cv_tol=1e-8, class_weight="balanced").fit(X, y, sample_weight=w)
+    ref_cv = LogisticRegressionCV(Cs=Cs, cv=folds, tol=1e-10, max_iter=10000, class_weight="balanced")
+    ref_cv.fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(search.cv_results_["folds"], next(iter(ref_cv.scores_.values())), atol=1e-9)

@@ -44,6 +44,11 @@ from deepfeat.probes.objectives import Problem, initial_point
 
 #: the float64 polish's gradient tolerance, relative to the float32 phase's
 POLISH = 0.1
+#: the smallest scaled-gradient tolerance a float32 phase is asked for: below it the objective's
+#: changes are under float32's resolution, and iterations ran on without progress (multinomial iris,
+#: tol 1e-8, C = 10: 1,248 Newton-CG steps, then NaN coefficients); a smaller ``tol`` continues in
+#: float64 from the float32 solution
+FLOAT32_TOL = 1e-6
 #: losses whose C-search fits (not the final fit) take exact Newton in the problem's precision
 #: (float32) instead of float64: the squared hinge's Newton steps solve each set of margin violators'
 #: system exactly, the validation scores need no more, and float64 passes over the rows and the Gram
@@ -261,8 +266,37 @@ def solve(
 
     Without ``init``, a large C is reached along a short path (C / 1000, C / 100, C / 10, C) from
     :func:`initial_point`: a cold start far from the optimum costs more than the path. The float32
-    phase runs to scaled gradient ``tol``; with ``polish`` (the final fit) a float64 phase continues
-    to ``POLISH * tol``."""
+    phase runs to scaled gradient ``tol`` (iterative solvers at most to ``FLOAT32_TOL``, then float64
+    to ``tol``); with ``polish`` (the final fit) a float64 phase continues to ``POLISH * tol``. A
+    float32 phase that ends with non-finite coefficients is solved again in float64 from the start."""
+    dtype = problem.Z.dtype
+    sol = _solve(
+        problem, C, max_iter=max_iter, tol=tol, init=init, polish=polish, tangent=tangent, cg_first=cg_first
+    )
+    if dtype != torch.float64 and not (
+        bool(torch.isfinite(sol.W).all()) and bool(torch.isfinite(sol.b).all())
+    ):
+        again = solve(
+            problem.to(torch.float64), C, max_iter=max_iter, tol=tol, polish=polish, cg_first=cg_first
+        )
+        return Solution(
+            again.W.to(dtype), again.b.to(dtype), sol.n_iter + again.n_iter, again.grad_max, again.converged
+        )
+    return sol
+
+
+def _solve(
+    problem: Problem,
+    C: float,
+    *,
+    max_iter: int,
+    tol: float,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+    polish: bool,
+    tangent: bool,
+    cg_first: bool,
+) -> Solution:
+    """:func:`solve` in the problem's precision (and a float64 polish)."""
     if init is None and C > CONTINUE_ABOVE:
         *_, last = solve_path(problem, [C / 1000, C / 100, C / 10], max_iter=max_iter, tol=tol)
         init = (last.W, last.b)
@@ -275,7 +309,7 @@ def solve(
     many = problem.loss == "squared_hinge" and K > DUAL_RUNTIME_OUTPUTS and n * r * K > NEWTON_WORK
     static = exact_newton(problem.loss, K, n, r) and not (many and n <= DUAL_ROWS)
     dtype = problem.Z.dtype
-    low = problem.loss in EXACT_SEARCH_FLOAT32 and not polish
+    low = problem.loss in EXACT_SEARCH_FLOAT32 and not polish and tol >= FLOAT32_TOL
     if static or _dual_newton(problem, C, W, b, dtype if low else torch.float64):
         cg, done = None, 0
         # only inside the static rule (the run-time one picks exact Newton where violators are few);
@@ -300,30 +334,32 @@ def solve(
         if t is not None:
             t = (t[0].to(dtype), t[1].to(dtype), t[2])
         return Solution(Wx.to(dtype), bx.to(dtype), done + n_iter, grad, grad <= tol, t, exact=True, cg=cg)
+    # iterative float32 phases stop at FLOAT32_TOL; the final fit, or a smaller tol, goes on in float64
+    f32 = dtype != torch.float64
+    goal = POLISH * tol if polish else tol
+    t32 = max(tol, FLOAT32_TOL) if f32 else tol
     if problem.loss == "squared_hinge" and n * r * problem.n_outputs <= NEWTON_WORK:
-        W, b, n_iter, grad = newton_cg(problem, C, W, b, tol, max_iter)
+        W, b, n_iter, grad = newton_cg(problem, C, W, b, t32, max_iter)
     elif problem.multinomial and n * r * problem.n_outputs <= MULTINOMIAL_NEWTON_WORK:
-        if polish and problem.Z.dtype != torch.float64:
+        if polish and f32:
             n_iter, grad = 0, float("inf")  # straight to the float64 Newton-CG phase below
         else:
-            W, b, n_iter, grad = newton_multinomial(
-                problem, C, W, b, POLISH * tol if polish else tol, max_iter, forcing=True
-            )
+            W, b, n_iter, grad = newton_multinomial(problem, C, W, b, max(goal, t32), max_iter, forcing=True)
     else:
-        W, b, res = _minimize(problem, C, W, b, tol, max_iter)
+        W, b, res = _minimize(problem, C, W, b, t32, max_iter)
         n_iter, grad = res.n_iter, float(res.grad_max.max())
-    if polish and problem.Z.dtype != torch.float64:
+    if f32 and (polish or tol < FLOAT32_TOL):
         p64 = problem.to(torch.float64)
         if problem.loss == "squared_hinge":
-            W64, b64, its, grad = newton_cg(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
+            W64, b64, its, grad = newton_cg(p64, C, W.double(), b.double(), goal, max_iter)
         elif problem.multinomial:
             # (a small problem's final fit comes straight here from the folds' solutions: a far start)
             far = n * r * problem.n_outputs <= MULTINOMIAL_NEWTON_WORK
             W64, b64, its, grad = newton_multinomial(
-                p64, C, W.double(), b.double(), POLISH * tol, max_iter, forcing=far
+                p64, C, W.double(), b.double(), goal, max_iter, forcing=far
             )
         else:
-            W64, b64, res = _minimize(p64, C, W.double(), b.double(), POLISH * tol, max_iter)
+            W64, b64, res = _minimize(p64, C, W.double(), b.double(), goal, max_iter)
             its, grad = res.n_iter, float(res.grad_max.max())
         n_iter += its
         W, b = W64.to(problem.Z.dtype), b64.to(problem.Z.dtype)
