@@ -42,7 +42,7 @@ from deepfeat.features.featureset import FeatureSet
 from deepfeat.fileio import write_json
 from deepfeat.metrics import mean_per_class_accuracy
 from deepfeat.probes import LinearProbe, probe_for
-from deepfeat.probes.base import make_folds
+from deepfeat.probes.selection import make_folds
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "bench_evaluate.json"

@@ -62,8 +62,8 @@ from sklearn.svm import LinearSVC
 from deepfeat.fileio import write_json
 from deepfeat.metrics import mean_per_class_accuracy
 from deepfeat.probes import LinearProbe
-from deepfeat.probes.base import make_folds
 from deepfeat.probes.objectives import numpy_reduction_faster
+from deepfeat.probes.selection import make_folds
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -17,7 +17,6 @@ from deepfeat.probes.base import (
     dense_threads,
     prepare_targets,
     resolve_device,
-    score_predictions,
     thread_budget,
 )
 
@@ -103,14 +102,6 @@ def test_devices():
     assert resolve_device(None) == resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(ConfigError, match="got 'gpu0'"):
         resolve_device("gpu0")
-
-
-def test_one_column_scores_mean_the_second_class():
-    codes = np.array([0, 1, 1, 0])
-    s = np.array([-1.0, 2.0, -0.5, -3.0])
-    assert score_predictions("accuracy", codes, s) == 0.75
-    assert score_predictions("accuracy", codes, np.column_stack([-s, s])) == 0.75
-    assert score_predictions("mean_class_accuracy", codes, s) == 0.75
 
 
 def test_prepare_targets_binary_and_multilabel():

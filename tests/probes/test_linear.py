@@ -24,6 +24,7 @@ from deepfeat.errors import ConfigError, DataError
 from deepfeat.metrics import mean_average_precision
 from deepfeat.probes import LinearProbe, probe_for
 from deepfeat.probes.basis import Basis
+from deepfeat.probes.dropout import dropout_copies
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.solver import solve
 
@@ -496,8 +497,9 @@ def test_unknown_probe_name():
 def test_predict_proba_needs_logistic(small, loss):
     X, y = small
     probe = LinearProbe(loss=loss, C=1.0).fit(X, y)
-    with pytest.raises(AttributeError, match="predict_proba needs loss='logistic'"):
+    with pytest.raises(AttributeError, match="has no attribute 'predict_proba'") as refused:
         probe.predict_proba(X)
+    assert f"predict_proba needs loss='logistic', this probe uses {loss!r}" in str(refused.value.__cause__)
     # absent, as on LinearSVC: scikit-learn's ensembles fall back to decision_function (they failed)
     assert not hasattr(probe, "predict_proba") and hasattr(LinearProbe(loss="logistic"), "predict_proba")
     from sklearn.ensemble import BaggingClassifier, StackingClassifier
@@ -632,7 +634,9 @@ def test_dropout_minimises_the_mean_over_copies(loss):
 
     X, y = blobs(150, 8, 3, 0.5, seed=24)
     probe = LinearProbe(loss=loss, C=0.7, dropout=0.3, dropout_copies=3).fit(X, y)
-    copies, codes, _, weight = probe._augment(torch.as_tensor(X), y, None)
+    copies, codes, _, weight = dropout_copies(
+        torch.as_tensor(X), y, None, probe.dropout, probe.dropout_copies, probe.random_state
+    )
     assert weight == pytest.approx(1 / 3) and len(codes) == 3 * len(y)
     Xa = copies.numpy().astype(np.float64)
     sample_weight = np.full(len(codes), weight)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from deepfeat.probes import DEFAULT_CS, LinearProbe
-from deepfeat.probes.selection import make_folds
+from deepfeat.probes.selection import make_folds, score_predictions
 
 RECORD_KEYS = {"Cs", "evaluated", "scoring", "n_folds", "mean", "std", "best_C"}
 
@@ -235,3 +235,11 @@ def test_binary_search_scores_one_column():
     X, y = blobs(150, 8, 2, sep=0.4, seed=7)
     probe = LinearProbe(Cs=[0.01, 1.0], scoring="mean_class_accuracy").fit(X, y)
     assert len(probe.cv_results_["mean"]) == 2 and probe.C_ in (0.01, 1.0)
+
+
+def test_one_column_scores_mean_the_second_class():
+    codes = np.array([0, 1, 1, 0])
+    s = np.array([-1.0, 2.0, -0.5, -3.0])
+    assert score_predictions("accuracy", codes, s) == 0.75
+    assert score_predictions("accuracy", codes, np.column_stack([-s, s])) == 0.75
+    assert score_predictions("mean_class_accuracy", codes, s) == 0.75

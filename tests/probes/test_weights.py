@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import PredefinedSplit, StratifiedKFold
@@ -12,7 +13,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.probes import KernelProbe, LinearProbe, probe_for
-from deepfeat.probes.base import DEFAULT_CS, make_folds, score_predictions
+from deepfeat.probes.base import DEFAULT_CS
+from deepfeat.probes.selection import make_folds, score_predictions
 from deepfeat.probes.weights import class_weights
 
 
@@ -221,3 +223,41 @@ def test_tolerances_below_float32s_resolution_continue_in_float64():
     ref_cv = LogisticRegressionCV(Cs=Cs, cv=folds, tol=1e-10, max_iter=10000, class_weight="balanced")
     ref_cv.fit(X, y, sample_weight=w)
     np.testing.assert_allclose(search.cv_results_["folds"], next(iter(ref_cv.scores_.values())), atol=1e-9)
+
+
+def test_found_by_a_scikit_learn_user():
+    """Five defects a scikit-learn user met, each fixed."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    # stacking asked for the logistic probe's predict_proba by name and got '_predict_proba'
+    stack = StackingClassifier([("probe", LinearProbe(C=1.0))], cv=3).fit(X, y)
+    assert stack.score(X, y) > 0.9
+    # L2-normalised rows do not depend on the scale (float32 norms overflowed at 1e20: all rows 0)
+    for probe in (LinearProbe(C=1.0, normalize=True), KernelProbe(C=1.0)):
+        small, large = clone(probe).fit(X, y), clone(probe).fit(X * 1e20, y)
+        assert large.score(X * 1e20, y) == pytest.approx(small.score(X, y))
+    # liblinear's hinge trained without the dropout copies, then scaled the test features
+    with pytest.raises(ConfigError, match="does not train on dropout copies"):
+        LinearProbe(loss="hinge", dropout=0.5).fit(X, y)
+    # multi-label scores are mAP: sample weights were accepted and ignored
+    Y = np.stack([y == 0, y == 1], 1).astype(int)
+    with pytest.raises(ConfigError, match="takes no sample weights"):
+        LinearProbe(C=1.0).fit(X, Y).score(X, Y, sample_weight=np.ones(150))
+    # labels mixing text and numbers: a TypeError from np.unique
+    with pytest.raises(DataError, match="mixes text and numbers"):
+        LinearProbe(C=1.0).fit(X, np.array([1, "a", 2.5] * 50, dtype=object))
+
+
+def test_features_too_large_for_float32_products_are_named():
+    """(1e20-scaled iris reached torch's eigh failure, or libsvm's 'Input X contains infinity'.)"""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    for probe in (LinearProbe(C=1.0), KernelProbe(C=1.0, normalize="none")):
+        with pytest.raises(DataError, match=r"products of its rows overflow float32.*rescale"):
+            probe.fit(X * 1e20, y)
+    assert LinearProbe(C=1.0, normalize=True).fit(X * 1e20, y).score(X * 1e20, y) > 0.6

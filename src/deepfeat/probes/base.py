@@ -1,6 +1,5 @@
-"""Pieces every probe shares: the default C grid, checks of features, C and device, target
-preparation (class codes or a multi-label indicator with its mask of counted entries), the folds of
-the C search and the scores it compares."""
+"""Pieces every probe shares: the default C grid, checks of features, C and device, and target
+preparation (class codes or a multi-label indicator with its mask of counted entries)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.validation import check_choice, check_device, refuse_complex, refuse_sparse
@@ -62,6 +60,25 @@ def check_features(X, name: str = "X") -> np.ndarray:
             f"(first rows: {rows[:5].tolist()}); clean or drop those samples"
         )
     return arr
+
+
+def check_products(X: np.ndarray, name: str = "X") -> None:
+    """A clear error where float32 rows X are too large for the probes' products (Gram matrices, sums
+    over the features) to stay within float32's range."""
+    limit = np.sqrt(np.finfo(np.float32).max / (4.0 * max(X.shape[1], 1)))
+    largest = float(np.abs(X).max()) if X.size else 0.0
+    if largest > limit:
+        raise DataError(
+            f"{name} has values up to {largest:.3g}, and products of its rows overflow float32 beyond "
+            f"{limit:.3g}; rescale the features (e.g. StandardScaler, or normalize=True)"
+        )
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """float32 rows of X scaled to unit L2 norm (zero rows stay zero); the norms in float64, since
+    those of float32 rows overflow from about 1e19 on."""
+    norms = np.linalg.norm(np.asarray(X, dtype=np.float64), axis=1, keepdims=True)
+    return (X / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def tensor_of(arr: np.ndarray, device=None) -> torch.Tensor:
@@ -287,6 +304,14 @@ def _check_labels(y: np.ndarray) -> None:
         missing = np.flatnonzero(np.isnan(y))
     else:
         return
+    if y.dtype == object and not missing.size:
+        kinds = {"text" if isinstance(v, str | bytes) else "number" for v in y}
+        if len(kinds) > 1:
+            raise DataError(
+                "y mixes text and numbers as labels (e.g. "
+                f"{next(v for v in y if isinstance(v, str | bytes))!r} and "
+                f"{next(v for v in y if not isinstance(v, str | bytes))!r}); give labels of one kind"
+            )
     if missing.size:
         raise DataError(
             f"y has {missing.size} missing labels (NaN or None; first rows: {missing[:5].tolist()}); "
@@ -309,88 +334,3 @@ def one_vs_rest_targets(codes: np.ndarray, n_outputs: int) -> np.ndarray:
     if n_outputs == 1:
         return (codes == 1)[:, None].astype(np.int64)
     return np.eye(n_outputs, dtype=np.int64)[codes]
-
-
-def make_folds(codes: np.ndarray, n_folds, random_state) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Train/validation index pairs, or None when some class is too small to be split.
-
-    For a number of folds: stratified for class codes (fewer folds when the smallest class has fewer
-    samples than ``n_folds``), shuffled k-fold for a multi-label indicator matrix. A splitter's folds
-    of (codes) or given index pairs are taken as they are, checked."""
-    if not isinstance(n_folds, int | np.integer):
-        return _given_folds(codes, n_folds)
-    if codes.ndim == 2:
-        if len(codes) < n_folds:
-            return None
-        return list(KFold(n_folds, shuffle=True, random_state=random_state).split(codes))
-    smallest = int(np.bincount(codes).min())
-    if smallest < 2:
-        return None
-    folds = StratifiedKFold(min(n_folds, smallest), shuffle=True, random_state=random_state)
-    return list(folds.split(np.zeros(len(codes)), codes))
-
-
-def _given_folds(codes: np.ndarray, cv) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The folds of a splitter (split on the targets) or of (train, validation) index pairs, checked."""
-    n = len(codes)
-    pairs = list(cv.split(np.zeros((n, 1)), codes) if hasattr(cv, "split") else cv)
-    folds = []
-    for f, pair in enumerate(pairs):
-        try:
-            parts = [np.asarray(part) for part in pair]
-        except TypeError:
-            parts = []
-        if len(parts) != 2:
-            raise ConfigError(f"cv fold {f} must be a (train, validation) pair of index arrays")
-        for name, part in zip(("train", "validation"), parts):
-            if (
-                part.ndim != 1
-                or part.size == 0
-                or part.dtype.kind not in "iu"
-                or not 0 <= part.min() <= part.max() < n
-            ):
-                raise ConfigError(
-                    f"cv fold {f}: its {name} part must be a non-empty vector of indices 0..{n - 1}"
-                )
-        folds.append((parts[0], parts[1]))
-    if not folds:
-        raise ConfigError("cv gave no folds")
-    return folds
-
-
-def score_predictions(
-    scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None, sample_weight=None
-) -> float:
-    """Score decision values ``scores`` (n, K) (or (n,) for two classes) against class codes (n,) or an
-    indicator matrix (n, K); ``mask``: the counted entries of a multi-label indicator (or entry
-    weights, counted where positive); ``sample_weight``: weights of the samples in the accuracies
-    (mAP counts the samples of positive weight)."""
-    from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
-
-    scores = np.asarray(scores)
-    if scores.ndim == 1:  # two classes: the score of the second one
-        scores = np.column_stack([-scores, scores])
-    if scoring == "map":
-        Y = codes if codes.ndim == 2 else np.eye(scores.shape[1], dtype=np.int64)[codes]
-        counted = None if mask is None else np.asarray(mask) > 0
-        if sample_weight is not None:
-            counted = (sample_weight > 0)[:, None] & (True if counted is None else counted)
-        difficult = None if counted is None else ~np.broadcast_to(counted, Y.shape)
-        try:
-            return mean_average_precision(Y, scores, difficult=difficult)
-        except ConfigError:
-            return float("nan")
-    pred = scores.argmax(axis=1)
-    if sample_weight is not None:
-        if not np.any(sample_weight > 0):  # a fold of zero-weight samples scores nothing
-            return float("nan")
-        correct = (pred == codes) * sample_weight
-        if scoring == "mean_class_accuracy":
-            K = scores.shape[1]
-            totals = np.bincount(codes, weights=sample_weight, minlength=K)
-            hits = np.bincount(codes, weights=correct, minlength=K)
-            return float(np.mean(hits[totals > 0] / totals[totals > 0]))
-        return float(correct.sum() / sample_weight.sum())
-    if scoring == "mean_class_accuracy":
-        return mean_per_class_accuracy(codes, pred, n_classes=scores.shape[1])
-    return float(np.mean(pred == codes))

@@ -30,6 +30,7 @@ from deepfeat.probes.base import (
     check_cv,
     check_feature_names,
     check_features,
+    check_products,
     check_scoring,
     one_vs_rest_targets,
     prepare_targets,
@@ -37,7 +38,12 @@ from deepfeat.probes.base import (
     tensor_of,
 )
 from deepfeat.probes.selection import select_C
-from deepfeat.probes.weights import check_class_weight, check_sample_weight, entry_weights
+from deepfeat.probes.weights import (
+    check_class_weight,
+    check_sample_weight,
+    entry_weights,
+    refuse_weighted_map,
+)
 from deepfeat.validation import check_choice, check_float, check_n_features
 
 KERNELS = ("linear", "factored")
@@ -119,7 +125,10 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
 
         def rows(X) -> torch.Tensor:
             t = tensor_of(np.asarray(X, dtype=np.float32), device)
-            return t if self.normalize == "none" else t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            if self.normalize == "none":
+                return t
+            # (norms in float64: those of float32 rows overflow from about 1e19 on)
+            return (t.double() / t.double().norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
 
         a = rows(A)
         b = a if B is None else rows(B)
@@ -179,6 +188,8 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
     # -- the C-path protocol (deepfeat.probes.selection.PathProbe) ------------------------------
     def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask) -> np.ndarray:
         """The kernel between all training rows, computed once for every fold."""
+        if self.kernel == "linear" and self.normalize == "none":
+            check_products(np.asarray(X, dtype=np.float32))
         return self.compute_kernel(X)
 
     def fit_path(self, prepared: np.ndarray, rows, codes, mask, Cs) -> Iterator[tuple]:
@@ -216,8 +227,9 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[scores.argmax(axis=1)]
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy (multi-class) or mean average precision (multi-label)."""
+        """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
         if getattr(self, "multilabel_", False):
+            refuse_weighted_map(sample_weight)
             from deepfeat.metrics import mean_average_precision
 
             return mean_average_precision(np.asarray(y), self.decision_function(X))

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError
@@ -47,19 +48,27 @@ from deepfeat.probes.base import (
     check_cv,
     check_feature_names,
     check_features,
+    check_products,
     check_scoring,
     prepare_targets,
     resolve_device,
     tensor_of,
     thread_budget,
+    unit_rows,
 )
 from deepfeat.probes.basis import Basis, PreparedFeatures
+from deepfeat.probes.dropout import dropout_copies
 from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
 from deepfeat.probes.hinge import fit_hinge
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
-from deepfeat.probes.weights import check_class_weight, check_sample_weight, entry_weights
+from deepfeat.probes.weights import (
+    check_class_weight,
+    check_sample_weight,
+    entry_weights,
+    refuse_weighted_map,
+)
 from deepfeat.validation import check_bool, check_choice, check_float, check_int, check_n_features
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
@@ -75,6 +84,13 @@ class FittedPath:
     b: torch.Tensor
     basis: Basis | None
     n_iter: int = 0
+
+
+def _logistic(probe: LinearProbe) -> bool:
+    """Whether ``predict_proba`` exists: an AttributeError naming the loss otherwise."""
+    if probe.loss != "logistic":
+        raise AttributeError(f"predict_proba needs loss='logistic', this probe uses {probe.loss!r}")
+    return True
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -151,6 +167,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_bool("normalize", self.normalize)
         check_C(self.C, self.Cs)
         check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if self.dropout > 0 and self.loss == "hinge":
+            raise ConfigError(
+                "loss='hinge' (liblinear) does not train on dropout copies; use loss='squared_hinge' "
+                "with dropout, or dropout=0"
+            )
         check_int("dropout_copies", self.dropout_copies, minimum=1)
         if self.path_patience is not None:
             check_int("path_patience", self.path_patience, minimum=1)
@@ -215,7 +236,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def prepare_path(self, X: np.ndarray, codes: np.ndarray, weights) -> PreparedFeatures:
         """Normalised features on the device and, without dropout, one basis for every fold."""
         device = resolve_device(self.device)
-        Xt = tensor_of(self._normalized(np.asarray(X, dtype=np.float32)), device)
+        X = self._normalized(np.asarray(X, dtype=np.float32))
+        check_products(X)
+        Xt = tensor_of(X, device)
         if self.loss == "hinge" or self.dropout > 0:
             return PreparedFeatures(Xt, None, None)
         # one output (two classes): Newton steps, indifferent to correlated coordinates, so the
@@ -281,9 +304,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # -- internals ---------------------------------------------------------------------------
     def _normalized(self, X: np.ndarray) -> np.ndarray:
-        if self.normalize:
-            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-        return X
+        return unit_rows(X) if self.normalize else X
 
     def _n_outputs(self) -> int:
         K = len(self.classes_)
@@ -298,28 +319,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             and len(self.classes_) > 2
         )
 
-    def _augment(self, X: torch.Tensor, codes: np.ndarray, weights):
-        """Training copies with dropout masks (identity without dropout) and their row weight."""
-        if self.dropout <= 0:
-            return X, codes, weights, 1.0
-        gen = torch.Generator(device="cpu").manual_seed(0 if self.random_state is None else self.random_state)
-        reps = self.dropout_copies
-        keep = torch.rand((reps, *X.shape), generator=gen) >= self.dropout
-        copies = (X.unsqueeze(0) * keep.to(X.device)).reshape(-1, X.shape[1])
-        return (
-            copies,
-            np.concatenate([codes] * reps),
-            None if weights is None else np.concatenate([weights] * reps),
-            1.0 / reps,
-        )
-
     def _problem(self, prepared: PreparedFeatures, rows, codes, weights):
         """The training problem on ``rows`` and the basis its coordinates are in."""
         idx = torch.as_tensor(rows, device=prepared.X.device)
         if prepared.basis is not None:
             Z, basis, row_weight = prepared.Z[idx], prepared.basis, 1.0
         else:
-            X, codes, weights, row_weight = self._augment(prepared.X[idx], codes, weights)
+            X, codes, weights, row_weight = dropout_copies(
+                prepared.X[idx], codes, weights, self.dropout, self.dropout_copies, self.random_state
+            )
             basis = Basis.of(X)
             Z = basis.own_coordinates(X)
         K = self._n_outputs()
@@ -384,15 +392,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return self.classes_[(scores > 0).astype(np.int64)]
         return self.classes_[scores.argmax(axis=1)]
 
-    @property
-    def predict_proba(self):
+    @available_if(_logistic)
+    def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (logistic loss only: for other losses the method is absent, as on
         LinearSVC, so scikit-learn's ensembles and calibration use ``decision_function``)."""
-        if self.loss != "logistic":  # an AttributeError: hasattr() is False
-            raise AttributeError(f"predict_proba needs loss='logistic', this probe uses {self.loss!r}")
-        return self._predict_proba
-
-    def _predict_proba(self, X) -> np.ndarray:
         scores = torch.from_numpy(np.ascontiguousarray(self.decision_function(X), dtype=np.float64))
         if scores.dim() == 1:
             p = scores.sigmoid()
@@ -403,8 +406,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return scores.softmax(dim=1).numpy()
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy (multi-class) or mean average precision (multi-label)."""
+        """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
         if getattr(self, "multilabel_", False):
+            refuse_weighted_map(sample_weight)
             from deepfeat.metrics import mean_average_precision
 
             return mean_average_precision(np.asarray(y), self.decision_function(X))

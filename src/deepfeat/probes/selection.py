@@ -17,11 +17,98 @@ from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold
 
-from deepfeat.probes.base import SCORINGS, make_folds, score_predictions
+from deepfeat.errors import ConfigError
+from deepfeat.probes.base import SCORINGS
 from deepfeat.validation import check_choice
 
-__all__ = ["PathProbe", "make_folds", "select_C"]
+__all__ = ["PathProbe", "make_folds", "score_predictions", "select_C"]
+
+
+def make_folds(codes: np.ndarray, n_folds, random_state) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Train/validation index pairs, or None when some class is too small to be split.
+
+    For a number of folds: stratified for class codes (fewer folds when the smallest class has fewer
+    samples than ``n_folds``), shuffled k-fold for a multi-label indicator matrix. A splitter's folds
+    of (codes) or given index pairs are taken as they are, checked."""
+    if not isinstance(n_folds, int | np.integer):
+        return _given_folds(codes, n_folds)
+    if codes.ndim == 2:
+        if len(codes) < n_folds:
+            return None
+        return list(KFold(n_folds, shuffle=True, random_state=random_state).split(codes))
+    smallest = int(np.bincount(codes).min())
+    if smallest < 2:
+        return None
+    folds = StratifiedKFold(min(n_folds, smallest), shuffle=True, random_state=random_state)
+    return list(folds.split(np.zeros(len(codes)), codes))
+
+
+def _given_folds(codes: np.ndarray, cv) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds of a splitter (split on the targets) or of (train, validation) index pairs, checked."""
+    n = len(codes)
+    pairs = list(cv.split(np.zeros((n, 1)), codes) if hasattr(cv, "split") else cv)
+    folds = []
+    for f, pair in enumerate(pairs):
+        try:
+            parts = [np.asarray(part) for part in pair]
+        except TypeError:
+            parts = []
+        if len(parts) != 2:
+            raise ConfigError(f"cv fold {f} must be a (train, validation) pair of index arrays")
+        for name, part in zip(("train", "validation"), parts):
+            if (
+                part.ndim != 1
+                or part.size == 0
+                or part.dtype.kind not in "iu"
+                or not 0 <= part.min() <= part.max() < n
+            ):
+                raise ConfigError(
+                    f"cv fold {f}: its {name} part must be a non-empty vector of indices 0..{n - 1}"
+                )
+        folds.append((parts[0], parts[1]))
+    if not folds:
+        raise ConfigError("cv gave no folds")
+    return folds
+
+
+def score_predictions(
+    scoring: str, codes: np.ndarray, scores: np.ndarray, mask=None, sample_weight=None
+) -> float:
+    """Score decision values ``scores`` (n, K) (or (n,) for two classes) against class codes (n,) or an
+    indicator matrix (n, K); ``mask``: the counted entries of a multi-label indicator (or entry
+    weights, counted where positive); ``sample_weight``: weights of the samples in the accuracies
+    (mAP counts the samples of positive weight)."""
+    from deepfeat.metrics import mean_average_precision, mean_per_class_accuracy
+
+    scores = np.asarray(scores)
+    if scores.ndim == 1:  # two classes: the score of the second one
+        scores = np.column_stack([-scores, scores])
+    if scoring == "map":
+        Y = codes if codes.ndim == 2 else np.eye(scores.shape[1], dtype=np.int64)[codes]
+        counted = None if mask is None else np.asarray(mask) > 0
+        if sample_weight is not None:
+            counted = (sample_weight > 0)[:, None] & (True if counted is None else counted)
+        difficult = None if counted is None else ~np.broadcast_to(counted, Y.shape)
+        try:
+            return mean_average_precision(Y, scores, difficult=difficult)
+        except ConfigError:
+            return float("nan")
+    pred = scores.argmax(axis=1)
+    if sample_weight is not None:
+        if not np.any(sample_weight > 0):  # a fold of zero-weight samples scores nothing
+            return float("nan")
+        correct = (pred == codes) * sample_weight
+        if scoring == "mean_class_accuracy":
+            K = scores.shape[1]
+            totals = np.bincount(codes, weights=sample_weight, minlength=K)
+            hits = np.bincount(codes, weights=correct, minlength=K)
+            return float(np.mean(hits[totals > 0] / totals[totals > 0]))
+        return float(correct.sum() / sample_weight.sum())
+    if scoring == "mean_class_accuracy":
+        return mean_per_class_accuracy(codes, pred, n_classes=scores.shape[1])
+    return float(np.mean(pred == codes))
 
 
 @runtime_checkable

@@ -269,33 +269,17 @@ def solve(
     phase runs to scaled gradient ``tol`` (iterative solvers at most to ``FLOAT32_TOL``, then float64
     to ``tol``); with ``polish`` (the final fit) a float64 phase continues to ``POLISH * tol``. A
     float32 phase that ends with non-finite coefficients is solved again in float64 from the start."""
+    options = dict(max_iter=max_iter, tol=tol, polish=polish, cg_first=cg_first)
+    sol = _solve(problem, C, init=init, tangent=tangent, **options)
     dtype = problem.Z.dtype
-    sol = _solve(
-        problem, C, max_iter=max_iter, tol=tol, init=init, polish=polish, tangent=tangent, cg_first=cg_first
-    )
-    if dtype != torch.float64 and not (
-        bool(torch.isfinite(sol.W).all()) and bool(torch.isfinite(sol.b).all())
-    ):
-        again = solve(
-            problem.to(torch.float64), C, max_iter=max_iter, tol=tol, polish=polish, cg_first=cg_first
-        )
-        return Solution(
-            again.W.to(dtype), again.b.to(dtype), sol.n_iter + again.n_iter, again.grad_max, again.converged
-        )
-    return sol
+    if dtype == torch.float64 or bool(torch.isfinite(torch.cat([sol.W.flatten(), sol.b])).all()):
+        return sol
+    again = solve(problem.to(torch.float64), C, **options)
+    W, b, its = again.W.to(dtype), again.b.to(dtype), sol.n_iter + again.n_iter
+    return Solution(W, b, its, again.grad_max, again.converged)
 
 
-def _solve(
-    problem: Problem,
-    C: float,
-    *,
-    max_iter: int,
-    tol: float,
-    init: tuple[torch.Tensor, torch.Tensor] | None,
-    polish: bool,
-    tangent: bool,
-    cg_first: bool,
-) -> Solution:
+def _solve(problem: Problem, C: float, *, max_iter, tol, init, polish, tangent, cg_first) -> Solution:
     """:func:`solve` in the problem's precision (and a float64 polish)."""
     if init is None and C > CONTINUE_ABOVE:
         *_, last = solve_path(problem, [C / 1000, C / 100, C / 10], max_iter=max_iter, tol=tol)

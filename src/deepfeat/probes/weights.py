@@ -125,3 +125,13 @@ def entry_weights(
 def _plain(label):
     """A label as written: ``0`` or ``'cat'``, not ``np.int64(0)``."""
     return label.item() if isinstance(label, np.generic) else label
+
+
+def refuse_weighted_map(sample_weight) -> None:
+    """A clear error for sample weights given to a multi-label score (mean average precision, which
+    counts every sample once; leave samples out instead)."""
+    if sample_weight is not None:
+        raise ConfigError(
+            "score of multi-label targets is mean average precision, which takes no sample weights; "
+            "score the samples to count (X[keep], Y[keep]) instead"
+        )
