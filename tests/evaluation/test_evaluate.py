@@ -188,3 +188,18 @@ def test_multilabel_map_with_difficult():
     assert row["map"]["mean"] > 0.95 and row["map_voc07"]["mean"] > 0.9
     assert len(row["per_class"]) == 3
     json.dumps(res.to_dict(), default=str)
+
+
+def test_class_weights_by_class_name_reach_the_probe_as_codes():
+    """(A dict keyed by the feature set's class names was refused: 'not among the classes 0, 1, 2'.)"""
+    X, y = blobs(n_per_class=30, n_classes=3, spread=8.0, seed=5)
+    fs = feature_set(X, y, classes=["ant", "bee", "wasp"])
+    by_name = evaluate(
+        fs, KShot(k=10, n_splits=1), {"lr": LinearProbe(C=0.1, class_weight={"wasp": 50.0})}, progress=False
+    )
+    by_code = evaluate(
+        fs, KShot(k=10, n_splits=1), {"lr": LinearProbe(C=0.1, class_weight={2: 50.0})}, progress=False
+    )
+    plain = evaluate(fs, KShot(k=10, n_splits=1), {"lr": LinearProbe(C=0.1)}, progress=False)
+    assert by_name.records[0]["metrics"] == by_code.records[0]["metrics"]
+    assert by_name.records[0]["per_class"] != plain.records[0]["per_class"]

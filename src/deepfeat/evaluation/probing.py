@@ -8,6 +8,8 @@ vectors (Agrawal's "unroll" features) or through a per-split encoder (Fisher vec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sklearn.base import clone
 
 from deepfeat.errors import ConfigError
@@ -45,4 +47,8 @@ def prepare_probe(template, features: FeatureSet, *, encoded: bool = False):
     probe = clone(template)
     if kind is FeatureKind.FACTORED:
         probe.set_params(kernel="factored", layout=features.factored_layout)
+    weights = probe.get_params().get("class_weight")
+    if isinstance(weights, Mapping) and features.classes:  # by class name: the probes see class codes
+        names = list(features.classes)
+        probe.set_params(class_weight={names.index(k) if k in names else k: v for k, v in weights.items()})
     return probe
