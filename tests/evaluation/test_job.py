@@ -69,6 +69,11 @@ def test_validation_happens_before_any_work(image_tree, tmp_path):
     with pytest.raises(DataError, match="30-shot protocol"):
         run(EvaluationJob(image_tree, protocol=KShot(k=30), out=tmp_path / "k"), progress=False)
     assert not (tmp_path / "k" / "store").exists()
+    # Fisher vectors of a layer without positions: refused before the network ran (it ran first)
+    fisher = EvaluationJob(image_tree, FisherRecipe(["pool"]), protocol=KShot(k=2), out=tmp_path / "f")
+    with pytest.raises(ConfigError, match="layer 'pool' has no spatial map"):
+        run(fisher, progress=False)
+    assert not (tmp_path / "f" / "store").exists()
 
 
 def test_a_class_whose_every_image_is_bad_is_refused_or_reported(image_tree, tmp_path):

@@ -275,8 +275,8 @@ def run(
     backbone = job.backbone
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone, weights=job.weights, fully_convolutional=job.dense())
-    for method in job.recipe.methods():
-        method.outputs(backbone)  # validate layer and method names before any work
+    for method in job.recipe.methods():  # layer and method names, and their use, before any work
+        job.recipe.check_outputs(method.outputs(backbone))
     # the protocol's checks on the labels (images per class, class lists of both domains, label
     # kind) before any extraction; drawn again on the images that get features (without classes
     # left out for having none)

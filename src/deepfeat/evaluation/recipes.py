@@ -25,7 +25,7 @@ from deepfeat.data.transforms import Preprocess
 from deepfeat.errors import ConfigError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.activeness import COLLECTIONS, CONFIGS, NORMS, Activeness
-from deepfeat.features.base import FeatureMethod
+from deepfeat.features.base import FeatureMethod, OutputSpec
 from deepfeat.features.featureset import FeatureKind, FeatureSet, concat_features, pool_positions
 from deepfeat.features.fisher import FisherEncoder
 from deepfeat.features.gradients import FORMS, GradientFeatures
@@ -47,6 +47,9 @@ class Recipe:
     def probe_params(self) -> dict:
         """Parameters this recipe passes to probes built by name (e.g. the kernel normalisation)."""
         return {}
+
+    def check_outputs(self, outputs: Sequence[OutputSpec]) -> None:
+        """A clear error, before any extraction, for outputs this recipe cannot use (none by default)."""
 
     def encoders(self, features: Mapping[str, FeatureSet]) -> dict[str, object]:
         """Per feature set name, a transformer fitted on each split's training rows (none by default)."""
@@ -233,6 +236,14 @@ class FisherRecipe(Recipe):
 
     def methods(self) -> list[FeatureMethod]:
         return [LayerActivations(self.layers, ["unroll"])]
+
+    def check_outputs(self, outputs: Sequence[OutputSpec]) -> None:
+        flat = [spec.layer.name for spec in outputs if spec.kind is not FeatureKind.MAPS]
+        if flat:
+            raise ConfigError(
+                f"Fisher vectors encode the local descriptors of conv layers (one per position); "
+                f"layer {', '.join(map(repr, flat))} has no spatial map: choose a conv layer (e.g. stage6)"
+            )
 
     def encoder(self) -> FisherEncoder:
         """The unfitted encoder every split starts from."""
