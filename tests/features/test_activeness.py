@@ -202,8 +202,11 @@ def test_heatmaps_and_cli(tmp_path):
         energy = net64[2:8](x).pow(2).sum()
         (gamma,) = torch.autograd.grad(energy, x)
     np.testing.assert_allclose(maps["c1"][0].numpy(), gamma.sum(1)[0].numpy(), rtol=1e-4, atol=1e-8)
-    with pytest.raises(ConfigError, match="no spatial map"):
-        activeness_maps(bb, batch, "pool")
+    # (the message said to choose a pool layer; for the top layer it spoke of the layer order)
+    for vector in ("pool", "logits"):
+        expected = f"'{vector}' is a vector, with no spatial map to draw; choose a layer with one: c1, c2, c3"
+        with pytest.raises(ConfigError, match=expected):
+            activeness_maps(bb, batch, vector)
 
     from PIL import Image
 

@@ -279,12 +279,14 @@ def activeness_maps(
     from deepfeat.features.capture import LayerCapture
 
     method = Activeness(layers, config=config, p=p, top=top, collect=collect)
-    specs = method.outputs(backbone)
-    for spec in specs:
-        if not spec.layer.spatial:
+    for layer in backbone.catalog.resolve(method.layers):  # (before the checks of the top layer)
+        if not layer.spatial:
+            spatial = [info.name for info in backbone.catalog if info.spatial]
             raise ConfigError(
-                f"layer {spec.layer.name!r} has no spatial map to draw; choose a conv or pool layer"
+                f"layer {layer.name!r} is a vector, with no spatial map to draw; choose a layer with one: "
+                f"{', '.join(spatial)}"
             )
+    specs = method.outputs(backbone)
     wanted = {s.layer.name: s.layer for s in specs} | {n.name: n for s in specs for n in s.needs}
     ordered = [layer for layer in backbone.catalog if layer.name in wanted]
     ordered += [layer for name, layer in wanted.items() if name not in backbone.catalog]
