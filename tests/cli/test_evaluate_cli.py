@@ -56,6 +56,12 @@ def test_evaluate_bad_inputs_exit_2(image_tree, tmp_path):
     assert r.exit_code == 2 and "unknown probe 'forest'; valid: svm" in r.output
     r = runner.invoke(app, ["evaluate", str(image_tree), "--layers", "fc7", *out])
     assert r.exit_code == 2 and "unknown layer 'fc7'" in r.output
+    # another method's options were ignored silently
+    r = runner.invoke(
+        app, ["evaluate", str(image_tree), "--method", "fisher", "--pool", "max", "--p", "1", *out]
+    )
+    assert r.exit_code == 2 and "--pool, --p: not options of --method fisher" in r.output
+    assert "belong to --method activations / interactive" in r.output
 
 
 def test_single_class_data_is_refused(tmp_path):
@@ -168,7 +174,8 @@ def test_evaluate_fisher_vectors_fitted_per_split(image_tree, tmp_path):
     assert all(r["encoded_dim"] == (2 * 16 + 1) * 4 for r in data["records"])  # fitted per split
     bad = ["evaluate", str(image_tree), "--method", "fisher", "--layers", "pool", "--protocol", "kshot:2"]
     r = runner.invoke(app, [*bad, "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "not unrolled conv maps" in r.output
+    assert r.exit_code == 2 and "layer 'pool' has no spatial map" in r.output
+    assert not (tmp_path / "x" / "store").exists()  # refused before the network ran
 
 
 def test_fisher_vectors_over_several_scales(image_tree, tmp_path):

@@ -30,6 +30,7 @@ from deepfeat.cli.parsing import (
 )
 from deepfeat.data.datasets import DATA_SPELLINGS
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.errors import ConfigError
 from deepfeat.evaluation import (
     ActivationsRecipe,
     EvaluationJob,
@@ -44,6 +45,26 @@ from deepfeat.evaluation import (
 )
 from deepfeat.fileio import check_output_dir
 from deepfeat.report.tables import text_table
+
+#: the recipe options' values when not given (the command line's defaults)
+OPTION_DEFAULTS = {
+    "--pool": ["avg"],
+    "--concat": False,
+    "--forms": ["factored", "input", "output"],
+    "--config": ["last", "next"],
+    "--p": [1, 2],
+    "--collect": ["weighted"],
+    "--components": 32,
+    "--pca-dim": 64,
+    "--scales": None,
+}
+#: the recipe options each --method reads
+METHOD_OPTIONS = {
+    Method.activations: {"--pool", "--concat"},
+    Method.gradient: {"--forms"},
+    Method.interactive: {"--config", "--p", "--collect", "--concat"},
+    Method.fisher: {"--components", "--pca-dim", "--scales"},
+}
 
 
 def make_recipe(
@@ -62,7 +83,30 @@ def make_recipe(
     kernel_normalize: str = "factors",
     seed: int = 0,
 ) -> Recipe:
-    """The recipe an option set names (the CLI's only switch on the method)."""
+    """The recipe an option set names (the CLI's only switch on the method); options of another
+    method are refused, not ignored."""
+    values = {
+        "--pool": pool,
+        "--concat": concat,
+        "--forms": forms,
+        "--config": configs,
+        "--p": norms,
+        "--collect": collections,
+        "--components": components,
+        "--pca-dim": pca_dim,
+        "--scales": scales,
+    }
+    unused = [
+        name
+        for name, value in values.items()
+        if value not in (None, OPTION_DEFAULTS[name]) and name not in METHOD_OPTIONS[method]
+    ]
+    if unused:
+        owners = [m.value for m in Method if set(unused) & METHOD_OPTIONS[m]]
+        raise ConfigError(
+            f"{', '.join(unused)}: not options of --method {method.value} (they belong to --method "
+            f"{' / '.join(owners)}); leave them out or choose that method"
+        )
     if method is Method.gradient:
         return GradientRecipe(layers, forms=forms or GradientRecipe.forms, kernel_normalize=kernel_normalize)
     if method is Method.interactive:
