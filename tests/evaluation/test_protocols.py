@@ -56,6 +56,11 @@ def test_fixed_split():
     assert s.train["data"].tolist() == list(range(6)) and s.test["data"].tolist() == [6, 7, 8, 9]
     with pytest.raises(DataError, match="defines no train/test split"):
         FixedSplit().splits(y, split_names=None)
+    # as a splitter: the split names travel as groups, which the message now says
+    with pytest.raises(DataError, match="pass each row's split name as groups="):
+        next(FixedSplit().split(np.zeros((10, 1)), y))
+    ((train, test),) = FixedSplit().split(np.zeros((10, 1)), y, groups=names)
+    assert train.tolist() == list(range(6)) and test.tolist() == [6, 7, 8, 9]
     with pytest.raises(DataError, match=r"needs 'train' \(or 'trainval'\) rows"):
         FixedSplit().splits(y, split_names=np.array(["train"] * 10, dtype=object))
     # train / val / test: val rows are not test rows (they were scored as test), and are counted

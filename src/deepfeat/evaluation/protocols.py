@@ -202,8 +202,9 @@ class FixedSplit(Protocol):
     def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
         if split_names is None:
             raise DataError(
-                "the data defines no train/test split (no split folders or 'split' column); "
-                "use a k-shot or random protocol"
+                "the data defines no train/test split (no split folders or 'split' column; as a "
+                "scikit-learn splitter, pass each row's split name as groups=); use a k-shot or random "
+                "protocol"
             )
         names = np.asarray([str(s).lower() for s in split_names])
         found = sorted(set(names.tolist()))
