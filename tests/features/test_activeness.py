@@ -260,6 +260,8 @@ def test_bad_parameters():
         Activeness("c3", top="c1").outputs(bb)
     with pytest.raises(ConfigError, match="last layer"):
         Activeness("logits", config="next").outputs(bb)
+    # p = 2.0 is p = 2: one key, one store entry (it was keyed 'last-p2.0', computed again)
+    assert [s.key for s in Activeness("c1", p=2.0).outputs(bb)] == ["c1/last-p2"]
 
 
 def unweighted_reference(net: nn.Sequential, image, layer_end: int, top_end: int, p: int) -> torch.Tensor:

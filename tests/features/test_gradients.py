@@ -174,6 +174,8 @@ def test_bad_requests(alexnet, effnet):
         GradientFeatures("fc7", forms="explicit").outputs(alexnet)
     with pytest.raises(ConfigError, match="power"):
         GradientFeatures("logits", power=0).outputs(effnet)
+    with pytest.raises(ConfigError, match="power normalises the explicit form only"):  # (was ignored)
+        GradientFeatures("logits", power=0.5).outputs(effnet)
     assert not GradientFeatures("fc7", forms=["input", "preact"]).needs_backward
 
 

@@ -176,7 +176,7 @@ class Activeness(FeatureMethod):
                 "pool": "avg",
             }
             needs: tuple[LayerInfo, ...] = (top,)
-            key = f"{layer.name}/{self.config}-p{self.p}"
+            key = f"{layer.name}/{self.config}-p{int(self.p)}"
             if self.collect == "unweighted":
                 params["collect"] = "unweighted"
                 needs += self._readers(backbone, layer)

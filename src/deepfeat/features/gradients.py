@@ -138,6 +138,11 @@ class GradientFeatures(FeatureMethod):
         forms = self._forms()
         if self.power is not None and not self.power > 0:
             raise ConfigError(f"power must be positive or None, got {self.power}")
+        if self.power is not None and "explicit" not in forms:
+            raise ConfigError(
+                f"power normalises the explicit form only, and the forms are {forms}; add 'explicit' "
+                "or leave power out"
+            )
         logits = output_layer(backbone)
         specs = []
         for layer in backbone.catalog.resolve(self.layers):
