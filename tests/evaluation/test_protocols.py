@@ -118,6 +118,15 @@ def test_office31_counts_by_source_domain():
         by_name.splits(src, target_targets=tgt, source_name="clipart")
     with pytest.raises(ConfigError, match="unknown Office-31 domain 'webcan'; valid: webcam"):
         DomainAdaptation.office31("webcan")
+    # as a splitter there is no domain name: a mapping of one domain is that domain's count, one of
+    # several is refused with the way out (it said "the source is None")
+    X = np.zeros((len(src) + len(tgt), 1))
+    groups = np.r_[np.full(len(src), "source"), np.full(len(tgt), "target")]
+    one = DomainAdaptation(k_source={"amazon": 5}, n_splits=1, modes=("S",))
+    ((train, _),) = list(one.split(X, np.r_[src, tgt], groups))
+    assert np.bincount(src[train]).tolist() == [5, 5, 5]
+    with pytest.raises(ConfigError, match=r"split\(\) does not know which one.*office31"):
+        next(by_name.split(X, np.r_[src, tgt], groups))
 
 
 def test_protocols_are_scikit_learn_splitters():

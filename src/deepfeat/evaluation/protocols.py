@@ -323,6 +323,14 @@ class DomainAdaptation(Protocol):
         if not isinstance(self.k_source, Mapping):
             return self.k_source
         key = (source_name or "").lower()
+        if source_name is None and len(self.k_source) > 1:
+            raise ConfigError(
+                f"k_source gives counts for the source domains {sorted(self.k_source)}, and split() does "
+                "not know which one the source rows come from: give k_source as a number (e.g. "
+                "DomainAdaptation.office31('amazon'))"
+            )
+        if source_name is None:  # one domain named: the source
+            return next(iter(self.k_source.values()))
         if key not in self.k_source:
             raise ConfigError(
                 f"k_source gives counts for the source domains {sorted(self.k_source)}; the source is "
