@@ -638,3 +638,18 @@ def test_a_float32_phase_ending_in_nan_is_solved_again_in_float64(monkeypatch):
     again = solve(problem, 1.0, tol=1e-5)
     assert again.W.dtype == torch.float32 and bool(torch.isfinite(again.W).all())
     torch.testing.assert_close(again.W, reference.W, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("C", [0.1, 100.0])
+def test_a_float64_multinomial_final_fit_is_polished_to_a_tenth_of_tol(C):
+    """A float64 problem's final fit (the NaN fallback's) reaches POLISH * tol, as a float32 one's
+    float64 phase does (the float32 tolerance floor briefly stopped it at tol)."""
+    from deepfeat.probes.solver import POLISH
+
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.normal(size=(120, 10)), dtype=torch.float64)
+    codes = rng.integers(0, 4, 120)
+    X = X + 1.5 * torch.as_tensor(np.eye(4)[codes] @ rng.normal(size=(4, 10)))
+    problem = make_problem(Basis.of(X).project(X), codes, None, 4, "multinomial", True)
+    sol = solve(problem, C, tol=1e-3, polish=True)
+    assert sol.converged and sol.grad_max <= POLISH * 1e-3

@@ -328,7 +328,9 @@ def _solve(problem: Problem, C: float, *, max_iter, tol, init, polish, tangent, 
         if polish and f32:
             n_iter, grad = 0, float("inf")  # straight to the float64 Newton-CG phase below
         else:
-            W, b, n_iter, grad = newton_multinomial(problem, C, W, b, max(goal, t32), max_iter, forcing=True)
+            W, b, n_iter, grad = newton_multinomial(
+                problem, C, W, b, t32 if f32 else goal, max_iter, forcing=True
+            )
     else:
         W, b, res = _minimize(problem, C, W, b, t32, max_iter)
         n_iter, grad = res.n_iter, float(res.grad_max.max())
