@@ -66,7 +66,7 @@ def check_products(X: np.ndarray, name: str = "X") -> None:
     """A clear error where float32 rows X are too large for the probes' products (Gram matrices, sums
     over the features) to stay within float32's range."""
     limit = np.sqrt(np.finfo(np.float32).max / (4.0 * max(X.shape[1], 1)))
-    largest = float(np.abs(X).max()) if X.size else 0.0
+    largest = max(float(X.max()), -float(X.min())) if X.size else 0.0  # (no |X| copy)
     if largest > limit:
         raise DataError(
             f"{name} has values up to {largest:.3g}, and products of its rows overflow float32 beyond "
@@ -75,9 +75,9 @@ def check_products(X: np.ndarray, name: str = "X") -> None:
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
-    """float32 rows of X scaled to unit L2 norm (zero rows stay zero); the norms in float64, since
-    those of float32 rows overflow from about 1e19 on."""
-    norms = np.linalg.norm(np.asarray(X, dtype=np.float64), axis=1, keepdims=True)
+    """float32 rows of X scaled to unit L2 norm (zero rows stay zero); the squared norms summed in
+    float64 (those of float32 rows overflow from about 1e19 on) without a float64 copy of X."""
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))[:, None]
     return (X / np.maximum(norms, 1e-12)).astype(np.float32)
 
 

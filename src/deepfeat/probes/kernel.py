@@ -36,6 +36,7 @@ from deepfeat.probes.base import (
     prepare_targets,
     resolve_device,
     tensor_of,
+    unit_rows,
 )
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.weights import (
@@ -124,11 +125,8 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
 
         def rows(X) -> torch.Tensor:
-            t = tensor_of(np.asarray(X, dtype=np.float32), device)
-            if self.normalize == "none":
-                return t
-            # (norms in float64: those of float32 rows overflow from about 1e19 on)
-            return (t.double() / t.double().norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+            X = np.asarray(X, dtype=np.float32)
+            return tensor_of(X if self.normalize == "none" else unit_rows(X), device)
 
         a = rows(A)
         b = a if B is None else rows(B)
