@@ -104,3 +104,33 @@ def test_graph_starts_only_at_layers_that_need_gradients():
     assert not out["stage2"].requires_grad
     assert out["stage6"].requires_grad and out["stage6"].grad_fn is None  # the leaf the graph starts at
     assert out["pool"].grad_fn is not None
+
+
+def test_a_capture_left_open_after_an_interrupted_pass_does_not_end_another_captures_pass(effnet, batch):
+    """Hooks of a capture whose pass was interrupted and which was never closed (an abandoned
+    generator, a killed task) stay on the module; they must not stop a later capture's pass early."""
+    stale = LayerCapture(effnet, effnet.catalog.resolve(["stage3", "head"])).__enter__()
+    try:
+        with torch.inference_mode():
+            try:  # its pass fails after stage3 (an error in a later hook stands in for the interruption)
+                handle = effnet.module.blocks[4].register_forward_hook(lambda *a: 1 / 0)
+                stale.run(batch)
+            except ZeroDivisionError:
+                pass
+            finally:
+                handle.remove()
+            with LayerCapture(effnet, effnet.catalog.resolve(["stage3", "head"])) as cap:
+                out = cap.run(batch)
+        assert set(out) == {"stage3", "head"}
+    finally:
+        stale.__exit__(None, None, None)
+
+
+def test_two_captures_in_one_pass_are_named(effnet, batch):
+    """One module driven by two captures' passes at once (two threads on one model) is refused
+    clearly rather than losing a layer."""
+    outer = LayerCapture(effnet, effnet.catalog.resolve(["stage3"]))
+    with outer, LayerCapture(effnet, effnet.catalog.resolve(["stage3", "head"])) as inner:
+        outer._outputs, outer._stop, outer._active = {}, True, True  # outer's pass is under way
+        with torch.inference_mode(), pytest.raises(RuntimeError, match="another capture"):
+            inner.run(batch)

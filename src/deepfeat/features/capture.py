@@ -21,7 +21,6 @@ back), so gradients reach the maps and vectors that the feature methods read.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import torch
@@ -32,7 +31,8 @@ from deepfeat.errors import ConfigError
 
 
 class _Done(Exception):
-    """Raised from a hook to end a forward pass once every requested layer is captured."""
+    """Raised from a hook to end a forward pass once every requested layer is captured (its argument:
+    the capture whose pass it ends)."""
 
 
 class LayerCapture:
@@ -73,6 +73,10 @@ class LayerCapture:
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._input_hw: tuple[int, int] = (0, 0)
+        #: whether this capture's pass is under way: its hooks act only then, so hooks left on a
+        #: module by a capture that was never closed (a pass interrupted, a task abandoned) cannot
+        #: stop another capture's pass before its layers
+        self._active = False
 
     def __enter__(self) -> LayerCapture:
         for layer in self.taps:  # before the layer hooks: a tap may replace the module's output
@@ -90,6 +94,8 @@ class LayerCapture:
 
     def _hook(self, layers: list[LayerInfo]):
         def hook(_module, _inputs, output):
+            if not self._active:
+                return None
             todo = [layer for layer in layers if layer.name not in self._outputs]
             if not todo:  # a module called twice in one pass: keep the first
                 return None
@@ -105,7 +111,7 @@ class LayerCapture:
                     flat = not layer.spatial and output.dim() > 2
                     self._outputs[layer.name] = output.flatten(1) if flat else output
             if self._stop and len(self._outputs) == len(self._hooked):
-                raise _Done
+                raise _Done(self)
             return replaced
 
         return hook
@@ -162,7 +168,7 @@ class LayerCapture:
     def _tap(self, layer: LayerInfo):
         def hook(_module, inputs, output):
             key = f"{layer.name}:out"
-            if key in self._tapped:
+            if not self._active or key in self._tapped:
                 return None
             replaced = None
             if self._starts_graph(layer.name, output):
@@ -181,8 +187,17 @@ class LayerCapture:
         if self.backbone.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         self._input_hw = (int(batch.shape[-2]), int(batch.shape[-1]))
-        with contextlib.suppress(_Done):
+        self._active = True
+        try:
             self.backbone.module(batch)
+        except _Done as done:
+            if done.args[0] is not self:
+                raise RuntimeError(
+                    "another capture's pass on the same model ended this one: a model runs one "
+                    "capture's pass at a time (give each thread its own copy of the backbone)"
+                ) from None
+        finally:
+            self._active = False
         outputs = dict(self._outputs)
         missing = [layer.name for layer in self._hooked if layer.name not in outputs]
         if missing:
