@@ -60,7 +60,9 @@ VOC_CLASSES = (
 class BoxTable:
     """The annotated boxes of one image: ``boxes`` (N, 4) float32, ``labels`` (N,) class indices,
     ``difficult`` (N,) bool; ``size`` is (width, height) when the annotation gives it;
-    ``source_id`` is the image's id in its annotation file (COCO's integer id)."""
+    ``source_id`` is the image's id in its annotation file (COCO's integer id); ``areas`` (N,)
+    float32: each object's own area where the annotation gives one (COCO's segmentation area, which
+    COCO's small / medium / large ranges use; NaN where absent), else None."""
 
     image_id: str
     path: Path
@@ -69,6 +71,7 @@ class BoxTable:
     difficult: np.ndarray
     size: tuple[int, int] | None = None
     source_id: int | str | None = None
+    areas: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -81,6 +84,11 @@ class BoxTable:
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "difficult", difficult)
+        if self.areas is not None:
+            areas = np.asarray(self.areas, dtype=np.float32).reshape(-1)
+            if len(areas) != len(boxes):
+                raise DataError(f"{self.image_id}: {len(boxes)} boxes, {len(areas)} areas")
+            object.__setattr__(self, "areas", areas)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -141,9 +149,9 @@ class DetectionDataset:
         for t in self.images:
             keep = new[t.labels] >= 0
             dropped += int((~keep).sum())
-            tables.append(
-                replace(t, boxes=t.boxes[keep], labels=new[t.labels[keep]], difficult=t.difficult[keep])
-            )
+            areas = None if t.areas is None else t.areas[keep]
+            boxes, labels, difficult = t.boxes[keep], new[t.labels[keep]], t.difficult[keep]
+            tables.append(replace(t, boxes=boxes, labels=labels, difficult=difficult, areas=areas))
         ids = (
             None if self.category_ids is None else [self.category_ids[self.classes.index(c)] for c in classes]
         )
@@ -354,7 +362,10 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
             ignored.append((where, note))
         if box is None:
             continue
-        per_image[ann["image_id"]].append((box, cat_index[ann["category_id"]], bool(ann.get("iscrowd", 0))))
+        area = ann.get("area")
+        area = float(area) if isinstance(area, (int, float)) and np.isfinite(area) and area > 0 else np.nan
+        crowd = bool(ann.get("iscrowd", 0))
+        per_image[ann["image_id"]].append((box, cat_index[ann["category_id"]], crowd, area))
     tables = []
     for img in sorted(data["images"], key=lambda i: i["id"]):
         file = img_dir / img["file_name"]
@@ -372,6 +383,7 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
                 difficult=np.array([o[2] for o in objs], dtype=bool),
                 size=size,
                 source_id=int(img["id"]),
+                areas=np.array([o[3] for o in objs], dtype=np.float32),
             )
         )
     if not tables:

@@ -244,3 +244,86 @@ def test_difficult_detections_count_neither_way():
     }
     ap = voc_ap(ds, dets)["x"]
     assert ap.n_gt == 1 and ap.ap11 == pytest.approx(1.0)  # the hit on the difficult box is ignored
+
+
+def test_coco_metrics_equal_pycocotools_on_the_annotation_file_itself(tmp_path):
+    """COCO's size ranges use each object's own ``area`` (its segmentation's), not its box's: the
+    scores of a COCO file equal COCOeval's on that very file."""
+    import json
+
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from deepfeat.data.detection import coco_dataset
+    from deepfeat.tasks.detection.voc_eval import COCO_STATS, coco_detections
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "val").mkdir()
+    images, anns, results = [], [], []
+    for i in range(1, 7):
+        Image.new("RGB", (400, 300)).save(tmp_path / "val" / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 400, "height": 300})
+        for _ in range(4):
+            w, h = rng.uniform(12, 200, 2)
+            x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
+            # a segmentation area well under the box's: many objects change size range
+            area = float(w * h * rng.uniform(0.2, 0.9))
+            cat = int(rng.integers(1, 3))
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": area,
+                    "iscrowd": 0,
+                }
+            )
+            jitter = rng.normal(0, 4, 4)
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": cat,
+                    "score": float(rng.uniform()),
+                    "bbox": [float(x + jitter[0]), float(y + jitter[1]), float(w), float(h)],
+                }
+            )
+    data = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps(data))
+
+    def size_range(a):
+        return int(a >= 32**2) + int(a >= 96**2)
+
+    assert any(size_range(a["area"]) != size_range(a["bbox"][2] * a["bbox"][3]) for a in anns)
+
+    ds = coco_dataset(path, tmp_path / "val")
+    dets = {}
+    for t in ds.images:
+        mine = [r for r in results if r["image_id"] == t.source_id]
+        dets[t.image_id] = Detections(
+            np.array(
+                [
+                    [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]
+                    for r in mine
+                ],
+                np.float32,
+            ),
+            np.array([r["score"] for r in mine], np.float32),
+            np.array([r["category_id"] - 1 for r in mine], np.int64),
+        )
+    got = coco_ap(ds, dets)
+
+    gt = COCO(str(path))
+    ev = COCOeval(gt, gt.loadRes(coco_detections(ds, dets)), iouType="bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert all(v >= 0 for v in ev.stats)  # every size range holds objects
+    for key, want in zip(COCO_STATS, ev.stats):
+        assert got[key] == pytest.approx(want, abs=1e-9), key

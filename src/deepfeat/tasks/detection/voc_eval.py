@@ -137,7 +137,8 @@ def voc_ap(
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> dict:
-    """The dataset as a COCO ground-truth dict (image ids 1..N unless the data has COCO ids)."""
+    """The dataset as a COCO ground-truth dict (image ids 1..N unless the data has COCO ids; each
+    object's area COCO's own where the data has one, else its box's)."""
     cat_ids = dataset.category_ids or list(range(1, len(dataset.classes) + 1))
     images, anns = [], []
     for n, t in enumerate(dataset.images):
@@ -147,7 +148,8 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict:
             int(np.ceil(t.boxes[:, 3].max(initial=1))),
         )
         images.append({"id": img_id, "width": w, "height": h, "file_name": t.path.name})
-        for b, c, d in zip(t.boxes.astype(float), t.labels, t.difficult):
+        areas = np.full(len(t), np.nan) if t.areas is None else t.areas.astype(float)
+        for b, c, d, a in zip(t.boxes.astype(float), t.labels, t.difficult, areas):
             bw, bh = b[2] - b[0], b[3] - b[1]
             anns.append(
                 {
@@ -155,7 +157,7 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict:
                     "image_id": img_id,
                     "category_id": cat_ids[int(c)],
                     "bbox": [b[0], b[1], bw, bh],
-                    "area": bw * bh,
+                    "area": float(a) if np.isfinite(a) else bw * bh,  # COCO's own area where given
                     "iscrowd": int(d),
                 }
             )
