@@ -23,21 +23,25 @@ guarantee that nothing in the file runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
 
 from deepfeat.errors import CheckpointError
 from deepfeat.fileio import atomic_write_with, dumps_json
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 FORMAT = 1
 MARKER = "deepfeat_checkpoint"
@@ -144,6 +148,19 @@ def read_torch_file(path: str | os.PathLike, *, mmap: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as exc:
         raise CheckpointError(f"{path}: {_load_failure(exc)}") from None
+
+
+def keeps_rng(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` run on a fork of torch's CPU random state, restored after it: loaders that build a
+    network (random initialisation) and then overwrite its weights leave the caller's random
+    stream where it was."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def rng_state() -> dict:

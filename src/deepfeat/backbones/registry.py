@@ -9,6 +9,7 @@ from pathlib import Path
 from deepfeat.backbones import efficientnet_lite, torchvision_nets
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.finetuned import is_finetune_checkpoint, load_finetuned
+from deepfeat.checkpoint import keeps_rng
 from deepfeat.errors import UnknownNameError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -41,6 +42,7 @@ def list_backbones() -> dict[str, str]:
     return out
 
 
+@keeps_rng
 def load_backbone(
     name: str = DEFAULT_BACKBONE,
     weights: str | Path | None = None,
@@ -65,6 +67,8 @@ def load_backbone(
     ``fully_convolutional``: run AlexNet / VGG16's fully connected layers densely as convolutions over
     large inputs (see :mod:`deepfeat.backbones.dense`); the other backbones are convolutional up to
     their global pooling already and are returned unchanged.
+
+    The caller's torch random stream is left where it was (seeded initialisations use ``seed``).
     """
     backbone = _load(name, weights, seed)
     if fully_convolutional and name in DENSE_VARIANTS:

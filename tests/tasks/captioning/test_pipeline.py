@@ -52,7 +52,9 @@ def test_training_writes_a_model_that_loads_and_captions(trained, shapes_csv):
     assert all("val_cider_d" in h and "val_perplexity" in h for h in result.training.history)
     record = json.loads((out / "training.json").read_text())
     assert record["kind"] == "caption-training" and record["result"]["vocabulary"]["size"] > 10
+    rng = torch.get_rng_state()
     model = CaptionModel.load(out)
+    assert torch.equal(rng, torch.get_rng_state())  # the networks' initialisation forked the RNG
     values = np.random.default_rng(0).normal(size=(3, *model.input_shape)).astype(np.float32)
     words, _decoded = model.caption(values, Strategy(beam=3))
     again, _ = result.model.caption(values, Strategy(beam=3))

@@ -29,7 +29,9 @@ def test_train_save_and_load(tiny_videos, tiny_store, tmp_path):
     result = train(job(tiny_videos, tiny_store, tmp_path / "m", model="single"), progress=False)
     assert result.n_videos == 6 and len(result.history) == 2  # the 6 training videos
     assert result.model_path == tmp_path / "m" / "model.pt" and (tmp_path / "m" / "history.json").exists()
+    rng = torch.get_rng_state()
     clf = load_classifier(tmp_path / "m")
+    assert torch.equal(rng, torch.get_rng_state())  # the caller's random stream is not advanced
     assert clf.classes == ["0-left", "0-right"] and clf.name == "single/rgb" and clf.frame_shape == (40,)
     from deepfeat.backbones import load_backbone
     from deepfeat.data.videosets import open_videos

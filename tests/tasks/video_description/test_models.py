@@ -83,7 +83,9 @@ def test_save_load_gives_the_same_sentences(arch, tmp_path):
     model = _model(arch)
     preds = slots_from_dict(FILE)
     model.save(tmp_path / "model.pt")
+    rng = torch.get_rng_state()
     back = DescriptionModel.load(tmp_path)
+    assert torch.equal(rng, torch.get_rng_state())  # the caller's random stream is not advanced
     assert back.arch == arch and back.slots == model.slots
     assert back.describe(preds) == model.describe(preds)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from deepfeat.backbones import Backbone
-from deepfeat.checkpoint import load_checkpoint, save_checkpoint
+from deepfeat.checkpoint import keeps_rng, load_checkpoint, save_checkpoint
 from deepfeat.errors import CheckpointError
 from deepfeat.tasks.captioning.features import FeatureSpec, conditioner
 from deepfeat.tasks.text.decoders import ConditionedDecoder, DecoderConfig
@@ -108,6 +108,7 @@ class CaptionModel:
         )
 
     @classmethod
+    @keeps_rng
     def load(cls, path: str | os.PathLike, *, backbone: Backbone | None = None) -> CaptionModel:
         """Read a model written by :meth:`save` (a folder stands for its ``model.pt``); the backbone
         is needed (loaded from the spec when not given) only for fine-tuned stages."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from deepfeat.backbones.registry import load_backbone
-from deepfeat.checkpoint import load_checkpoint, save_checkpoint
+from deepfeat.checkpoint import keeps_rng, load_checkpoint, save_checkpoint
 from deepfeat.data.videosets import VideoDataset, open_videos
 from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.features.store import FeatureStore
@@ -331,6 +331,7 @@ def save_classifier(classifier: VideoClassifier, path: str | os.PathLike, **meta
     return save_checkpoint(path, state, kind=MODEL_KIND, meta={**record, **meta}, rng=False)
 
 
+@keeps_rng
 def load_classifier(path: str | os.PathLike, device: str | None = None) -> VideoClassifier:
     """A classifier saved by :func:`train` (a model folder or its ``model.pt``), without running code
     from the file; the backbone is loaded only when the model fine-tuned its top stages."""

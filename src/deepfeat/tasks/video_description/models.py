@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfeat.checkpoint import load_checkpoint, save_checkpoint
+from deepfeat.checkpoint import keeps_rng, load_checkpoint, save_checkpoint
 from deepfeat.errors import CheckpointError, ConfigError, DataError
 from deepfeat.tasks.text.decoders import ConditionedDecoder, DecoderConfig, RecurrentLayer
 from deepfeat.tasks.text.decoding import Strategy, generate
@@ -206,6 +206,7 @@ class DescriptionModel:
         return save_checkpoint(path, state, kind=KIND, meta=meta, rng=False)
 
     @classmethod
+    @keeps_rng
     def load(cls, path: str | os.PathLike, device: str | None = None) -> DescriptionModel:
         """A model saved by :meth:`save` (a model folder or its ``model.pt``); nothing in it is run."""
         path = Path(path)
