@@ -16,6 +16,14 @@ def test_csv_folder_and_file_read_alike(shapes_csv):
     assert a.tokens()[0][0] == ["a", "red", "square"]
 
 
+def test_a_csv_saved_with_a_byte_order_mark_reads_as_without(shapes_csv, tmp_path):
+    text = shapes_csv.read_text(encoding="utf-8")
+    bom = tmp_path / "captions.csv"
+    bom.write_text(text, encoding="utf-8-sig")  # as Excel saves CSV
+    data = read_captions(bom, images=shapes_csv.parent / "images")
+    assert data.ids == read_captions(shapes_csv).ids
+
+
 def test_coco_json_finds_its_images_and_reports_uncaptioned_ones(coco_json):
     data = read_captions(coco_json)
     assert data.ids == ["100", "101", "102"] and all(p.is_file() for p in data.paths)

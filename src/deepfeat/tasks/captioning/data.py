@@ -149,7 +149,7 @@ def _check_caption(text: str, where: str) -> str:
 def _read_csv(path: Path, images: str | os.PathLike | None) -> CaptionData:
     where = printable(path)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # (a BOM, as Excel writes one)
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
             if "image" not in fields or "caption" not in fields:
