@@ -92,6 +92,30 @@ def test_a_class_whose_every_image_is_bad_is_refused_or_reported(image_tree, tmp
     assert result.records[0]["per_class"][result.classes.index("moths")] is None
 
 
+def test_features_read_from_the_store_bring_the_files_their_extraction_skipped(image_tree, tmp_path):
+    """With extract=False (--no-extract) the record lists the files skipped when the store was filled,
+    as a run that extracts does (it listed none, while the splits left them out)."""
+    for i, name in enumerate(["bad0.jpg", "bad1.jpg"]):
+        (image_tree / "ants" / name).write_bytes(truncated_jpeg(i + 1) if i else b"")
+    store = tmp_path / "store"
+    first = EvaluationJob(
+        image_tree, protocol=KShot(k=2, n_splits=1), probes=FAST, preprocess=SMALL, store=store
+    )
+    extracted = run(first, progress=False).extraction["source"]["failures"]
+    again = EvaluationJob(
+        image_tree, protocol=KShot(k=2, n_splits=1), probes=FAST, preprocess=SMALL, store=store
+    )
+    again.extraction.extract = False
+    lines = []
+    stored = run(again, progress=False, echo=lines.append).extraction["source"]["failures"]
+    assert len(extracted) == 2 and stored == extracted
+    assert any("skipped 2 files" in line for line in lines)
+    from deepfeat.evaluation.report import build_report
+
+    text = build_report(run(again, progress=False), "t").to_markdown()
+    assert "skipped files" in text and "bad0.jpg: empty file (0 bytes)" in text
+
+
 def test_gradient_recipe_builds_the_table_rows(image_tree):
     recipe = GradientRecipe(["logits"])
     result = run(

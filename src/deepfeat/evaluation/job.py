@@ -30,7 +30,7 @@ from deepfeat.evaluation.recipes import ActivationsRecipe, Recipe
 from deepfeat.evaluation.result import EvaluationResult
 from deepfeat.features.distributed import check_cluster
 from deepfeat.features.featureset import FeatureSet
-from deepfeat.features.pipeline import ON_ERROR, extract, load_features
+from deepfeat.features.pipeline import ON_ERROR, extract, read_stored
 from deepfeat.features.runner import LOADERS, check_amp, parse_device
 from deepfeat.features.store import FeatureStore
 from deepfeat.fileio import check_output_dir
@@ -173,7 +173,7 @@ def _extract(dataset, backbone, methods, store, prep, opts: ExtractionOptions, p
     if not opts.extract:
         if store is None:
             raise ConfigError("extract=False reads features from a store; give store= or out=")
-        return load_features(
+        result = read_stored(
             dataset,
             backbone,
             methods,
@@ -182,7 +182,9 @@ def _extract(dataset, backbone, methods, store, prep, opts: ExtractionOptions, p
             max_pixels=opts.max_pixels,
             amp=opts.amp,
             device=parse_device(opts.device),
-        ), []
+        )
+        echo(result.describe())
+        return result.features, result.failures
     result = extract(
         dataset,
         backbone,

@@ -12,6 +12,9 @@ from deepfeat.report import plots
 from deepfeat.report.document import Report
 from deepfeat.report.writer import write_result
 
+#: skipped files named in the report's facts (all of them are in results.json)
+SKIPPED_LISTED = 5
+
 
 def _best_name(row: dict) -> str:
     return row["features"] + f" / {row['probe']}" + (f" ({row['mode']})" if row.get("mode") else "")
@@ -48,6 +51,15 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
     if excluded:
         facts["EXCLUDED classes (no usable image)"] = "; ".join(
             f"{r}: {', '.join(c)}" for r, c in excluded.items()
+        )
+    skipped = {r: e["failures"] for r, e in result.extraction.items() if e.get("failures")}
+    if skipped:
+        facts["skipped files (unreadable: in no split)"] = "; ".join(
+            f"{r}: {len(f)} ("
+            + ", ".join(f"{Path(path).name}: {reason}" for path, reason in f[:SKIPPED_LISTED])
+            + (f", ... {len(f) - SKIPPED_LISTED} more in results.json" if len(f) > SKIPPED_LISTED else "")
+            + ")"
+            for r, f in skipped.items()
         )
     doc.facts(facts)
     doc.heading(f"{label}, mean ± std over splits" if n != 1 else f"{label}, one split")

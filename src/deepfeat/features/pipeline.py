@@ -291,12 +291,32 @@ def load_features(
 ) -> dict[str, FeatureSet]:
     """Feature sets already complete in ``store``, without running anything; a missing, incomplete or
     damaged one is an error naming it and the remedy. ``amp`` / ``device``: read the features of a
-    mixed-precision extraction on that kind of device."""
+    mixed-precision extraction on that kind of device. :func:`read_stored` gives the same with the
+    files the extraction skipped."""
+    options = dict(preprocess=preprocess, max_pixels=max_pixels, amp=amp, device=device)
+    return read_stored(dataset, backbone, methods, store, **options).features
+
+
+def read_stored(
+    dataset: ImageDataset,
+    backbone: Backbone,
+    methods: Sequence[FeatureMethod],
+    store: FeatureStore | str | Path,
+    *,
+    preprocess: str | Preprocess = "backbone",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    amp: bool = False,
+    device: str | torch.device | None = None,
+) -> Extraction:
+    """:func:`load_features` as an :class:`Extraction` (nothing through the network): the feature sets
+    and the files their extraction skipped, with their reasons, as :func:`extract` reports them."""
+    start = time.perf_counter()
     store = FeatureStore(store) if isinstance(store, str | Path) else store
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     amp_dtype = amp_name(resolve_device(device, backbone)) if check_amp(amp) else None
     base = base_provenance(dataset, backbone, prep, max_pixels, amp_dtype)
-    out = {}
+    out: dict[str, FeatureSet] = {}
+    failures: dict[int, str] = {}
     for method in methods:
         for spec in method.outputs(backbone):
             entry = store.find({**base, **spec.params}, len(dataset), dataset.ids)
@@ -312,8 +332,18 @@ def load_features(
                     f"features {spec.key!r} of {dataset.name} with {backbone.name} are {what} in the store "
                     f"{store.root}; extract them first (deepfeat extract, or evaluate without --no-extract)"
                 )
-            out[spec.key] = _feature_set(_Plan(method, spec, entry), dataset, entry.status().valid)
-    return out
+            status = entry.status()
+            failures.update(status.failed)
+            out[spec.key] = _feature_set(_Plan(method, spec, entry), dataset, status.valid)
+    return Extraction(
+        features=out,
+        failures=[(dataset.source(r), failures[r]) for r in sorted(failures)],
+        ignored=list(dataset.ignored),
+        n_items=len(dataset),
+        seconds=time.perf_counter() - start,
+        origins=dict.fromkeys(out, "store"),
+        store=str(store.root),
+    )
 
 
 def _derive_from_store(plan: _Plan, store: FeatureStore, base: dict, dataset: ImageDataset) -> bool:
