@@ -167,6 +167,39 @@ def test_incomplete_entry_is_refused(store_with_failures, tmp_path):
         from_store(tmp_path, "x")
 
 
+def test_edited_store_files_are_named_by_list_and_refused_by_export(store_with_failures, tmp_path):
+    """A hand-edited dataset index (labels) or entry provenance, or a missing meta.json, is damage that
+    ``store list`` names and export refuses; extracting again rewrites the index."""
+    store, data = store_with_failures
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    runner = CliRunner()
+    index = next((copy / "datasets").glob("*.json"))
+    record = json.loads(index.read_text())
+    record["targets"] = record["targets"][::-1]  # every label now wrong
+    index.write_text(json.dumps(record))
+    r = runner.invoke(app, ["store", "list", str(copy)])
+    assert r.exit_code == 0 and "does not match its checksum" in r.output and "complete" not in r.output
+    with pytest.raises(StoreError, match="does not match its checksum"):
+        from_store(copy, "stage3/avg")
+    bb = load_backbone("efficientnet_lite0", weights="random")
+    extract(data, bb, [LayerActivations(["stage3"], ["avg"])], store=copy, preprocess=SMALL, progress=False)
+    assert from_store(copy, "stage3/avg").targets.tolist() == data.targets.tolist()
+
+    folder = next(p for p in (copy / "entries").iterdir() if p.name.startswith("stage3-max"))
+    meta = folder / "meta.json"
+    meta.write_text(meta.read_text().replace('"layer": "stage3"', '"layer": "stage5"'))
+    r = runner.invoke(app, ["store", "list", str(copy)])
+    assert "provenance in meta.json does not match the entry's key" in r.output
+    with pytest.raises(StoreError, match="cannot export a damaged entry"):
+        from_store(copy, "stage5/max")
+    meta.unlink()
+    r = runner.invoke(
+        app, ["store", "export", str(copy), folder.name, "--to", "npz", "--out", str(tmp_path / "x")]
+    )
+    assert r.exit_code == 2 and "meta.json missing or unreadable" in r.output and "Traceback" not in r.output
+
+
 def test_feature_set_to_pandas_and_export(tmp_path):
     pd = pytest.importorskip("pandas")
     X = np.arange(12, dtype=np.float32).reshape(4, 3)

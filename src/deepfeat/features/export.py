@@ -25,7 +25,6 @@ file. The formats need the ``export`` extra (pyarrow, h5py) and, for ``hf``, the
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -141,7 +140,12 @@ def from_store(store: FeatureStore | str | os.PathLike, entry: str) -> ExportTab
     if not (store.root / "entries").is_dir():
         raise ConfigError(f"{store.root}: not a feature store (no entries folder)")
     folder = find_entry(store, entry)
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    meta = next(m for m in store.entries() if Path(m["path"]) == folder)
+    if "damaged" in meta:
+        raise StoreError(
+            f"{folder}: cannot export a damaged entry ({meta['damaged']}); extract it again into the store "
+            "(or delete this entry folder to compute it afresh)"
+        )
     provenance = meta.get("provenance") or {}
     index = store.load_dataset_index(str(provenance.get("dataset", "")))
     from deepfeat.features.entry import StoreEntry

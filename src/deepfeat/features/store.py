@@ -61,6 +61,12 @@ def provenance_key(provenance: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def _index_checksum(record: dict) -> str:
+    """sha256 of a dataset index record (canonical JSON)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class FeatureStore:
     """A folder of feature entries keyed by provenance; see the module docstring for the format."""
 
@@ -109,24 +115,35 @@ class FeatureStore:
         return entry
 
     def save_dataset_index(self, fingerprint: str, record: dict) -> Path:
-        """Keep the dataset's ids, labels and splits once per fingerprint."""
+        """Keep the dataset's ids, labels and splits once per fingerprint, with a checksum of them
+        (rewritten where the file is missing, unreadable or fails its checksum)."""
         path = self.root / "datasets" / f"{fingerprint[:20]}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._mark()
         remove_dead_temp_files(path.parent)
         try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            atomic_write_text(path, json.dumps(record))
+            self.load_dataset_index(fingerprint)
+        except StoreError:
+            atomic_write_text(path, json.dumps({**record, "checksum": _index_checksum(record)}))
         return path
 
     def load_dataset_index(self, fingerprint: str) -> dict:
-        """The ids, labels and splits saved for a dataset fingerprint."""
+        """The ids, labels and splits saved for a dataset fingerprint; a file that is unreadable or
+        fails its checksum (edited by hand: the labels could be wrong) is a StoreError."""
         path = self.root / "datasets" / f"{fingerprint[:20]}.json"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{path}: dataset index missing or unreadable ({exc})") from exc
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: dataset index missing or unreadable ({exc})") from None
+        checksum = record.pop("checksum", None)  # (stores written before the checksum have none)
+        if checksum is not None and checksum != _index_checksum(record):
+            raise StoreError(
+                f"{path}: the dataset index (ids, labels, classes) does not match its checksum: edited or "
+                "damaged; extract the features of this data again into the store to rewrite it"
+            )
+        return record
 
     def entries(self) -> list[dict]:
         """meta.json of every entry in the store (an entry whose meta.json is missing or unreadable
@@ -139,6 +156,12 @@ class FeatureStore:
                     raise ValueError("not an object")
             except (OSError, ValueError):
                 meta = {"provenance": {}, "complete": False, "damaged": "meta.json missing or unreadable"}
+            else:
+                provenance = meta.get("provenance")
+                if not isinstance(provenance, dict) or not folder.name.endswith(
+                    "-" + provenance_key(plain_provenance(provenance))
+                ):
+                    meta["damaged"] = "the provenance in meta.json does not match the entry's key (edited?)"
             meta["path"] = str(folder)
             out.append(meta)
         return out
@@ -150,6 +173,11 @@ class FeatureStore:
         out = []
         for meta in self.entries():
             state = None
+            if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
+                try:  # the entry's labels come from its dataset index
+                    self.load_dataset_index(str(meta["provenance"].get("dataset", "")))
+                except StoreError as exc:
+                    meta["damaged"] = str(exc)
             if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
                 entry = StoreEntry(Path(meta["path"]), meta.get("provenance") or {}, meta["n_rows"])
                 state = entry.check(checksums=checksums)
