@@ -27,7 +27,9 @@ what cannot be trusted, so those rows are computed again; a reader refuses a dam
 one-line :class:`~deepfeat.errors.StoreError` naming it and the remedy. Every step of a run can be
 killed at any point and the next run resumes (temporary files of dead runs are removed).
 
-The dataset's ids, labels and splits are kept once per dataset fingerprint in ``datasets/``.
+The dataset's ids, labels and splits are kept once per dataset fingerprint in ``datasets/``, with a
+checksum of them: an index edited by hand is damage (``store list`` names it, export refuses it, the
+next extraction of that data rewrites it).
 """
 
 from __future__ import annotations
