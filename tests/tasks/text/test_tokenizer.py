@@ -44,6 +44,53 @@ JAVA_OUTPUTS = [
     ("the 1990s' best, an 80's car", "the 1990s ' best , an 80 's car"),
     ("$5.00 hat, 100% cotton & 1,000 items", "$ 5.00 hat , 100 % cotton & 1,000 items"),
     ('A sign that says " park " .', "a sign that says '' park '' ."),
+    # non-ASCII punctuation and symbols: rewritten, deleted or split off; trailing apostrophes
+    ("a dog — runs", "a dog -- runs"),
+    ("a dog – runs", "a dog -- runs"),
+    ("a dog―runs", "a dog -- runs"),
+    ("a dog‒runs", "a dog runs"),
+    ("a dog—runs", "a dog -- runs"),
+    ("two «soccer» kids", "two `` soccer '' kids"),
+    ("two “soccer” kids", "two `` soccer '' kids"),
+    ("two ‘soccer’ kids", "two ` soccer ' kids"),
+    ("two ‹soccer› kids", "two ` soccer ' kids"),
+    ("the dog’s bone", "the dog 's bone"),
+    ("dogs’ bones", "dogs ' bones"),
+    ("a dog .. running", "a dog . . running"),
+    ("a dog ... running", "a dog ... running"),
+    ("a dog … running", "a dog ... running"),
+    ("a dog…running", "a dog ... running"),
+    ("a dog 🐕 runs", "a dog runs"),
+    ("a dog🐕runs", "a dog runs"),
+    ("a dog ★ runs", "a dog ★ runs"),
+    ("a dog • runs", "a dog • runs"),
+    ("café au lait", "café au lait"),
+    ("a ½ cup", "a 1/2 cup"),
+    ("a dog ¿ runs ¡ now", "a dog ¿ runs ¡ now"),
+    ("a dog · runs", "a dog · runs"),
+    ("naïve ﬁsh", "naïve ﬁsh"),
+    ("a dog‐runs", "a dog‐runs"),
+    ("a dog − runs", "a dog − runs"),
+    ("a dog ‼ runs", "a dog runs"),
+    ("a dog ™ runs", "a dog ™ runs"),
+    ("a dog © runs", "a dog © runs"),
+    ("a 5° angle", "a 5 ° angle"),
+    ("a dog → runs", "a dog → runs"),
+    ("a dog ° runs", "a dog ° runs"),
+    ("x × y", "x × y"),
+    ("a dog ’ runs", "a dog ' runs"),
+    ("€5 price", "$ 5 price"),
+    ("£5 price", "# 5 price"),
+    ("¥5 price", "¥ 5 price"),
+    ("a dog ... .. . runs", "a dog ... . . . runs"),
+    ("a dog !! ?? runs", "a dog !! ?? runs"),
+    ("a dog .... runs", "a dog ... runs"),
+    ("rock n' roll", "rock n ' roll"),
+    ("goin' home", "goin ' home"),
+    ("soccer' x", "soccer ' x"),
+    ("dogs' x", "dogs ' x"),
+    ("o' x", "o ' x"),
+    ("the cat' s", "the cat ' s"),
 ]
 
 
@@ -76,6 +123,27 @@ def captions_of_real_data() -> list[str]:
         )
         out += [a["caption"] for a in data["annotations"]]
     return out
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None or corenlp_jar() is None, reason="needs Java and CoreNLP's jar"
+)
+def test_every_non_ascii_punctuation_and_symbol_tokenises_as_the_java_tokenizer_does():
+    """Each character of Latin-1, general punctuation, letter-like symbols, arrows, mathematical
+    operators, shapes, dingbats, CJK punctuation and fullwidth forms, and some beyond the BMP, between
+    two words and alone."""
+    import unicodedata
+
+    ranges = [(0xA1, 0x250), (0x2000, 0x2300), (0x2500, 0x27C0), (0x3000, 0x3040), (0xFF00, 0xFF66)]
+    chars = [
+        chr(c) for lo, hi in ranges for c in range(lo, hi) if unicodedata.category(chr(c))[0] not in "CZ"
+    ]
+    chars += ["\U0001f415", "\U0001f600", "\U0001d49c"]
+    lines = [f"a {ch} b" for ch in chars]
+    java = java_ptb_tokenize(lines)
+    assert java is not None
+    differ = [(line, j, tokenize(line)) for line, j in zip(lines, java) if tokenize(line) != j]
+    assert not differ, f"{len(differ)} of {len(lines)} differ, e.g. {differ[:5]}"
 
 
 @pytest.mark.realdata

@@ -7,7 +7,10 @@ ellipses, dashes); clitics split (``don't`` -> ``do n't``, ``it's`` -> ``it 's``
 ``cannot`` -> ``can not``, ``gonna`` -> ``gon na``); double quotes as ``` `` ``` / ``''``; brackets as
 ``-lrb-`` ``-rrb-`` ``-lsb-`` ... (lower-cased, as the reference emits them); numbers (``1,000``,
 ``5.00``, ``5:30``, ``12/25``), hyphenated words (``3-year-old``) and abbreviations (``u.s.``, ``mr.``)
-kept whole, with a ``.`` added after an abbreviation that ends the caption. :func:`tokenize` then drops
+kept whole, with a ``.`` added after an abbreviation that ends the caption; non-ASCII punctuation and
+symbols rewritten (curly and angle quotes, dashes, the ellipsis, fractions, some currency signs),
+deleted (emoji and other characters the Java lexer cannot tokenise) or split off as tokens, as
+measured on the jar character by character. :func:`tokenize` then drops
 the tokens of :data:`PUNCTUATION`, the reference's list. Agreement with the Java tokenizer is tested on
 every caption of the real datasets (``tests/tasks/text/test_tokenizer.py``); :func:`java_ptb_tokenize`
 runs the Java tokenizer itself when Java and the jar are available.
@@ -15,11 +18,13 @@ runs the Java tokenizer itself when Java and the jar are available.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +50,29 @@ _ABBREVIATIONS = frozenset(
     | {"bros", "prof", "gen", "col", "lt", "sgt", "rev", "gov", "sen", "rep", "ave", "blvd", "rd", "no"}
     | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 )
+#: non-ASCII characters PTB rewrites (CoreNLP 3.4.1, measured on the jar character by character):
+#: quotes to ASCII quotes (then as ASCII ones: `` '' ` '), dashes to --, the ellipsis to ..., vulgar
+#: fractions and some currency signs to their PTB spellings (split off as tokens)
+_UNICODE_MAP = {
+    **dict.fromkeys("«»“”", '"'),
+    **dict.fromkeys("‘’‛‹›", "'"),
+    **dict.fromkeys("–—―", "--"),
+    "…": "...",
+    **{c: f" {v} " for c, v in zip("½¼¾⅓⅔", ("1/2", "1/4", "3/4", "1/3", "2/3"))},
+    **dict.fromkeys("€₠¤", " $ "),
+    "£": " # ",
+    "¢": " cents ",
+}
+#: characters PTB deletes ("untokenizable"; they separate the words around them): these BMP ranges
+#: and every character beyond the BMP (emoji, mathematical letters)
+_DELETED = (
+    (0x2012, 0x2012), (0x2024, 0x2025), (0x2027, 0x2027), (0x203C, 0x203D), (0x2043, 0x2043),
+    (0x2045, 0x205E), (0x20A1, 0x20A3), (0x20A5, 0x20AB), (0x20AD, 0x20C0), (0x20D0, 0x20F0),
+    (0x2150, 0x2152), (0x215F, 0x2182), (0x2185, 0x218B), (0x3003, 0x3004), (0x3007, 0x3011),
+    (0x3013, 0x3030), (0x3036, 0x303A), (0x303D, 0x303F),
+)  # fmt: skip
+#: hyphens deleted where they stand alone (inside a word they stay: "a‐b")
+_LONE_DELETED = frozenset("\u2010\u2011")
 _CLITIC = re.compile(r"(?i)^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 _ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+$|^(?:[A-Za-z]\.)+[A-Za-z]$")
 _NUMBER = re.compile(r"^[0-9]+(?:[.,:/][0-9]+)*$")
@@ -62,7 +90,7 @@ def tokenize(text: str) -> list[str]:
 
 def ptb_tokens(text: str) -> list[str]:
     """PTB tokens of one line of text, lower-cased (punctuation kept)."""
-    words = " ".join(str(text).split()).split(" ")
+    words = " ".join(_ascii_punctuation(str(text)).split()).split(" ")
     out: list[str] = []
     for chunk in words:
         if chunk:
@@ -70,6 +98,31 @@ def ptb_tokens(text: str) -> list[str]:
     if out and _is_abbreviation(out[-1]):
         out.append(".")  # an abbreviation ending the line also ends the sentence
     return [t.lower() for t in out]
+
+
+@functools.cache
+def _rewrite(ch: str) -> str:
+    """What a non-ASCII character becomes before the ASCII rules (see ``_UNICODE_MAP``)."""
+    if ch in _UNICODE_MAP:
+        return _UNICODE_MAP[ch]
+    if ch in _LONE_DELETED:
+        return ch
+    code = ord(ch)
+    if code > 0xFFFF or any(lo <= code <= hi for lo, hi in _DELETED):
+        return " "
+    category = unicodedata.category(ch)
+    if category[0] in "PS" or category == "No":  # other punctuation and symbols: tokens of their own
+        return f" {ch} "
+    return ch
+
+
+def _ascii_punctuation(text: str) -> str:
+    """``text`` with non-ASCII punctuation and symbols as PTB treats them: rewritten, deleted or split
+    off (letters and digits of any script are kept)."""
+    if text.isascii():
+        return text
+    out = "".join(_rewrite(ch) if not ch.isascii() else ch for ch in text)
+    return " ".join(w for w in out.split(" ") if not (w and set(w) <= _LONE_DELETED))
 
 
 def _is_abbreviation(token: str) -> bool:
@@ -80,6 +133,8 @@ def _chunk(chunk: str) -> list[str]:
     """Tokens of one whitespace-free chunk."""
     if chunk in ('"', "'"):
         return ["''" if chunk == '"' else "'"]
+    if chunk == "..":
+        return [".", "."]
     if chunk.lower() == "'n'":
         return [chunk]
     lead: list[str] = []
@@ -101,8 +156,6 @@ def _chunk(chunk: str) -> list[str]:
         if not m:
             break
         piece = m.group(1)
-        if piece == "'" and not re.search(r"[sS]'$", chunk):
-            break  # a closing single quote goes only after a plural s (dogs'); o'neil keeps its own
         trail[0:0] = [".", "."] if piece == ".." else [_quote(piece, opening=False)]
         chunk = chunk[: m.start()]
     return lead + (_core(chunk) if chunk else []) + trail
