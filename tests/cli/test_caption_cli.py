@@ -74,6 +74,15 @@ def test_generate_prints_one_caption_per_image(model_dir):
         app, ["caption", "generate", str(images[0]), "--model", str(model), "--samples", "4"]
     )
     assert sampled.exit_code == 0 and "sample N=4 T=1.5" in sampled.output
+    missing = runner.invoke(app, ["caption", "generate", "missing.jpg", "--model", str(model)])
+    assert missing.exit_code == 2 and "missing.jpg: no such image file" in missing.output
+    bad = csv.parent / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    try:  # every image undecodable: the reasons are named
+        result = runner.invoke(app, ["caption", "generate", str(bad), "--model", str(model)])
+    finally:
+        bad.unlink()
+    assert result.exit_code == 2 and "bad.jpg: " in result.output and "1 failed" in result.output
 
 
 @pytest.mark.parametrize(

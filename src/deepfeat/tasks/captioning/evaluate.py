@@ -355,6 +355,12 @@ def caption_images(
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("no image given")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            "; ".join(f"{p}: no such image file" for p in missing[:5])
+            + (f"; ... {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
     data = CaptionData(
         name="images", ids=[str(p) for p in paths], paths=paths, captions=[[""] for _ in paths]
     )

@@ -134,7 +134,9 @@ def image_features(
         features, failures = result.features, result.failures
     fs = next(iter(features.values()))
     if len(fs) == 0:
-        raise DataError(f"{data.name}: no image could be used ({len(failures)} failed)")
+        first = "".join(f"; {path}: {reason}" for path, reason in failures[:3])
+        more = f"; ... {len(failures) - 3} more" if len(failures) > 3 else ""
+        raise DataError(f"{data.name}: no image could be used ({len(failures)} failed{first}{more})")
     shape = tuple(fs.layer_shape) if spec.finetune_from else (fs.dim,)
     return ImageFeatures(
         ids=list(fs.ids),
