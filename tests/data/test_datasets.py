@@ -13,7 +13,7 @@ from deepfeat.data.datasets import (
     manifest_dataset,
     open_dataset,
 )
-from deepfeat.errors import DataError, ImageError
+from deepfeat.errors import ConfigError, DataError, ImageError
 from deepfeat.fileio import check_output_dir
 from tests.conftest import SHARED_DATASETS, photo, save
 
@@ -163,6 +163,15 @@ def test_digits_default_dataset():
     assert img.mode == "RGB" and img.size == (8, 8)
     assert ds.images.max() == 255 and np.asarray(img)[..., 0].tolist() == ds.images[0].tolist()
     assert ds.fingerprint() == digits_dataset().fingerprint()
+
+
+def test_a_folder_named_digits_is_not_silently_replaced_by_the_embedded_digits(tmp_path, monkeypatch):
+    save(Image.fromarray(photo(0)), tmp_path / "digits" / "a" / "0.png")
+    save(Image.fromarray(photo(1)), tmp_path / "digits" / "b" / "1.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"give \./digits"):
+        open_dataset("digits")
+    assert len(open_dataset("./digits")) == 2
 
 
 def test_open_dataset_unknown(tmp_path):

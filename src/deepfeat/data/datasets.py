@@ -25,7 +25,7 @@ import numpy as np
 from deepfeat.data.base import ArrayDataset, FileDataset, ImageDataset
 from deepfeat.data.images import printable
 from deepfeat.data.manifests import manifest_dataset
-from deepfeat.errors import DataError
+from deepfeat.errors import ConfigError, DataError
 from deepfeat.fileio import OUTPUT_MARKER, is_output_dir, output_subfolders
 
 __all__ = [
@@ -136,6 +136,11 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
     saved to disk or in the local caches (:mod:`deepfeat.data.hf`)."""
     text = os.fspath(spec)
     if text == "digits":
+        if os.path.lexists(text):
+            raise ConfigError(
+                "'digits' names the embedded scikit-learn digits, and there is also a file or folder "
+                "'digits' here: give ./digits for it (or run elsewhere for the embedded digits)"
+            )
         return digits_dataset()
     if text.startswith("hf:"):
         from deepfeat.data.hf import hf_dataset, parse_hf_spec
