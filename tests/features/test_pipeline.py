@@ -430,3 +430,10 @@ def test_per_position_rows_of_images_of_several_sizes_are_refused_before_any_wor
     assert pooled["stage6/avg"].features.shape == (4, 192)
     warped = extract(ds, effnet, [LayerActivations("stage6", "unroll")], preprocess="warp", progress=False)
     assert warped["stage6/unroll"].features.shape[0] == 4
+
+
+@pytest.mark.parametrize("seed", ["x", 1.5, -1, True])
+def test_a_shuffle_seed_that_is_not_a_whole_number_is_refused_by_name(effnet, seed):
+    """(1.5 was truncated to 1, reusing seed 1's store entry; 'x' raised int()'s ValueError)"""
+    with pytest.raises(ConfigError, match="random_state"):
+        LayerActivations("stage6", "sp-shuffle", random_state=seed).outputs(effnet)

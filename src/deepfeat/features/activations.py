@@ -10,7 +10,7 @@ from deepfeat.backbones.backbone import Backbone
 from deepfeat.features.base import Derivation, FeatureMethod, OutputSpec
 from deepfeat.features.featureset import FeatureKind
 from deepfeat.features.pooling import NEEDS_SEED, canonical_pool, derivable_from, derive, pool_maps
-from deepfeat.validation import as_names
+from deepfeat.validation import as_names, check_int
 
 
 class LayerActivations(FeatureMethod):
@@ -38,12 +38,13 @@ class LayerActivations(FeatureMethod):
     def outputs(self, backbone: Backbone) -> list[OutputSpec]:
         specs: dict[str, OutputSpec] = {}
         pools = self._pools()
+        seed = check_int("random_state (seed of sp-shuffle)", self.random_state, 0, 2**32 - 1)
         for layer in backbone.catalog.resolve(self.layers):
             for pool in pools:
                 name = canonical_pool(pool, layer.spatial)
                 params = {"method": self.name, "layer": layer.name, "pool": name}
                 if name in NEEDS_SEED:
-                    params["random_state"] = int(self.random_state)
+                    params["random_state"] = seed
                 identity = not layer.spatial and name == "unroll"
                 key = layer.name if identity else f"{layer.name}/{name}"
                 kind = FeatureKind.MAPS if layer.spatial and name == "unroll" else FeatureKind.VECTOR
