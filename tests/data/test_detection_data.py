@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from deepfeat.data.detection import VOC_CLASSES, coco_dataset, open_detection, voc_dataset
-from deepfeat.errors import DataError
+from deepfeat.errors import ConfigError, DataError
 from tests.conftest import SHARED_DATASETS
 
 DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", SHARED_DATASETS))
@@ -179,6 +179,14 @@ def test_boxes_outside_the_image_are_clipped_or_left_out_and_reported(tmp_path):
     two = coco_dataset(path).images[1]
     np.testing.assert_allclose(two.boxes, [[50, 40, 64, 48]])
     assert any("clipped to [50.0, 40.0, 64.0, 48.0]" in r for _, r in coco_dataset(path).ignored)
+
+
+def test_a_split_beside_a_coco_json_file_is_refused(tmp_path):
+    """(it was ignored: the file is one split already)"""
+    path = _coco(tmp_path)
+    with pytest.raises(ConfigError, match="one COCO split already"):
+        open_detection(path, split="nonsense")
+    assert len(open_detection(path)) == len(coco_dataset(path))
 
 
 def test_open_detection_refuses_other_folders(tmp_path):

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from deepfeat.data.images import DEFAULT_MAX_PIXELS, load_image, printable
-from deepfeat.errors import DataError
+from deepfeat.errors import ConfigError, DataError
 from deepfeat.report.wording import counted
 
 #: The 20 PASCAL VOC classes in the devkit's order.
@@ -406,6 +406,11 @@ def open_detection(
     e.g. ``train`` or ``val`` picks ``annotations/instances_<split>*.json``)."""
     path = Path(source)
     if path.is_file() and path.suffix == ".json":
+        if split is not None:
+            raise ConfigError(
+                f"{printable(path)} is one COCO split already; split {split!r} applies to a VOC folder or "
+                "a COCO folder with annotations/ (give the folder, or leave --split out)"
+            )
         return coco_dataset(path, images)
     if (path / "Annotations").is_dir():
         return voc_dataset(path, split="trainval" if split is None else split)
