@@ -163,3 +163,17 @@ def test_cuda_features_and_training_match_the_cpu(tiny_videos, tmp_path):
     )
     assert next(result.classifier.net.parameters()).device.type == "cuda"
     assert load_classifier(tmp_path / "m", device="cuda").predict_proba(gpu.sequences).shape == (2, 2)
+
+
+def test_a_class_without_training_videos_is_named(tiny_videos, tiny_store, tmp_path):
+    """(the model trained on the other classes without a word; detect train warns alike)"""
+    from dataclasses import replace
+
+    from deepfeat.data.videosets import open_videos
+
+    videos = open_videos(tiny_videos)
+    splits = np.where(videos.targets == 0, "test", videos.splits)  # class 0's videos: test only
+    lines: list[str] = []
+    train(job(replace(videos, splits=splits), tiny_store, None, epochs=1), progress=False, echo=lines.append)
+    warning = next(line for line in lines if "without a training video" in line)
+    assert repr(videos.classes[0]) in warning and repr(videos.classes[1]) not in warning

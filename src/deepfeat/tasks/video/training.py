@@ -200,6 +200,13 @@ def train(job: TrainJob, *, progress: bool = True, echo: Callable[[str], None] |
     echo(videos.summary())
     for where, why in videos.ignored:
         echo(f"ignored {where}: {why}")
+    counts = np.bincount(videos.targets, minlength=len(videos.classes))
+    if not counts.all():
+        empty = [c for c, n in zip(videos.classes, counts) if n == 0]
+        echo(
+            f"warning: {counted(len(empty), 'class', 'classes')} without a training video (the model "
+            "never predicts them): " + listed(empty, 10, repr)
+        )
     backbone = load_backbone(spec.backbone, weights=spec.weights)
     feats, top = training_features(job, backbone, videos, store, progress)
     if feats.failed_videos:
