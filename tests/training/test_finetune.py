@@ -84,8 +84,17 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(
             whole.backbone_.module.state_dict()[key], longer.backbone_.module.state_dict()[key]
         )
-    with pytest.raises(ConfigError, match=r"to train it longer, give step_size=1"):
-        tuner(tmp_path / "parts", epochs=4).fit(data)  # the default step would become 2
+    # more epochs keep the run's decay step where none is given (the default would become 2), as the
+    # README says: the same as one run of that many epochs with that step
+    extended = tuner(tmp_path / "parts", epochs=4).fit(data)
+    straight = tuner(tmp_path / "whole4", epochs=4, step_size=1).fit(data)
+    assert [h["epoch"] for h in extended.history_] == [1, 2, 3, 4] and extended.step_size_ == 1
+    for key in ("classifier.weight", "conv_head.weight"):
+        assert torch.equal(
+            straight.backbone_.module.state_dict()[key], extended.backbone_.module.state_dict()[key]
+        )
+    with pytest.raises(ConfigError, match=r"to train it longer, leave step_size out or give 1"):
+        tuner(tmp_path / "parts", epochs=6, step_size=2).fit(data)
     # an interrupted run: epoch 2 never finished, last.pt is epoch 1's checkpoint
     tuner(tmp_path / "again", epochs=2).fit(data)
     (tmp_path / "again" / "last.pt").unlink()

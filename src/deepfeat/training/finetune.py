@@ -282,7 +282,11 @@ class FineTuner(BaseEstimator):
             last = out / "last.pt"
             if last.exists():
                 ck = load_checkpoint(last, kind=KIND)
-                check_same_settings(last, ck.meta.get("config") or {}, to_jsonable(self.config()))
+                saved = ck.meta.get("config") or {}
+                if self.step_size is None and isinstance(saved.get("step_size"), int):
+                    # the default step follows the epochs: an extended run keeps the one it had
+                    self.step_size_ = sched.step_size = saved["step_size"]
+                check_same_settings(last, saved, to_jsonable(self.config()))
                 check_same_data(last, ck.meta, data)
                 try:
                     model.load_state_dict(ck.state["model"])

@@ -15,8 +15,8 @@ def check_same_settings(path: Path, saved: dict, now: dict) -> None:
     differ = sorted(k for k in saved.keys() | now.keys() if k != "epochs" and saved.get(k) != now.get(k))
     if differ:
         hint = ""
-        if differ == ["step_size"]:  # the default step follows the number of epochs
-            hint = f"; to train it longer, give step_size={saved.get('step_size')} (--step-size)"
+        if differ == ["step_size"]:  # a step given now that differs from the run's
+            hint = f"; to train it longer, leave step_size out or give {saved.get('step_size')} (--step-size)"
         raise ConfigError(
             f"{path} was written with other settings ({', '.join(differ)}){hint}; use another output "
             "folder or the same settings"
