@@ -18,9 +18,8 @@ def test_settings_may_differ_in_epochs_only():
     check_same_settings(Path("last.pt"), RUN, {**RUN, "epochs": 5})
     with pytest.raises(ConfigError, match=r"other settings \(lr\); use another"):
         check_same_settings(Path("last.pt"), RUN, {**RUN, "lr": 0.1})
-    with pytest.raises(
-        ConfigError, match=r"\(step_size\); to train it longer, leave step_size out or give 1"
-    ):
+    hint = r"\(step_size\); to train it longer, leave step_size out or give 1"
+    with pytest.raises(ConfigError, match=hint):
         check_same_settings(Path("last.pt"), RUN, {**RUN, "epochs": 4, "step_size": 2})
 
 
