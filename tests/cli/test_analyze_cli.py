@@ -93,6 +93,9 @@ def test_ablations_and_checkpoints(tmp_path):
     assert set(table["stage6"]) == {
         f"{p} (svm)" for p in ("unroll", "sp-shuffle", "max", "sp-max-bin", "bin")
     }
+    # the table is printed too, as the JSON holds it (one split: the mean alone)
+    printed = next(line for line in r.output.splitlines() if line.startswith("stage6"))
+    assert f"{100 * table['stage6']['bin (svm)']['mean']:.2f}" in printed
 
     # two checkpoints of a (one-epoch) fine-tuning run, analysed layer by layer
     ck = tmp_path / "ck"
@@ -120,6 +123,8 @@ def test_ablations_and_checkpoints(tmp_path):
     assert set(res["table"]) == {"stage6", "pool"} and all(len(v) == 2 for v in res["table"].values())
     assert all(0 <= x <= 1 for v in res["table"].values() for x in v.values())
     assert (out / "checkpoints_curves.png").exists()
+    printed = next(line for line in r.output.splitlines() if line.startswith("pool"))
+    assert f"{100 * list(res['table']['pool'].values())[-1]:.2f}" in printed
 
 
 def test_bad_inputs(tmp_path):

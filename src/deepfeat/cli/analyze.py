@@ -36,6 +36,7 @@ from deepfeat.cli.common import THREADS, friendly, set_threads, setup_logging
 from deepfeat.cli.parsing import PreprocessName, names, protocol
 from deepfeat.data.datasets import DATA_SPELLINGS
 from deepfeat.evaluation import ActivationsRecipe, EvaluationJob, write_report
+from deepfeat.evaluation.result import format_score
 from deepfeat.fileio import check_output_dir
 from deepfeat.report.tables import text_table
 from deepfeat.report.writer import write_result
@@ -280,7 +281,13 @@ def ablations_command(
     report = write_report(result, out / "ablations", title="Ablations (Agrawal Table 5.1)")
     prov = {"results": str(report["results"]), "protocol": protocol_name, "splits": splits}
     paths = write_result(out, "ablations", table, provenance=prov)
-    typer.echo(f"wrote {paths['json']}")
+    columns = list(dict.fromkeys(c for row in table["table"].values() for c in row))
+    rows = [
+        [layer] + [format_score(row.get(c), splits) for c in columns] for layer, row in table["table"].items()
+    ]
+    typer.echo(f"{table['metric']} (%), mean ± std over {splits} splits:")
+    typer.echo(text_table(rows, ["layer", *columns]))
+    typer.echo(f"wrote {paths['json']}; report and plots in {out / 'ablations'}")
 
 
 @analyze_app.command("checkpoints")
@@ -317,7 +324,13 @@ def checkpoints_command(
     )
     plot = {"curves": lambda p: plot_layer_accuracy(table, p, title="probe accuracy by layer over training")}
     paths = write_result(out, "checkpoints", table.to_dict(), provenance=provs, plots=plot)
-    typer.echo(f"wrote {paths['json']}")
+    rows = [
+        [layer] + ["-" if np.isnan(v) else f"{100 * v:.2f}" for v in row]
+        for layer, row in zip(table.layers, table.scores)
+    ]
+    typer.echo(f"{table.metric} (%) by layer at each checkpoint:")
+    typer.echo(text_table(rows, ["layer", *(Path(c).name for c in table.checkpoints)]))
+    typer.echo(f"wrote {paths['json']} and its plot")
 
 
 @analyze_app.command("similarity")
