@@ -134,3 +134,26 @@ def test_two_captures_in_one_pass_are_named(effnet, batch):
         outer._outputs, outer._stop, outer._active = {}, True, True  # outer's pass is under way
         with torch.inference_mode(), pytest.raises(RuntimeError, match="another capture"):
             inner.run(batch)
+
+
+def test_a_model_pickled_during_a_pass_runs_other_captures_whole(effnet, batch):
+    """Dask may serialise a worker's model to copy it to another worker while a batch runs on it;
+    the copy then holds that capture's hooks mid-pass. They must not end the copy's passes early
+    (a cluster run failed with "layers ['head'] were not reached by the forward pass")."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    copies = []
+    with LayerCapture(effnet, effnet.catalog.resolve(["stage3", "head"])) as cap:
+        handle = effnet.module.blocks[2].register_forward_hook(
+            lambda *a: copies.append(cloudpickle.dumps(effnet))  # mid-pass: stage3 captured, head not yet
+        )
+        try:
+            with torch.inference_mode():
+                cap.run(batch)
+        finally:
+            handle.remove()
+    copy = cloudpickle.loads(copies[0])
+    copy.module.blocks[2]._forward_hooks.clear()  # (the pickling hook itself)
+    assert copy.module.bn2._forward_hooks  # the capture's hooks came along
+    with torch.inference_mode(), LayerCapture(copy, copy.catalog.resolve(["stage3", "head"])) as cap:
+        out = cap.run(batch)
+    assert set(out) == {"stage3", "head"}

@@ -78,6 +78,13 @@ class LayerCapture:
         #: stop another capture's pass before its layers
         self._active = False
 
+    def __getstate__(self) -> dict:
+        """A copy is at rest: a model serialised during a pass (Dask copying a worker's model to
+        another worker) carries this capture's hooks, which must not act in the copy's passes."""
+        state = dict(self.__dict__)
+        state.update(_active=False, _outputs={}, _tapped={}, _handles=[])
+        return state
+
     def __enter__(self) -> LayerCapture:
         for layer in self.taps:  # before the layer hooks: a tap may replace the module's output
             module = self.backbone.submodule(layer.linear)

@@ -212,7 +212,10 @@ class _Bundle:
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+        # a worker's copy sent on to another worker waits for the batch running on it: the model is
+        # then without that batch's hooks (see LayerCapture.__getstate__ for the rest)
+        with self.lock:
+            return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
