@@ -266,3 +266,18 @@ def test_chunks_bound_responses_and_outputs():
     assert filter_chunks(10, 5, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
     with pytest.raises(ConfigError, match="chunk_size"):
         filter_chunks(10, 5, 0)
+
+
+def test_the_top_threshold_keeps_the_highest_response_in_float64():
+    """lo + 1.0 * (hi - lo) rounds above hi here (-1 + 1.3 = 0.30000000000000004 > 0.3): the top
+    level kept nothing, and the curves and areas were NaN for float64 input."""
+    X = np.array([[-1.0], [0.3], [0.0], [0.2]])
+    y = np.array([0, 1, 0, 1])
+    curves = filter_entropy(X, y, thresholds=5)
+    assert np.isfinite(curves.entropy).all() and curves.entropy[0, -1] == 0.0  # one image: class 1
+    assert curves.aue == pytest.approx(filter_entropy(X.astype(np.float32), y, thresholds=5).aue)
+    from deepfeat.analysis import precision_curves
+
+    precision = precision_curves(X, y, thresholds=5)
+    assert precision.n_above[0, -1] == 1 and precision.precision[0, -1].tolist() == [0.0, 1.0]
+    assert np.isfinite(precision.area).all()

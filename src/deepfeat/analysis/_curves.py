@@ -47,7 +47,8 @@ def thresholds(values: torch.Tensor, levels: torch.Tensor, spacing: str) -> torc
     if spacing == "linear":
         lo = values.amin(dim=1, keepdim=True)
         hi = values.amax(dim=1, keepdim=True)
-        return lo + levels[None, :] * (hi - lo)
+        # (clamped: lo + 1 * (hi - lo) can round above hi, a threshold that keeps nothing)
+        return torch.minimum(lo + levels[None, :] * (hi - lo), hi)
     m = values.shape[1]
     index = torch.floor(levels * (m - 1)).long()
     return values.sort(dim=1).values[:, index]
