@@ -260,7 +260,8 @@ def test_a_tuned_drivers_local_workers_see_the_allocator_variables_from_their_st
 
 
 @pytest.mark.parametrize(
-    "spelling", ["local:0", "local:two", "local", "not an address!", "http://x:1/path", 42]
+    "spelling",
+    ["local:0", "local:two", "local", "not an address!", "http://x:1/path", 42, "foo", "tcp://127.0.0.1"],
 )
 def test_cluster_spellings_that_cannot_work_are_refused_before_any_work(spelling, effnet, tmp_path):
     with pytest.raises(ConfigError, match="cluster"):

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 EXTRA_HINT = "distributed extraction needs Dask: pip install 'deepfeat[dask]'"
 _LOCAL = re.compile(r"^local:(\d+)$")
-_ADDRESS = re.compile(r"^((tcp|tls|ucx|inproc)://)?[^\s:/]+(:\d+)?$")
+_ADDRESS = re.compile(r"^((tcp|tls|ucx|inproc)://)?[^\s:/]+:\d+$")  # Dask needs the port
 #: Batches kept in flight per worker thread: enough that a worker never waits for the driver.
 IN_FLIGHT_PER_THREAD = 2
 #: Times one batch is submitted again after the cluster cancelled it (its bundle lost with a worker).
@@ -168,7 +168,7 @@ def connect(cluster) -> Connection:
         )
     try:
         client = Client(cluster.strip(), timeout="20s")
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {cluster!r} ({exc}); start one ('dask scheduler', then "
             "'dask worker ADDRESS' on every node) or use local:N"
