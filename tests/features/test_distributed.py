@@ -246,6 +246,7 @@ def test_a_tuned_drivers_local_workers_see_the_allocator_variables_from_their_st
     monkeypatch.setattr(dist, "allocator_state", lambda: {"tuned": True, "threshold": 1 << 30})
     dask_log = logging.getLogger("distributed")
     before = dask_log.level
+    environ = dict(os.environ)
     conn = dist.connect("local:1")
     try:
         initial = conn.client.run(lambda: Path("/proc/self/environ").read_bytes().split(b"\0"))
@@ -254,6 +255,8 @@ def test_a_tuned_drivers_local_workers_see_the_allocator_variables_from_their_st
     finally:
         conn.close()
     assert dask_log.level == before
+    # Dask's LocalCluster set OMP_NUM_THREADS=1 and more in this process, for every later child
+    assert dict(os.environ) == environ
     for environ in initial.values():
         assert b"MALLOC_ARENA_MAX=1" in environ
         assert b"MALLOC_MMAP_THRESHOLD_=1073741824" in environ

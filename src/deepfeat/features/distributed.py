@@ -36,6 +36,7 @@ configuration; see the README's scale note. Ray is not supported.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -113,6 +114,10 @@ class Connection:
     owned: bool = True  # False for a client the caller gave: left open
     #: the level of the ``distributed`` logger before a local cluster was started (restored at close)
     log_level: int | None = None
+    #: this process's environment before a local cluster was started: Dask's LocalCluster sets
+    #: variables in it (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, ... for its workers), which every
+    #: process the caller starts later would inherit; restored at close
+    environ: dict[str, str] | None = None
 
     def close(self) -> None:
         if self.owned:
@@ -122,6 +127,18 @@ class Connection:
         if self.log_level is not None:
             logging.getLogger("distributed").setLevel(self.log_level)
             self.log_level = None
+        if self.environ is not None:
+            restore_environ(self.environ)
+            self.environ = None
+
+
+def restore_environ(before: dict[str, str]) -> None:
+    """``os.environ`` back to ``before``: variables added since removed, changed ones reset."""
+    for key in set(os.environ) - set(before):
+        del os.environ[key]
+    for key, value in before.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def connect(cluster) -> Connection:
@@ -145,6 +162,7 @@ def connect(cluster) -> Connection:
         dask_log = logging.getLogger("distributed")
         level = dask_log.level
         dask_log.setLevel(max(logging.WARNING, dask_log.getEffectiveLevel()))
+        environ = dict(os.environ)
         try:
             with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
                 owned = LocalCluster(
@@ -158,6 +176,7 @@ def connect(cluster) -> Connection:
             client.wait_for_workers(n)
         except BaseException:
             dask_log.setLevel(level)
+            restore_environ(environ)
             raise
         return Connection(
             client,
@@ -165,6 +184,7 @@ def connect(cluster) -> Connection:
             f"dask {cluster} ({threads} thread each)",
             time.perf_counter() - start,
             log_level=level,
+            environ=environ,
         )
     try:
         client = Client(cluster.strip(), timeout="20s")
