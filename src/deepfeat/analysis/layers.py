@@ -11,6 +11,7 @@ import numpy as np
 from deepfeat.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from deepfeat.data.source import DataSource, as_dataset
 from deepfeat.errors import DataError
+from deepfeat.evaluation.protocols import TEST_SPLIT_NAMES, TRAIN_SPLIT_NAMES, VAL_SPLIT_NAMES
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.featureset import FeatureKind, FeatureSet
 from deepfeat.features.pipeline import extract
@@ -60,10 +61,15 @@ def map_shape(fs: FeatureSet) -> tuple[int, int, int] | None:
 
 
 def train_test_rows(fs: FeatureSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The data's own train / test rows, else a seeded stratified half split."""
+    """The data's own train / test rows as the ``fixed`` protocol takes them (``train`` or VOC's
+    ``trainval`` rows train; ``test`` rows test, else the ``val`` rows; validation rows beside a test
+    split are left out), else a seeded stratified half split."""
     if fs.splits is not None:
         split = np.char.lower(fs.splits.astype(str))
-        train, test = np.flatnonzero(split == "train"), np.flatnonzero(np.isin(split, ["val", "test"]))
+        train = np.flatnonzero(np.isin(split, TRAIN_SPLIT_NAMES))
+        test = np.flatnonzero(np.isin(split, TEST_SPLIT_NAMES))
+        if not len(test):
+            test = np.flatnonzero(np.isin(split, VAL_SPLIT_NAMES))
         if len(train) and len(test):
             return train, test
     from sklearn.model_selection import train_test_split
