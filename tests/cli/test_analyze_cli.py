@@ -146,3 +146,30 @@ def test_entropy_refuses_a_bad_after_file_or_method_before_any_work(tmp_path):
     r = runner.invoke(app, ["analyze", "entropy", data, "--methods", "label,entropic", "--out", str(out)])
     assert r.exit_code == 2 and "unknown entropy method 'entropic'" in r.output, r.output
     assert not (out / "store").exists()  # nothing extracted
+
+
+def test_weighted_entropy_of_signed_layers_only_names_the_cause_and_bad_files_are_listed(tmp_path):
+    """stage4 (a residual block's output) has negative responses: with weighted entropy alone there
+    was 'methods must be a non-empty list', and the files left out were only in the JSON."""
+    data = tree(tmp_path / "tree", n_per_class=2)
+    (data / "red" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app,
+        [
+            "analyze",
+            "entropy",
+            str(data),
+            "--layers",
+            "stage4",
+            "--methods",
+            "weighted",
+            "--thresholds",
+            "5",
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 2 and "needs non-negative responses" in r.output and "stage4" in r.output
+    assert "non-empty list" not in r.output
+    assert "skipped 1 files" in r.output and "broken.png" in r.output

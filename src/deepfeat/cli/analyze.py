@@ -35,6 +35,7 @@ from deepfeat.backbones import DEFAULT_BACKBONE, load_backbone
 from deepfeat.cli.common import THREADS, friendly, set_threads, setup_logging
 from deepfeat.cli.parsing import PreprocessName, names, protocol
 from deepfeat.data.datasets import DATA_SPELLINGS
+from deepfeat.errors import ConfigError
 from deepfeat.evaluation import ActivationsRecipe, EvaluationJob, write_report
 from deepfeat.evaluation.result import format_score
 from deepfeat.fileio import check_output_dir
@@ -59,7 +60,7 @@ _SEED = typer.Option(0, help="Seed of every random choice.")
 
 def _maps(data, layers, pool, backbone, weights, out, store, preprocess):
     check_output_dir(out, "--out")
-    return layer_features(
+    maps, prov = layer_features(
         data,
         layers,
         pool,
@@ -68,6 +69,22 @@ def _maps(data, layers, pool, backbone, weights, out, store, preprocess):
         store=store or out / "store",
         preprocess=preprocess.value,
     )
+    _echo_skipped(prov["failures"])
+    return maps, prov
+
+
+#: skipped files listed on the terminal (all of them are in the result's provenance)
+SKIPPED_LISTED = 20
+
+
+def _echo_skipped(failures) -> None:
+    """The files the extraction could not use, as deepfeat extract lists them."""
+    if failures:
+        typer.echo(f"skipped {len(failures)} files (left out of the analysis):")
+        for path, reason in failures[:SKIPPED_LISTED]:
+            typer.echo(f"  {path}: {reason}")
+        if len(failures) > SKIPPED_LISTED:
+            typer.echo(f"  ... {len(failures) - SKIPPED_LISTED} more in the result's provenance")
 
 
 @analyze_app.command("entropy")
@@ -104,6 +121,8 @@ def entropy_command(
                 usable = tuple(m for m in wanted if m != "weighted")
                 skipped.append(f"{net}/{layer}: weighted entropy needs non-negative responses; skipped")
                 typer.echo(skipped[-1])
+            if not usable:
+                continue
             curves = layer_entropy(
                 fs.features,
                 fs.targets,
@@ -117,6 +136,12 @@ def entropy_command(
             }
             for m, c in curves.items():
                 aue.setdefault(m, {}).setdefault(layer, {})[net] = c.aue
+    if not aue:
+        raise ConfigError(
+            f"nothing to compute: weighted entropy needs non-negative responses, and layer(s) "
+            f"{', '.join(layer_names)} have negative ones (outputs before an activation); add label or "
+            "spmax to --methods, or choose layers after a ReLU"
+        )
     result["skipped"] = skipped
     if after is not None:
         both = {m: {layer: v for layer, v in per.items() if len(v) == 2} for m, per in aue.items()}
