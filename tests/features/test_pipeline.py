@@ -437,3 +437,23 @@ def test_a_shuffle_seed_that_is_not_a_whole_number_is_refused_by_name(effnet, se
     """(1.5 was truncated to 1, reusing seed 1's store entry; 'x' raised int()'s ValueError)"""
     with pytest.raises(ConfigError, match="random_state"):
         LayerActivations("stage6", "sp-shuffle", random_state=seed).outputs(effnet)
+
+
+def test_a_spelling_and_a_backbone_name_are_taken_and_other_inputs_named(effnet, tmp_path):
+    """(a string for the dataset or the backbone raised AttributeError: 'str' object has no
+    attribute 'fingerprint' / 'module')"""
+    from PIL import Image
+
+    from tests.conftest import photo, save
+
+    for c in ("a", "b"):
+        save(Image.fromarray(photo(ord(c))), tmp_path / "tree" / c / "0.png")
+    spelled = extract(
+        str(tmp_path / "tree"), "efficientnet_lite0", [LayerActivations("pool")], progress=False
+    )
+    direct = extract(folder_dataset(tmp_path / "tree"), effnet, [LayerActivations("pool")], progress=False)
+    np.testing.assert_array_equal(spelled.features["pool"].features, direct.features["pool"].features)
+    with pytest.raises(ConfigError, match="backbone must be a Backbone or a backbone name, got int"):
+        extract(str(tmp_path / "tree"), 42, [LayerActivations("pool")], progress=False)
+    with pytest.raises(ConfigError, match=r"methods must be feature methods .* got 'pool'"):
+        extract(str(tmp_path / "tree"), effnet, "pool", progress=False)

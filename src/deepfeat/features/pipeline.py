@@ -22,8 +22,10 @@ import torch
 
 from deepfeat._version import __version__
 from deepfeat.backbones.backbone import Backbone
+from deepfeat.backbones.registry import load_backbone
 from deepfeat.data.datasets import ImageDataset
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
+from deepfeat.data.source import DataSource, as_dataset
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError, StoreError
 from deepfeat.features.base import FeatureMethod, OutputSpec
@@ -137,8 +139,8 @@ def base_provenance(
 
 
 def extract(
-    dataset: ImageDataset,
-    backbone: Backbone,
+    dataset: DataSource,
+    backbone: Backbone | str,
     methods: Sequence[FeatureMethod],
     *,
     store: FeatureStore | str | Path | None = None,
@@ -154,27 +156,27 @@ def extract(
     loader: str | None = None,
     cluster=None,
 ) -> Extraction:
-    """Extract the outputs of ``methods`` for every item of ``dataset``.
+    """Extract the outputs of ``methods`` for every item of ``dataset`` (a dataset or its spelling)
+    through ``backbone`` (a backbone or its name).
 
-    ``on_error``: ``"skip"`` leaves images that cannot be decoded out (reported in ``failures``),
-    ``"fail"`` stops at the first one with an error naming it; either way everything computed so
-    far stays in the store. ``durable`` syncs each batch to disk before journaling it.
+        ``on_error``: ``"skip"`` leaves images that cannot be decoded out (reported in ``failures``),
+        ``"fail"`` stops at the first one with an error naming it; either way everything computed so
+        far stays in the store. ``durable`` syncs each batch to disk before journaling it.
 
-    ``device``: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: where the
-    backbone's module is; the module is moved there). ``amp``: mixed-precision forward pass (float16
-    on CUDA, bfloat16 on the CPU; recorded in the provenance, so stored apart from float32 features).
-    ``loader``: ``"threads"`` or ``"processes"`` decode the images (``workers`` of them; None:
-    processes with pinned memory on CUDA, threads on the CPU).
+        ``device``: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: where the
+        backbone's module is; the module is moved there). ``amp``: mixed-precision forward pass (float16
+        on CUDA, bfloat16 on the CPU; recorded in the provenance, so stored apart from float32 features).
+        ``loader``: ``"threads"`` or ``"processes"`` decode the images (``workers`` of them; None:
+        processes with pinned memory on CUDA, threads on the CPU).
 
-    ``cluster``: run the network on a Dask cluster instead of this process (``"local:N"`` starts N
-    local worker processes, ``"tcp://host:port"`` connects to a scheduler, or a
-    ``distributed.Client``); this process stays the only writer of the store. See
-    :mod:`deepfeat.features.distributed`.
+        ``cluster``: run the network on a Dask cluster instead of this process (``"local:N"`` starts N
+        local worker processes, ``"tcp://host:port"`` connects to a scheduler, or a
+        ``distributed.Client``); this process stays the only writer of the store. See
+        :mod:`deepfeat.features.distributed`.
     """
     if on_error not in ON_ERROR:
         check_choice("on_error", on_error, ON_ERROR)
-    if not methods:
-        raise ConfigError("no feature method given")
+    dataset, backbone, methods = _inputs(dataset, backbone, methods)
     check_int("batch_size", batch_size, minimum=1)  # before any work: no store entry is created
     check_int("workers", workers, minimum=0)
     check_int("max_pixels", max_pixels, minimum=1)
@@ -278,6 +280,26 @@ def extract(
     )
 
 
+def _inputs(dataset, backbone, methods) -> tuple[ImageDataset, Backbone, list[FeatureMethod]]:
+    """The dataset (a spelling opened), the backbone (a name loaded) and the methods, checked."""
+    dataset = as_dataset(dataset)
+    if isinstance(backbone, str):
+        backbone = load_backbone(backbone)
+    elif not isinstance(backbone, Backbone):
+        raise ConfigError(f"backbone must be a Backbone or a backbone name, got {type(backbone).__name__}")
+    if isinstance(methods, FeatureMethod):
+        methods = [methods]
+    methods = [methods] if isinstance(methods, str) else list(methods or [])
+    if not methods:
+        raise ConfigError("no feature method given")
+    bad = [m for m in methods if not isinstance(m, FeatureMethod)]
+    if bad:
+        raise ConfigError(
+            f"methods must be feature methods (e.g. LayerActivations(['pool'])), got {bad[0]!r}"
+        )
+    return dataset, backbone, methods
+
+
 def load_features(
     dataset: ImageDataset,
     backbone: Backbone,
@@ -311,6 +333,7 @@ def read_stored(
     """:func:`load_features` as an :class:`Extraction` (nothing through the network): the feature sets
     and the files their extraction skipped, with their reasons, as :func:`extract` reports them."""
     start = time.perf_counter()
+    dataset, backbone, methods = _inputs(dataset, backbone, methods)
     store = FeatureStore(store) if isinstance(store, str | Path) else store
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     amp_dtype = amp_name(resolve_device(device, backbone)) if check_amp(amp) else None
