@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfeat.data.detection import VOC_CLASSES, coco_dataset, open_detection, voc_dataset
+from deepfeat.data.coco import coco_dataset
+from deepfeat.data.detection import VOC_CLASSES, open_detection, voc_dataset
 from deepfeat.errors import ConfigError, DataError
 from tests.conftest import SHARED_DATASETS
 

@@ -255,7 +255,7 @@ def test_coco_metrics_equal_pycocotools_on_the_annotation_file_itself(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from deepfeat.data.detection import coco_dataset
+    from deepfeat.data.coco import coco_dataset
     from deepfeat.tasks.detection.voc_eval import COCO_STATS, coco_detections
 
     rng = np.random.default_rng(0)
