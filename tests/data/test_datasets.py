@@ -54,6 +54,11 @@ def test_output_folders_inside_the_data_are_not_classes(image_tree):
     reasons = dict(ds.ignored)
     assert "deepfeat output folder" in reasons[str(out)]
     assert "deepfeat output folder" in reasons[str(nested)]
+    # a result written by write_result (heatmaps, analyses) is deepfeat's output too
+    from deepfeat.report.writer import write_result
+
+    write_result(image_tree / "hm", "heatmap", {"maps": {}})
+    assert folder_dataset(image_tree).classes == before.classes
     # an ordinary folder is still a class
     (image_tree / "wasps2").mkdir()
     save(Image.fromarray(photo(0, (16, 16))), image_tree / "wasps2" / "w.png")

@@ -78,6 +78,9 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
         tuner(tmp_path / "parts", epochs=2, lr=0.02).fit(data)
     # a finished run is extended with more epochs (the step of the rate decay kept): the same as
     # one run of that many epochs
+    from deepfeat.fileio import is_output_dir
+
+    assert is_output_dir(tmp_path / "parts")  # (kept inside an image folder, not read as a class)
     longer = tuner(tmp_path / "parts", epochs=2).fit(data)
     assert [h["epoch"] for h in longer.history_] == [1, 2]
     for key in ("classifier.weight", "conv_head.weight"):

@@ -23,7 +23,7 @@ from typing import Any
 
 from deepfeat._version import __version__
 from deepfeat.errors import ConfigError
-from deepfeat.fileio import SCHEMA_VERSION, to_jsonable, write_json
+from deepfeat.fileio import SCHEMA_VERSION, mark_output_dir, to_jsonable, write_json
 from deepfeat.report.provenance import environment
 
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -55,6 +55,7 @@ def write_result(
     _check_stem(name, "name")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out)  # (results kept inside an image folder are not read as a class)
     prefix = f"{name}_" if plot_prefix is None else plot_prefix
     paths: dict[str, Path] = {}
     for stem, draw in (plots or {}).items():

@@ -48,7 +48,7 @@ from deepfeat.data.datasets import ImageDataset
 from deepfeat.data.loader import iter_batches
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import CheckpointError, ConfigError, DataError
-from deepfeat.fileio import to_jsonable
+from deepfeat.fileio import mark_output_dir, to_jsonable
 from deepfeat.report.writer import write_result
 from deepfeat.training.resume import check_same_data, check_same_settings
 from deepfeat.validation import check_choice
@@ -279,6 +279,7 @@ class FineTuner(BaseEstimator):
         gen = torch.Generator().manual_seed(self.random_state)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
+            mark_output_dir(out)  # (checkpoints kept inside the image folder are not read as a class)
             last = out / "last.pt"
             if last.exists():
                 ck = load_checkpoint(last, kind=KIND)
