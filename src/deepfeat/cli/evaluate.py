@@ -154,7 +154,9 @@ def evaluate_command(
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name."),
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
     layers: str = typer.Option("pool", "--layers", "-l", help="Comma-separated layer names."),
-    pool: str = typer.Option("avg", "--pool", "-p", help="Comma-separated poolings / ablations."),
+    pool: str = typer.Option(
+        "avg", "--pool", "-p", help="Comma-separated: avg, max, unroll, sp-shuffle, sp-max, bin, sp-max-bin."
+    ),
     method: Method = typer.Option(
         Method.activations,
         "--method",
