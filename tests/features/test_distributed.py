@@ -272,6 +272,22 @@ def test_cluster_spellings_that_cannot_work_are_refused_before_any_work(spelling
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_local_workers_lack_is_refused_here_before_any_cluster_starts(effnet, tmp_path, monkeypatch):
+    """(each local worker failed on it, and Dask printed their tracebacks before the error)"""
+    monkeypatch.setattr(dist, "connect", lambda cluster: pytest.fail("a cluster was started"))
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        extract(
+            arrays(2),
+            effnet,
+            METHODS,
+            store=tmp_path / "s",
+            preprocess=TINY,
+            cluster="local:2",
+            device="cuda",
+        )
+
+
 def test_without_the_extra_the_error_says_what_to_install(monkeypatch, effnet, tmp_path):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ConfigError, match=r"deepfeat\[dask\]"):

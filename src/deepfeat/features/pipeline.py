@@ -183,11 +183,13 @@ def extract(
     check_amp(amp)
     if cluster is None:
         dev = resolve_device(device, backbone)
-    else:  # the workers' device: checked there
+    else:  # the workers' device: checked there (and here first for local workers, on this machine)
         from deepfeat.features.distributed import check_cluster
 
         check_cluster(cluster)
         dev = parse_device(device) or resolve_device(None, backbone)
+        if isinstance(cluster, str) and cluster.strip().startswith("local:"):
+            resolve_device(device, backbone)
     resolve_loader(loader, dev)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     if isinstance(store, str | Path):
