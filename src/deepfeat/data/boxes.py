@@ -55,6 +55,16 @@ class BoxTable:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def file_identity(self) -> bytes:
+        """The image's id and its file's size and modification time ("missing" where it has none),
+        as fingerprints hash them."""
+        try:
+            st = self.path.stat()
+            ident = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            ident = "missing"
+        return f"{self.image_id}\0{ident}\n".encode("utf-8", "surrogateescape")
+
 
 @dataclass
 class DetectionDataset:
@@ -131,12 +141,7 @@ class DetectionDataset:
         """sha256 over the classes, every image's id, file identity (size, mtime) and boxes."""
         h = hashlib.sha256(json.dumps(self.classes).encode())
         for t in self.images:
-            try:
-                st = t.path.stat()
-                ident = f"{st.st_size}:{st.st_mtime_ns}"
-            except OSError:
-                ident = "missing"
-            h.update(f"{t.image_id}\0{ident}\n".encode("utf-8", "surrogateescape"))
+            h.update(t.file_identity())
             h.update(t.boxes.tobytes() + t.labels.tobytes() + t.difficult.tobytes())
         return h.hexdigest()
 

@@ -114,12 +114,7 @@ def image_identity(dataset: DetectionDataset) -> str:
     """sha256 over image ids and file identity (size, modification time), not the annotations."""
     h = hashlib.sha256()
     for t in dataset.images:
-        try:
-            st = t.path.stat()
-            ident = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            ident = "missing"
-        h.update(f"{t.image_id}\0{ident}\n".encode("utf-8", "surrogateescape"))
+        h.update(t.file_identity())
     return h.hexdigest()
 
 
