@@ -110,3 +110,17 @@ def test_extraction_reports_bad_images_by_shard_and_member(shards):
     assert open_dataset(str(shards / "shard-00[01].tar")).fingerprint() == fingerprint
     write_shard(shards / "shard-000.tar", [("s0.jpg", encoded(40)), ("s0.cls", b"ants")])
     assert open_dataset(str(shards / "shard-00[01].tar")).fingerprint() != fingerprint
+
+
+def test_labels_mixing_class_indexes_and_names_are_refused(tmp_path):
+    """(shards labelled 0, 1, 2 beside shards labelled c0, c1, c2 became 6 classes)"""
+    write_shard(
+        tmp_path / "a-000.tar",
+        [("x0.jpg", encoded(0)), ("x0.cls", b"0"), ("x1.jpg", encoded(1)), ("x1.cls", b"1")],
+    )
+    write_shard(
+        tmp_path / "a-001.tar",
+        [("y0.jpg", encoded(2)), ("y0.cls", b"c0"), ("y1.jpg", encoded(3)), ("y1.cls", b"c1")],
+    )
+    with pytest.raises(DataError, match=r"mix class indexes and class names: 'x0' in .*a-000.tar has '0'"):
+        tar_dataset(str(tmp_path / "a-{000..001}.tar"))

@@ -173,6 +173,7 @@ def tar_dataset(spec: str | os.PathLike, name: str | None = None) -> TarDataset:
     if not ids:
         first = f" (first problem: {ignored[0][0]}: {ignored[0][1]})" if ignored else ""
         raise DataError(f"{printable(os.fspath(spec))}: no usable sample in {len(shards)} shards{first}")
+    _check_one_label_kind(labels, ids, owners, shards)
     classes, targets = labels_to_targets(labels)
     return TarDataset(
         name=name or Path(shards[0]).stem.rstrip("-_0123456789") or "shards",
@@ -184,6 +185,22 @@ def tar_dataset(spec: str | os.PathLike, name: str | None = None) -> TarDataset:
         members=members,
         owner=np.asarray(owners, dtype=np.int64),
     )
+
+
+def _check_one_label_kind(labels: list, ids: list[str], owners: list[int], shards: list) -> None:
+    """A DataError where the labels mix class indexes and class names (``.cls`` of "0" in one shard,
+    "cat" in another): read together they would make two classes of each."""
+    kinds: dict[bool, int] = {}
+    for i, label in enumerate(labels):
+        for value in label if isinstance(label, list) else [label]:
+            kinds.setdefault(bool(re.fullmatch(r"-?\d+", str(value).strip())), i)
+    if len(kinds) == 2:
+        a, b = kinds[True], kinds[False]
+        raise DataError(
+            f"the labels mix class indexes and class names: {ids[a]!r} in {printable(shards[owners[a]])} "
+            f"has {labels[a]!r}, {ids[b]!r} in {printable(shards[owners[b]])} has {labels[b]!r}; write "
+            "one kind in every shard"
+        )
 
 
 @dataclass
