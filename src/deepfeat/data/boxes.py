@@ -109,14 +109,18 @@ class DetectionDataset:
         """The images at ``indices`` (in that order), same classes."""
         return replace(self, name=name or self.name, images=[self.images[i] for i in indices], ignored=[])
 
-    def with_classes(self, classes: Sequence[str]) -> tuple[DetectionDataset, int]:
-        """The same images with only the boxes of ``classes`` (each among this dataset's, in that
-        order, labels renumbered), and how many boxes of other classes were left out."""
+    def with_classes(self, classes: Sequence[str], absent: bool = False) -> tuple[DetectionDataset, int]:
+        """The same images with only the boxes of ``classes`` (in that order, labels renumbered), and
+        how many boxes of other classes were left out. Each class must be among this dataset's;
+        with ``absent``, one that is not has no box (VOC lists only the classes its images hold,
+        and its files annotate every class of the set: a test list may hold none of some class)."""
         missing = [c for c in classes if c not in self.classes]
-        if missing:
+        if missing and not (absent and self.category_ids is None):
             raise DataError(f"{self.name}: no class {', '.join(map(repr, missing))} (it has {self.classes})")
         new = np.full(len(self.classes), -1, dtype=np.int64)
-        new[[self.classes.index(c) for c in classes]] = np.arange(len(classes))
+        for i, c in enumerate(classes):
+            if c in self.classes:
+                new[self.classes.index(c)] = i
         tables, dropped = [], 0
         for t in self.images:
             keep = new[t.labels] >= 0

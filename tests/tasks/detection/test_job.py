@@ -97,9 +97,19 @@ def test_test_data_with_more_classes_is_scored_on_the_models(trained):
     assert any("scoring the model's 2 classes; 1 box of other classes left out" in line for line in lines)
     for name in plain.variants:
         assert wider.map(name) == plain.map(name)
+    # a VOC test list without a box of one class: that class's AP is undefined, the rest scored
+    # (it was refused, though VOC files annotate every class)
     narrower, _ = test.with_classes(["blue"])
+    lines.clear()
+    fewer = det.evaluate(out, narrower, progress=False, echo=lines.append)
+    assert any("no box of the model's 'red' in these images" in line for line in lines)
+    for name in plain.variants:
+        assert (
+            fewer.ap(name)["red"].ap11 is None and fewer.ap(name)["blue"].n_gt == plain.ap(name)["blue"].n_gt
+        )
+    # other data, which may not be annotated for that class at all, is still refused
     with pytest.raises(DataError, match="the model's classes 'red' are not among"):
-        det.evaluate(out, narrower, progress=False)
+        det.evaluate(out, replace(narrower, kind="coco"), progress=False)
 
 
 def test_predict_writes_pngs_and_json(trained, tmp_path):

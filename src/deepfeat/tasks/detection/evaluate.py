@@ -152,14 +152,23 @@ def evaluate(
     folder = Path(folder or ".")
     if list(dataset.classes) != list(model.classes):
         absent = [c for c in model.classes if c not in dataset.classes]
-        if absent:
+        # a VOC folder's files annotate every class of the set, and its reader lists the classes
+        # its images hold: a class without a box in this list is one of no box here (AP undefined,
+        # its detections false positives); COCO files name their categories, and other data may not
+        # be annotated for the model's classes at all
+        if absent and (dataset.kind != "voc" or len(absent) == len(model.classes)):
             raise DataError(
                 f"{dataset.name}: the model's classes {listed(absent, 8)} are not among the data's "
                 f"{listed(dataset.classes, 8)}; evaluate on data annotated for every class the detector "
                 "was trained for"
             )
+        if absent:
+            echo(
+                f"{dataset.name}: no box of the model's {listed(absent, 8)} in these images (VOC "
+                "annotates every class: their AP is undefined, their detections count as false positives)"
+            )
         # test data annotated for more classes (or in another order): the model's classes are scored
-        dataset, dropped = dataset.with_classes(model.classes)
+        dataset, dropped = dataset.with_classes(model.classes, absent=True)
         echo(
             f"{dataset.name}: scoring the model's {counted(len(model.classes), 'class', 'classes')}; "
             f"{counted(dropped, 'box', 'boxes')} of other classes left out"
