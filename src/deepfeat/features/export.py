@@ -140,7 +140,7 @@ def from_store(store: FeatureStore | str | os.PathLike, entry: str) -> ExportTab
     if not (store.root / "entries").is_dir():
         raise ConfigError(f"{store.root}: not a feature store (no entries folder)")
     folder = find_entry(store, entry)
-    meta = next(m for m in store.entries() if Path(m["path"]) == folder)
+    meta = store.entry_meta(folder)
     if "damaged" in meta:
         raise StoreError(
             f"{folder}: cannot export a damaged entry ({meta['damaged']}); extract it again into the store "

@@ -159,20 +159,20 @@ def extract(
     """Extract the outputs of ``methods`` for every item of ``dataset`` (a dataset or its spelling)
     through ``backbone`` (a backbone or its name).
 
-        ``on_error``: ``"skip"`` leaves images that cannot be decoded out (reported in ``failures``),
-        ``"fail"`` stops at the first one with an error naming it; either way everything computed so
-        far stays in the store. ``durable`` syncs each batch to disk before journaling it.
+    ``on_error``: ``"skip"`` leaves images that cannot be decoded out (reported in ``failures``),
+    ``"fail"`` stops at the first one with an error naming it; either way everything computed so
+    far stays in the store. ``durable`` syncs each batch to disk before journaling it.
 
-        ``device``: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: where the
-        backbone's module is; the module is moved there). ``amp``: mixed-precision forward pass (float16
-        on CUDA, bfloat16 on the CPU; recorded in the provenance, so stored apart from float32 features).
-        ``loader``: ``"threads"`` or ``"processes"`` decode the images (``workers`` of them; None:
-        processes with pinned memory on CUDA, threads on the CPU).
+    ``device``: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: where the
+    backbone's module is; the module is moved there). ``amp``: mixed-precision forward pass (float16
+    on CUDA, bfloat16 on the CPU; recorded in the provenance, so stored apart from float32 features).
+    ``loader``: ``"threads"`` or ``"processes"`` decode the images (``workers`` of them; None:
+    processes with pinned memory on CUDA, threads on the CPU).
 
-        ``cluster``: run the network on a Dask cluster instead of this process (``"local:N"`` starts N
-        local worker processes, ``"tcp://host:port"`` connects to a scheduler, or a
-        ``distributed.Client``); this process stays the only writer of the store. See
-        :mod:`deepfeat.features.distributed`.
+    ``cluster``: run the network on a Dask cluster instead of this process (``"local:N"`` starts N
+    local worker processes, ``"tcp://host:port"`` connects to a scheduler, or a
+    ``distributed.Client``); this process stays the only writer of the store. See
+    :mod:`deepfeat.features.distributed`.
     """
     if on_error not in ON_ERROR:
         check_choice("on_error", on_error, ON_ERROR)

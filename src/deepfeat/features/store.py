@@ -148,41 +148,50 @@ class FeatureStore:
         return record
 
     def entries(self) -> list[dict]:
-        """meta.json of every entry in the store (an entry whose meta.json is missing or unreadable
-        is listed with ``"damaged"`` saying so; the next extraction rebuilds it)."""
-        out = []
-        for folder in sorted(p for p in (self.root / "entries").glob("*") if p.is_dir()):
-            try:
-                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-                if not isinstance(meta, dict):
-                    raise ValueError("not an object")
-            except (OSError, ValueError):
-                meta = {"provenance": {}, "complete": False, "damaged": "meta.json missing or unreadable"}
-            else:
-                provenance = meta.get("provenance")
-                if not isinstance(provenance, dict) or not folder.name.endswith(
-                    "-" + provenance_key(plain_provenance(provenance))
-                ):
-                    meta["damaged"] = "the provenance in meta.json does not match the entry's key (edited?)"
-            meta["path"] = str(folder)
-            out.append(meta)
-        return out
+        """meta.json of every entry in the store (see :meth:`entry_meta`)."""
+        folders = sorted(p for p in (self.root / "entries").glob("*") if p.is_dir())
+        return [self.entry_meta(folder) for folder in folders]
+
+    def entry_meta(self, folder: Path) -> dict:
+        """meta.json of the entry in ``folder``, its ``"path"`` added; one that is missing, unreadable
+        or whose provenance does not hash to the folder's key (edited) has ``"damaged"`` saying so
+        (the next extraction rebuilds a missing one)."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError):
+            meta = {"provenance": {}, "complete": False, "damaged": "meta.json missing or unreadable"}
+        else:
+            provenance = meta.get("provenance")
+            if not isinstance(provenance, dict) or not folder.name.endswith(
+                "-" + provenance_key(plain_provenance(provenance))
+            ):
+                meta["damaged"] = "the provenance in meta.json does not match the entry's key (edited?)"
+        meta["path"] = str(folder)
+        return meta
 
     def check_entries(self, *, checksums: bool = False) -> list[tuple[dict, EntryState | None]]:
         """Every entry's meta.json (as :meth:`entries`) with what :meth:`StoreEntry.check` finds in it
         (rows done, damage; ``checksums``: also verify every row against its journal, which reads all
-        the data); None where meta.json is unreadable. Reads only."""
+        the data) and its dataset index checked; None where either is damaged. Reads only."""
         out = []
+        index_damage: dict[str, str | None] = {}  # dataset fingerprint -> its index's damage (read once)
         for meta in self.entries():
             state = None
             if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
-                try:  # the entry's labels come from its dataset index
-                    self.load_dataset_index(str(meta["provenance"].get("dataset", "")))
-                except StoreError as exc:
-                    meta["damaged"] = str(exc)
-            if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
-                entry = StoreEntry(Path(meta["path"]), meta.get("provenance") or {}, meta["n_rows"])
-                state = entry.check(checksums=checksums)
+                dataset = str(meta["provenance"].get("dataset", ""))
+                if dataset not in index_damage:
+                    try:  # the entry's labels come from its dataset index
+                        self.load_dataset_index(dataset)
+                        index_damage[dataset] = None
+                    except StoreError as exc:
+                        index_damage[dataset] = str(exc)
+                if index_damage[dataset] is not None:
+                    meta["damaged"] = index_damage[dataset]
+                else:
+                    entry = StoreEntry(Path(meta["path"]), meta.get("provenance") or {}, meta["n_rows"])
+                    state = entry.check(checksums=checksums)
             out.append((meta, state))
         return out
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepfeat.data.images import printable
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.job import ExtractionOptions
 from deepfeat.features.store import FeatureStore
@@ -358,7 +359,7 @@ def caption_images(
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(
-            "; ".join(f"{p}: no such image file" for p in missing[:5])
+            "; ".join(f"{printable(p)}: no such image file" for p in missing[:5])
             + (f"; ... {len(missing) - 5} more" if len(missing) > 5 else "")
         )
     data = CaptionData(
