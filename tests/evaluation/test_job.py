@@ -133,6 +133,23 @@ def test_gradient_recipe_builds_the_table_rows(image_tree):
     assert result.probes["ksvm"]["normalize"] == "gradient"
 
 
+def test_normalize_with_the_kernel_probe_alone_is_refused_not_ignored(image_tree):
+    # the kernel probe normalises through kernel_normalize; 'normalize' would have had no effect
+    job = EvaluationJob(
+        image_tree, recipe=GradientRecipe(["logits"]), probes=["ksvm"], probe_params={"normalize": True}
+    )
+    with pytest.raises(ConfigError, match="kernel_normalize"):
+        job.make_probes()
+    # beside a linear probe it applies to that probe
+    job = EvaluationJob(
+        image_tree,
+        recipe=GradientRecipe(["logits"]),
+        probes=["ksvm", "svm"],
+        probe_params={"normalize": True},
+    )
+    assert job.make_probes()["svm"].normalize is True
+
+
 class RowSpy(TransformerMixin, BaseEstimator):
     """An encoder that remembers which rows it was fitted on (their first feature is the row id)."""
 

@@ -133,6 +133,11 @@ class EvaluationJob:
         else:
             if isinstance(spec, str):
                 spec = [spec]
+            if "normalize" in self.probe_params and all(name == "ksvm" for name in spec):
+                raise ConfigError(
+                    "probe_params 'normalize' (--normalize) is the linear probes' option and 'ksvm' is the "
+                    "only probe; the kernel probe normalises by kernel_normalize (--kernel-normalize)"
+                )
             params = {"random_state": self.seed, **self.recipe.probe_params(), **self.probe_params}
             probes = {name: probe_for(name, **params) for name in spec}
         if not probes:
