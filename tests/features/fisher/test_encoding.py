@@ -214,3 +214,33 @@ def test_cuda_lists_and_dense_match_cpu(gmm):
         gpu = fisher_vectors(x, gmm, device="cuda")
         assert gpu.device.type == "cuda"
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-4)
+
+
+def _far_apart(sep: float, D: int = 4, seed: int = 0):
+    """Two unit-variance clusters ``sep`` apart, a diagonal GMM fitted on them, and 5 sets of both."""
+    rng = np.random.default_rng(seed)
+    pts = np.concatenate([rng.normal(0, 1, (2000, D)), rng.normal(sep, 1, (2000, D))])
+    gmm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(pts)
+    sets = [np.concatenate([rng.normal(0, 1, (100, D)), rng.normal(sep, 1, (100, D))]) for _ in range(5)]
+    return gmm, sets
+
+
+def test_float32_stays_accurate_when_components_lie_far_from_the_mixture_mean():
+    # 1,000 sigma apart, float32's expanded quadratic forms cancel (the variance block was off by 0.38
+    # relative); such mixtures are computed in float64 and returned in float32
+    gmm, sets = _far_apart(1000.0)
+    sk = np.stack([fisher_vector(s, gmm, improved=False) for s in sets])
+    f32 = fisher_vectors(sets, gmm, convention="skimage", power=None, l2=False)
+    assert f32.dtype == torch.float32
+    np.testing.assert_allclose(f32.numpy(), sk, rtol=1e-5, atol=1e-6 * np.abs(sk).max())
+
+
+def test_working_dtype_keeps_float32_for_compact_mixtures_only():
+    from deepfeat.features.fisher import encoding
+    from deepfeat.features.fisher.gmm import as_gmm_params
+
+    near, _ = _far_apart(3.0)
+    far, _ = _far_apart(100.0)
+    assert encoding.working_dtype(as_gmm_params(near), torch.float32) == torch.float32
+    assert encoding.working_dtype(as_gmm_params(far), torch.float32) == torch.float64
+    assert encoding.working_dtype(as_gmm_params(far), torch.float64) == torch.float64

@@ -233,3 +233,25 @@ def test_layer_starts_as_the_fitted_gmm():
     assert layer.eps < gmm.variances_.min()
     with pytest.raises(ConfigError, match="eps must be in"):
         FisherVectorLayer.from_gmm(gmm, eps=float(gmm.variances_.min()) * 2)
+
+
+def test_a_float32_layer_on_far_apart_components_matches_float64():
+    # components 1,000 sigma from the mixture mean: float32's expanded quadratic forms cancelled (0.5
+    # relative error); the layer computes in float64 then and keeps its gradients
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(0, 1, (2000, 4)), rng.normal(1000, 1, (2000, 4))])
+    gmm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(pts)
+    x = np.stack(
+        [np.concatenate([rng.normal(0, 1, (50, 4)), rng.normal(1000, 1, (50, 4))]) for _ in range(3)]
+    )
+    l32, l64 = FisherVectorLayer.from_gmm(gmm), FisherVectorLayer.from_gmm(gmm, dtype=torch.float64)
+    x32 = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    a = l32(x32)
+    assert a.dtype == torch.float32
+    b = l64(torch.tensor(x))
+    # float32 inputs and parameters at magnitude 1,000 themselves round at about 1e-4 of a sigma
+    assert float((a.detach().double() - b.detach()).abs().max() / b.abs().max()) < 1e-3
+    a.sum().backward()
+    assert x32.grad is not None and torch.isfinite(x32.grad).all()

@@ -35,7 +35,7 @@ from deepfeat.features.fisher.descriptors import (
     conv_descriptors,
     subsample_descriptors,
 )
-from deepfeat.features.fisher.encoding import centred_params, encode_sets, fisher_dim
+from deepfeat.features.fisher.encoding import centred_params, encode_sets, fisher_dim, working_dtype
 from deepfeat.features.fisher.gmm import DiagonalGMM
 from deepfeat.validation import check_bool, check_device, check_float, check_int
 
@@ -276,7 +276,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
         """Fisher vectors (n, (2D + 1) K), float32."""
         check_is_fitted(self, "gmm_")
         device = self._validate_params()
-        dtype = check_dtype(self.dtype)
+        dtype = working_dtype(self.gmm_.params_, check_dtype(self.dtype))
         src = _Source(X, self.layer_shape)
         if src.dim != self.descriptor_dim_:
             raise DataError(

@@ -36,7 +36,13 @@ from torch import nn
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher._common import check_convention, check_power
-from deepfeat.features.fisher.encoding import fisher_dim, fv_from_statistics, fv_statistics, normalize_fv
+from deepfeat.features.fisher.encoding import (
+    fisher_dim,
+    fv_from_statistics,
+    fv_statistics,
+    normalize_fv,
+    working_dtype,
+)
 from deepfeat.features.fisher.gmm import GMMParams, as_gmm_params
 from deepfeat.validation import check_choice
 
@@ -132,11 +138,15 @@ class FisherVectorLayer(nn.Module):
         # keeps the expanded quadratic forms accurate in float32
         c = ((p.weights[:, None] * p.means).sum(0)).detach()
         shifted = GMMParams(p.weights, p.means - c, p.variances)
+        # ... unless some component lies too far from the mixture mean for float32: then in float64
+        dtype = working_dtype(p, x.dtype)
+        if dtype != x.dtype:
+            shifted, c = shifted.to(dtype=dtype), c.to(dtype)
         # one chunk when autograd records (it keeps every chunk's tensors for the backward pass anyway);
         # cache-sized chunks otherwise
         rows = x.shape[0] * x.shape[1] if torch.is_grad_enabled() else None
-        stats = fv_statistics(x, shifted, mask, rows, c)
-        return fv_from_statistics(*stats, shifted, self.convention)
+        stats = fv_statistics(x.to(dtype), shifted, mask, rows, c)
+        return fv_from_statistics(*stats, shifted, self.convention).to(x.dtype)
 
 
 class FeatureTransform(nn.Module):
