@@ -86,6 +86,24 @@ def test_checkpoint_resumes_without_refitting(tmp_path, monkeypatch):
     assert [r["metrics"] for r in again.records] == [r["metrics"] for r in first.records]
 
 
+def test_a_checkpoint_does_not_serve_records_of_other_feature_values(tmp_path):
+    # same name, key, shape and provenance, other values (and other labels): refitted, not read back
+    X, y = blobs()
+    ckpt = tmp_path / "ckpt.jsonl"
+    real = evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False)
+    noise = np.random.default_rng(1).normal(size=X.shape)
+    again = evaluate(
+        {"f": feature_set(noise, y)}, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False
+    )
+    fresh = evaluate({"f": feature_set(noise, y)}, KShot(k=5, n_splits=2), FAST, progress=False)
+    assert [r["metrics"] for r in again.records] == [r["metrics"] for r in fresh.records]
+    assert [r["metrics"] for r in again.records] != [r["metrics"] for r in real.records]
+    relabelled = evaluate(
+        {"f": feature_set(X, y[::-1].copy())}, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False
+    )
+    assert len(ckpt.read_text().splitlines()) == 12 and len(relabelled.records) == 4
+
+
 def test_feature_sets_with_the_same_provenance_keep_their_own_records(tmp_path):
     """Hand-built feature sets may share a provenance: each still gets its own fits and summary row,
     in one run and when a checkpoint is resumed."""

@@ -67,16 +67,39 @@ def _scores(probe, X: np.ndarray, y: np.ndarray, n_classes: int, multilabel: boo
     return metrics, [None if np.isnan(v) else float(v) for v in pca]
 
 
-def _record_key(name: str, feature: FeatureSet, encoder, probe_name: str, probe, split: Split) -> str:
-    """The checkpoint key of one fit: the feature set's name, store key, shape and provenance, the
-    encoder, the probe with its parameters and the split (two feature sets with the same provenance,
-    e.g. built by hand, never share records)."""
+def _content_hash(*sets: FeatureSet | None) -> str:
+    """A hash of the feature sets' values, targets, ids, rows, classes, difficult flags and splits (read
+    in blocks of rows, so a memory-mapped set is never copied whole)."""
+    h = hashlib.blake2b(digest_size=16)
+    for fs in sets:
+        if fs is None:
+            continue
+        X = fs.features
+        step = max(1, (1 << 24) // max(1, X.itemsize * int(np.prod(X.shape[1:]))))
+        for i in range(0, len(X), step):
+            h.update(np.ascontiguousarray(X[i : i + step]).data)
+        h.update(repr((X.shape, str(X.dtype), fs.ids, fs.classes)).encode())
+        for a in (fs.targets, fs.rows, fs.difficult, fs.splits):
+            h.update(
+                b"-" if a is None else np.ascontiguousarray(a).tobytes() + str(np.asarray(a).dtype).encode()
+            )
+    return h.hexdigest()
+
+
+def _record_key(
+    name: str, feature: FeatureSet, encoder, probe_name: str, probe, split: Split, content: str
+) -> str:
+    """The checkpoint key of one fit: the feature set's name, store key, shape, provenance and contents
+    (``content``: :func:`_content_hash`), the encoder, the probe with its parameters and the split (two
+    feature sets with the same name and provenance but other values, e.g. built by hand, never share
+    records)."""
     text = json.dumps(
         [
             name,
             feature.key,
             list(feature.features.shape),
             feature.provenance,
+            content,
             encoder_description(encoder),
             probe_name,
             repr(sorted(probe.get_params().items())),
@@ -262,11 +285,13 @@ def evaluate(
     for name in names:
         fs = features[name]
         enc = encoders.get(name)
+        # the values only matter to a checkpoint (hashing a large memory-mapped set reads it once)
+        content = "" if checkpoint is None else _content_hash(fs, None if target is None else target[name])
         for split in splits:
             pending = []
             for probe_name in usable[name]:
                 template = probes[probe_name]
-                key = _record_key(name, fs, enc, probe_name, template, split)
+                key = _record_key(name, fs, enc, probe_name, template, split, content)
                 order.append(key)
                 if key in done:
                     records_by_key[key] = done[key]
