@@ -244,3 +244,11 @@ def test_working_dtype_keeps_float32_for_compact_mixtures_only():
     assert encoding.working_dtype(as_gmm_params(near), torch.float32) == torch.float32
     assert encoding.working_dtype(as_gmm_params(far), torch.float32) == torch.float64
     assert encoding.working_dtype(as_gmm_params(far), torch.float64) == torch.float64
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5])
+def test_chunk_rows_is_checked(bad):
+    x = np.random.default_rng(0).normal(size=(2, 6, 3))
+    gmm = GMMParams(torch.full((2,), 0.5).double(), torch.zeros(2, 3).double(), torch.ones(2, 3).double())
+    with pytest.raises(ConfigError, match="chunk_rows"):
+        fisher_vectors(x, gmm, chunk_rows=bad)

@@ -98,3 +98,24 @@ def test_cuda_matches_cpu():
     np.testing.assert_allclose(gpu.means_, cpu.means_, rtol=1e-6, atol=1e-8)
     sets = torch.as_tensor(x[:600].reshape(3, 200, 4))
     torch.testing.assert_close(fisher_vectors(sets.cuda(), cpu).cpu(), fisher_vectors(sets, cpu))
+
+
+def test_one_descriptor_is_refused_not_fitted_to_nan():
+    # a variance of one sample is NaN; the later error blamed float32 overflow
+    with pytest.raises(DataError, match="at least 2"):
+        DiagonalGMM(1).fit([[0.5, -1.0, 2.0]])
+
+
+def test_weights_that_are_not_a_mixture_are_refused():
+    means, variances = torch.zeros(3, 2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="sum to 1"):
+        fisher_vectors(
+            np.zeros((1, 4, 2)), GMMParams(torch.tensor([1.0, 1.0, 2.0]).double(), means, variances)
+        )
+
+
+def test_a_tensor_that_requires_grad_is_fitted_on_its_values():
+    X = torch.from_numpy(blobs()).requires_grad_()
+    gmm = DiagonalGMM(2, random_state=0).fit(X)
+    ref = DiagonalGMM(2, random_state=0).fit(X.detach().numpy())
+    np.testing.assert_array_equal(gmm.means_, ref.means_)

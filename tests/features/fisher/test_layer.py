@@ -9,7 +9,7 @@ import torch
 from torch.autograd.functional import jacobian
 from torch.func import functional_call
 
-from deepfeat.errors import ConfigError
+from deepfeat.errors import ConfigError, DataError
 from deepfeat.features.fisher import (
     DiagonalGMM,
     FeatureTransform,
@@ -255,3 +255,13 @@ def test_a_float32_layer_on_far_apart_components_matches_float64():
     assert float((a.detach().double() - b.detach()).abs().max() / b.abs().max()) < 1e-3
     a.sum().backward()
     assert x32.grad is not None and torch.isfinite(x32.grad).all()
+
+
+def test_layer_inputs_empty_or_of_another_dtype():
+    layer = FisherVectorLayer.from_gmm(small_gmm())  # float32
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    out = layer(x)  # converted to the layer's dtype, as its parameters
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, layer(x.float()))
+    with pytest.raises(DataError, match="empty"):
+        layer(torch.zeros(2, 0, 3))

@@ -51,7 +51,7 @@ from deepfeat.features.fisher._common import (
 )
 from deepfeat.features.fisher.descriptors import as_descriptor_sets, check_finite_sets, padded_batches
 from deepfeat.features.fisher.gmm import GMMParams, as_gmm_params
-from deepfeat.validation import check_device
+from deepfeat.validation import check_device, check_int
 
 __all__ = [
     "CONVENTIONS",
@@ -404,6 +404,8 @@ def fisher_vectors(
     """
     check_convention(convention)
     check_power(power)
+    if chunk_rows is not None:
+        check_int("chunk_rows", chunk_rows, 1)
     sets = as_descriptor_sets(descriptors, "descriptors")
     first = sets if isinstance(sets, torch.Tensor) else sets[0]
     requested = dtype or torch.float32

@@ -54,6 +54,11 @@ class GMMParams:
             raise ConfigError("GMM parameters hold NaN or infinite values")
         if (w <= 0).any() or (v <= 0).any():
             raise ConfigError("GMM weights and variances must be positive")
+        total = float(w.double().sum())
+        if abs(total - 1.0) > 1e-4:
+            raise ConfigError(
+                f"GMM weights must sum to 1 (a mixture), they sum to {total:.6g}; divide by their sum"
+            )
         return self
 
 
@@ -137,7 +142,7 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
 
     def _data(self, X, device: torch.device, dim: int | None = None) -> torch.Tensor:
         """``X`` as float64 (N, D) descriptors on ``device``; ``dim``: the D the mixture was fitted on."""
-        x = _to_tensor(X, "X")
+        x = _to_tensor(X, "X").detach()  # fitting is not differentiable
         if x.ndim == 1:
             raise DataError(
                 f"X must be a 2-D (n_descriptors, D) array, got a 1-D one of shape {tuple(x.shape)}; "
@@ -163,9 +168,10 @@ class DiagonalGMM(DensityMixin, BaseEstimator):
         x = self._data(X, device)
         n, d = x.shape
         k = int(self.n_components)
-        if n < k:
+        if n < max(k, 2):
             raise DataError(
-                f"{n} descriptors are too few for n_components={k}; give at least {k} or lower n_components"
+                f"{n} descriptors are too few for n_components={k}; give at least {max(k, 2)}"
+                + (" or lower n_components" if k > 1 else " (a variance needs two)")
             )
         centre = x.mean(0)
         x = x - centre

@@ -72,7 +72,8 @@ class FisherVectorLayer(nn.Module):
     Parameters ``nu`` (K,), ``means`` (K, D), ``zeta`` (K, D): weights softmax-free normalised
     sigmoids of ``nu`` (eq. 11), variances ``eps + exp(zeta)`` (eq. 12). Build it from a fitted GMM
     with :meth:`from_gmm`; ``forward(x, mask=None)`` maps (B, T, D) descriptors (``mask`` (B, T) true
-    for real descriptors of padded sets) to unnormalised Fisher vectors (B, (2D + 1) K).
+    for real descriptors of padded sets) to unnormalised Fisher vectors (B, (2D + 1) K) in the layer's
+    dtype (descriptors of another floating dtype are converted to it).
     """
 
     def __init__(self, n_components: int, dim: int, *, eps: float = 1e-6, convention: str = "paper"):
@@ -133,7 +134,12 @@ class FisherVectorLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise DataError(f"descriptors must be (B, T, {self.dim}), got shape {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise DataError(f"descriptor sets are empty (shape {tuple(x.shape)}); each needs at least one")
+        if not x.is_floating_point():
+            raise DataError(f"descriptors must be floating point, got {x.dtype}")
         p = self.gmm_params()
+        x = x.to(p.means.dtype)  # the layer's dtype, as its parameters
         # shifting x and the means by one constant changes neither the value nor the gradients, and
         # keeps the expanded quadratic forms accurate in float32
         c = ((p.weights[:, None] * p.means).sum(0)).detach()
