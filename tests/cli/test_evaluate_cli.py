@@ -62,6 +62,11 @@ def test_evaluate_bad_inputs_exit_2(image_tree, tmp_path):
     )
     assert r.exit_code == 2 and "--pool, --p: not options of --method fisher" in r.output
     assert "belong to --method activations / interactive" in r.output
+    # the kernel probe's option without the kernel probe, and the linear probes' with only it
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--kernel-normalize", "none", *out])
+    assert r.exit_code == 2 and "(--kernel-normalize)" in r.output and "add 'ksvm'" in r.output
+    r = runner.invoke(app, ["evaluate", str(image_tree), "--probe", "ksvm", "--normalize", *out])
+    assert r.exit_code == 2 and "(--kernel-normalize)" in r.output
 
 
 def test_single_class_data_is_refused(tmp_path):

@@ -150,6 +150,25 @@ def test_normalize_with_the_kernel_probe_alone_is_refused_not_ignored(image_tree
     assert job.make_probes()["svm"].normalize is True
 
 
+def test_kernel_normalize_reaches_the_kernel_probe_of_any_method_and_needs_one(image_tree):
+    job = EvaluationJob(
+        image_tree,
+        recipe=ActivationsRecipe(["pool"]),
+        probes=["ksvm", "svm"],
+        probe_params={"kernel_normalize": "none"},
+    )
+    probes = job.make_probes()
+    assert probes["ksvm"].normalize == "none"  # it was always 'gradient' for activations
+    job = EvaluationJob(
+        image_tree,
+        recipe=ActivationsRecipe(["pool"]),
+        probes=["svm"],
+        probe_params={"kernel_normalize": "none"},
+    )
+    with pytest.raises(ConfigError, match="ksvm"):
+        job.make_probes()
+
+
 class RowSpy(TransformerMixin, BaseEstimator):
     """An encoder that remembers which rows it was fitted on (their first feature is the row id)."""
 

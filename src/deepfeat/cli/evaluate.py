@@ -194,9 +194,11 @@ def evaluate_command(
         "with --method gradient).",
     ),
     kernel_normalize: KernelNormalize = typer.Option(
-        KernelNormalize.gradient,
-        help="Kernel probe normalisation of gradient features: gradient (L2-normalised dE/dW), factors "
-        "(each factor L2-normalised; equal to gradient for fully connected layers) or none.",
+        None,
+        help="The ksvm probe's normalisation: gradient (rows L2-normalised: for gradient features the "
+        "L2-normalised dE/dW; the default), factors (gradient features: each factor L2-normalised, equal "
+        "to gradient for fully connected layers; other features: as gradient) or none.",
+        show_default=False,
     ),
     protocol_name: str = typer.Option(
         "kshot:30", "--protocol", help="kshot:K, fixed, random:FRACTION, da[:KS:KT] or da:office31."
@@ -260,7 +262,7 @@ def evaluate_command(
         components=components,
         pca_dim=pca_dim or None,
         scales=None if scales is None else ints(scales, "--scales", minimum=32),
-        kernel_normalize=kernel_normalize.value,
+        kernel_normalize="gradient" if kernel_normalize is None else kernel_normalize.value,
         seed=seed,
     )
     job = EvaluationJob(
@@ -270,6 +272,7 @@ def evaluate_command(
         probes=None if probe is None else names(probe, "--probe"),
         probe_params=({"dropout": dropout} if dropout else {})
         | ({} if normalize is None else {"normalize": normalize})
+        | ({} if kernel_normalize is None else {"kernel_normalize": kernel_normalize.value})
         | ({"class_weight": "balanced"} if balanced else {}),
         backbone=backbone,
         weights=weights,

@@ -133,6 +133,11 @@ class EvaluationJob:
         else:
             if isinstance(spec, str):
                 spec = [spec]
+            if "kernel_normalize" in self.probe_params and "ksvm" not in spec:
+                raise ConfigError(
+                    "probe_params 'kernel_normalize' (--kernel-normalize) is the kernel probe's option and "
+                    f"no probe is 'ksvm' (probes: {', '.join(spec)}); add 'ksvm' or leave it out"
+                )
             if "normalize" in self.probe_params and all(name == "ksvm" for name in spec):
                 raise ConfigError(
                     "probe_params 'normalize' (--normalize) is the linear probes' option and 'ksvm' is the "
