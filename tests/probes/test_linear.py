@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit, logsumexp
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import cross_val_score
@@ -302,6 +302,18 @@ def test_hinge_matches_linearsvc_one_vs_rest():
     agree = np.mean(ours.predict(Xte) == scores.argmax(1))
     assert agree >= 0.98
     assert 0.5 < ours.score(Xte, yte) < 1.0  # a non-trivial problem
+
+
+def test_hinge_takes_max_iter_and_tol_and_warns_when_it_stops_short():
+    X, y = blobs(600, 30, 4, 0.4, seed=7)
+    Xtr, ytr, _, _ = split(X, y, 300)
+    tight = LinearProbe(loss="hinge", C=1.0, max_iter=100000, tol=1e-6).fit(Xtr, ytr)
+    with pytest.warns(ConvergenceWarning, match="liblinear stopped at max_iter=2"):
+        short = LinearProbe(loss="hinge", C=1.0, max_iter=2).fit(Xtr, ytr)
+    assert short.n_iter_ == 2 and tight.n_iter_ < 100000
+    assert not np.allclose(short.coef_, tight.coef_, atol=1e-3)  # liblinear's limit was always 5000
+    reference = LinearSVC(loss="hinge", C=1.0, dual=True, max_iter=100000, tol=1e-6).fit(Xtr, ytr == 0)
+    np.testing.assert_allclose(tight.coef_[0], reference.coef_[0], rtol=1e-4, atol=1e-4)
 
 
 # -- multi-label -----------------------------------------------------------------------------------

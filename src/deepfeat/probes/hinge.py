@@ -9,14 +9,25 @@ import numpy as np
 
 from deepfeat.probes.base import one_vs_rest_targets
 
+#: liblinear's epoch limit and stopping tolerance when LinearProbe(loss="hinge") is given none
+HINGE_MAX_ITER, HINGE_TOL = 5000, 1e-4
+
 
 def fit_hinge(
-    X: np.ndarray, codes: np.ndarray, n_outputs: int, C: float, weights: np.ndarray | None = None
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_outputs: int,
+    C: float,
+    weights: np.ndarray | None = None,
+    *,
+    max_iter: int = HINGE_MAX_ITER,
+    tol: float = HINGE_TOL,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Coefficients (K, d), intercepts (K,) and the most iterations of K one-vs-rest hinge SVMs on
     rows ``X`` with class codes (n,) or an indicator matrix (n, K) (``n_outputs`` = 1: one problem,
-    the second class positive); ``weights``: the rows' weights (n, 1) or None. An output whose counted
-    rows hold one class is a constant."""
+    the second class positive); ``weights``: the rows' weights (n, 1) or None; ``max_iter`` and ``tol``:
+    liblinear's (an SVM that reaches ``max_iter`` has not converged). An output whose counted rows hold
+    one class is a constant."""
     from sklearn.svm import LinearSVC
 
     K = n_outputs
@@ -30,9 +41,9 @@ def fit_hinge(
         if counted.min() == counted.max():  # one class in this fold: a constant
             intercept[k] = 1.0 if counted[0] == 1 else -1.0
             continue
-        svc = LinearSVC(loss="hinge", C=C, dual=True, max_iter=5000, tol=1e-4, random_state=0)
+        svc = LinearSVC(loss="hinge", C=C, dual=True, max_iter=max_iter, tol=tol, random_state=0)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # liblinear's convergence warnings at large C
+            warnings.simplefilter("ignore")  # the caller warns (a final fit), from the iteration count
             svc.fit(X, targets[:, k], sample_weight=row_weight)
         coef[k], intercept[k] = svc.coef_[0], svc.intercept_[0]
         n_iter = max(n_iter, int(svc.n_iter_))

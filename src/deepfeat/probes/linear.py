@@ -59,7 +59,7 @@ from deepfeat.probes.base import (
 from deepfeat.probes.basis import Basis, PreparedFeatures
 from deepfeat.probes.dropout import dropout_copies
 from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
-from deepfeat.probes.hinge import fit_hinge
+from deepfeat.probes.hinge import HINGE_MAX_ITER, HINGE_TOL, fit_hinge
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
@@ -109,7 +109,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     multi_class: ``"multinomial"`` (softmax) or ``"ovr"`` for the logistic loss; SVMs are one-vs-rest.
     normalize: L2-normalise every feature vector first.
     dropout, dropout_copies: DeCAF's dropout on features (see the module docstring).
-    max_iter, tol: iteration limit per C and tolerance on the curvature-scaled gradient.
+    max_iter, tol: iteration limit per C and tolerance on the curvature-scaled gradient (None: 300 and
+        1e-5); for ``loss="hinge"`` liblinear's epoch limit and stopping tolerance (None: 5000 and 1e-4).
     cv_tol: that tolerance for the fits made while choosing C (None: ``tol``); validation scores need
         less precision than the final fit, which is solved to ``tol`` and polished in float64.
     path_patience: stop walking up the C grid after this many Cs without a better validation score
@@ -133,8 +134,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         normalize: bool = False,
         dropout: float = 0.0,
         dropout_copies: int = 4,
-        max_iter: int = 300,
-        tol: float = 1e-5,
+        max_iter: int | None = None,
+        tol: float | None = None,
         cv_tol: float | None = 1e-4,
         path_patience: int | None = None,
         fallback_C: float = 1.0,
@@ -177,8 +178,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             check_int("path_patience", self.path_patience, minimum=1)
         check_cv(self.cv)
         check_scoring(self.scoring)
-        check_int("max_iter", self.max_iter, minimum=1)
-        check_float("tol", self.tol, 0.0, low_open=True)
+        if self.max_iter is not None:
+            check_int("max_iter", self.max_iter, minimum=1)
+        if self.tol is not None:
+            check_float("tol", self.tol, 0.0, low_open=True)
         if self.cv_tol is not None:
             check_float("cv_tol", self.cv_tol, 0.0, low_open=True)
         check_C(self.fallback_C, ())
@@ -263,8 +266,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 yield self._fit_hinge(X, codes, C, weights)
             return
         problem, basis = self._problem(prepared, rows, codes, weights)
-        tol = self.tol if self.cv_tol is None else self.cv_tol
-        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self.max_iter, tol=tol)):
+        tol = self._tol() if self.cv_tol is None else self.cv_tol
+        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self._max_iter(), tol=tol)):
             yield FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
 
     def fit_folds_path(
@@ -284,9 +287,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _folds_path(self, prepared, folds, codes, weights, Cs) -> Iterator[list[FittedPath]]:
         base, basis = self._problem(prepared, np.arange(len(codes)), codes, weights)
         problem = stack_folds(base, [train for train, _ in folds])
-        tol = self.tol if self.cv_tol is None else self.cv_tol
+        tol = self._tol() if self.cv_tol is None else self.cv_tol
         F, K = len(folds), base.n_outputs
-        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self.max_iter, tol=tol)):
+        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self._max_iter(), tol=tol)):
             W, b = sol.W.reshape(F, K, -1), sol.b.reshape(F, K)
             yield [FittedPath(C, W[f], b[f], basis, sol.n_iter) for f in range(F)]
 
@@ -305,6 +308,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     # -- internals ---------------------------------------------------------------------------
     def _normalized(self, X: np.ndarray) -> np.ndarray:
         return unit_rows(X) if self.normalize else X
+
+    def _max_iter(self) -> int:
+        if self.max_iter is not None:
+            return int(self.max_iter)
+        return HINGE_MAX_ITER if self.loss == "hinge" else 300
+
+    def _tol(self) -> float:
+        if self.tol is not None:
+            return float(self.tol)
+        return HINGE_TOL if self.loss == "hinge" else 1e-5
 
     def _n_outputs(self) -> int:
         K = len(self.classes_)
@@ -344,15 +357,23 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _fit_rows(self, prepared, rows, codes, weights, C: float, init, final: bool) -> FittedPath:
         if self.loss == "hinge":
-            return self._fit_hinge(
+            fitted = self._fit_hinge(
                 prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy(), codes, C, weights
             )
+            if final and fitted.n_iter >= self._max_iter():
+                warnings.warn(
+                    f"LinearProbe(loss='hinge', C={C:g}): liblinear stopped at max_iter={self._max_iter()} "
+                    f"before reaching tol={self._tol():g}; raise max_iter or tol",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+            return fitted
         problem, basis = self._problem(prepared, rows, codes, weights)
-        sol = solve(problem, C, max_iter=self.max_iter, tol=self.tol, init=init, polish=final)
+        sol = solve(problem, C, max_iter=self._max_iter(), tol=self._tol(), init=init, polish=final)
         if final and not sol.converged:
             warnings.warn(
                 f"LinearProbe(loss={self.loss!r}, C={C:g}) stopped after {sol.n_iter} iterations with "
-                f"scaled gradient {sol.grad_max:.2g} > tol={self.tol:g}; raise max_iter or tol",
+                f"scaled gradient {sol.grad_max:.2g} > tol={self._tol():g}; raise max_iter or tol",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -365,7 +386,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _fit_hinge(self, X: np.ndarray, codes: np.ndarray, C: float, weights=None) -> FittedPath:
         """One-vs-rest hinge-loss SVMs by liblinear (see :func:`deepfeat.probes.hinge.fit_hinge`)."""
-        coef, intercept, n_iter = fit_hinge(X, codes, self._n_outputs(), C, weights)
+        coef, intercept, n_iter = fit_hinge(
+            X, codes, self._n_outputs(), C, weights, max_iter=self._max_iter(), tol=self._tol()
+        )
         return FittedPath(C, torch.from_numpy(coef), torch.from_numpy(intercept), None, n_iter)
 
     # -- prediction --------------------------------------------------------------------------
