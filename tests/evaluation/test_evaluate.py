@@ -104,6 +104,27 @@ def test_a_checkpoint_does_not_serve_records_of_other_feature_values(tmp_path):
     assert len(ckpt.read_text().splitlines()) == 12 and len(relabelled.records) == 4
 
 
+def test_estimators_without_decision_function_are_scored_by_predict_proba():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = blobs()
+    forest = RandomForestClassifier(n_estimators=10, random_state=0)
+    res = evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=1), {"rf": forest}, progress=False)
+    record = res.records[0]
+    assert 0.5 < record["metrics"]["accuracy"] <= 1.0
+
+    class OnlyPredict(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            return self
+
+        def predict(self, X):
+            return np.zeros(len(X), dtype=int)
+
+    with pytest.raises(ConfigError, match="neither decision_function nor predict_proba"):
+        evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=1), {"p": OnlyPredict()}, progress=False)
+
+
 def test_feature_sets_with_the_same_provenance_keep_their_own_records(tmp_path):
     """Hand-built feature sets may share a provenance: each still gets its own fits and summary row,
     in one run and when a checkpoint is resumed."""

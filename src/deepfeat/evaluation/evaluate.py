@@ -42,8 +42,19 @@ from deepfeat.probes.registry import probe_for
 from deepfeat.validation import check_int
 
 
+def _score_method(probe) -> str | None:
+    """The method ranking a probe's classes: decision_function, else predict_proba, else None."""
+    for method in ("decision_function", "predict_proba"):
+        if hasattr(probe, method):
+            return method
+    return None
+
+
 def _scores(probe, X: np.ndarray, y: np.ndarray, n_classes: int, multilabel: bool, difficult):
-    scores = np.asarray(probe.decision_function(X))
+    scores = getattr(probe, _score_method(probe))(X)
+    if isinstance(scores, list):  # scikit-learn's multi-output predict_proba: one (n, 2) array per label
+        scores = np.column_stack([np.asarray(p)[:, -1] for p in scores])
+    scores = np.asarray(scores)
     if scores.ndim == 1:  # a binary probe's single column (scikit-learn convention)
         scores = np.stack([-scores, scores], axis=1)
     if multilabel:
@@ -206,6 +217,12 @@ def draw_splits(protocol: Protocol, first: FeatureSet, target: FeatureSet | None
 def _probes_by_name(probes) -> dict[str, object]:
     """``probes`` as estimators by name: a mapping as it is, probe names built by ``probe_for``."""
     if isinstance(probes, Mapping):
+        for name, probe in probes.items():
+            if _score_method(probe) is None:
+                raise ConfigError(
+                    f"probe {name!r} ({type(probe).__name__}) has neither decision_function nor "
+                    "predict_proba; the metrics (accuracies, average precision) rank classes by one of them"
+                )
         return dict(probes)
     names = [probes] if isinstance(probes, str) else list(probes) if isinstance(probes, Sequence) else None
     if names is None or not all(isinstance(n, str) for n in names):
