@@ -27,6 +27,11 @@ def test_a_uint8_image_array_gives_the_features_of_the_same_images_as_files(fitt
     from_files = fitted.transform([str(p) for p in paths])
     np.testing.assert_array_equal(fitted.transform(images), from_files)
     np.testing.assert_array_equal(fitted.transform(torch.from_numpy(images)), from_files)
+    # paths in an array or a pandas column, as in cross-validation over a DataFrame
+    np.testing.assert_array_equal(fitted.transform(np.array([str(p) for p in paths])), from_files)
+    np.testing.assert_array_equal(fitted.transform(np.array(paths, dtype=object)), from_files)
+    pd = pytest.importorskip("pandas")
+    np.testing.assert_array_equal(fitted.transform(pd.Series([str(p) for p in paths])), from_files)
     gray = images[..., 0]
     np.testing.assert_array_equal(fitted.transform(gray[..., None]), fitted.transform(gray))
 

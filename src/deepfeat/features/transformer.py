@@ -36,9 +36,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     random_state: seed of the sp-shuffle ablation.
     progress: show a progress bar.
 
-    ``transform(X)`` takes an ImageDataset, a list of image paths or a uint8 image array (N, H, W) or
-    (N, H, W, 3|4) and returns the features of all requested layers side by side (n_images,
-    total_dim); ``extract(dataset)`` returns them per layer.
+    ``transform(X)`` takes an ImageDataset, image paths (a list, a 1-D array or a pandas Series) or a
+    uint8 image array (N, H, W) or (N, H, W, 3|4) and returns the features of all requested layers
+    side by side (n_images, total_dim); ``extract(dataset)`` returns them per layer.
     """
 
     def __init__(
@@ -113,8 +113,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         )
 
     def transform(self, X) -> np.ndarray:
-        """Features of ``X`` (an ImageDataset, a list of image paths or a uint8 image array), layers
-        side by side."""
+        """Features of ``X`` (an ImageDataset, image paths: a list, a 1-D array or a Series, or a uint8
+        image array), layers side by side."""
         dataset = _as_images(X)
         result = self.extract(dataset)
         if result.failures:
@@ -153,8 +153,9 @@ def _same(a, b) -> bool:
 
 
 def _as_images(X) -> ImageDataset:
-    """``X`` as a dataset: an ImageDataset as it is, a list of image paths, or a uint8 image array
-    (N, H, W) or (N, H, W, 3|4); a clear error for anything else (a single path, a float array)."""
+    """``X`` as a dataset: an ImageDataset as it is, image paths (a list, or a 1-D array or pandas Series
+    of them), or a uint8 image array (N, H, W) or (N, H, W, 3|4); a clear error for anything else (a
+    single path, a float array)."""
     if isinstance(X, ImageDataset):
         return X
     if isinstance(X, str | os.PathLike):
@@ -164,6 +165,8 @@ def _as_images(X) -> ImageDataset:
         )
     if hasattr(X, "__array__") and not isinstance(X, list | tuple):
         arr = np.asarray(X)
+        if arr.ndim == 1 and (arr.dtype.kind in "USO"):  # paths in an array, a pandas Series or column
+            return _as_images(arr.tolist())
         if (
             arr.dtype != np.uint8
             or arr.ndim not in (3, 4)
