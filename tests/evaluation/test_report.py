@@ -63,6 +63,7 @@ def test_split_counts_are_per_score(tmp_path):
     assert len(res.splits) == 6 and res.splits_per_cell == 2
     report = write_report(res, tmp_path / "da", title="t")["report"].read_text()
     assert "(2 splits per mode; " in report and "6 splits" not in report
+    assert "f/svm (ST): " in report and "f/svm (S): " in report  # the chosen-C line names the mode
     fs = feature_set(Xs, ys)
     fs.splits = np.array(["train", "test"] * 36, dtype=object)
     one = evaluate({"f": fs}, FixedSplit(), probes, progress=False)
@@ -71,3 +72,19 @@ def test_split_counts_are_per_score(tmp_path):
     assert "±" not in rows[0][1] and float(rows[0][1]) > 50
     report = write_report(one, tmp_path / "fixed", title="t")["report"].read_text()
     assert "fixed (1 split)" in report and "one split" in report
+
+
+def test_a_fallback_C_is_not_reported_as_cross_validated(tmp_path):
+    from deepfeat.evaluation.protocols import FixedSplit
+
+    X, y = blobs(n_per_class=10, n_classes=2)
+    fs = feature_set(X, y)
+    splits = np.array(["test"] * 20, dtype=object)
+    splits[[0, 10, 11, 12, 13]] = "train"  # class 0 has one training image: C cannot be searched
+    fs.splits = splits
+    res = evaluate(
+        {"f": fs}, FixedSplit(), {"svm": LinearProbe(loss="squared_hinge", Cs=(0.1, 1.0))}, progress=False
+    )
+    assert res.c_notes() == {"a class has fewer than 2 samples: C not searched": 1}
+    report = write_report(res, tmp_path, title="t")["report"].read_text()
+    assert "not searched in 1 of 1 fits (a class has fewer than 2 samples: C not searched)" in report

@@ -143,6 +143,8 @@ def run_and_report(job: EvaluationJob, title: str | None = None) -> tuple[Evalua
     typer.echo(f"{result.primary_metric} (%), {over}:")
     header, rows = result.table()
     typer.echo(text_table(rows, header))
+    for note, n in result.c_notes().items():
+        typer.echo(f"note: C was not searched in {n} of {len(result.records)} fits ({note}); fallback C used")
     typer.echo(f"results: {paths['results']}\nreport:  {paths['report']} and {paths['report_html']}")
     return result, paths
 

@@ -84,14 +84,19 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         ["class", per_class_label],
         [[c, "-" if v is None else f"{100 * v:.1f}"] for c, v in zip(result.classes, best["per_class"])],
     )
-    chosen = "; ".join(f"{r['features']}/{r['probe']}: {r['C']}" for r in summary[:8])
-    doc.text(
-        "Chosen C per split (cross-validated on each training split): "
-        + chosen
-        + ("; ..." if len(summary) > 8 else "")
+    chosen = "; ".join(f"{r['features']}/{r['probe']}{_mode_tag(r)}: {r['C']}" for r in summary[:8])
+    how = "cross-validated on each training split" + "".join(
+        f"; not searched in {n} of {len(result.records)} fits ({note}): the probe's fallback C"
+        for note, n in result.c_notes().items()
     )
+    doc.text(f"Chosen C per split ({how}): " + chosen + ("; ..." if len(summary) > 8 else ""))
     doc.text("Every number above, with the split seeds and row indices, is in `results.json`.")
     return doc
+
+
+def _mode_tag(row: dict) -> str:
+    """' (ST)' for a domain-adaptation row of mode ST, '' for rows without a mode."""
+    return "" if row.get("mode") is None else f" ({row['mode']})"
 
 
 def write_report(

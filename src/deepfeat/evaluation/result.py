@@ -75,6 +75,16 @@ class EvaluationResult:
             rows.append(row)
         return rows
 
+    def c_notes(self) -> dict[str, int]:
+        """Why C was not cross-validated in some fits (e.g. a class with fewer than 2 training samples),
+        with the number of such fits: {note: count}."""
+        notes: dict[str, int] = {}
+        for r in self.records:
+            cv = r.get("cv")
+            if isinstance(cv, dict) and cv.get("note"):
+                notes[cv["note"]] = notes.get(cv["note"], 0) + 1
+        return notes
+
     def best(self) -> dict:
         """The summary row with the highest mean primary metric."""
         rows = [r for r in self.summary() if r.get(self.primary_metric)]
