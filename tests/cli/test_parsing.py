@@ -27,6 +27,11 @@ def test_protocol_messages_name_the_option():
         ConfigError, match="random:FRACTION holds out a fraction of the images, between 0 and 1"
     ):
         protocol("random:1.5")
+    # the fixed protocol has one split: --splits was ignored silently
+    with pytest.raises(ConfigError, match="--protocol fixed has one split"):
+        protocol("fixed", n_splits=3)
+    assert isinstance(protocol("fixed", n_splits=1), FixedSplit)
+    assert protocol("kshot:2").n_splits == 5 and protocol("kshot:2", default_splits=3).n_splits == 3
 
 
 def test_comma_lists():

@@ -276,7 +276,7 @@ def ablations_command(
     pools: str = typer.Option(",".join(ABLATIONS), help="Ablations side by side."),
     probe: str = typer.Option("svm", help="Probes: svm, svm-hinge, logreg, logreg-ovr, ksvm."),
     protocol_name: str = typer.Option("kshot:30", "--protocol", help="kshot:K, fixed, random:F."),
-    splits: int = typer.Option(3, help="Seeded splits."),
+    splits: int = typer.Option(None, help="Seeded splits (kshot, random; default 3).", show_default=False),
     backbone: str = _BACKBONE,
     weights: str = _WEIGHTS,
     out: Path = _OUT,
@@ -292,7 +292,7 @@ def ablations_command(
     job = EvaluationJob(
         data,
         recipe=ActivationsRecipe(names(layers, "--layers"), pool=names(pools, "--pools"), random_state=seed),
-        protocol=protocol(protocol_name, n_splits=splits, seed=seed),
+        protocol=protocol(protocol_name, n_splits=splits, seed=seed, default_splits=3),
         probes=names(probe, "--probe"),
         backbone=backbone,
         weights=weights,

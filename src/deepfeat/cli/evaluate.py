@@ -205,7 +205,9 @@ def evaluate_command(
     protocol_name: str = typer.Option(
         "kshot:30", "--protocol", help="kshot:K, fixed, random:FRACTION, da[:KS:KT] or da:office31."
     ),
-    splits: int = typer.Option(5, help="Number of seeded splits (k-shot, random, da)."),
+    splits: int = typer.Option(
+        None, help="Number of seeded splits (k-shot, random, da; default 5).", show_default=False
+    ),
     seed: int = typer.Option(0, help="Seed of the first split (the others follow)."),
     dropout: float = typer.Option(
         0.0, min=0.0, max=0.99, help="DeCAF dropout on features (0.5 in the thesis)."

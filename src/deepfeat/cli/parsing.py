@@ -72,8 +72,11 @@ def ints(text: str | None, option: str, minimum: int | None = None) -> list[int]
     return out
 
 
-def protocol(text: str, n_splits: int = 5, seed: int = 0) -> Protocol:
-    """A protocol from its CLI spelling (see :data:`PROTOCOL_SPELLINGS`) and ``--splits`` / ``--seed``."""
+def protocol(text: str, n_splits: int | None = None, seed: int = 0, default_splits: int = 5) -> Protocol:
+    """A protocol from its CLI spelling (see :data:`PROTOCOL_SPELLINGS`) and ``--splits`` / ``--seed``
+    (``n_splits`` None: ``default_splits``; a given one is refused for ``fixed``, which has one split)."""
+    given = n_splits is not None
+    n_splits = default_splits if n_splits is None else n_splits
     if n_splits < 1:
         raise ConfigError(f"--splits must be at least 1, got {n_splits}")
     name, _, arg = text.strip().partition(":")
@@ -92,6 +95,11 @@ def protocol(text: str, n_splits: int = 5, seed: int = 0) -> Protocol:
     if name == "fixed":
         if arg:
             raise ConfigError(f"--protocol {text!r}: 'fixed' takes no argument")
+        if given and n_splits != 1:
+            raise ConfigError(
+                f"--splits {n_splits}: --protocol fixed has one split (the data's own train / test); "
+                "--splits applies to kshot, random and da"
+            )
         return FixedSplit()
     if name == "random":
         fraction = number(arg or "0.3", float, "FRACTION (held-out share)")

@@ -169,9 +169,14 @@ class EvaluationJob:
             raise ConfigError(
                 f"protocol must be a Protocol (e.g. KShot(30)), got {type(self.protocol).__name__}"
             )
-        if self.protocol.two_domains != (self.target is not None):
+        if self.protocol.two_domains and self.target is None:
             raise ConfigError(
-                "target data (target= / --target) goes with the domain-adaptation protocol, and only with it"
+                "the domain-adaptation protocol (--protocol da) needs target-domain data (target= / --target)"
+            )
+        if self.target is not None and not self.protocol.two_domains:
+            raise ConfigError(
+                "target data (target= / --target) goes with the domain-adaptation protocol (--protocol da) "
+                f"only; this job's protocol is {type(self.protocol).__name__}"
             )
         self.extraction.validate()
         check_int("n_jobs", self.n_jobs, 1)
