@@ -227,6 +227,17 @@ def test_multilabel_map_with_difficult():
     assert row["map"]["mean"] > 0.95 and row["map_voc07"]["mean"] > 0.9
     assert len(row["per_class"]) == 3
     json.dumps(res.to_dict(), default=str)
+    # a label without training positives is named (the probe could only give its index)
+    Y[:, 1] = 0
+    Y[-5:, 1] = 1
+    fs = feature_set(X, Y, classes=["car", "bus", "cat"])
+    fs.splits = np.array(["train"] * 100 + ["test"] * 20, dtype=object)
+    from deepfeat.evaluation.protocols import FixedSplit
+
+    with pytest.raises(DataError, match="split 'fixed': labels 'bus' are positive for none"):
+        evaluate(
+            {"f": fs}, FixedSplit(), {"lr": LinearProbe(multi_class="ovr", Cs=(0.1, 1.0))}, progress=False
+        )
 
 
 def test_class_weights_by_class_name_reach_the_probe_as_codes():

@@ -59,7 +59,7 @@ def test_validation_happens_before_any_work(image_tree, tmp_path):
         EvaluationJob(image_tree, probes=["forest"]).validate()
     with pytest.raises(ConfigError, match=r"\(--protocol da\) needs target-domain data"):
         EvaluationJob(image_tree, protocol=DomainAdaptation()).validate()
-    with pytest.raises(ConfigError, match="goes with the domain-adaptation protocol .* only"):
+    with pytest.raises(ConfigError, match=r"goes with the domain-adaptation protocol .* only"):
         EvaluationJob(image_tree, target=image_tree, protocol=KShot(2)).validate()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"out .*file: exists and is not a folder"):

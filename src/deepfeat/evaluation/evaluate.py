@@ -214,6 +214,23 @@ def draw_splits(protocol: Protocol, first: FeatureSet, target: FeatureSet | None
     return protocol.splits(first.targets, first.classes, split_names=first.splits)
 
 
+def _check_label_training_rows(splits, source: FeatureSet, target: FeatureSet | None) -> None:
+    """Multi-label data: every label needs positive and negative training images in every split (a
+    one-vs-rest probe has nothing to learn otherwise); the labels are named, before any fit."""
+    sets = {"data": source, "source": source, "target": target}
+    for split in splits:
+        Y = np.concatenate([np.asarray(sets[domain].targets)[idx] for domain, idx in split.train.items()])
+        positives = Y.sum(axis=0)
+        bad = np.flatnonzero((positives == 0) | (positives == len(Y)))
+        if bad.size:
+            labels = ", ".join(repr(source.classes[i]) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
+            raise DataError(
+                f"split {split.name!r}: labels {labels} are positive for none or all of its {len(Y)} "
+                "training images; a one-vs-rest probe needs both (give them training positives, or leave "
+                "them out)"
+            )
+
+
 def _probes_by_name(probes) -> dict[str, object]:
     """``probes`` as estimators by name: a mapping as it is, probe names built by ``probe_for``."""
     if isinstance(probes, Mapping):
@@ -280,6 +297,8 @@ def evaluate(
         )
     splits = draw_splits(protocol, first, None if target is None else target[names[0]], source_name)
     multilabel = first.multilabel
+    if multilabel:
+        _check_label_training_rows(splits, first, None if target is None else target[names[0]])
     n_classes = len(first.classes)
     usable = {}
     for name in names:  # fail before any fitting
