@@ -38,7 +38,8 @@ def prepare_probe(template, features: FeatureSet, *, encoded: bool = False):
         if kind is FeatureKind.FACTORED:
             raise ConfigError(
                 f"features {features.key!r} are factored gradients: evaluate them with the kernel probe "
-                "'ksvm', or extract the explicit form (forms=['explicit']) for linear probes"
+                "'ksvm', or extract the explicit form (forms=['explicit'], --forms explicit) for linear "
+                "probes"
             )
         raise ConfigError(
             f"features {features.key!r} are {kind.value} features; probe {type(template).__name__} reads "
