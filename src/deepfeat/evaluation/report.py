@@ -63,6 +63,8 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         )
     doc.facts(facts)
     doc.heading(f"{label}, mean ± std over splits" if n != 1 else f"{label}, one split")
+    if n != 1:
+        doc.text("std: the standard deviation of the splits' scores (population form, ddof = 0).")
     doc.table(*result.table())
     doc.image("metric_by_features.png", f"{label} by features")
     other = [m for m in result.metric_names if m != metric]

@@ -52,7 +52,8 @@ class EvaluationResult:
         return ("map_voc07", "map") if self.voc07 else MULTI_LABEL_METRICS
 
     def summary(self) -> list[dict]:
-        """One row per (features, probe, mode): mean and std of every metric over the splits."""
+        """One row per (features, probe, mode): mean and standard deviation (population form, ddof = 0,
+        as NumPy's default) of every metric over the splits."""
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for r in self.records:
             groups[(r["features"], r["probe"], r.get("mode"))].append(r)
