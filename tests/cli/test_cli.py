@@ -71,6 +71,8 @@ def test_extract_reports_and_reuses(bad_tree, tmp_path):
     assert again.exit_code == 0 and "0 through the network" in again.output
     listing = runner.invoke(app, ["store", "list", str(out)])
     assert listing.exit_code == 0 and listing.output.count("complete") == 3
+    assert listing.output.splitlines()[0].split()[:3] == ["layer", "pool", "method"]
+    assert listing.output.count(" activations ") == 3
     # damage shows in the listing (it said "complete" for a cut features.npy), and is repaired
     entry = next(p for p in (out / "entries").iterdir() if p.name.startswith("stage6-max"))
     data = entry / "features.npy"
@@ -159,3 +161,13 @@ def test_scale_options_are_listed_and_checked_before_any_work(image_tree, tmp_pa
     bad = runner.invoke(app, ["evaluate", str(image_tree), "--out", str(tmp_path / "o"), "--cluster", "a b"])
     assert bad.exit_code == 2 and "cluster" in bad.output
     assert not (store / "entries").exists() and not (tmp_path / "o" / "store").exists()
+
+
+def test_store_list_tells_entries_of_one_layer_and_pool_apart_by_their_method_settings():
+    from deepfeat.cli.extract import _method_text
+
+    common = {"layer": "head", "pool": "avg", "backbone": "b", "dataset": "d", "preprocess": {}}
+    assert _method_text({**common, "method": "activations"}) == "activations"
+    last = _method_text({**common, "method": "activeness", "config": "last", "p": 1})
+    nxt = _method_text({**common, "method": "activeness", "config": "next", "p": 1})
+    assert last == "activeness config=last p=1" and last != nxt

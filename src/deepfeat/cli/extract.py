@@ -103,6 +103,28 @@ def extract_command(
     typer.echo(result.describe())
 
 
+#: provenance keys every entry has, or that store list shows in their own columns
+_COMMON_PROVENANCE = {
+    "deepfeat",
+    "dataset",
+    "n_items",
+    "backbone",
+    "weights_id",
+    "preprocess",
+    "max_pixels",
+    "method",
+    "layer",
+    "pool",
+}
+
+
+def _method_text(prov: dict) -> str:
+    """The feature method and its settings (e.g. ``activeness config=last p=1 ...``), so that entries of
+    one layer and pool made by different settings can be told apart."""
+    extra = " ".join(f"{k}={prov[k]}" for k in sorted(prov) if k not in _COMMON_PROVENANCE)
+    return f"{prov.get('method', '?')} {extra}".strip()
+
+
 @friendly
 def store_list_command(
     store: Path = typer.Argument(..., help="Feature store folder."),
@@ -132,6 +154,7 @@ def store_list_command(
             (
                 prov.get("layer"),
                 prov.get("pool"),
+                _method_text(prov),
                 prov.get("backbone"),
                 meta.get("dim") or (state.dim if state is not None else None),
                 done,
@@ -140,7 +163,9 @@ def store_list_command(
                 Path(meta["path"]).name,
             )
         )
-    typer.echo(text_table(rows, ["layer", "pool", "backbone", "dim", "rows", "state", "dataset", "entry"]))
+    typer.echo(
+        text_table(rows, ["layer", "pool", "method", "backbone", "dim", "rows", "state", "dataset", "entry"])
+    )
     for problem in problems:
         typer.echo(f"damaged: {problem}")
     if problems:
