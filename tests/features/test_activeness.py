@@ -246,6 +246,17 @@ def test_heatmaps_and_cli(tmp_path):
     assert not np.allclose(maps[0], maps[1])  # another top layer, another map
     bad = CliRunner().invoke(app, ["heatmap", str(image), "--top", "stage99", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "stage99" in bad.output
+    # --collect unweighted, as evaluate and activeness_maps offer
+    plain = CliRunner().invoke(
+        app,
+        ["heatmap", str(image), "--layer", "stage4", "--collect", "unweighted", "--out", str(tmp_path / "u")],
+    )
+    assert plain.exit_code == 0, plain.output
+    written = json.loads((tmp_path / "u" / "cat-last-p2-unweighted.json").read_text())
+    assert written["provenance"]["collect"] == "unweighted"
+    assert not np.allclose(written["result"]["maps"]["stage4"], maps[1])
+    bad = CliRunner().invoke(app, ["heatmap", str(image), "--collect", "all", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "unweighted" in bad.output
 
 
 def test_bad_parameters():

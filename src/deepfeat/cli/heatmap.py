@@ -10,7 +10,7 @@ from deepfeat.analysis.heatmaps import write_heatmaps
 from deepfeat.backbones import DEFAULT_BACKBONE
 from deepfeat.cli.common import THREADS, friendly, set_threads
 from deepfeat.cli.parsing import PreprocessName, names
-from deepfeat.features.activeness import CONFIGS
+from deepfeat.features.activeness import COLLECTIONS, CONFIGS
 from deepfeat.validation import check_choice
 
 
@@ -25,6 +25,9 @@ def heatmap_command(
         help="Top layer of the 'last' configuration (default: the one before the logits; needed for "
         "backbones without logits, such as a BiGAN encoder).",
     ),
+    collect: str = typer.Option(
+        "weighted", help="How a neuron collects its connections' activeness: weighted or unweighted."
+    ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b"),
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
     preprocess: PreprocessName = typer.Option(PreprocessName.interactive, help="Input preprocessing."),
@@ -34,6 +37,7 @@ def heatmap_command(
     """InterActive heatmaps: sum over channels of the neuron weights, over the image, one PNG per layer."""
     set_threads(threads)
     check_choice("activeness configuration", config, CONFIGS)
+    check_choice("--collect", collect, COLLECTIONS)
     paths = write_heatmaps(
         image,
         names(layer, "--layer"),
@@ -44,6 +48,7 @@ def heatmap_command(
         weights=weights,
         preprocess=preprocess.value,
         top=top,
+        collect=collect,
     )
     for path in paths:
         typer.echo(str(path))
