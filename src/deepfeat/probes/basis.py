@@ -217,3 +217,14 @@ class PreparedFeatures:
         if len(idx) == len(G) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
             return G
         return G[idx][:, idx]
+
+
+@dataclass
+class FittedPath:
+    """One fit of ``LinearProbe.fit_path``: basis coordinates (smooth losses) or coefficients."""
+
+    C: float
+    W: torch.Tensor  # (K, r) in basis coordinates, or (K, d) coefficients (hinge)
+    b: torch.Tensor
+    basis: Basis | None
+    n_iter: int = 0

@@ -6,11 +6,23 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from deepfeat.probes.base import one_vs_rest_targets
 
 #: liblinear's epoch limit and stopping tolerance when LinearProbe(loss="hinge") is given none
 HINGE_MAX_ITER, HINGE_TOL = 5000, 1e-4
+#: the smooth losses' iteration limit per C and scaled-gradient tolerance when given none
+SMOOTH_MAX_ITER, SMOOTH_TOL = 300, 1e-5
+
+
+def iteration_limits(loss: str, max_iter: int | None, tol: float | None) -> tuple[int, float]:
+    """LinearProbe's ``max_iter`` and ``tol``, or its solver's defaults for ``loss`` where None."""
+    hinge = loss == "hinge"
+    return (
+        int(max_iter) if max_iter is not None else HINGE_MAX_ITER if hinge else SMOOTH_MAX_ITER,
+        float(tol) if tol is not None else HINGE_TOL if hinge else SMOOTH_TOL,
+    )
 
 
 def fit_hinge(
@@ -22,12 +34,13 @@ def fit_hinge(
     *,
     max_iter: int = HINGE_MAX_ITER,
     tol: float = HINGE_TOL,
+    warn: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Coefficients (K, d), intercepts (K,) and the most iterations of K one-vs-rest hinge SVMs on
     rows ``X`` with class codes (n,) or an indicator matrix (n, K) (``n_outputs`` = 1: one problem,
     the second class positive); ``weights``: the rows' weights (n, 1) or None; ``max_iter`` and ``tol``:
-    liblinear's (an SVM that reaches ``max_iter`` has not converged). An output whose counted rows hold
-    one class is a constant."""
+    liblinear's (an SVM that reaches ``max_iter`` has not converged; ``warn``: say so by a
+    ConvergenceWarning). An output whose counted rows hold one class is a constant."""
     from sklearn.svm import LinearSVC
 
     K = n_outputs
@@ -47,4 +60,11 @@ def fit_hinge(
             svc.fit(X, targets[:, k], sample_weight=row_weight)
         coef[k], intercept[k] = svc.coef_[0], svc.intercept_[0]
         n_iter = max(n_iter, int(svc.n_iter_))
+    if warn and n_iter >= max_iter:
+        warnings.warn(
+            f"LinearProbe(loss='hinge', C={C:g}): liblinear stopped at max_iter={max_iter} before reaching "
+            f"tol={tol:g}; raise max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
     return coef, intercept, n_iter

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -56,10 +55,10 @@ from deepfeat.probes.base import (
     thread_budget,
     unit_rows,
 )
-from deepfeat.probes.basis import Basis, PreparedFeatures
+from deepfeat.probes.basis import Basis, FittedPath, PreparedFeatures
 from deepfeat.probes.dropout import dropout_copies
 from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
-from deepfeat.probes.hinge import HINGE_MAX_ITER, HINGE_TOL, fit_hinge
+from deepfeat.probes.hinge import fit_hinge, iteration_limits
 from deepfeat.probes.objectives import make_problem, stack_folds
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
@@ -73,17 +72,6 @@ from deepfeat.validation import check_bool, check_choice, check_float, check_int
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
-
-
-@dataclass
-class FittedPath:
-    """One fit of :meth:`LinearProbe.fit_path`: basis coordinates (smooth losses) or coefficients."""
-
-    C: float
-    W: torch.Tensor  # (K, r) in basis coordinates, or (K, d) coefficients (hinge)
-    b: torch.Tensor
-    basis: Basis | None
-    n_iter: int = 0
 
 
 def _logistic(probe: LinearProbe) -> bool:
@@ -266,8 +254,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 yield self._fit_hinge(X, codes, C, weights)
             return
         problem, basis = self._problem(prepared, rows, codes, weights)
-        tol = self._tol() if self.cv_tol is None else self.cv_tol
-        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self._max_iter(), tol=tol)):
+        max_iter, tol = self._limits(search=True)
+        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=max_iter, tol=tol)):
             yield FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
 
     def fit_folds_path(
@@ -287,9 +275,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _folds_path(self, prepared, folds, codes, weights, Cs) -> Iterator[list[FittedPath]]:
         base, basis = self._problem(prepared, np.arange(len(codes)), codes, weights)
         problem = stack_folds(base, [train for train, _ in folds])
-        tol = self._tol() if self.cv_tol is None else self.cv_tol
+        max_iter, tol = self._limits(search=True)
         F, K = len(folds), base.n_outputs
-        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=self._max_iter(), tol=tol)):
+        for C, sol in zip(Cs, solve_path(problem, list(Cs), max_iter=max_iter, tol=tol)):
             W, b = sol.W.reshape(F, K, -1), sol.b.reshape(F, K)
             yield [FittedPath(C, W[f], b[f], basis, sol.n_iter) for f in range(F)]
 
@@ -309,15 +297,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _normalized(self, X: np.ndarray) -> np.ndarray:
         return unit_rows(X) if self.normalize else X
 
-    def _max_iter(self) -> int:
-        if self.max_iter is not None:
-            return int(self.max_iter)
-        return HINGE_MAX_ITER if self.loss == "hinge" else 300
-
-    def _tol(self) -> float:
-        if self.tol is not None:
-            return float(self.tol)
-        return HINGE_TOL if self.loss == "hinge" else 1e-5
+    def _limits(self, search: bool = False) -> tuple[int, float]:  # (max_iter, tol) of a fit
+        max_iter, tol = iteration_limits(self.loss, self.max_iter, self.tol)
+        return max_iter, tol if not search or self.cv_tol is None else self.cv_tol
 
     def _n_outputs(self) -> int:
         K = len(self.classes_)
@@ -357,23 +339,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _fit_rows(self, prepared, rows, codes, weights, C: float, init, final: bool) -> FittedPath:
         if self.loss == "hinge":
-            fitted = self._fit_hinge(
-                prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy(), codes, C, weights
-            )
-            if final and fitted.n_iter >= self._max_iter():
-                warnings.warn(
-                    f"LinearProbe(loss='hinge', C={C:g}): liblinear stopped at max_iter={self._max_iter()} "
-                    f"before reaching tol={self._tol():g}; raise max_iter or tol",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-            return fitted
+            X = prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy()
+            return self._fit_hinge(X, codes, C, weights, warn=final)
         problem, basis = self._problem(prepared, rows, codes, weights)
-        sol = solve(problem, C, max_iter=self._max_iter(), tol=self._tol(), init=init, polish=final)
+        max_iter, tol = self._limits()
+        sol = solve(problem, C, max_iter=max_iter, tol=tol, init=init, polish=final)
         if final and not sol.converged:
             warnings.warn(
                 f"LinearProbe(loss={self.loss!r}, C={C:g}) stopped after {sol.n_iter} iterations with "
-                f"scaled gradient {sol.grad_max:.2g} > tol={self._tol():g}; raise max_iter or tol",
+                f"scaled gradient {sol.grad_max:.2g} > tol={tol:g}; raise max_iter or tol",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -384,10 +358,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return fitted.W, fitted.b
         return fitted.basis.to_coef(fitted.W, fitted.b)
 
-    def _fit_hinge(self, X: np.ndarray, codes: np.ndarray, C: float, weights=None) -> FittedPath:
+    def _fit_hinge(self, X: np.ndarray, codes: np.ndarray, C: float, weights=None, warn=False) -> FittedPath:
         """One-vs-rest hinge-loss SVMs by liblinear (see :func:`deepfeat.probes.hinge.fit_hinge`)."""
+        max_iter, tol = self._limits()
         coef, intercept, n_iter = fit_hinge(
-            X, codes, self._n_outputs(), C, weights, max_iter=self._max_iter(), tol=self._tol()
+            X, codes, self._n_outputs(), C, weights, max_iter=max_iter, tol=tol, warn=warn
         )
         return FittedPath(C, torch.from_numpy(coef), torch.from_numpy(intercept), None, n_iter)
 

@@ -51,6 +51,7 @@ from deepfeat.features.fisher._common import (
 )
 from deepfeat.features.fisher.descriptors import as_descriptor_sets, check_finite_sets, padded_batches
 from deepfeat.features.fisher.gmm import GMMParams, as_gmm_params
+from deepfeat.features.fisher.normalization import normalize_fv, normalize_fv_inplace, power_normalize
 from deepfeat.validation import check_device, check_int
 
 __all__ = [
@@ -276,54 +277,6 @@ def _fv_fast(s0, s1, s2, t, params: GMMParams, convention: str, out=None) -> tor
     return out
 
 
-class _SignedPower(torch.autograd.Function):
-    """sign(z)|z|^alpha with a finite gradient everywhere: alpha max(|z|, eps)^(alpha-1), 0 at z = 0."""
-
-    @staticmethod
-    def forward(ctx, z, alpha, eps):
-        a = z.abs()
-        ctx.save_for_backward(a)
-        ctx.alpha, ctx.eps = alpha, eps
-        return z.sign() * a.pow(alpha)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (a,) = ctx.saved_tensors
-        slope = ctx.alpha * a.clamp_min(ctx.eps).pow(ctx.alpha - 1)
-        return grad * torch.where(a > 0, slope, torch.zeros_like(slope)), None, None
-
-
-def power_normalize(z: torch.Tensor, alpha: float = 0.5, eps: float = 1e-12) -> torch.Tensor:
-    """Signed power sign(z)|z|^alpha (eq. 5); its gradient is 0 at z = 0 and bounded near it."""
-    if alpha == 1:
-        return z
-    return _SignedPower.apply(z, float(alpha), float(eps))
-
-
-def normalize_fv(
-    fv: torch.Tensor, power: float | None = 0.5, l2: bool = True, eps: float = 1e-12
-) -> torch.Tensor:
-    """Signed power (``power`` = alpha, None to skip) then L2 normalisation of rows (``l2``)."""
-    if not (torch.is_grad_enabled() and fv.requires_grad):
-        return _normalize_(fv.clone(), power, l2, eps)
-    if power is not None:
-        fv = power_normalize(fv, power, eps)
-    if l2:
-        fv = fv / fv.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return fv
-
-
-@torch.no_grad()
-def _normalize_(fv: torch.Tensor, power: float | None, l2: bool, eps: float = 1e-12) -> torch.Tensor:
-    """:func:`normalize_fv` in place, without autograd (the same arithmetic)."""
-    if power is not None and power != 1:
-        a = fv.abs()
-        torch.copysign(a.sqrt_() if power == 0.5 else a.pow_(power), fv, out=fv)
-    if l2:
-        fv.div_(torch.linalg.vector_norm(fv, dim=-1, keepdim=True).clamp_min_(eps))
-    return fv
-
-
 def encode_sets(
     sets: torch.Tensor | Sequence[torch.Tensor],
     params: GMMParams,
@@ -363,7 +316,7 @@ def encode_sets(
                         t = mask[i0:i1].sum(1, keepdim=True, dtype=s.dtype).clamp_min_(1)
                     out = fv[sl.start + i0 : sl.start + i1]
                     _fv_fast(s[..., 2 * D], s[..., :D], s[..., D : 2 * D], t, params, convention, out)
-                    _normalize_(out, power, l2)
+                    normalize_fv_inplace(out, power, l2)
     # NaN or infinity in a descriptor reaches every entry of its image's vector (normalised or not), so
     # one check of the output's row sums stands for a pass over all the descriptors
     bad = ~torch.isfinite(fv.sum(1))
