@@ -124,3 +124,29 @@ def test_warp_preset_keeps_the_whole_image():
     warp = preset("warp", Preprocess(size=256, crop=224))
     assert (warp.resize, warp.size, warp.crop) == ("warp", 224, None)
     assert warp(Image.new("RGB", (640, 200))).shape == (224, 224, 3)
+
+
+def test_a_very_elongated_image_resamples_only_its_crop(monkeypatch):
+    # 8,000 x 1 pixels resized to a 256 shorter side is 2,048,000 x 256: 1.5 GB of RGB formed only to
+    # keep its centre 224 x 224 (a 24 KB file took extraction to 3 GB)
+    from deepfeat.data import transforms
+
+    rng = np.random.default_rng(0)
+    prep = Preprocess()
+    sizes = []
+    real = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        sizes.append(size[0] * size[1])
+        return real(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    wide = Image.fromarray(rng.integers(0, 256, (1, 8000, 3), dtype=np.uint8))
+    assert prep(wide).shape == (224, 224, 3) and max(sizes) == 224 * 224
+    # the same pixels as resize-then-crop (checked at a size where that is cheap: 1,000 x 2)
+    small = Image.fromarray(rng.integers(0, 256, (2, 1000, 3), dtype=np.uint8))
+    monkeypatch.setattr(transforms, "CROP_FIRST_PIXELS", 1 << 20)
+    cropped = prep(small)
+    monkeypatch.setattr(transforms, "CROP_FIRST_PIXELS", 1 << 62)
+    np.testing.assert_array_equal(cropped, prep(small))
+    assert max(sizes) == 128_000 * 256

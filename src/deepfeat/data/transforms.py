@@ -25,6 +25,13 @@ INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 PRESETS = ("backbone", "decaf", "interactive", "warp")
 
 
+#: resized images larger than this many pixels (with a 256 shorter side: an aspect ratio past 64:1)
+#: are not formed: only their centre crop is resampled, from the same source region at the same scale
+#: (PIL's resize box). Pixels can differ from resize-then-crop (8,000 x 1: none; 5 x 900 upscaled 51x:
+#: up to 19 grey levels); ordinary images keep the resize-then-crop that matches timm and torchvision
+CROP_FIRST_PIXELS = 1 << 22
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize, centre crop and normalisation applied to every image before the network.
@@ -96,11 +103,19 @@ class Preprocess:
     def __call__(self, img: Image.Image) -> np.ndarray:
         """Resize and crop an RGB image; returns a uint8 array of shape (H, W, 3)."""
         w, h = self.resized_size(*img.size)
-        if (w, h) != img.size:
-            img = img.resize((w, h), INTERPOLATIONS[self.interpolation])
         if self.crop is not None:
             top = round((h - self.crop) / 2.0)
             left = round((w - self.crop) / 2.0)
+            if w * h > CROP_FIRST_PIXELS:
+                # a very elongated image (8,000 x 1 pixels resizes to 2,048,000 x 256): only the part the
+                # crop keeps is resampled, at the same scale, instead of gigabytes of resized image
+                sx, sy = img.width / w, img.height / h
+                box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
+                img = img.resize((self.crop, self.crop), INTERPOLATIONS[self.interpolation], box=box)
+                return np.asarray(img, dtype=np.uint8)
+        if (w, h) != img.size:
+            img = img.resize((w, h), INTERPOLATIONS[self.interpolation])
+        if self.crop is not None:
             img = img.crop((left, top, left + self.crop, top + self.crop))
         return np.asarray(img, dtype=np.uint8)
 
