@@ -78,6 +78,25 @@ def test_16_bit_scaled_not_clipped(tmp_path):
     assert out.max() == 255 and out.min() == 0 and len(np.unique(out)) > 200
 
 
+def test_high_depth_scaling_follows_the_declared_depth_not_the_values(tmp_path):
+    # 16-bit data with values 0..255: as a PNG it scaled by 1/257, as a 16-bit PGM it stayed as it was
+    dark = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint16)
+    png = save(Image.fromarray(dark), tmp_path / "dark.png")
+    pgm = tmp_path / "dark.pgm"
+    pgm.write_bytes(b"P5\n32 32\n65535\n" + dark.astype(">u2").tobytes())
+    expected = np.rint(dark / 257.0).astype(int)
+    for path in (png, pgm):
+        np.testing.assert_array_equal(np.asarray(load_image(path))[..., 0].astype(int), expected)
+    # 32-bit integers declare no range: one value of 256 no longer blackens the image (it divided by 257)
+    base = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.int32)
+    brighter = base.copy()
+    brighter[0, 0] = 256
+    a = np.asarray(load_image(save(Image.fromarray(base), tmp_path / "a.tif")))[..., 0].astype(int)
+    b = np.asarray(load_image(save(Image.fromarray(brighter), tmp_path / "b.tif")))[..., 0].astype(int)
+    np.testing.assert_array_equal(a, base)
+    assert np.abs(a - b)[1:].max() <= 1 and b.max() == 255
+
+
 def test_float_image_in_unit_range():
     img = Image.fromarray(np.full((3, 3), 0.5, dtype=np.float32))
     assert img.mode == "F"

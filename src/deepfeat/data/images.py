@@ -4,7 +4,9 @@ What is handled:
 - EXIF orientation is applied, so the pixels are upright as a viewer shows them;
 - grayscale, bilevel, palette, CMYK, YCbCr, LAB and HSV images are converted to RGB;
 - images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on white;
-- 16-bit and 32-bit integer images are scaled to 8 bits (65535 maps to 255), float images in [0, 1]
+- 16-bit integer images (PNG, PGM / PPM, TIFF, whatever their values) are scaled to 8 bits by their
+  declared range (65535 maps to 255); 32-bit integer images, which declare no useful range, keep values
+  up to 255 and are otherwise scaled so that their largest value maps to 255; float images in [0, 1]
   are scaled by 255;
 - multi-frame files (GIF, TIFF) give their first frame.
 
@@ -155,8 +157,10 @@ def _too_large(pixels: str, max_pixels: int) -> str:
     )
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert a decoded PIL image of any mode to 8-bit RGB (alpha composited on white)."""
+def to_rgb(img: Image.Image, sixteen_bit: bool | None = None) -> Image.Image:
+    """Convert a decoded PIL image of any mode to 8-bit RGB (alpha composited on white).
+    ``sixteen_bit``: whether an integer image of mode ``I`` came from a 16-bit file (default: read from
+    ``img``, whose format transposition may have dropped; see :func:`_declares_16_bits`)."""
     mode = img.mode
     if mode == "RGB":
         return img
@@ -170,8 +174,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, _WHITE)
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(img)
+        return _high_depth_to_rgb(img, _declares_16_bits(img) if sixteen_bit is None else sixteen_bit)
     return img.convert("RGB")
+
+
+def _declares_16_bits(img: Image.Image) -> bool:
+    """Whether an integer image's file holds at most 16 bits per sample: I;16 modes, PNG, PGM / PPM
+    (Pillow spreads any maxval over 0..65535) and TIFF with BitsPerSample <= 16."""
+    if img.mode.startswith("I;16") or img.format in ("PNG", "PPM"):
+        return True
+    if img.format == "TIFF":
+        bits = getattr(img, "tag_v2", {}).get(258) or (32,)
+        return max(bits if isinstance(bits, tuple) else (bits,)) <= 16
+    return False
 
 
 def _decode(img: Image.Image, where: str, *, max_pixels: int, draft: DraftRule | None) -> Image.Image:
@@ -191,13 +206,14 @@ def _decode(img: Image.Image, where: str, *, max_pixels: int, draft: DraftRule |
         img.load()
     except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
         raise ImageError(where, f"truncated or corrupt image data ({exc})") from exc
+    sixteen_bit = _declares_16_bits(img)  # before transposition, which drops the file format
     if orientation not in (None, 1):
         try:
             img = ImageOps.exif_transpose(img)
         except Exception as exc:
             raise ImageError(where, f"cannot apply EXIF orientation {orientation} ({exc})") from exc
     try:
-        return to_rgb(img)
+        return to_rgb(img, sixteen_bit)
     except Exception as exc:
         raise ImageError(where, f"cannot convert mode {img.mode!r} to RGB ({exc})") from exc
 
@@ -210,7 +226,7 @@ def _orientation(img: Image.Image) -> int | None:
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
 
 
-def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+def _high_depth_to_rgb(img: Image.Image, sixteen_bit: bool) -> Image.Image:
     arr = np.asarray(img)
     if arr.ndim == 3:  # multi-channel high-depth modes reach here only through conversions
         arr = arr[..., :3]
@@ -221,8 +237,10 @@ def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
         arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
         if top <= 1.0:
             arr = arr * 255.0
-    elif img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+    elif sixteen_bit:
         arr = arr / 257.0
+    else:  # 32-bit: no declared range; the largest value maps to 255 where it is above 255
+        arr = arr * (255.0 / max(255.0, float(arr.max(initial=0))))
     arr8 = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     if arr8.ndim == 2:
         arr8 = np.repeat(arr8[:, :, None], 3, axis=2)
