@@ -191,7 +191,11 @@ def test_edited_store_files_are_named_by_list_and_refused_by_export(store_with_f
     meta.write_text(meta.read_text().replace('"layer": "stage3"', '"layer": "stage5"'))
     r = runner.invoke(app, ["store", "list", str(copy)])
     assert "provenance in meta.json does not match the entry's key" in r.output
-    with pytest.raises(StoreError, match="cannot export a damaged entry"):
+    # extraction refuses such an entry (its data may belong to either provenance): the advice says so
+    assert "delete those entry folders" in r.output and "repairs them" not in r.output
+    with pytest.raises(
+        StoreError, match=r"cannot export a damaged entry.*delete this entry folder and extract"
+    ):
         from_store(copy, "stage5/max")
     meta.unlink()
     r = runner.invoke(

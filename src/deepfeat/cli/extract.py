@@ -26,7 +26,7 @@ from deepfeat.data.transforms import preset
 from deepfeat.errors import ConfigError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import extract
-from deepfeat.features.store import FeatureStore
+from deepfeat.features.store import KEY_MISMATCH, FeatureStore
 from deepfeat.fileio import check_output_dir
 from deepfeat.report.tables import text_table
 
@@ -168,5 +168,10 @@ def store_list_command(
     )
     for problem in problems:
         typer.echo(f"damaged: {problem}")
-    if problems:
+    if any(KEY_MISMATCH not in problem for problem in problems):
         typer.echo("the next extraction into this store repairs them (damaged rows are computed again)")
+    if any(KEY_MISMATCH in problem for problem in problems):
+        typer.echo(
+            "entries whose meta.json does not match their key are not repaired (which provenance their "
+            "data belong to is unknown): delete those entry folders, and the next extraction redoes them"
+        )

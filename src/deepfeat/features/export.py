@@ -34,7 +34,7 @@ import numpy as np
 
 from deepfeat.errors import ConfigError, StoreError
 from deepfeat.features.featureset import FeatureSet
-from deepfeat.features.store import FeatureStore
+from deepfeat.features.store import KEY_MISMATCH, FeatureStore
 from deepfeat.fileio import SCHEMA_VERSION, atomic_write_text, atomic_write_with, dumps_json
 from deepfeat.validation import check_choice, close_matches
 
@@ -142,10 +142,12 @@ def from_store(store: FeatureStore | str | os.PathLike, entry: str) -> ExportTab
     folder = find_entry(store, entry)
     meta = store.entry_meta(folder)
     if "damaged" in meta:
-        raise StoreError(
-            f"{folder}: cannot export a damaged entry ({meta['damaged']}); extract it again into the store "
-            "(or delete this entry folder to compute it afresh)"
+        remedy = (
+            "delete this entry folder and extract again"
+            if meta["damaged"] == KEY_MISMATCH
+            else "extract it again into the store (or delete this entry folder to compute it afresh)"
         )
+        raise StoreError(f"{folder}: cannot export a damaged entry ({meta['damaged']}); {remedy}")
     provenance = meta.get("provenance") or {}
     index = store.load_dataset_index(str(provenance.get("dataset", "")))
     from deepfeat.features.entry import StoreEntry

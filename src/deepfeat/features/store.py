@@ -57,6 +57,11 @@ from deepfeat.fileio import atomic_write_text, mark_output_dir
 __all__ = ["EntryState", "FeatureStore", "MemoryEntry", "RowStatus", "StoreEntry", "provenance_key"]
 
 
+#: the damage of an entry whose meta.json names another provenance than its folder's key: which of the
+#: two its data belong to is unknown, so no extraction repairs it (its folder has to be deleted)
+KEY_MISMATCH = "the provenance in meta.json does not match the entry's key (edited?)"
+
+
 def provenance_key(provenance: dict) -> str:
     """Stable hash of a provenance dict (canonical JSON)."""
     text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=json_default)
@@ -100,8 +105,7 @@ class FeatureStore:
         meta = entry._read_meta()
         if meta is not None and meta.get("provenance") != plain_provenance(provenance):
             raise StoreError(
-                f"{path}: the provenance in meta.json does not match the entry's key; the store is damaged "
-                "(delete this entry folder to redo it)"
+                f"{path}: {KEY_MISMATCH}; the store is damaged (delete this entry folder to redo it)"
             )
         return entry
 
@@ -167,7 +171,7 @@ class FeatureStore:
             if not isinstance(provenance, dict) or not folder.name.endswith(
                 "-" + provenance_key(plain_provenance(provenance))
             ):
-                meta["damaged"] = "the provenance in meta.json does not match the entry's key (edited?)"
+                meta["damaged"] = KEY_MISMATCH
         meta["path"] = str(folder)
         return meta
 
