@@ -141,7 +141,8 @@ class FileDataset(ImageDataset):
         return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
     def _hash_content(self, h) -> None:
-        # File identity by id, size and modification time: cheap, and changes whenever a file does.
+        # File identity by id, size and modification time: cheap, and changes when a file is rewritten
+        # in place; a same-size replacement that keeps the old time (cp -p, rsync -a) is not seen (README)
         for item_id, path in zip(self.ids, self.paths):
             try:
                 st = path.stat()
