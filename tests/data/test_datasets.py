@@ -240,3 +240,18 @@ def test_file_name_that_is_not_utf8(image_tree):
     assert ds.load(i).size == (96, 80) and ds.source(i).endswith("caf\\xe9.png")
     assert len(ds.fingerprint()) == 64
     json.dumps(ds.index_record())
+
+
+def test_names_that_read_alike_once_escaped_are_refused_by_name(tmp_path):
+    # a raw 0xff byte and a literal backslash-x-f-f give the same printable id: the message said one
+    # item "appears more than once"
+    root = os.fsencode(tmp_path / "tree")
+    for rel in (b"a/bad\xff.png", b"a/bad\\xff.png", b"b/ok.png"):
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, format="PNG")
+        except OSError:
+            pytest.skip("this file system refuses names that are not UTF-8")
+    with pytest.raises(DataError, match="two files whose names read alike"):
+        open_dataset(os.fsdecode(root))

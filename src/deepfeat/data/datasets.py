@@ -111,9 +111,19 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
         paths += files
         targets += [index[class_dir.name]] * len(files)
         splits += [split] * len(files)
+    ids = [printable(p.relative_to(root).as_posix()) for p in paths]
+    if len(set(ids)) != len(ids):
+        first: dict[str, Path] = {}
+        for item, path in zip(ids, paths):
+            if item in first:
+                raise DataError(
+                    f"{printable(first[item])} and {printable(path)}: two files whose names read alike once "
+                    "bytes that are not UTF-8 are written as \\xNN (their id would be one); rename one"
+                )
+            first[item] = path
     return FileDataset(
         name=root.name or str(root),
-        ids=[printable(p.relative_to(root).as_posix()) for p in paths],
+        ids=ids,
         classes=classes,
         targets=np.asarray(targets, dtype=np.int64),
         splits=np.asarray(splits, dtype=object) if use_splits else None,
