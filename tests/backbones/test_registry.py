@@ -15,6 +15,12 @@ def test_unknown_backbone_lists_valid_names():
     assert "alexnett" in message and "efficientnet_lite0" in message and "vgg16" in message
 
 
+@pytest.mark.parametrize("name", [None, 42])
+def test_a_backbone_name_of_another_type_is_named(name):
+    with pytest.raises(ConfigError, match="backbone name must be a string such as 'efficientnet_lite0'"):
+        load_backbone(name)
+
+
 def test_unknown_layer_lists_valid_names():
     bb = load_backbone("efficientnet_lite0", weights="random")
     with pytest.raises(UnknownNameError) as info:

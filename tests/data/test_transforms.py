@@ -52,6 +52,9 @@ def test_validation_errors():
         Preprocess(size=100, crop=200)
     with pytest.raises(UnknownNameError, match="valid: backbone, decaf"):
         preset("imagenet", Preprocess())
+    with pytest.raises(ConfigError, match="size must be a whole number, got '256'"):
+        Preprocess(size="256")  # was a TypeError from a comparison
+    assert Preprocess(size=np.int64(256)).size == 256
 
 
 def test_draft_size_is_the_resized_size():

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from deepfeat.errors import StoreError
+from deepfeat.errors import ConfigError, StoreError
 from deepfeat.features.store import FeatureStore, provenance_key
 
 PROV = {"dataset": "abc", "layer": "head", "pool": "avg", "weights_id": "w"}
@@ -270,3 +270,11 @@ def test_a_store_in_the_image_folder_is_not_read_as_classes(image_tree, inside):
     store.save_dataset_index(before.fingerprint(), before.index_record())
     after = folder_dataset(image_tree)
     assert after.classes == before.classes and after.fingerprint() == before.fingerprint()
+
+
+def test_a_store_of_another_type_is_named():
+    from deepfeat.features.store import as_store
+
+    with pytest.raises(ConfigError, match="store must be a folder path or a FeatureStore, got int 123"):
+        as_store(123)
+    assert as_store(None) is None

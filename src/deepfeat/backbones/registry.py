@@ -10,7 +10,7 @@ from deepfeat.backbones import efficientnet_lite, torchvision_nets
 from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.finetuned import is_finetune_checkpoint, load_finetuned
 from deepfeat.checkpoint import keeps_rng
-from deepfeat.errors import UnknownNameError
+from deepfeat.errors import ConfigError, UnknownNameError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -70,6 +70,11 @@ def load_backbone(
 
     The caller's torch random stream is left where it was (seeded initialisations use ``seed``).
     """
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"backbone name must be a string such as {DEFAULT_BACKBONE!r} (see list_backbones()), got "
+            f"{type(name).__name__} {name!r:.60}"
+        )
     backbone = _load(name, weights, seed)
     if fully_convolutional and name in DENSE_VARIANTS:
         from deepfeat.backbones.dense import fully_convolutional as dense

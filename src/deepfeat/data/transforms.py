@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.validation import check_int
 
 RESIZE_MODES = ("shorter", "warp", "area")
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -62,6 +63,8 @@ class Preprocess:
     multiple: int = 32
 
     def __post_init__(self) -> None:
+        for name in ("size", "multiple") + (("crop",) if self.crop is not None else ()):
+            object.__setattr__(self, name, check_int(name, getattr(self, name)))
         if self.resize not in RESIZE_MODES:
             raise UnknownNameError("resize mode", self.resize, RESIZE_MODES)
         if self.interpolation not in INTERPOLATIONS:

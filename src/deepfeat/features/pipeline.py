@@ -39,7 +39,7 @@ from deepfeat.features.runner import (
     resolve_loader,
     run_local,
 )
-from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry
+from deepfeat.features.store import FeatureStore, MemoryEntry, StoreEntry, as_store
 from deepfeat.validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,7 @@ def extract(
             resolve_device(device, backbone)
     resolve_loader(loader, dev)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
-    if isinstance(store, str | Path):
-        store = FeatureStore(store)
+    store = as_store(store)
     start = time.perf_counter()
     n = len(dataset)
     base = base_provenance(dataset, backbone, prep, max_pixels, amp_name(dev) if amp else None)
@@ -336,7 +335,7 @@ def read_stored(
     and the files their extraction skipped, with their reasons, as :func:`extract` reports them."""
     start = time.perf_counter()
     dataset, backbone, methods = _inputs(dataset, backbone, methods)
-    store = FeatureStore(store) if isinstance(store, str | Path) else store
+    store = as_store(store)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
     amp_dtype = amp_name(resolve_device(device, backbone)) if check_amp(amp) else None
     base = base_provenance(dataset, backbone, prep, max_pixels, amp_dtype)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfeat.errors import StoreError
+from deepfeat.errors import ConfigError, StoreError
 from deepfeat.features.entry import (
     EntryState,
     StoreEntry,
@@ -244,3 +244,15 @@ class MemoryEntry:
         """Whether every row is done (``computed_on``: kept by stored entries only)."""
         self.complete = bool(self._done.all())
         return self.complete
+
+
+def as_store(store) -> FeatureStore | None:
+    """``store`` as a FeatureStore: None and FeatureStores as they are, a folder path opened; a
+    ConfigError naming ``store`` for anything else."""
+    if store is None or isinstance(store, FeatureStore):
+        return store
+    if isinstance(store, str | os.PathLike):
+        return FeatureStore(store)
+    raise ConfigError(
+        f"store must be a folder path or a FeatureStore, got {type(store).__name__} {store!r:.60}"
+    )
