@@ -81,6 +81,9 @@ def test_features_equal_pooled_module_outputs(effnet, image_tree):
             res[f"{layer}/max"].features, direct[layer].amax((2, 3)).numpy(), atol=1e-4
         )
     np.testing.assert_allclose(res["logits"].features, direct["logits"].numpy(), atol=1e-3)
+    assert res["logits/avg"] is res["logits"]  # a vector layer under a pooling spelling, as the CLI takes
+    with pytest.raises(KeyError, match="available"):
+        res["head"]  # two poolings: ambiguous
     fs = res["head/avg"]
     assert fs.features.dtype == np.float32
     assert fs.ids == ds.ids and fs.targets.tolist() == ds.targets.tolist()

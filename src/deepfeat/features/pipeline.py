@@ -74,7 +74,8 @@ class Extraction:
     def __getitem__(self, key: str) -> FeatureSet:
         if key in self.features:
             return self.features[key]
-        matches = [k for k in self.features if k.split("/")[0] == key]
+        # a layer alone for its one set; 'pool/avg' for a vector layer's set (keyed 'pool'), as the CLI
+        matches = [k for k in self.features if k.split("/")[0] == key or k == key.split("/")[0]]
         if len(matches) == 1:
             return self.features[matches[0]]
         raise KeyError(f"no feature set {key!r}; available: {', '.join(self.features)}")
