@@ -154,3 +154,9 @@ def test_fully_convolutional_equals_the_network_at_224_and_runs_densely_above(na
     assert out["fc8"].shape == (1, 1000)
     with pytest.raises(ConfigError, match="fully convolutional network needs pool5 maps"):
         dense.module(torch.randn(1, 3, 96, 96))
+
+
+def test_catalog_membership_takes_names_and_the_layers_it_yields():
+    catalog = load_backbone("efficientnet_lite0", weights="random").catalog
+    first = next(iter(catalog))
+    assert first in catalog and first.name in catalog and "stage99" not in catalog

@@ -68,6 +68,18 @@ def test_palette_with_transparency(tmp_path):
     assert np.asarray(load_image(path))[0, 0].tolist() == [255, 255, 255]
 
 
+@pytest.mark.parametrize("mode, key, colour", [("RGB", (10, 20, 30), (10, 20, 30)), ("L", 7, 7)])
+def test_a_transparent_colour_key_is_composited_on_white(tmp_path, mode, key, colour):
+    # PNG tRNS on RGB and grey images: the key colour stayed as it was (viewers show it transparent)
+    img = Image.new(mode, (4, 4), colour)
+    img.putpixel((0, 0), (200, 100, 50) if mode == "RGB" else 99)
+    path = save(img, tmp_path / f"key_{mode}.png", transparency=key)
+    assert "transparency" in Image.open(path).info
+    out = np.asarray(load_image(path))
+    assert out[1, 1].tolist() == [255, 255, 255]
+    assert out[0, 0].tolist() == ([200, 100, 50] if mode == "RGB" else [99, 99, 99])
+
+
 def test_16_bit_scaled_not_clipped(tmp_path):
     arr16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     path = save(Image.fromarray(arr16), tmp_path / "d16.png")

@@ -253,3 +253,9 @@ def test_class_weights_by_class_name_reach_the_probe_as_codes():
     plain = evaluate(fs, KShot(k=10, n_splits=1), {"lr": LinearProbe(C=0.1)}, progress=False)
     assert by_name.records[0]["metrics"] == by_code.records[0]["metrics"]
     assert by_name.records[0]["per_class"] != plain.records[0]["per_class"]
+
+
+def test_probes_as_a_comma_string_get_the_list_to_pass():
+    X, y = blobs()
+    with pytest.raises(ConfigError, match=r"probes takes a list of names, e.g. \['svm', 'logreg'\]"):
+        evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=1), "svm,logreg", progress=False)

@@ -100,6 +100,9 @@ class LayerCatalog(Sequence[LayerInfo]):
         return self._layers[key]
 
     def __contains__(self, name: object) -> bool:
+        """Whether a layer name, or a LayerInfo (what iterating the catalog yields), is in it."""
+        if isinstance(name, LayerInfo):
+            return self._by_name.get(name.name) == name
         return name in self._by_name
 
     @property

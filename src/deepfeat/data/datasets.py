@@ -99,7 +99,10 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
     for split, class_dir in groups:
         files = _files_below(class_dir, ignored)
         if not files:
-            raise DataError(f"{printable(class_dir)}: class folder holds no files; add images or remove it")
+            raise DataError(
+                f"{printable(class_dir)}: class folder holds no files (hidden ones are ignored); add images "
+                "or remove it"
+            )
         for f in files:
             st = f.stat()
             other = seen.setdefault((st.st_dev, st.st_ino), f)

@@ -3,7 +3,8 @@
 What is handled:
 - EXIF orientation is applied, so the pixels are upright as a viewer shows them;
 - grayscale, bilevel, palette, CMYK, YCbCr, LAB and HSV images are converted to RGB;
-- images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on white;
+- images with transparency (RGBA, LA, PA, and palette, RGB or grey images with a transparent colour)
+  are composited on white;
 - 16-bit integer images (PNG, PGM / PPM, TIFF, whatever their values) are scaled to 8 bits by their
   declared range (65535 maps to 255); 32-bit integer images, which declare no useful range, keep values
   up to 255 and are otherwise scaled so that their largest value maps to 255; float images in [0, 1]
@@ -162,13 +163,12 @@ def to_rgb(img: Image.Image, sixteen_bit: bool | None = None) -> Image.Image:
     ``sixteen_bit``: whether an integer image of mode ``I`` came from a 16-bit file (default: read from
     ``img``, whose format transposition may have dropped; see :func:`_declares_16_bits`)."""
     mode = img.mode
+    if mode in ("P", "RGB", "L") and "transparency" in img.info:  # a transparent colour (PNG tRNS)
+        img, mode = img.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return img
     if mode == "P":
-        mode = "RGBA" if "transparency" in img.info else "RGB"
-        img = img.convert(mode)
-        if mode == "RGB":
-            return img
+        return img.convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE)

@@ -39,7 +39,7 @@ from deepfeat.metrics import (
     top_k_accuracy,
 )
 from deepfeat.probes.registry import probe_for
-from deepfeat.validation import check_int
+from deepfeat.validation import as_names, check_int
 
 
 def _score_method(probe) -> str | None:
@@ -241,7 +241,13 @@ def _probes_by_name(probes) -> dict[str, object]:
                     "predict_proba; the metrics (accuracies, average precision) rank classes by one of them"
                 )
         return dict(probes)
-    names = [probes] if isinstance(probes, str) else list(probes) if isinstance(probes, Sequence) else None
+    names = (
+        as_names(probes, "probes")
+        if isinstance(probes, str)
+        else list(probes)
+        if isinstance(probes, Sequence)
+        else None
+    )
     if names is None or not all(isinstance(n, str) for n in names):
         raise ConfigError(
             "probes must be estimators by name (a dict, e.g. {'svm': LinearProbe()}) or probe names "

@@ -37,7 +37,7 @@ from deepfeat.fileio import check_output_dir
 from deepfeat.probes import probe_for
 from deepfeat.report.provenance import environment
 from deepfeat.report.wording import counted, listed
-from deepfeat.validation import check_choice, check_device, check_int
+from deepfeat.validation import as_names, check_choice, check_device, check_int
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class EvaluationJob:
             probes = dict(spec)
         else:
             if isinstance(spec, str):
-                spec = [spec]
+                spec = as_names(spec, "probes")
             if "kernel_normalize" in self.probe_params and "ksvm" not in spec:
                 raise ConfigError(
                     "probe_params 'kernel_normalize' (--kernel-normalize) is the kernel probe's option and "
