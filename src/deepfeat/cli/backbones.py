@@ -9,7 +9,7 @@ import typer
 
 from deepfeat.backbones import list_backbones, load_backbone
 from deepfeat.cli.common import friendly
-from deepfeat.data.images import load_image
+from deepfeat.data.images import load_image, printable
 from deepfeat.errors import ConfigError, ImageError
 from deepfeat.report.tables import text_table
 from deepfeat.validation import check_int, close_matches
@@ -88,7 +88,7 @@ def predict_command(
         try:
             image = load_image(path, draft=bb.preprocess.draft_size)
         except ImageError as exc:
-            typer.echo(f"{path}: skipped, {exc}", err=True)
+            typer.echo(f"{printable(path)}: skipped, {exc.reason}", err=True)
             bad += 1
             continue
         x = bb.preprocess.to_batch([bb.preprocess(image)])
