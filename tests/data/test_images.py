@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfeat.data.images import load_image, to_rgb
+from deepfeat.data.images import load_image, load_image_bytes, to_rgb
 from deepfeat.errors import ImageError
 from tests.conftest import photo, png_header_only, save, truncated_jpeg
 
@@ -205,3 +205,22 @@ def test_pixel_limit_raised_only_while_needed_and_under_threads(tmp_path, monkey
     assert Image.MAX_IMAGE_PIXELS == 1000
     with pytest.raises(Image.DecompressionBombError):  # Pillow's limit outside deepfeat is untouched
         Image.open(path)
+
+
+def test_a_png_with_damaged_image_data_is_refused_not_garbled(tmp_path):
+    import struct
+
+    y, x = np.mgrid[0:60, 0:80]
+    path = save(
+        Image.fromarray(np.stack([x * 3, y * 4, (x + y) * 2], -1).astype(np.uint8)), tmp_path / "ok.png"
+    )
+    data = bytearray(path.read_bytes())
+    i = data.find(b"IDAT")
+    data[i + 4 + struct.unpack(">I", data[i - 4 : i])[0] // 2] ^= 0xFF  # one byte inside the image data
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="corrupt PNG data"):
+        load_image(bad)  # it decoded with most pixels garbled
+    with pytest.raises(ImageError, match="corrupt PNG data"):
+        load_image_bytes(bytes(data), "shard.tar:bad.png")
+    assert np.asarray(load_image_bytes(path.read_bytes(), "ok")).shape == (60, 80, 3)

@@ -10,6 +10,7 @@ What is handled:
   up to 255 and are otherwise scaled so that their largest value maps to 255; float images in [0, 1]
   are scaled by 255;
 - multi-frame files (GIF, TIFF) give their first frame.
+- PNG files have their chunk checksums verified (Pillow would decode damaged data into garbled pixels).
 
 What becomes an :class:`~deepfeat.errors.ImageError` naming the path and the reason: zero-byte files,
 files that are not images, truncated or corrupt images, and images with more pixels than
@@ -104,7 +105,20 @@ def _open(source, where: str, *, max_pixels: int, draft: DraftRule | None) -> Im
         except OSError as exc:
             raise ImageError(where, f"cannot open image ({exc})") from exc
         with img:
+            if img.format == "PNG":
+                _verify_png(source, where)
             return _decode(img, where, max_pixels=max_pixels, draft=draft)
+
+
+def _verify_png(source, where: str) -> None:
+    """Refuse a PNG whose chunk checksums do not match (Pillow decodes damaged image data without
+    complaint, garbling pixels); read through a second handle, so the open image is undisturbed."""
+    check = io.BytesIO(source.getbuffer()) if isinstance(source, io.BytesIO) else source
+    try:
+        with Image.open(check) as png:
+            png.verify()
+    except Exception as exc:
+        raise ImageError(where, f"truncated or corrupt PNG data ({exc})") from exc
 
 
 def printable(path: str | os.PathLike) -> str:
