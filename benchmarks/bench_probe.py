@@ -180,6 +180,17 @@ def balanced(pool: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Genera
     return np.sort(np.concatenate([members[c][: take[c]] for c in classes]))
 
 
+def split_shape(X: np.ndarray, labels: np.ndarray, n: int):
+    """The protocol's data for n training images: (Xtr, ytr, Xte, yte), class codes of ytr and
+    deepfeat's stratified 3 folds (None when a class is too small)."""
+    rng = np.random.default_rng(SEED)
+    perm = rng.permutation(len(labels))
+    test, pool = perm[:N_TEST], perm[N_TEST:]
+    train = balanced(pool, labels, n, rng)
+    codes = np.unique(labels[train], return_inverse=True)[1]
+    return (X[train], labels[train], X[test], labels[test]), codes, make_folds(codes, 3, SEED)
+
+
 # -- methods ----------------------------------------------------------------------------------------
 
 
@@ -212,13 +223,7 @@ def run_shape(
     key: str, X, labels, repeats: int, warmup: int, feature_info: dict, families=FAMILIES, converged=False
 ) -> dict:
     k, n, d = (int(v) for v in key.split("x"))
-    rng = np.random.default_rng(SEED)
-    perm = rng.permutation(len(labels))
-    test, pool = perm[:N_TEST], perm[N_TEST:]
-    train = balanced(pool, labels, n, rng)
-    Xtr, ytr, Xte, yte = X[train], labels[train], X[test], labels[test]
-    codes = np.unique(ytr, return_inverse=True)[1]
-    folds = make_folds(codes, 3, SEED)
+    (Xtr, ytr, Xte, yte), _, folds = split_shape(X, labels, n)
     if folds is None:
         raise SystemExit(f"shape {key}: a class has fewer than 2 training samples")
     # first, deepfeat's choice of C (untimed) for the single scikit-learn fits at that C
@@ -249,7 +254,7 @@ def run_shape(
 
         return fit
 
-    print(f"shape {key}: train {len(train)}, test {len(test)}, {len(folds)} folds", flush=True)
+    print(f"shape {key}: train {len(ytr)}, test {len(yte)}, {len(folds)} folds", flush=True)
     with LoadGuard() as load:
         timings, models = interleaved({name: runner(name) for name in templates}, repeats, warmup)
     rows = {}
@@ -291,7 +296,7 @@ def run_shape(
             )
         comparisons.append(row)
     return {
-        "shape": {"classes": k, "n_train": n, "dim": d, "n_test": len(test), "n_folds": len(folds)},
+        "shape": {"classes": k, "n_train": n, "dim": d, "n_test": len(yte), "n_folds": len(folds)},
         "features": feature_info,
         "methods": rows,
         "comparisons": comparisons,

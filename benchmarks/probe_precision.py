@@ -32,14 +32,13 @@ from _machine import machine
 from _sklearn import chosen_C as sklearn_chosen_C
 from _sklearn import logistic_cv, mean_scores
 from _timing import LoadGuard, interleaved, pinned_threads
-from bench_probe import GRID, N_TEST, RESULTS, SEED, balanced, features, targets
+from bench_probe import GRID, RESULTS, SEED, features, split_shape, targets
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from deepfeat.fileio import write_json
 from deepfeat.probes import LinearProbe
-from deepfeat.probes.selection import make_folds
 
 SHAPES = ("2x300x192", "2x1200x192")
 CV_TOLS = (1e-4, 1e-3)  # deepfeat's default, and ten times looser
@@ -119,14 +118,7 @@ def run_shape(key: str, cv_tols, repeats: int) -> dict:
     if k != 2:
         raise SystemExit(f"shape {key}: two classes only (the exact reference is the binary objective)")
     X, y, feature_info = features(d)
-    labels = targets(X, y, k, d)
-    rng = np.random.default_rng(SEED)
-    perm = rng.permutation(len(labels))
-    test, pool = perm[:N_TEST], perm[N_TEST:]
-    train = balanced(pool, labels, n, rng)
-    Xtr, ytr, Xte, yte = X[train], labels[train], X[test], labels[test]
-    codes = np.unique(ytr, return_inverse=True)[1]
-    folds = make_folds(codes, 3, SEED)
+    (Xtr, ytr, Xte, yte), codes, folds = split_shape(X, targets(X, y, k, d), n)
     X64, t = Xtr.astype(np.float64), codes.astype(np.float64)
     print(f"shape {key}: exact fold optima", flush=True)
     exact = exact_path(X64, t, folds, GRID)
@@ -172,7 +164,7 @@ def run_shape(key: str, cv_tols, repeats: int) -> dict:
             flush=True,
         )
     return {
-        "shape": {"classes": k, "n_train": n, "dim": d, "n_test": len(test), "n_folds": len(folds)},
+        "shape": {"classes": k, "n_train": n, "dim": d, "n_test": len(yte), "n_folds": len(folds)},
         "features": feature_info,
         "methods": rows,
         "load": load.to_dict(),
