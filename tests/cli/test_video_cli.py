@@ -48,6 +48,8 @@ def test_make_train_evaluate_predict(tmp_path):
     assert payload["result"]["table_rows"][0][0] == "LRCN" and (out / "confusion.png").exists()
     clip = data / "4-up" / "v_4-up_c003.mp4"
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+    # the models' own clips (the sentence said 16-frame clips, stride 8, whatever they used)
+    assert "each 4-frame clip, then over the clips (stride 8)" in (out / "report.md").read_text()
     args = ["-m", str(tmp_path / "rgb"), "-m", str(tmp_path / "flow"), "--top", "1"]
     r = runner.invoke(app, ["video", "predict", str(clip), *args, "--json", str(tmp_path / "p.json")])
     assert r.exit_code == 0, r.output

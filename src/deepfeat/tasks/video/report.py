@@ -55,9 +55,18 @@ def build_report(result: VideoEvaluation, title: str, context: dict | None = Non
         + (", top stages fine-tuned" if cfg.get("top") else "")
         for name, cfg in result.models.items()
     )
+    clips = sorted(
+        {
+            (cfg.get("clip_length"), cfg.get("clip_stride"))
+            for cfg in result.models.values()
+            if cfg.get("model") == "lrcn"
+        },
+        key=str,
+    )
+    lrcn = " / ".join(f"{n}-frame clip, then over the clips (stride {s})" for n, s in clips) or "its clips"
     facts["prediction per video"] = (
-        "LRCN: softmax averaged over the steps of each 16-frame clip, then over the clips (stride 8); "
-        "single frame: averaged over all frames; fused: w * RGB + (1 - w) * flow"
+        f"LRCN: softmax averaged over the steps of each {lrcn}; single frame: averaged over all frames; "
+        "fused: w * RGB + (1 - w) * flow"
     )
     doc.facts(facts)
     doc.heading("Accuracy per video (%), as Table 4.1")
