@@ -91,6 +91,15 @@ JAVA_OUTPUTS = [
     ("dogs' x", "dogs ' x"),
     ("o' x", "o ' x"),
     ("the cat' s", "the cat ' s"),
+    # a clitic or a hashtag ends the word token, so the slash after it stands alone; '#' splits off
+    # only before a digit, and a run of them before a word
+    ("he can't/won't go", "he ca n't / wo n't go"),
+    ("it's/its", "it 's / its"),
+    ("o'neil/smith", "o'neil / smith"),
+    ("its/it's and/or", "its/it 's and/or"),
+    ("a #tag here", "a #tag here"),
+    ("a #tag/b", "a #tag / b"),
+    ("##hash #1 winner", "## hash # 1 winner"),
 ]
 
 

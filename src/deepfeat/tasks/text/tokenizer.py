@@ -78,7 +78,7 @@ _ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+$|^(?:[A-Za-z]\.)+[A-Za-z]$")
 _NUMBER = re.compile(r"^[0-9]+(?:[.,:/][0-9]+)*$")
 _PUNCT_RUN = re.compile(r"^[!?]+$")
 # a chunk's leading and trailing punctuation
-_LEAD = re.compile(r'^(\.{3,}|--+|-(?=[a-z])|[(\[{"`$#]|\'(?![a-z0-9]))', re.IGNORECASE)
+_LEAD = re.compile(r'^(\.{3,}|--+|-(?=[a-z])|[(\[{"`$]|#{2,}|#(?![a-z])|\'(?![a-z0-9]))', re.IGNORECASE)
 _TRAIL = re.compile(r'(\.{3,}|\.\.|--+|(?<=[a-z])-|[!?]+|[)\]}",;:%]|\'\'|\')$', re.IGNORECASE)
 _INNER = re.compile(r"(\.{3,}|--+|[()\[\]{}\"!?;]|[,:](?![0-9])|(?<![0-9])[,:]|(?<=[0-9])'(?=[0-9])|&|\$|%)")
 
@@ -196,6 +196,9 @@ def _word(word: str) -> list[str]:
         if stem.lower() in _ABBREVIATIONS or _ACRONYM.match(word):
             return [word]
         return [*_word(stem), "."] if stem else ["."]
+    head, slash, rest = word.partition("/")
+    if slash and ("'" in head or head[:1] == "#"):  # an apostrophe or a hashtag ends PTB's word token,
+        return [*_word(head), "/", *(_word(rest) if rest else [])]  # and the slash after it stands alone
     lowered = word.lower()
     if lowered in _SPLIT_WORDS:
         cut = len(_SPLIT_WORDS[lowered][0])
