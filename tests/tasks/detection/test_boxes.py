@@ -35,6 +35,8 @@ def test_iou_matches_the_definition():
     want = np.array([[_iou_reference(x, y) for y in b] for x in a])
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert iou(np.zeros((0, 4)), b).shape == (0, 5)
+    # two boxes without area: no overlap, not 0 / 0 = NaN (an argmax over NaN picks anything)
+    assert iou([[3, 3, 3, 3]], [[3, 3, 3, 3], [0, 0, 5, 5]]).tolist() == [[0.0, 0.0]]
 
 
 def test_context_boxes_leave_p_pixels_at_the_warp_size():

@@ -18,11 +18,13 @@ def as_boxes(boxes) -> np.ndarray:
 
 
 def iou(a, b) -> np.ndarray:
-    """Intersection over union of every box of ``a`` (N, 4) with every box of ``b`` (M, 4): (N, M)."""
+    """Intersection over union of every box of ``a`` (N, 4) with every box of ``b`` (M, 4): (N, M);
+    0 for two boxes without area (their union is empty: 0 / 0)."""
     a, b = as_boxes(a), as_boxes(b)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float32)
-    return box_iou(torch.from_numpy(a).double(), torch.from_numpy(b).double()).float().numpy()
+    out = box_iou(torch.from_numpy(a).double(), torch.from_numpy(b).double()).nan_to_num_(0.0)
+    return out.float().numpy()
 
 
 def widths_heights(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
