@@ -105,3 +105,19 @@ def test_predict_files(tiny_videos, two_streams, tmp_path):
     assert bad.top == [] and "not a video file" in bad.error
     with pytest.raises(ConfigError, match="RGB and a flow"):
         predict_videos([clip], [two_streams[0], two_streams[0]], progress=False)
+
+
+def test_models_of_different_kinds_say_why_no_row_is_fused(tiny_videos, tiny_store, two_streams, tmp_path):
+    _, flow = two_streams
+    opts = TrainOptions(model="lrcn", stream="rgb", epochs=1, batch_size=4, clip_length=4, hidden=8)
+    train(
+        TrainJob(tiny_videos, opts, tiny_features(), store=tiny_store, out=tmp_path / "lrcn"), progress=False
+    )
+    said: list[str] = []
+    result = evaluate(
+        EvaluateJob(tiny_videos, [tmp_path / "lrcn", flow], store=tiny_store),
+        progress=False,
+        echo=said.append,
+    )
+    assert not any("fused" in name for name in result.probs)
+    assert any("no fused rows" in line and "RGB lrcn and flow single" in line for line in said)

@@ -272,6 +272,12 @@ def evaluate(
         if rgb is not None and flow is not None:
             for w in job.fusion:
                 probs[f"{kind}/fused {weight_label(w)}"] = w * rgb + (1 - w) * flow
+    streams = {stream: {k for k in MODEL_LABELS if f"{k}/{stream}" in probs} for stream in ("rgb", "flow")}
+    if job.fusion and streams["rgb"] and streams["flow"] and not streams["rgb"] & streams["flow"]:
+        echo(
+            f"no fused rows: fusion pairs an RGB and a flow model of one kind, and these are RGB "
+            f"{', '.join(sorted(streams['rgb']))} and flow {', '.join(sorted(streams['flow']))}"
+        )
     probs = {k: v[keep] for k, v in probs.items()}
     targets = videos.targets[keep]
     result = VideoEvaluation(
