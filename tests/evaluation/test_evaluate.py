@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.evaluate import evaluate
+from deepfeat.evaluation.evaluate import _content_hash, evaluate
 from deepfeat.evaluation.protocols import DomainAdaptation, KShot, RandomSplit
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.probes.linear import LinearProbe
@@ -98,6 +98,11 @@ def test_a_checkpoint_does_not_serve_records_of_other_feature_values(tmp_path):
     fresh = evaluate({"f": feature_set(noise, y)}, KShot(k=5, n_splits=2), FAST, progress=False)
     assert [r["metrics"] for r in again.records] == [r["metrics"] for r in fresh.records]
     assert [r["metrics"] for r in again.records] != [r["metrics"] for r in real.records]
+    # object arrays (the CLI's splits) hash by value: their bytes are addresses, other in every process
+    a, b = feature_set(X, y), feature_set(X, y)
+    a.splits = np.array(["".join(["tr", "ain"]) for _ in y], dtype=object)
+    b.splits = np.array(["".join(["tra", "in"]) for _ in y], dtype=object)
+    assert a.splits[0] is not b.splits[0] and _content_hash(a) == _content_hash(b)
     relabelled = evaluate(
         {"f": feature_set(X, y[::-1].copy())}, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False
     )
@@ -238,6 +243,35 @@ def test_multilabel_map_with_difficult():
         evaluate(
             {"f": fs}, FixedSplit(), {"lr": LinearProbe(multi_class="ovr", Cs=(0.1, 1.0))}, progress=False
         )
+    # positives that are all 'difficult' count as none (the probe's message named an index)
+    fs.targets, fs.difficult = Y.copy(), np.zeros_like(Y, dtype=bool)
+    fs.targets[:100, 1] = Y[:100, 0]
+    fs.difficult[:100, 1] = fs.targets[:100, 1] == 1
+    with pytest.raises(DataError, match=r"labels 'bus' .* not counting 'difficult' ones"):
+        evaluate(
+            {"f": fs}, FixedSplit(), {"lr": LinearProbe(multi_class="ovr", Cs=(0.1, 1.0))}, progress=False
+        )
+
+
+def test_multilabel_scikit_learn_estimators_train_without_an_ignore_mask():
+    # their fit takes no ignore= (a raw TypeError); difficult entries are then trained as labelled
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    Y = rng.integers(0, 2, size=(120, 3))
+    X = np.hstack([Y * 2.0 + 0.3 * rng.normal(size=(120, 3)), rng.normal(size=(120, 5))])
+    difficult = np.zeros_like(Y, dtype=bool)
+    difficult[:10, 0] = True
+    res = evaluate(
+        {"f": feature_set(X, Y, difficult=difficult)},
+        RandomSplit(0.3, n_splits=1),
+        {"knn": KNeighborsClassifier()},
+        progress=False,
+    )
+    record = res.records[0]
+    assert record["metrics"]["map"] > 0.9 and record["difficult_in_training"].startswith(
+        "trained as labelled"
+    )
 
 
 def test_class_weights_by_class_name_reach_the_probe_as_codes():

@@ -17,6 +17,7 @@ resumes without refitting what was done.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,14 @@ from deepfeat.metrics import (
 )
 from deepfeat.probes.registry import probe_for
 from deepfeat.validation import as_names, check_int
+
+
+def _takes_ignore(probe) -> bool:
+    """Whether a probe's ``fit`` takes an ``ignore`` mask (deepfeat's probes; not scikit-learn's)."""
+    try:
+        return "ignore" in inspect.signature(probe.fit).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _score_method(probe) -> str | None:
@@ -91,9 +100,12 @@ def _content_hash(*sets: FeatureSet | None) -> str:
             h.update(np.ascontiguousarray(X[i : i + step]).data)
         h.update(repr((X.shape, str(X.dtype), fs.ids, fs.classes)).encode())
         for a in (fs.targets, fs.rows, fs.difficult, fs.splits):
-            h.update(
-                b"-" if a is None else np.ascontiguousarray(a).tobytes() + str(np.asarray(a).dtype).encode()
-            )
+            if a is None:
+                h.update(b"-")
+            elif np.asarray(a).dtype == object:  # the values: an object array's bytes are addresses
+                h.update(json.dumps([str(v) for v in np.asarray(a).ravel()]).encode())
+            else:
+                h.update(np.ascontiguousarray(a).tobytes() + str(np.asarray(a).dtype).encode())
     return h.hexdigest()
 
 
@@ -161,10 +173,15 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
     for probe_name, template, key in unit["probes"]:
         probe = prepare_probe(template, fs, encoded=encoder is not None)
         start = time.perf_counter()
-        if unit["multilabel"]:
-            probe.fit(X_train, y_train, ignore=ignore)
-        else:
-            probe.fit(X_train, y_train)
+        # 'difficult' entries are left out of a label's loss by probes whose fit takes ignore=; others
+        # (scikit-learn's) train on them as labelled, which the record says
+        masked = unit["multilabel"] and ignore is not None and _takes_ignore(probe)
+        probe.fit(X_train, y_train, ignore=ignore) if masked else probe.fit(X_train, y_train)
+        extra = (
+            {"difficult_in_training": "trained as labelled (fit takes no ignore=)"}
+            if unit["multilabel"] and ignore is not None and not masked and np.any(ignore)
+            else {}
+        )
         fit_seconds = time.perf_counter() - start
         metrics, per_class = _scores(probe, X_test, y_test, unit["n_classes"], unit["multilabel"], difficult)
         split = unit["split"]
@@ -184,6 +201,7 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
                 "n_test": len(X_test),
                 "fit_seconds": fit_seconds,
                 **encoded_info,
+                **extra,
             }
         )
     return out
@@ -220,14 +238,22 @@ def _check_label_training_rows(splits, source: FeatureSet, target: FeatureSet | 
     sets = {"data": source, "source": source, "target": target}
     for split in splits:
         Y = np.concatenate([np.asarray(sets[domain].targets)[idx] for domain, idx in split.train.items()])
-        positives = Y.sum(axis=0)
-        bad = np.flatnonzero((positives == 0) | (positives == len(Y)))
+        counted = np.concatenate(  # 'difficult' entries are left out of their label's loss
+            [
+                np.ones_like(np.asarray(sets[d].targets)[idx], dtype=bool)
+                if sets[d].difficult is None
+                else ~np.asarray(sets[d].difficult, dtype=bool)[idx]
+                for d, idx in split.train.items()
+            ]
+        )
+        positives, negatives = (Y.astype(bool) & counted).sum(0), (~Y.astype(bool) & counted).sum(0)
+        bad = np.flatnonzero((positives == 0) | (negatives == 0))
         if bad.size:
             labels = ", ".join(repr(source.classes[i]) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
             raise DataError(
                 f"split {split.name!r}: labels {labels} are positive for none or all of its {len(Y)} "
-                "training images; a one-vs-rest probe needs both (give them training positives, or leave "
-                "them out)"
+                "training images, not counting 'difficult' ones; a one-vs-rest probe needs both (give "
+                "them training positives, or leave them out)"
             )
 
 
