@@ -88,3 +88,15 @@ def test_a_fallback_C_is_not_reported_as_cross_validated(tmp_path):
     assert res.c_notes() == {"a class has fewer than 2 samples: C not searched": 1}
     report = write_report(res, tmp_path, title="t")["report"].read_text()
     assert "not searched in 1 of 1 fits (a class has fewer than 2 samples: C not searched)" in report
+
+
+def test_a_given_C_is_not_reported_as_cross_validated(tmp_path):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = blobs(n_per_class=20, n_classes=3)
+    probes = {"fixed": LinearProbe(C=0.5), "knn": KNeighborsClassifier(), "cv": LinearProbe(Cs=(0.1, 1.0))}
+    res = evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=1), probes, progress=False)
+    report = write_report(res, tmp_path, title="t")["report"].read_text()
+    line = next(line for line in report.splitlines() if line.startswith("Chosen C per split"))
+    assert "f/fixed: [0.5] (given, not searched)" in line and "f/knn" not in line
+    assert "f/cv: [" in line and "f/cv: [0.1] (given" not in line and "f/cv: [1.0] (given" not in line

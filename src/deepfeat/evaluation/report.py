@@ -86,12 +86,19 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         ["class", per_class_label],
         [[c, "-" if v is None else f"{100 * v:.1f}"] for c, v in zip(result.classes, best["per_class"])],
     )
-    chosen = "; ".join(f"{r['features']}/{r['probe']}{_mode_tag(r)}: {r['C']}" for r in summary[:8])
+    searched = {(r["features"], r["probe"], r.get("mode")) for r in result.records if r.get("cv") is not None}
+    rows = [r for r in summary if any(c is not None for c in r["C"])]  # estimators without a C: none
+    chosen = "; ".join(
+        f"{r['features']}/{r['probe']}{_mode_tag(r)}: {r['C']}"
+        + ("" if (r["features"], r["probe"], r.get("mode")) in searched else " (given, not searched)")
+        for r in rows[:8]
+    )
     how = "cross-validated on each training split" + "".join(
         f"; not searched in {n} of {len(result.records)} fits ({note}): the probe's fallback C"
         for note, n in result.c_notes().items()
     )
-    doc.text(f"Chosen C per split ({how}): " + chosen + ("; ..." if len(summary) > 8 else ""))
+    if rows:
+        doc.text(f"Chosen C per split ({how}): " + chosen + ("; ..." if len(rows) > 8 else ""))
     doc.text("Every number above, with the split seeds and row indices, is in `results.json`.")
     return doc
 
