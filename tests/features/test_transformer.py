@@ -32,6 +32,8 @@ def test_a_uint8_image_array_gives_the_features_of_the_same_images_as_files(fitt
     np.testing.assert_array_equal(fitted.transform(np.array(paths, dtype=object)), from_files)
     pd = pytest.importorskip("pandas")
     np.testing.assert_array_equal(fitted.transform(pd.Series([str(p) for p in paths])), from_files)
+    frame = pd.DataFrame({"path": [str(p) for p in paths]})
+    np.testing.assert_array_equal(fitted.transform(frame[["path"]]), from_files)  # ColumnTransformer's
     gray = images[..., 0]
     np.testing.assert_array_equal(fitted.transform(gray[..., None]), fitted.transform(gray))
 

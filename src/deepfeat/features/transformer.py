@@ -165,8 +165,8 @@ def _as_images(X) -> ImageDataset:
         )
     if hasattr(X, "__array__") and not isinstance(X, list | tuple):
         arr = np.asarray(X)
-        if arr.ndim == 1 and (arr.dtype.kind in "USO"):  # paths in an array, a pandas Series or column
-            return _as_images(arr.tolist())
+        if arr.dtype.kind in "USO" and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1)):
+            return _as_images(arr.ravel().tolist())  # paths: an array, a Series, a one-column DataFrame
         if (
             arr.dtype != np.uint8
             or arr.ndim not in (3, 4)
