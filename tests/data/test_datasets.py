@@ -255,3 +255,25 @@ def test_names_that_read_alike_once_escaped_are_refused_by_name(tmp_path):
             pytest.skip("this file system refuses names that are not UTF-8")
     with pytest.raises(DataError, match="two files whose names read alike"):
         open_dataset(os.fsdecode(root))
+
+
+def test_class_folders_with_bytes_that_are_not_utf8_get_printable_names(tmp_path):
+    # the raw name ('c\udcff') crashed the per-class plot after every fit
+    root = os.fsencode(tmp_path / "classes")
+    for cls in (b"c\xff", b"d"):
+        os.makedirs(os.path.join(root, cls))
+        try:
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(
+                os.path.join(root, cls, b"x.png"), format="PNG"
+            )
+        except OSError:
+            pytest.skip("this file system refuses names that are not UTF-8")
+    ds = open_dataset(os.fsdecode(root))
+    assert ds.classes == ["c\\xff", "d"] and ds.targets.tolist() == [0, 1]
+    "".join(ds.classes).encode("utf-8")  # printable
+    os.makedirs(os.path.join(root, b"c\\xff"))  # a literal backslash-x-f-f: the same class name
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(
+        os.path.join(root, b"c\\xff", b"y.png"), format="PNG"
+    )
+    with pytest.raises(DataError, match="read alike"):
+        open_dataset(os.fsdecode(root))

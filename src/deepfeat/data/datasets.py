@@ -90,7 +90,16 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
             groups += [(split_dir.name, d) for d in class_dirs]
     else:
         groups = [(None, d) for d in top]
-    classes = sorted({d.name for _, d in groups})
+    named: dict[str, str] = {}  # folder name -> class name, printable (a non-UTF-8 byte as \xNN)
+    for _, d in groups:
+        named[d.name] = printable(d.name)
+    if len(set(named.values())) != len(named):
+        alike = sorted(n for n in named if list(named.values()).count(named[n]) > 1)
+        raise DataError(
+            f"{printable(root)}: class folders {', '.join(named[n] for n in alike)} read alike once bytes "
+            "that are not UTF-8 are written as \\xNN (one class name for two folders); rename one"
+        )
+    classes = sorted(set(named.values()))
     index = {c: i for i, c in enumerate(classes)}
     paths: list[Path] = []
     targets: list[int] = []
@@ -112,7 +121,7 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
                     "(it could land in two classes, or in train and test)"
                 )
         paths += files
-        targets += [index[class_dir.name]] * len(files)
+        targets += [index[named[class_dir.name]]] * len(files)
         splits += [split] * len(files)
     ids = [printable(p.relative_to(root).as_posix()) for p in paths]
     if len(set(ids)) != len(ids):
