@@ -224,3 +224,36 @@ def test_a_png_with_damaged_image_data_is_refused_not_garbled(tmp_path):
     with pytest.raises(ImageError, match="corrupt PNG data"):
         load_image_bytes(bytes(data), "shard.tar:bad.png")
     assert np.asarray(load_image_bytes(path.read_bytes(), "ok")).shape == (60, 80, 3)
+
+
+@pytest.mark.parametrize("depth", [1, 16])
+def test_a_grey_colour_key_of_1_and_16_bit_pngs_is_composited_on_white(tmp_path, depth):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    # 8 x 8 grey, the top half 0 (the transparent key), the bottom half white (1-bit) or 30000 (16-bit)
+    if depth == 1:
+        rows = [b"\x00" if y < 4 else b"\xff" for y in range(8)]
+    else:
+        rows = [struct.pack(">8H", *([0] * 8 if y < 4 else [30000] * 8)) for y in range(8)]
+    ihdr = struct.pack(">IIBBBBB", 8, 8, depth, 0, 0, 0, 0)
+    raw = zlib.compress(b"".join(b"\x00" + r for r in rows))
+    path = tmp_path / f"g{depth}.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"tRNS", struct.pack(">H", 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
+    out = np.asarray(load_image(path))
+    assert out[0, 0].tolist() == [255, 255, 255]  # was black
+    assert out[-1, -1].tolist() == ([255] * 3 if depth == 1 else [117] * 3)

@@ -187,9 +187,18 @@ def to_rgb(img: Image.Image, sixteen_bit: bool | None = None) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE)
         return Image.alpha_composite(background, rgba).convert("RGB")
+    key = img.info.get("transparency")
     if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(img, _declares_16_bits(img) if sixteen_bit is None else sixteen_bit)
-    return img.convert("RGB")
+        rgb = _high_depth_to_rgb(img, _declares_16_bits(img) if sixteen_bit is None else sixteen_bit)
+    else:
+        rgb = img.convert("RGB")
+    if isinstance(key, int) and mode in ("1", "I", "I;16", "I;16B", "I;16L"):  # a grey colour key
+        clear = np.asarray(img) == (bool(key) if mode == "1" else key)
+        if clear.any():
+            arr = np.array(rgb)
+            arr[clear] = 255
+            rgb = Image.fromarray(arr)
+    return rgb
 
 
 def _declares_16_bits(img: Image.Image) -> bool:
