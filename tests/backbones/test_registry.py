@@ -21,6 +21,13 @@ def test_a_backbone_name_of_another_type_is_named(name):
         load_backbone(name)
 
 
+def test_weights_and_seed_of_another_type_are_named():
+    with pytest.raises(ConfigError, match="weights must be None, 'random'"):
+        load_backbone("efficientnet_lite0", weights=42)
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        load_backbone("efficientnet_lite0", weights="random", seed="x")
+
+
 def test_unknown_layer_lists_valid_names():
     bb = load_backbone("efficientnet_lite0", weights="random")
     with pytest.raises(UnknownNameError) as info:

@@ -55,6 +55,10 @@ def test_validation_errors():
     with pytest.raises(ConfigError, match="size must be a whole number, got '256'"):
         Preprocess(size="256")  # was a TypeError from a comparison
     assert Preprocess(size=np.int64(256)).size == 256
+    with pytest.raises(ConfigError, match="interpolation must be a name"):
+        Preprocess(interpolation=["bicubic"])
+    with pytest.raises(ConfigError, match="mean must be 3 numbers"):
+        Preprocess(mean="abc")
 
 
 def test_draft_size_is_the_resized_size():

@@ -278,3 +278,5 @@ def test_a_store_of_another_type_is_named():
     with pytest.raises(ConfigError, match="store must be a folder path or a FeatureStore, got int 123"):
         as_store(123)
     assert as_store(None) is None
+    with pytest.raises(ConfigError, match="a feature store is a folder path, got NoneType"):
+        FeatureStore(None)

@@ -11,6 +11,7 @@ from deepfeat.backbones.backbone import Backbone
 from deepfeat.backbones.finetuned import is_finetune_checkpoint, load_finetuned
 from deepfeat.checkpoint import keeps_rng
 from deepfeat.errors import ConfigError, UnknownNameError
+from deepfeat.validation import check_int
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -75,6 +76,12 @@ def load_backbone(
             f"backbone name must be a string such as {DEFAULT_BACKBONE!r} (see list_backbones()), got "
             f"{type(name).__name__} {name!r:.60}"
         )
+    if not isinstance(weights, str | os.PathLike | None):
+        raise ConfigError(
+            f"weights must be None, 'random', 'pretrained' or a weights file, got {type(weights).__name__} "
+            f"{weights!r:.60}"
+        )
+    seed = check_int("seed", seed)
     backbone = _load(name, weights, seed)
     if fully_convolutional and name in DENSE_VARIANTS:
         from deepfeat.backbones.dense import fully_convolutional as dense

@@ -11,6 +11,7 @@ ratio kept as well as possible, both sides multiples of ``multiple``, no crop).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -65,6 +66,13 @@ class Preprocess:
     def __post_init__(self) -> None:
         for name in ("size", "multiple") + (("crop",) if self.crop is not None else ()):
             object.__setattr__(self, name, check_int(name, getattr(self, name)))
+        for name in ("resize", "interpolation"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a name (a string), got {getattr(self, name)!r:.60}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, numbers.Real) for v in value):
+                raise ConfigError(f"{name} must be 3 numbers, got {value!r:.60}")
         if self.resize not in RESIZE_MODES:
             raise UnknownNameError("resize mode", self.resize, RESIZE_MODES)
         if self.interpolation not in INTERPOLATIONS:

@@ -169,6 +169,24 @@ class EvaluationJob:
             raise ConfigError(
                 f"protocol must be a Protocol (e.g. KShot(30)), got {type(self.protocol).__name__}"
             )
+        for name, value, kinds, what in (
+            ("backbone", self.backbone, (str, Backbone), "a backbone name or a Backbone"),
+            ("weights", self.weights, (type(None), str, os.PathLike), "None, 'random' or a weights file"),
+            (
+                "preprocess",
+                self.preprocess,
+                (type(None), str, Preprocess),
+                "None, a preset name or a Preprocess",
+            ),
+            (
+                "store",
+                self.store,
+                (type(None), str, os.PathLike, FeatureStore),
+                "None, a folder or a FeatureStore",
+            ),
+        ):
+            if not isinstance(value, kinds):
+                raise ConfigError(f"{name} must be {what}, got {type(value).__name__} {value!r:.60}")
         if self.protocol.two_domains and self.target is None:
             raise ConfigError(
                 "the domain-adaptation protocol (--protocol da) needs target-domain data (target= / --target)"

@@ -78,6 +78,8 @@ class FeatureStore:
     """A folder of feature entries keyed by provenance; see the module docstring for the format."""
 
     def __init__(self, root: str | os.PathLike):
+        if not isinstance(root, str | os.PathLike):
+            raise ConfigError(f"a feature store is a folder path, got {type(root).__name__} {root!r:.60}")
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root}: exists and is not a folder; a feature store is a folder")
