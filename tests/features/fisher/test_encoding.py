@@ -244,6 +244,15 @@ def test_working_dtype_keeps_float32_for_compact_mixtures_only():
     assert encoding.working_dtype(as_gmm_params(near), torch.float32) == torch.float32
     assert encoding.working_dtype(as_gmm_params(far), torch.float32) == torch.float64
     assert encoding.working_dtype(as_gmm_params(far), torch.float64) == torch.float64
+    # an ordinary mixture in 1,280 dimensions (a last conv layer without PCA) stays in float32, where it
+    # is accurate to 4e-6: a sum of the per-dimension terms sent it to float64
+    rng = np.random.default_rng(0)
+    wide = GMMParams(
+        torch.full((8,), 1 / 8, dtype=torch.float64),
+        torch.from_numpy(rng.normal(size=(8, 1280))),
+        torch.ones(8, 1280, dtype=torch.float64),
+    )
+    assert encoding.working_dtype(wide, torch.float32) == torch.float32
 
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5])
