@@ -157,3 +157,14 @@ def test_a_very_elongated_image_resamples_only_its_crop(monkeypatch):
     monkeypatch.setattr(transforms, "CROP_FIRST_PIXELS", 1 << 62)
     np.testing.assert_array_equal(cropped, prep(small))
     assert max(sizes) == 128_000 * 256
+
+
+@pytest.mark.parametrize("size", [(30000, 1), (1, 40000), (8000, 1)])
+def test_interactive_keeps_the_area_of_extremely_elongated_images(size):
+    # the short side held at 32 with the aspect kept made a 32 x 88,672 input from 30,000 x 1 (11x the
+    # area; peak memory 1.5 -> 2.5 GB for one 90 KB file)
+    from deepfeat.data.transforms import area_size
+
+    w, h = area_size(*size, 512**2, 32)
+    assert w % 32 == 0 and h % 32 == 0 and min(w, h) == 32
+    assert 0.9 * 512**2 <= w * h <= 1.1 * 512**2

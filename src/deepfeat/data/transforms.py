@@ -146,7 +146,10 @@ def area_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[i
 
     Among the sides rounded down or up to multiples (at least one multiple each) around the exact
     scaling, the pair minimising the squared log error of the aspect ratio plus that of the area
-    wins. For aspect ratios up to 10:1 at an area of 512^2 the area error stays below 5%.
+    wins. For aspect ratios up to 10:1 at an area of 512^2 the area error stays below 5%. Where the
+    short side is held at one multiple and the exact aspect would more than double the area (past about
+    256:1 at 512^2 and multiples of 32), the long side keeps the area instead: a 30,000 x 1 image gave
+    a 32 x 88,672 input, 11x the area.
     """
     if width < 1 or height < 1:
         raise ConfigError(f"image size must be positive, got {width}x{height}")
@@ -161,7 +164,13 @@ def area_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[i
         w, h = wh
         return (math.log(w / h) - aspect) ** 2 + math.log(w * h / area) ** 2
 
-    return min(((w, h) for w in options(width * scale) for h in options(height * scale)), key=cost)
+    w, h = min(((w, h) for w in options(width * scale) for h in options(height * scale)), key=cost)
+    if w * h > 2 * area:  # the short side held at one multiple (aspect past ~256:1): keep the area instead
+        if w > h:
+            w = min(options(area / h), key=lambda v: abs(math.log(v * h / area)))
+        else:
+            h = min(options(area / w), key=lambda v: abs(math.log(w * v / area)))
+    return w, h
 
 
 def preset(name: str, backbone_default: Preprocess) -> Preprocess:
