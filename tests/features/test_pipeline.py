@@ -83,6 +83,8 @@ def test_features_equal_pooled_module_outputs(effnet, image_tree):
     np.testing.assert_allclose(res["logits"].features, direct["logits"].numpy(), atol=1e-3)
     assert res["logits/avg"] is res["logits"]  # a vector layer under a pooling spelling, as the CLI takes
     with pytest.raises(KeyError, match="available"):
+        res["logits/bogus"]  # not a pooling: a typo, not the vector layer's set
+    with pytest.raises(KeyError, match="available"):
         res["head"]  # two poolings: ambiguous
     fs = res["head/avg"]
     assert fs.features.dtype == np.float32

@@ -7,6 +7,7 @@ from enum import Enum
 
 import numpy as np
 
+from deepfeat.features.pooling import ALIASES, POOLINGS
 from deepfeat.kernels import FactoredLayout
 
 
@@ -215,3 +216,16 @@ def pool_positions(sets: list[FeatureSet], key: str | None = None) -> FeatureSet
         layer_shape=(first.layer_shape[0], features.shape[2], 1),
         kind=FeatureKind.MAPS,
     )
+
+
+def find_set(sets: dict[str, FeatureSet], key: str) -> FeatureSet:
+    """The set ``key`` names among sets keyed ``layer/pool`` (a vector layer's by its layer alone): the
+    key itself, a layer with one set, or ``layer/<a pooling>`` for a vector layer's set (as the CLI
+    takes ``pool/avg``); a KeyError listing the keys otherwise."""
+    if key in sets:
+        return sets[key]
+    layer, _, pool = key.partition("/")
+    matches = [k for k in sets if k.split("/")[0] == key or (k == layer and pool in (*POOLINGS, *ALIASES))]
+    if len(matches) == 1:
+        return sets[matches[0]]
+    raise KeyError(f"no feature set {key!r}; available: {', '.join(sets)}")

@@ -29,7 +29,7 @@ from deepfeat.data.source import DataSource, as_dataset
 from deepfeat.data.transforms import Preprocess, preset
 from deepfeat.errors import ConfigError, DataError, StoreError
 from deepfeat.features.base import FeatureMethod, OutputSpec
-from deepfeat.features.featureset import FeatureSet
+from deepfeat.features.featureset import FeatureSet, find_set
 from deepfeat.features.runner import (
     amp_name,
     check_amp,
@@ -72,13 +72,7 @@ class Extraction:
     device: str | None = None  # where the network ran ("cpu", "cuda:0", or the cluster's address)
 
     def __getitem__(self, key: str) -> FeatureSet:
-        if key in self.features:
-            return self.features[key]
-        # a layer alone for its one set; 'pool/avg' for a vector layer's set (keyed 'pool'), as the CLI
-        matches = [k for k in self.features if k.split("/")[0] == key or k == key.split("/")[0]]
-        if len(matches) == 1:
-            return self.features[matches[0]]
-        raise KeyError(f"no feature set {key!r}; available: {', '.join(self.features)}")
+        return find_set(self.features, key)
 
     @property
     def images_per_second(self) -> float:
