@@ -7,8 +7,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from deepfeat.errors import ConfigError, DataError
-from deepfeat.evaluation.evaluate import _content_hash, evaluate
+from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.protocols import DomainAdaptation, KShot, RandomSplit
+from deepfeat.evaluation.records import content_hash
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.probes.linear import LinearProbe
 
@@ -102,7 +103,7 @@ def test_a_checkpoint_does_not_serve_records_of_other_feature_values(tmp_path):
     a, b = feature_set(X, y), feature_set(X, y)
     a.splits = np.array(["".join(["tr", "ain"]) for _ in y], dtype=object)
     b.splits = np.array(["".join(["tra", "in"]) for _ in y], dtype=object)
-    assert a.splits[0] is not b.splits[0] and _content_hash(a) == _content_hash(b)
+    assert a.splits[0] is not b.splits[0] and content_hash(a) == content_hash(b)
     relabelled = evaluate(
         {"f": feature_set(X, y[::-1].copy())}, KShot(k=5, n_splits=2), FAST, checkpoint=ckpt, progress=False
     )

@@ -16,8 +16,6 @@ resumes without refitting what was done.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -30,108 +28,13 @@ from deepfeat._runtime import usable_cores
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.evaluation.encoders import encode_split, encoder_description
 from deepfeat.evaluation.probing import accepts, prepare_probe
-from deepfeat.evaluation.protocols import Protocol, Split
+from deepfeat.evaluation.protocols import Protocol
+from deepfeat.evaluation.records import content_hash, read_checkpoint, record_key
 from deepfeat.evaluation.result import EvaluationResult
+from deepfeat.evaluation.scoring import score_method, scores_of, takes_ignore
 from deepfeat.features.featureset import FeatureKind, FeatureSet
-from deepfeat.metrics import (
-    average_precision_per_class,
-    mean_per_class_accuracy,
-    per_class_accuracy,
-    top_k_accuracy,
-)
 from deepfeat.probes.registry import probe_for
 from deepfeat.validation import as_names, check_int
-
-
-def _takes_ignore(probe) -> bool:
-    """Whether a probe's ``fit`` takes an ``ignore`` mask (deepfeat's probes; not scikit-learn's)."""
-    try:
-        return "ignore" in inspect.signature(probe.fit).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _score_method(probe) -> str | None:
-    """The method ranking a probe's classes: decision_function, else predict_proba, else None."""
-    for method in ("decision_function", "predict_proba"):
-        if hasattr(probe, method):
-            return method
-    return None
-
-
-def _scores(probe, X: np.ndarray, y: np.ndarray, n_classes: int, multilabel: bool, difficult):
-    scores = getattr(probe, _score_method(probe))(X)
-    if isinstance(scores, list):  # scikit-learn's multi-output predict_proba: one (n, 2) array per label
-        scores = np.column_stack([np.asarray(p)[:, -1] for p in scores])
-    scores = np.asarray(scores)
-    if scores.ndim == 1:  # a binary probe's single column (scikit-learn convention)
-        scores = np.stack([-scores, scores], axis=1)
-    if multilabel:
-        ap = average_precision_per_class(y, scores, difficult=difficult)
-        ap07 = average_precision_per_class(y, scores, method="voc07", difficult=difficult)
-        metrics = {
-            "map": float(np.nanmean(ap)) if np.isfinite(ap).any() else None,
-            "map_voc07": float(np.nanmean(ap07)) if np.isfinite(ap07).any() else None,
-        }
-        return metrics, [None if np.isnan(v) else float(v) for v in ap]
-    # columns of the probe are its classes_; place them on the full class list
-    full = np.full((len(X), n_classes), -np.inf, dtype=np.float64)
-    full[:, np.asarray(probe.classes_, dtype=np.int64)] = scores
-    pred = full.argmax(axis=1)
-    metrics = {
-        "accuracy": float(np.mean(pred == y)),
-        "mean_class_accuracy": mean_per_class_accuracy(y, pred, n_classes=n_classes),
-        "top5_accuracy": top_k_accuracy(y, np.nan_to_num(full, neginf=-1e30), k=5) if n_classes > 5 else None,
-    }
-    pca = per_class_accuracy(y, pred, n_classes=n_classes)
-    return metrics, [None if np.isnan(v) else float(v) for v in pca]
-
-
-def _content_hash(*sets: FeatureSet | None) -> str:
-    """A hash of the feature sets' values, targets, ids, rows, classes, difficult flags and splits (read
-    in blocks of rows, so a memory-mapped set is never copied whole)."""
-    h = hashlib.blake2b(digest_size=16)
-    for fs in sets:
-        if fs is None:
-            continue
-        X = fs.features
-        step = max(1, (1 << 24) // max(1, X.itemsize * int(np.prod(X.shape[1:]))))
-        for i in range(0, len(X), step):
-            h.update(np.ascontiguousarray(X[i : i + step]).data)
-        h.update(repr((X.shape, str(X.dtype), fs.ids, fs.classes)).encode())
-        for a in (fs.targets, fs.rows, fs.difficult, fs.splits):
-            if a is None:
-                h.update(b"-")
-            elif np.asarray(a).dtype == object:  # the values: an object array's bytes are addresses
-                h.update(json.dumps([str(v) for v in np.asarray(a).ravel()]).encode())
-            else:
-                h.update(np.ascontiguousarray(a).tobytes() + str(np.asarray(a).dtype).encode())
-    return h.hexdigest()
-
-
-def _record_key(
-    name: str, feature: FeatureSet, encoder, probe_name: str, probe, split: Split, content: str
-) -> str:
-    """The checkpoint key of one fit: the feature set's name, store key, shape, provenance and contents
-    (``content``: :func:`_content_hash`), the encoder, the probe with its parameters and the split (two
-    feature sets with the same name and provenance but other values, e.g. built by hand, never share
-    records)."""
-    text = json.dumps(
-        [
-            name,
-            feature.key,
-            list(feature.features.shape),
-            feature.provenance,
-            content,
-            encoder_description(encoder),
-            probe_name,
-            repr(sorted(probe.get_params().items())),
-            split.to_dict(),
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _stack(sets: dict[str, FeatureSet], rows: dict[str, np.ndarray], key: str):
@@ -175,7 +78,7 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
         start = time.perf_counter()
         # 'difficult' entries are left out of a label's loss by probes whose fit takes ignore=; others
         # (scikit-learn's) train on them as labelled, which the record says
-        masked = unit["multilabel"] and ignore is not None and _takes_ignore(probe)
+        masked = unit["multilabel"] and ignore is not None and takes_ignore(probe)
         probe.fit(X_train, y_train, ignore=ignore) if masked else probe.fit(X_train, y_train)
         extra = (
             {"difficult_in_training": "trained as labelled (fit takes no ignore=)"}
@@ -183,7 +86,9 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
             else {}
         )
         fit_seconds = time.perf_counter() - start
-        metrics, per_class = _scores(probe, X_test, y_test, unit["n_classes"], unit["multilabel"], difficult)
+        metrics, per_class = scores_of(
+            probe, X_test, y_test, unit["n_classes"], unit["multilabel"], difficult
+        )
         split = unit["split"]
         out.append(
             {
@@ -205,18 +110,6 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
             }
         )
     return out
-
-
-def _read_checkpoint(path: Path | None) -> dict[str, dict]:
-    done: dict[str, dict] = {}
-    if path is not None and path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["key"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # torn line from an interrupted run: redo that record
-    return done
 
 
 def draw_splits(protocol: Protocol, first: FeatureSet, target: FeatureSet | None, source_name=None):
@@ -261,7 +154,7 @@ def _probes_by_name(probes) -> dict[str, object]:
     """``probes`` as estimators by name: a mapping as it is, probe names built by ``probe_for``."""
     if isinstance(probes, Mapping):
         for name, probe in probes.items():
-            if _score_method(probe) is None:
+            if score_method(probe) is None:
                 raise ConfigError(
                     f"probe {name!r} ({type(probe).__name__}) has neither decision_function nor "
                     "predict_proba; the metrics (accuracies, average precision) rank classes by one of them"
@@ -345,7 +238,7 @@ def evaluate(
             prepare_probe(next(iter(probes.values())), fs, encoded=name in encoders)  # raises why
 
     checkpoint = None if checkpoint is None else Path(checkpoint)
-    done = _read_checkpoint(checkpoint)
+    done = read_checkpoint(checkpoint)
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
@@ -354,12 +247,12 @@ def evaluate(
         fs = features[name]
         enc = encoders.get(name)
         # the values only matter to a checkpoint (hashing a large memory-mapped set reads it once)
-        content = "" if checkpoint is None else _content_hash(fs, None if target is None else target[name])
+        content = "" if checkpoint is None else content_hash(fs, None if target is None else target[name])
         for split in splits:
             pending = []
             for probe_name in usable[name]:
                 template = probes[probe_name]
-                key = _record_key(name, fs, enc, probe_name, template, split, content)
+                key = record_key(name, fs, enc, probe_name, template, split, content)
                 order.append(key)
                 if key in done:
                     records_by_key[key] = done[key]
