@@ -172,3 +172,15 @@ def test_store_list_tells_entries_of_one_layer_and_pool_apart_by_their_method_se
     last = _method_text({**common, "method": "activeness", "config": "last", "p": 1})
     nxt = _method_text({**common, "method": "activeness", "config": "next", "p": 1})
     assert last == "activeness config=last p=1" and last != nxt
+
+
+def test_store_list_shows_the_preprocessing_of_each_entry():
+    from deepfeat.cli.extract import _preprocess_text
+
+    assert _preprocess_text({"resize": "shorter", "size": 256, "crop": 224, "interpolation": "bicubic"}) == (
+        "shorter 256/224"
+    )
+    assert _preprocess_text({"resize": "warp", "size": 224, "crop": None, "interpolation": "bilinear"}) == (
+        "warp 224 bilinear"
+    )
+    assert _preprocess_text({"resize": "area", "size": 512, "crop": None, "multiple": 32}) == "area 512/32"

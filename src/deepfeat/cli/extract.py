@@ -125,6 +125,18 @@ def _method_text(prov: dict) -> str:
     return f"{prov.get('method', '?')} {extra}".strip()
 
 
+def _preprocess_text(prep) -> str:
+    """A preprocessing in a few characters: ``shorter 256/224``, ``warp 224``, ``area 512/32``."""
+    if not isinstance(prep, dict):
+        return "?"
+    text = f"{prep.get('resize')} {prep.get('size')}"
+    if prep.get("crop"):
+        text += f"/{prep['crop']}"
+    elif prep.get("resize") == "area":
+        text += f"/{prep.get('multiple')}"
+    return text + ("" if prep.get("interpolation") in (None, "bicubic") else f" {prep['interpolation']}")
+
+
 @friendly
 def store_list_command(
     store: Path = typer.Argument(..., help="Feature store folder."),
@@ -155,7 +167,8 @@ def store_list_command(
                 prov.get("layer"),
                 prov.get("pool"),
                 _method_text(prov),
-                prov.get("backbone"),
+                _preprocess_text(prov.get("preprocess")),
+                f"{prov.get('backbone')} {str(prov.get('weights_id', '')).rpartition(':')[2][:8]}".strip(),
                 meta.get("dim") or (state.dim if state is not None else None),
                 done,
                 status,
@@ -164,7 +177,21 @@ def store_list_command(
             )
         )
     typer.echo(
-        text_table(rows, ["layer", "pool", "method", "backbone", "dim", "rows", "state", "dataset", "entry"])
+        text_table(
+            rows,
+            [
+                "layer",
+                "pool",
+                "method",
+                "preprocess",
+                "backbone weights",
+                "dim",
+                "rows",
+                "state",
+                "dataset",
+                "entry",
+            ],
+        )
     )
     for problem in problems:
         typer.echo(f"damaged: {problem}")
