@@ -167,3 +167,4 @@ def test_catalog_membership_takes_names_and_the_layers_it_yields():
     catalog = load_backbone("efficientnet_lite0", weights="random").catalog
     first = next(iter(catalog))
     assert first in catalog and first.name in catalog and "stage99" not in catalog
+    assert [1] not in catalog and None not in catalog  # (an unhashable list raised TypeError)

@@ -103,7 +103,7 @@ class LayerCatalog(Sequence[LayerInfo]):
         """Whether a layer name, or a LayerInfo (what iterating the catalog yields), is in it."""
         if isinstance(name, LayerInfo):
             return self._by_name.get(name.name) == name
-        return name in self._by_name
+        return isinstance(name, str) and name in self._by_name
 
     @property
     def names(self) -> list[str]:
