@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -76,10 +77,10 @@ def load_backbone(
             f"backbone name must be a string such as {DEFAULT_BACKBONE!r} (see list_backbones()), got "
             f"{type(name).__name__} {name!r:.60}"
         )
-    if not isinstance(weights, str | os.PathLike | None):
+    if not isinstance(weights, str | os.PathLike | enum.Enum | None):
         raise ConfigError(
-            f"weights must be None, 'random', 'pretrained' or a weights file, got {type(weights).__name__} "
-            f"{weights!r:.60}"
+            f"weights must be None, 'random', 'pretrained', a weights file or a torchvision weights enum, "
+            f"got {type(weights).__name__} {weights!r:.60}"
         )
     seed = check_int("seed", seed)
     backbone = _load(name, weights, seed)
