@@ -12,6 +12,7 @@ an :class:`~deepfeat.evaluation.result.EvaluationResult` out (in memory; write i
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -171,7 +172,12 @@ class EvaluationJob:
             )
         for name, value, kinds, what in (
             ("backbone", self.backbone, (str, Backbone), "a backbone name or a Backbone"),
-            ("weights", self.weights, (type(None), str, os.PathLike), "None, 'random' or a weights file"),
+            (
+                "weights",
+                self.weights,
+                (type(None), str, os.PathLike, enum.Enum),
+                "None, 'random' or a weights file",
+            ),
             (
                 "preprocess",
                 self.preprocess,
