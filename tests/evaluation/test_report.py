@@ -91,12 +91,26 @@ def test_a_fallback_C_is_not_reported_as_cross_validated(tmp_path):
 
 
 def test_a_given_C_is_not_reported_as_cross_validated(tmp_path):
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.neighbors import KNeighborsClassifier
 
     X, y = blobs(n_per_class=20, n_classes=3)
-    probes = {"fixed": LinearProbe(C=0.5), "knn": KNeighborsClassifier(), "cv": LinearProbe(Cs=(0.1, 1.0))}
-    res = evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=1), probes, progress=False)
+    probes = {
+        "fixed": LinearProbe(C=0.5),
+        "knn": KNeighborsClassifier(),
+        "cv": LinearProbe(Cs=(0.1, 1.0)),
+        "sklearn": LogisticRegression(C=2.0),
+        "sklearn_cv": LogisticRegressionCV(Cs=[0.1, 1.0, 10.0]),  # C_ an array: the checkpoint's JSON failed
+    }
+    res = evaluate(
+        {"f": feature_set(X, y)},
+        KShot(k=5, n_splits=1),
+        probes,
+        progress=False,
+        checkpoint=tmp_path / "c.jsonl",
+    )
     report = write_report(res, tmp_path, title="t")["report"].read_text()
     line = next(line for line in report.splitlines() if line.startswith("Chosen C per split"))
-    assert "f/fixed: [0.5] (given, not searched)" in line and "f/knn" not in line
-    assert "f/cv: [" in line and "f/cv: [0.1] (given" not in line and "f/cv: [1.0] (given" not in line
+    assert "f/fixed: [0.5] (given)" in line and "f/sklearn: [2.0] (given)" in line and "f/knn" not in line
+    assert "f/cv: [" in line and "f/sklearn_cv: [" in line and "array" not in line
+    assert line.count("(given)") == 2

@@ -31,7 +31,7 @@ from deepfeat.evaluation.probing import accepts, prepare_probe
 from deepfeat.evaluation.protocols import Protocol
 from deepfeat.evaluation.records import content_hash, read_checkpoint, record_key
 from deepfeat.evaluation.result import EvaluationResult
-from deepfeat.evaluation.scoring import score_method, scores_of, takes_ignore
+from deepfeat.evaluation.scoring import chosen_C, score_method, scores_of, takes_ignore
 from deepfeat.features.featureset import FeatureKind, FeatureSet
 from deepfeat.probes.registry import probe_for
 from deepfeat.validation import as_names, check_int
@@ -100,7 +100,7 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
                 "probe": probe_name,
                 "metrics": metrics,
                 "per_class": per_class,
-                "C": getattr(probe, "C_", None),
+                "C": chosen_C(probe),
                 "cv": getattr(probe, "cv_results_", None),
                 "n_train": len(X_train),
                 "n_test": len(X_test),

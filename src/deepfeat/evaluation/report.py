@@ -86,11 +86,10 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         ["class", per_class_label],
         [[c, "-" if v is None else f"{100 * v:.1f}"] for c, v in zip(result.classes, best["per_class"])],
     )
-    searched = {(r["features"], r["probe"], r.get("mode")) for r in result.records if r.get("cv") is not None}
+    given = {name for name, params in result.probes.items() if _given_C(params)}
     rows = [r for r in summary if any(c is not None for c in r["C"])]  # estimators without a C: none
     chosen = "; ".join(
-        f"{r['features']}/{r['probe']}{_mode_tag(r)}: {r['C']}"
-        + ("" if (r["features"], r["probe"], r.get("mode")) in searched else " (given, not searched)")
+        f"{r['features']}/{r['probe']}{_mode_tag(r)}: {r['C']}" + (" (given)" if r["probe"] in given else "")
         for r in rows[:8]
     )
     how = "cross-validated on each training split" + "".join(
@@ -101,6 +100,12 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         doc.text(f"Chosen C per split ({how}): " + chosen + ("; ..." if len(rows) > 8 else ""))
     doc.text("Every number above, with the split seeds and row indices, is in `results.json`.")
     return doc
+
+
+def _given_C(params) -> bool:
+    """Whether a probe's parameters fix its C (a number, not "cv"; CV estimators have no such C)."""
+    C = params.get("C") if isinstance(params, dict) else None
+    return isinstance(C, int | float) and not isinstance(C, bool)
 
 
 def _mode_tag(row: dict) -> str:

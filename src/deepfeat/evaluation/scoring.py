@@ -4,6 +4,7 @@ single-label accuracies and the multi-label average precisions (see :mod:`deepfe
 from __future__ import annotations
 
 import inspect
+import numbers
 
 import numpy as np
 
@@ -21,6 +22,19 @@ def takes_ignore(probe) -> bool:
         return "ignore" in inspect.signature(probe.fit).parameters
     except (TypeError, ValueError):
         return False
+
+
+def chosen_C(probe) -> float | list | None:
+    """A fitted probe's C as plain JSON: the one it chose (``C_``; scikit-learn's CV estimators give
+    one per class, as a list) or the one it was given (``C``), None for estimators without a C."""
+    C = getattr(probe, "C_", None)
+    if C is None:
+        C = getattr(probe, "C", None)
+        C = C if isinstance(C, numbers.Real) and not isinstance(C, bool) else None
+    if isinstance(C, np.ndarray | list | tuple):
+        values = np.asarray(C, dtype=float).ravel().tolist()
+        return values[0] if len(set(values)) == 1 else values
+    return None if C is None else float(C)
 
 
 def score_method(probe) -> str | None:
