@@ -273,6 +273,15 @@ def test_multilabel_scikit_learn_estimators_train_without_an_ignore_mask():
     assert record["metrics"]["map"] > 0.9 and record["difficult_in_training"].startswith(
         "trained as labelled"
     )
+    # the hinge probe (liblinear) takes no mask either: it was refused after the extraction
+    hinge = LinearProbe(loss="hinge", multi_class="ovr", Cs=(0.1, 1.0))
+    res = evaluate(
+        {"f": feature_set(X, Y, difficult=difficult)},
+        RandomSplit(0.3, n_splits=1),
+        {"h": hinge},
+        progress=False,
+    )
+    assert res.records[0]["difficult_in_training"].startswith("trained as labelled")
 
 
 def test_class_weights_by_class_name_reach_the_probe_as_codes():

@@ -17,7 +17,10 @@ from deepfeat.metrics import (
 
 
 def takes_ignore(probe) -> bool:
-    """Whether a probe's ``fit`` takes an ``ignore`` mask (deepfeat's probes; not scikit-learn's)."""
+    """Whether a probe's ``fit`` takes an ``ignore`` mask (deepfeat's probes but the hinge; not
+    scikit-learn's)."""
+    if getattr(probe, "loss", None) == "hinge":  # liblinear's hinge SVMs take no mask
+        return False
     try:
         return "ignore" in inspect.signature(probe.fit).parameters
     except (TypeError, ValueError):
