@@ -57,8 +57,11 @@ def test_validation_errors():
     assert Preprocess(size=np.int64(256)).size == 256
     with pytest.raises(ConfigError, match="interpolation must be a name"):
         Preprocess(interpolation=["bicubic"])
-    with pytest.raises(ConfigError, match="mean must be 3 numbers"):
-        Preprocess(mean="abc")
+    for mean in ("abc", 5, None, b"abc", (True, False, True), (float("nan"), 0.5, 0.5)):
+        with pytest.raises(ConfigError, match="mean must be 3 finite numbers"):
+            Preprocess(mean=mean)
+    with pytest.raises(ConfigError, match="jpeg_draft"):
+        Preprocess(jpeg_draft="no")
 
 
 def test_draft_size_is_the_resized_size():

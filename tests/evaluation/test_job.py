@@ -57,7 +57,7 @@ def test_validation_happens_before_any_work(image_tree, tmp_path):
         EvaluationJob(image_tree, extraction=ExtractionOptions(on_bad_image="bogus")).validate()
     with pytest.raises(ConfigError, match="unknown probe 'forest'"):
         EvaluationJob(image_tree, probes=["forest"]).validate()
-    for option in ("backbone", "preprocess", "store", "weights"):  # raw errors once the run began
+    for option in ("backbone", "preprocess", "store", "weights", "out", "probes"):  # raw errors in the run
         with pytest.raises(ConfigError, match=f"{option} must be .*, got int 42"):
             EvaluationJob(image_tree, **{option: 42}).validate()
     with pytest.raises(ConfigError, match=r"\(--protocol da\) needs target-domain data"):

@@ -79,8 +79,8 @@ def load_backbone(
         )
     if not isinstance(weights, str | os.PathLike | enum.Enum | None):
         raise ConfigError(
-            f"weights must be None, 'random', 'pretrained', a weights file or a torchvision weights enum, "
-            f"got {type(weights).__name__} {weights!r:.60}"
+            f"weights must be None, 'random', a weights file, a torchvision weights enum or, for timm names, "
+            f"'pretrained'; got {type(weights).__name__} {weights!r:.60}"
         )
     seed = check_int("seed", seed)
     backbone = _load(name, weights, seed)

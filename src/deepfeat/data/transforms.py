@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from deepfeat.errors import ConfigError, UnknownNameError
-from deepfeat.validation import check_int
+from deepfeat.validation import check_bool, check_int
 
 RESIZE_MODES = ("shorter", "warp", "area")
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -30,7 +30,8 @@ PRESETS = ("backbone", "decaf", "interactive", "warp")
 #: resized images larger than this many pixels (with a 256 shorter side: an aspect ratio past 64:1)
 #: are not formed: only their centre crop is resampled, from the same source region at the same scale
 #: (PIL's resize box). Pixels can differ from resize-then-crop (8,000 x 1: none; 5 x 900 upscaled 51x:
-#: up to 19 grey levels); ordinary images keep the resize-then-crop that matches timm and torchvision
+#: up to 19 grey levels; 70 x 5,000: up to 22); ordinary images keep the resize-then-crop that matches
+#: timm and torchvision
 CROP_FIRST_PIXELS = 1 << 22
 
 
@@ -71,8 +72,11 @@ class Preprocess:
                 raise ConfigError(f"{name} must be a name (a string), got {getattr(self, name)!r:.60}")
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(v, numbers.Real) for v in value):
-                raise ConfigError(f"{name} must be 3 numbers, got {value!r:.60}")
+            if not isinstance(value, list | tuple) or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            ):
+                raise ConfigError(f"{name} must be 3 finite numbers (a tuple or list), got {value!r:.60}")
+        check_bool("jpeg_draft", self.jpeg_draft)
         if self.resize not in RESIZE_MODES:
             raise UnknownNameError("resize mode", self.resize, RESIZE_MODES)
         if self.interpolation not in INTERPOLATIONS:
@@ -148,8 +152,8 @@ def area_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[i
     scaling, the pair minimising the squared log error of the aspect ratio plus that of the area
     wins. For aspect ratios up to 10:1 at an area of 512^2 the area error stays below 5%. Where the
     short side is held at one multiple and the exact aspect would more than double the area (past about
-    256:1 at 512^2 and multiples of 32), the long side keeps the area instead: a 30,000 x 1 image gave
-    a 32 x 88,672 input, 11x the area.
+    1,000:1 at 512^2 and multiples of 32; between 256:1 and that the input grows up to twice the area),
+    the long side keeps the area instead: a 30,000 x 1 image gave a 32 x 88,672 input, 11x the area.
     """
     if width < 1 or height < 1:
         raise ConfigError(f"image size must be positive, got {width}x{height}")

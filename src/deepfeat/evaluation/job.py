@@ -190,6 +190,13 @@ class EvaluationJob:
                 (type(None), str, os.PathLike, FeatureStore),
                 "None, a folder or a FeatureStore",
             ),
+            ("out", self.out, (type(None), str, os.PathLike), "None or a folder"),
+            (
+                "probes",
+                self.probes,
+                (type(None), str, Sequence, Mapping),
+                "probe names or estimators by name",
+            ),
         ):
             if not isinstance(value, kinds):
                 raise ConfigError(f"{name} must be {what}, got {type(value).__name__} {value!r:.60}")

@@ -77,6 +77,7 @@ def test_fusion_table_and_report(tiny_videos, tiny_store, two_streams, tmp_path)
     assert payload["plots"] == {"confusion": "confusion.png", "per_class": "per_class.png"}
     text = paths["report"].read_text()
     assert "| Single frame |" in text and "confusion.png" in text
+    assert "LRCN:" not in text  # no LRCN model, no sentence about its clips
     assert weight_label(0.25) == "1/4, 3/4" and weight_label(0.123) == "0.12, 0.88"
 
 

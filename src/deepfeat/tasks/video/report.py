@@ -63,11 +63,10 @@ def build_report(result: VideoEvaluation, title: str, context: dict | None = Non
         },
         key=str,
     )
-    lrcn = " / ".join(f"{n}-frame clip, then over the clips (stride {s})" for n, s in clips) or "its clips"
+    lrcn = " / ".join(f"{n}-frame clip, then over the clips (stride {s})" for n, s in clips)
     facts["prediction per video"] = (
-        f"LRCN: softmax averaged over the steps of each {lrcn}; single frame: averaged over all frames; "
-        "fused: w * RGB + (1 - w) * flow"
-    )
+        f"LRCN: softmax averaged over the steps of each {lrcn}; " if clips else ""
+    ) + "single frame: averaged over all frames; fused: w * RGB + (1 - w) * flow"
     doc.facts(facts)
     doc.heading("Accuracy per video (%), as Table 4.1")
     doc.table(*result.table("accuracy"))
