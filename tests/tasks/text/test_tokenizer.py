@@ -108,6 +108,26 @@ def test_ptb_tokens_match_the_java_tokenizer(text, java):
     assert " ".join(ptb_tokens(text)) == java
 
 
+# (text, the Java tokenizer's tokens after the COCO evaluation's punctuation removal), CoreNLP 3.4.1:
+# a hashtag is '#' and letters, and whatever follows it starts a new token
+JAVA_TOKENS = [
+    ("the boys'/girls' room", "the boys / girls room"),
+    ("a dog #nyc2015 photo", "a dog #nyc 2015 photo"),
+    ("#dog-lover", "#dog lover"),
+    ("#tag#tag", "#tag #tag"),
+    ("#big.dog", "#big dog"),
+    ("#can't", "#can t"),
+    ("#tag's", "#tag 's"),
+    ("#ab's/cd", "#ab 's / cd"),
+    ("can't//won't", "ca n't / / wo n't"),
+]
+
+
+@pytest.mark.parametrize(("text", "java"), JAVA_TOKENS)
+def test_tokens_match_the_java_tokenizer(text, java):
+    assert tokenize(text) == java.split()
+
+
 def test_punctuation_is_removed_as_the_coco_evaluation_does():
     assert tokenize('A dog, running; "fast" (very)!') == [
         "a",

@@ -75,6 +75,8 @@ _DELETED = (
 _LONE_DELETED = frozenset("\u2010\u2011")
 _CLITIC = re.compile(r"(?i)^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 _ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+$|^(?:[A-Za-z]\.)+[A-Za-z]$")
+_HASHTAG = re.compile(r"#[A-Za-z]+")
+_TAG_CLITIC = re.compile(r"(?i)'(?:s|re|ve|ll|d|m)(?![a-z])")
 _NUMBER = re.compile(r"^[0-9]+(?:[.,:/][0-9]+)*$")
 _PUNCT_RUN = re.compile(r"^[!?]+$")
 # a chunk's leading and trailing punctuation
@@ -137,6 +139,18 @@ def _chunk(chunk: str) -> list[str]:
         return [".", "."]
     if chunk.lower() == "'n'":
         return [chunk]
+    tag = _HASHTAG.match(chunk)
+    if tag and tag.end() < len(chunk):  # PTB's hashtag is '#' and letters: anything else ends it,
+        rest = chunk[tag.end() :]  # and a symbol right after it ('/', '-', '_', an apostrophe) stands alone
+        clitic = _TAG_CLITIC.match(rest)
+        if clitic:  # '#tag's' -> #tag 's
+            after = rest[clitic.end() :]
+            if after.startswith("/"):  # ... and a slash after the clitic stands alone
+                return [tag.group(), clitic.group(), "/", *(_chunk(after[1:]) if after[1:] else [])]
+            return [tag.group(), clitic.group(), *(_chunk(after) if after else [])]
+        if rest[0].isalnum() or rest[0] == "#" or all(not c.isalnum() for c in rest):
+            return [tag.group(), *_chunk(rest)]
+        return [tag.group(), rest[0], *_chunk(rest[1:])]
     lead: list[str] = []
     trail: list[str] = []
     if len(chunk) > 3 and chunk[0] == "'" and chunk[-1] == "'" and chunk[1].isalnum():
@@ -197,8 +211,10 @@ def _word(word: str) -> list[str]:
             return [word]
         return [*_word(stem), "."] if stem else ["."]
     head, slash, rest = word.partition("/")
+    if slash and "'" in word and not head:  # a slash before a word with an apostrophe stands alone
+        return ["/", *(_chunk(rest) if rest else [])]
     if slash and ("'" in head or head[:1] == "#"):  # an apostrophe or a hashtag ends PTB's word token,
-        return [*_word(head), "/", *(_word(rest) if rest else [])]  # and the slash after it stands alone
+        return [*_chunk(head), "/", *(_chunk(rest) if rest else [])]  # and the slash after it stands alone
     lowered = word.lower()
     if lowered in _SPLIT_WORDS:
         cut = len(_SPLIT_WORDS[lowered][0])
