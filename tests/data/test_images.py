@@ -224,6 +224,14 @@ def test_a_png_with_damaged_image_data_is_refused_not_garbled(tmp_path):
     with pytest.raises(ImageError, match="corrupt PNG data"):
         load_image_bytes(bytes(data), "shard.tar:bad.png")
     assert np.asarray(load_image_bytes(path.read_bytes(), "ok")).shape == (60, 80, 3)
+    # a bad checksum on an ancillary chunk after the image data (a text note) leaves the pixels intact:
+    # accepted, as libpng does
+    good = path.read_bytes()
+    end = good.rfind(b"IEND") - 4
+    text = b"note\x00hello"
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text + b"\x00\x00\x00\x00"  # a wrong CRC
+    texted = good[:end] + chunk + good[end:]
+    np.testing.assert_array_equal(np.asarray(load_image_bytes(texted, "t")), np.asarray(load_image(path)))
 
 
 @pytest.mark.parametrize("depth", [1, 16])

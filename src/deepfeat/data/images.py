@@ -118,6 +118,11 @@ def _verify_png(source, where: str) -> None:
         with Image.open(check) as png:
             png.verify()
     except Exception as exc:
+        chunk = re.search(r"b'([A-Za-z]{4})'", str(exc))
+        if (
+            chunk and chunk.group(1)[0].islower()
+        ):  # an ancillary chunk (text, time...): pixels intact, as libpng
+            return
         raise ImageError(where, f"truncated or corrupt PNG data ({exc})") from exc
 
 
