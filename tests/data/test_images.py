@@ -6,7 +6,7 @@ from PIL import Image
 
 from deepfeat.data.images import load_image, load_image_bytes, to_rgb
 from deepfeat.errors import ImageError
-from tests.conftest import photo, png_header_only, save, truncated_jpeg
+from tests.conftest import photo, png_chunk, png_header_only, save, truncated_jpeg
 
 
 def test_rgb_jpeg_roundtrip(tmp_path):
@@ -239,14 +239,7 @@ def test_a_grey_colour_key_of_1_and_16_bit_pngs_is_composited_on_white(tmp_path,
     import struct
     import zlib
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
+    chunk = png_chunk
     # 8 x 8 grey, the top half 0 (the transparent key), the bottom half white (1-bit) or 30000 (16-bit)
     if depth == 1:
         rows = [b"\x00" if y < 4 else b"\xff" for y in range(8)]
