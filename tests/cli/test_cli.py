@@ -118,6 +118,12 @@ def test_predict_skips_bad_files_and_refuses_a_bad_top(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "notes.jpg: skipped" in result.output and "cat" in result.output.lower()  # the rest still runs
     assert result.output.count("notes.jpg") == 1  # the path was printed twice
+    folder = runner.invoke(app, ["predict", str(tmp_path)])
+    assert (
+        folder.exit_code == 1
+        and folder.output.count(str(tmp_path)) == 1
+        and "Is a directory" in folder.output
+    )
     for top in ("0", "-3"):
         result = runner.invoke(app, ["predict", str(good), "--top", top])
         assert result.exit_code == 2 and "--top must be at least 1" in result.output, result.output

@@ -34,6 +34,8 @@ def test_a_uint8_image_array_gives_the_features_of_the_same_images_as_files(fitt
     np.testing.assert_array_equal(fitted.transform(pd.Series([str(p) for p in paths])), from_files)
     frame = pd.DataFrame({"path": [str(p) for p in paths]})
     np.testing.assert_array_equal(fitted.transform(frame[["path"]]), from_files)  # ColumnTransformer's
+    with pytest.raises(DataError, match="image paths go in one column"):
+        fitted.transform(np.array([[str(paths[0]), str(paths[1])]]))
     gray = images[..., 0]
     np.testing.assert_array_equal(fitted.transform(gray[..., None]), fitted.transform(gray))
 

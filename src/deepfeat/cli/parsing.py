@@ -98,7 +98,7 @@ def protocol(text: str, n_splits: int | None = None, seed: int = 0, default_spli
         if given and n_splits != 1:
             raise ConfigError(
                 f"--splits {n_splits}: --protocol fixed has one split (the data's own train / test); "
-                "--splits applies to kshot, random and da"
+                "--splits applies to the seeded protocols (kshot, random and, in evaluate, da)"
             )
         return FixedSplit()
     if name == "random":

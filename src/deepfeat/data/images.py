@@ -102,8 +102,8 @@ def _open(source, where: str, *, max_pixels: int, draft: DraftRule | None) -> Im
             found = re.search(r"\((\d+) pixels\)", str(exc))
             pixels = f"{found.group(1)} pixels" if found else "its size"
             raise ImageError(where, _too_large(pixels, max_pixels)) from exc
-        except OSError as exc:
-            raise ImageError(where, f"cannot open image ({exc})") from exc
+        except OSError as exc:  # the reason only: the path is named once, by the ImageError
+            raise ImageError(where, f"cannot open image ({exc.strerror or exc})") from exc
         with img:
             if img.format == "PNG":
                 _verify_png(source, where)

@@ -167,6 +167,11 @@ def _as_images(X) -> ImageDataset:
         arr = np.asarray(X)
         if arr.dtype.kind in "USO" and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1)):
             return _as_images(arr.ravel().tolist())  # paths: an array, a Series, a one-column DataFrame
+        if arr.dtype.kind in "USO":
+            raise DataError(
+                f"X holds text of shape {arr.shape}: image paths go in one column (a list, a 1-D array, a "
+                "Series or a one-column DataFrame)"
+            )
         if (
             arr.dtype != np.uint8
             or arr.ndim not in (3, 4)
