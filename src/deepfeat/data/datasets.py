@@ -59,6 +59,19 @@ def digits_dataset() -> ArrayDataset:
     )
 
 
+def _refuse_alike(paths: list[Path], names: list[str], what: str) -> None:
+    """A DataError for two ``paths`` whose printable ``names`` coincide (a raw non-UTF-8 byte and its
+    literal ``\\xNN`` spelling would become one class or item)."""
+    first: dict[str, Path] = {}
+    for name, path in zip(names, paths):
+        if name in first:
+            raise DataError(
+                f"{printable(first[name])} and {printable(path)}: two {what} whose names read alike once "
+                "bytes that are not UTF-8 are written as \\xNN; rename one"
+            )
+        first[name] = path
+
+
 def folder_dataset(root: str | os.PathLike) -> FileDataset:
     """A class-per-folder tree ``root/<class>/<image>``, or ``root/<split>/<class>/<image>`` when every
     top-level folder is a split name (train, val, valid, validation, test).
@@ -90,15 +103,8 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
             groups += [(split_dir.name, d) for d in class_dirs]
     else:
         groups = [(None, d) for d in top]
-    named: dict[str, str] = {}  # folder name -> class name, printable (a non-UTF-8 byte as \xNN)
-    for _, d in groups:
-        named[d.name] = printable(d.name)
-    if len(set(named.values())) != len(named):
-        alike = sorted(n for n in named if list(named.values()).count(named[n]) > 1)
-        raise DataError(
-            f"{printable(root)}: class folders {', '.join(named[n] for n in alike)} read alike once bytes "
-            "that are not UTF-8 are written as \\xNN (one class name for two folders); rename one"
-        )
+    named = {d.name: printable(d.name) for _, d in groups}  # class names: a non-UTF-8 byte as \xNN
+    _refuse_alike([root / n for n in named], list(named.values()), "class folders")
     classes = sorted(set(named.values()))
     index = {c: i for i, c in enumerate(classes)}
     paths: list[Path] = []
@@ -124,15 +130,7 @@ def folder_dataset(root: str | os.PathLike) -> FileDataset:
         targets += [index[named[class_dir.name]]] * len(files)
         splits += [split] * len(files)
     ids = [printable(p.relative_to(root).as_posix()) for p in paths]
-    if len(set(ids)) != len(ids):
-        first: dict[str, Path] = {}
-        for item, path in zip(ids, paths):
-            if item in first:
-                raise DataError(
-                    f"{printable(first[item])} and {printable(path)}: two files whose names read alike once "
-                    "bytes that are not UTF-8 are written as \\xNN (their id would be one); rename one"
-                )
-            first[item] = path
+    _refuse_alike(paths, ids, "files")
     return FileDataset(
         name=root.name or str(root),
         ids=ids,

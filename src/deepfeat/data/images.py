@@ -118,10 +118,9 @@ def _verify_png(source, where: str) -> None:
         with Image.open(check) as png:
             png.verify()
     except Exception as exc:
+        # a bad ancillary chunk (lower-case type: text, time...) leaves the pixels intact: kept, as libpng
         chunk = re.search(r"b'([A-Za-z]{4})'", str(exc))
-        if (
-            chunk and chunk.group(1)[0].islower()
-        ):  # an ancillary chunk (text, time...): pixels intact, as libpng
+        if chunk and chunk.group(1)[0].islower():
             return
         raise ImageError(where, f"truncated or corrupt PNG data ({exc})") from exc
 

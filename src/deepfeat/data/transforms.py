@@ -169,7 +169,7 @@ def area_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[i
         return (math.log(w / h) - aspect) ** 2 + math.log(w * h / area) ** 2
 
     w, h = min(((w, h) for w in options(width * scale) for h in options(height * scale)), key=cost)
-    if w * h > 2 * area:  # the short side held at one multiple (aspect past ~256:1): keep the area instead
+    if w * h > 2 * area:  # the short side held at one multiple, the aspect kept: keep the area instead
         if w > h:
             w = min(options(area / h), key=lambda v: abs(math.log(v * h / area)))
         else:
