@@ -79,12 +79,12 @@ def _fit_unit(unit: dict, threads: int | None = None) -> list[dict]:
         # 'difficult' entries are left out of a label's loss by probes whose fit takes ignore=; others
         # (scikit-learn's) train on them as labelled, which the record says
         masked = unit["multilabel"] and ignore is not None and takes_ignore(probe)
-        probe.fit(X_train, y_train, ignore=ignore) if masked else probe.fit(X_train, y_train)
-        extra = (
-            {"difficult_in_training": "trained as labelled (fit takes no ignore=)"}
-            if unit["multilabel"] and ignore is not None and not masked and np.any(ignore)
-            else {}
-        )
+        if masked:
+            probe.fit(X_train, y_train, ignore=ignore)
+        else:
+            probe.fit(X_train, y_train)
+        unmasked = unit["multilabel"] and not masked and ignore is not None and np.any(ignore)
+        extra = {"difficult_in_training": "trained as labelled (fit takes no ignore=)"} if unmasked else {}
         fit_seconds = time.perf_counter() - start
         metrics, per_class = scores_of(
             probe, X_test, y_test, unit["n_classes"], unit["multilabel"], difficult
