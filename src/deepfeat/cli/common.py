@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 
 import typer
@@ -72,3 +73,15 @@ def setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+def quiet_opencv() -> None:
+    """Keep FFmpeg's and OpenCV's warnings about damaged files off the terminal (deepfeat reports
+    every bad file itself); ``OPENCV_FFMPEG_LOGLEVEL`` set by the user wins."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):  # reported when a video is opened
+        pass

@@ -1,4 +1,5 @@
-"""CLI: ``deepfeat store export``: a store entry as Parquet, NPZ, HDF5 or a Hugging Face dataset."""
+"""CLI: ``deepfeat store``: ``list`` (defined with extract, whose checks it shares) and ``export``,
+a store entry as Parquet, NPZ, HDF5 or a Hugging Face dataset."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import typer
 
 from deepfeat.cli.common import friendly
+from deepfeat.cli.extract import store_list_command
 from deepfeat.errors import ConfigError
 from deepfeat.features.export import export_entry
 
@@ -46,3 +48,10 @@ def store_export_command(
         store, entry, to.value, out, compression=compression, parquet_layout=parquet_layout.value
     )
     typer.echo(f"wrote {path}")
+
+
+store_app = typer.Typer(
+    help="Inspect and export feature stores.", no_args_is_help=True, rich_markup_mode=None
+)
+store_app.command("list")(store_list_command)
+store_app.command("export")(store_export_command)

@@ -3,15 +3,22 @@ RGB or flow), evaluate trained models per video with RGB / flow fusion, classify
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 
 import typer
 
 from deepfeat.backbones import DEFAULT_BACKBONE
-from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
+from deepfeat.cli.common import (
+    THREADS,
+    VERBOSE,
+    friendly,
+    quiet_opencv,
+    set_threads,
+    setup_logging,
+)
 from deepfeat.cli.parsing import OnBadImage, ints, names
+from deepfeat.cli.video_describe import describe_app
 from deepfeat.data.images import DEFAULT_MAX_PIXELS
 from deepfeat.errors import ConfigError
 from deepfeat.report.tables import text_table
@@ -60,18 +67,6 @@ class FramePreprocess(str, Enum):
     backbone = "backbone"
     warp = "warp"
     decaf = "decaf"
-
-
-def quiet_opencv() -> None:
-    """Keep FFmpeg's and OpenCV's warnings about damaged files off the terminal (deepfeat reports
-    every bad file itself); ``OPENCV_FFMPEG_LOGLEVEL`` set by the user wins."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    try:
-        import cv2
-
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except (ImportError, AttributeError):  # reported when a video is opened
-        pass
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -342,3 +337,6 @@ def predict_command(
         )
     if all(p.error for p in preds):
         raise typer.Exit(2)
+
+
+video_app.add_typer(describe_app, name="describe")

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import typer
 
-from deepfeat.cli.common import THREADS, VERBOSE, friendly, set_threads, setup_logging
+from deepfeat.cli.common import (
+    THREADS,
+    VERBOSE,
+    friendly,
+    quiet_opencv,
+    set_threads,
+    setup_logging,
+)
 from deepfeat.cli.parsing import ints, names
-from deepfeat.cli.video import quiet_opencv
 from deepfeat.errors import ConfigError
 from deepfeat.report.tables import text_table
 
