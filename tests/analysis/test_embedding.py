@@ -102,3 +102,16 @@ def test_validation():
         random_projection(x, 1)
     with pytest.raises(ConfigError, match="method_params"):
         embed(x, y, perplexity=5, max_iter=250, method_params={"colour": 1})
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_identical_rows_are_refused_before_tsne_crashes_the_process(value):
+    # scikit-learn's t-SNE starts from NaN on identical rows and its Barnes-Hut code segfaults
+    x = np.full((20, 5), value, dtype=np.float32)
+    with pytest.raises(DataError, match="all 20 rows of the features are identical"):
+        embed(x, np.arange(20) % 2, perplexity=5)
+    wide = np.ones((20, 600), dtype=np.float32)  # identical after the random projection too
+    with pytest.raises(DataError, match="identical"):
+        embed(wide, perplexity=5)
+    x[3, 1] += 1.0  # one differing row is enough
+    assert np.isfinite(embed(x, perplexity=5, max_iter=250).coords).all()

@@ -91,7 +91,7 @@ def test_ablations_and_checkpoints(tmp_path):
     assert r.exit_code == 0, r.output
     table = json.loads((out / "ablations.json").read_text())["result"]["table"]
     assert set(table["stage6"]) == {
-        f"{p} (svm)" for p in ("unroll", "sp-shuffle", "max", "sp-max-bin", "bin")
+        f"{p} (svm)" for p in ("unroll", "sp-shuffle", "sp-max", "sp-max-bin", "bin")
     }
     # the table is printed too, as the JSON holds it (one split: the mean alone)
     printed = next(line for line in r.output.splitlines() if line.startswith("stage6"))
@@ -173,3 +173,17 @@ def test_weighted_entropy_of_signed_layers_only_names_the_cause_and_bad_files_ar
     assert r.exit_code == 2 and "needs non-negative responses" in r.output and "stage4" in r.output
     assert "non-empty list" not in r.output
     assert "skipped 1 files" in r.output and "broken.png" in r.output
+
+
+def test_one_class_is_refused_by_name_before_any_extraction(tmp_path):
+    data = tree(tmp_path / "tree", n_per_class=2)
+    for name in ("green", "blue"):
+        for f in (data / name).iterdir():
+            f.unlink()
+        (data / name).rmdir()
+    for command in (["entropy"], ["selectivity", "--layer", "stage6"], ["filters", "--layer", "pool"]):
+        out = tmp_path / command[0]
+        r = runner.invoke(app, ["analyze", *command, str(data), "--out", str(out)])
+        assert r.exit_code == 2, r.output
+        assert "the images are of 1 class ('red')" in r.output and "needs 2 or more" in r.output
+        assert not (out / "store").exists()  # refused before the network ran

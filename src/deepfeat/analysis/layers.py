@@ -28,10 +28,21 @@ def layer_features(
     store: FeatureStore | str | os.PathLike | None = None,
     preprocess: str = "backbone",
     progress: bool = True,
+    min_classes: int = 1,
 ) -> tuple[dict[str, FeatureSet], dict]:
     """Features of ``layers`` with one pooling (``"unroll"``: the maps), by layer name, through the
-    store; returns them with the provenance of the run. Single-label data only."""
+    store; returns them with the provenance of the run. Single-label data only, of at least
+    ``min_classes`` classes (checked before any extraction)."""
     dataset = as_dataset(data)
+    if dataset.multilabel:
+        raise DataError(f"{dataset.name}: this analysis needs single-label data")
+    present = np.unique(dataset.targets)
+    if len(present) < min_classes:
+        named = ", ".join(repr(dataset.classes[int(c)]) for c in present)
+        raise DataError(
+            f"{dataset.name}: the images are of {len(present)} class ({named}); this analysis compares "
+            f"classes and needs {min_classes} or more"
+        )
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights=weights)
     method = LayerActivations(layers, [pool])
     store = store if store is None or isinstance(store, FeatureStore) else FeatureStore(store)

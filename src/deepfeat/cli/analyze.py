@@ -58,7 +58,7 @@ _PREPROCESS = typer.Option(PreprocessName.backbone, help="Input preprocessing.")
 _SEED = typer.Option(0, help="Seed of every random choice.")
 
 
-def _maps(data, layers, pool, backbone, weights, out, store, preprocess):
+def _maps(data, layers, pool, backbone, weights, out, store, preprocess, min_classes=2):
     check_output_dir(out, "--out")
     maps, prov = layer_features(
         data,
@@ -68,6 +68,7 @@ def _maps(data, layers, pool, backbone, weights, out, store, preprocess):
         weights=weights,
         store=store or out / "store",
         preprocess=preprocess.value,
+        min_classes=min_classes,
     )
     _echo_skipped(prov["failures"])
     return maps, prov
@@ -258,7 +259,7 @@ def embed_command(
     """A 2-D map of a layer's features coloured by label (random projection to 512 dims first when
     larger, as DeCAF does)."""
     set_threads(threads)
-    maps, prov = _maps(data, [layer], pool, backbone, weights, out, store, preprocess)
+    maps, prov = _maps(data, [layer], pool, backbone, weights, out, store, preprocess, min_classes=1)
     fs = maps[layer]
     emb = embed(np.asarray(fs.features), fs.targets, method=method, perplexity=perplexity, random_state=seed)
     plot = {"map": lambda p: plot_embedding(emb, p, class_names=fs.classes, title=f"{layer} ({method})")}
