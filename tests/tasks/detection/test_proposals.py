@@ -89,3 +89,41 @@ def test_recall_per_class():
     assert r["x"] == {"recall": 1.0, "boxes": 1}
     assert r["y"] == {"recall": 0.0, "boxes": 1}  # the difficult box is not counted
     assert r["all"]["recall"] == 0.5
+
+
+def _slow_search(path, options, max_pixels):
+    """Stands in for one image's search in a worker: marks the image as started, then takes a while."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(os.environ["DEEPFEAT_TEST_MARKS"], Path(path).name).touch()
+    time.sleep(0.4)
+    return np.array([[0, 0, 4, 4]], np.float32), ""
+
+
+def test_an_interrupt_stops_the_workers_and_keeps_what_finished(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from deepfeat.tasks.detection import proposals
+    from tests.tasks.detection.conftest import make_voc
+
+    ds = voc_dataset(make_voc(tmp_path / "voc", n=12), split="all")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("DEEPFEAT_TEST_MARKS", str(marks))
+    monkeypatch.setattr(proposals, "_propose_file", _slow_search)  # the forked workers inherit it
+    written = []
+
+    def interrupt_after_first(target, write, durable=True):
+        written.append(target)
+        target.write_bytes(b"")
+        raise KeyboardInterrupt  # Ctrl-C while the first result is being cached
+
+    monkeypatch.setattr(proposals, "atomic_write_with", interrupt_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        compute_proposals(ds, ProposalOptions(width=None), store=tmp_path / "s", workers=2, progress=False)
+    assert len(written) == 1
+    assert not multiprocessing.active_children()  # the workers were stopped, not left to finish
+    # the old pool worked through its whole queue before returning
+    assert len(list(marks.iterdir())) < len(ds)

@@ -27,8 +27,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -148,6 +148,16 @@ def _propose_file(path: str, options: ProposalOptions, max_pixels: int) -> tuple
     return _search_all(image, options), ""
 
 
+def _propose_job(job: tuple[int, str, ProposalOptions, int]) -> tuple[int, tuple[np.ndarray | None, str]]:
+    index, path, options, max_pixels = job
+    return index, _propose_file(path, options, max_pixels)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them (a terminal sends it to them too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _pool_context():
     """Fork where the platform has it (the workers only run OpenCV and Pillow, and the parent's
     script needs no ``__main__`` guard), spawn elsewhere."""
@@ -199,7 +209,8 @@ def compute_proposals(
     progress: bool = True,
 ) -> ProposalSet:
     """Proposals of every image of ``dataset``: read from ``<store>/proposals`` when cached, else
-    computed in ``workers`` processes (0: in this process) and cached as each image finishes.
+    computed in ``workers`` processes (0: in this process) and cached as each image finishes; an
+    interrupt stops the workers at once, keeping what finished.
     Images that cannot be decoded are reported in ``failures`` (path, reason) and get no proposal."""
     options.validate()
     check_int("workers (proposal processes)", workers, 0)
@@ -243,10 +254,12 @@ def compute_proposals(
         for image_id, path, target in todo:
             done(image_id, path, target, _propose_file(path, options, max_pixels))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_pool_context()) as pool:
-            futures = {pool.submit(_propose_file, p, options, max_pixels): (i, p, t) for i, p, t in todo}
-            for future in as_completed(futures):
-                done(*futures[future], future.result())
+        jobs = [(index, path, options, max_pixels) for index, (_, path, _) in enumerate(todo)]
+        context = _pool_context()
+        # on an interrupt the pool's exit terminates the workers at once: what finished is cached
+        with context.Pool(min(workers, len(todo)), initializer=_ignore_interrupts) as pool:
+            for index, outcome in pool.imap_unordered(_propose_job, jobs):
+                done(*todo[index], outcome)
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
