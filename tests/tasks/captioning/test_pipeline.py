@@ -142,6 +142,25 @@ def test_out_of_domain_data_is_evaluated_on_all_images(trained, coco_json):
         evaluate(CaptionEvalJob(coco_json, models=[out], on="test", strategies=[Strategy()]), progress=False)
 
 
+def test_images_that_cannot_be_used_are_recorded_in_results_and_report(trained, coco_json, tmp_path):
+    _, out = trained
+    bad = coco_json.parent.parent / "val2017" / f"{1:012d}.jpg"
+    bad.write_bytes(b"not an image")
+    ev = evaluate(
+        CaptionEvalJob(
+            coco_json, models=[out], on="all", strategies=[Strategy()], metrics=["cider_d"], retrieval=False
+        ),
+        progress=False,
+    )
+    assert ev.images == ["100", "102"]
+    assert [path for path, _ in ev.about["skipped"]] == [str(bad)]
+    assert "PIL" in ev.about["skipped"][0][1] or "image" in ev.about["skipped"][0][1]
+    paths = write_report(ev, tmp_path / "report")
+    text = paths["report"].read_text()
+    assert "1 skipped" in text and "## Images skipped" in text and bad.name in text
+    assert json.loads(paths["results"].read_text())["result"]["about"]["skipped"][0][0] == str(bad)
+
+
 def test_models_of_one_architecture_keep_apart_in_the_results(trained, coco_json, tmp_path):
     """(Two lrcn_2f models were both labelled "lrcn_2f lstm", and the second's retrieval replaced the
     first's.)"""

@@ -146,3 +146,61 @@ def test_regressors_learn_the_targets_from_pairs_above_0_6():
     predicted = reg.predict(regions.boxes[i], feats[i])[:, ds.images[i].labels[0]]
     close = iou(regions.boxes[i], ds.images[i].boxes)[:, 0] > 0.6
     np.testing.assert_allclose(predicted[close], np.repeat(ds.images[i].boxes, close.sum(), 0), atol=1e-2)
+
+
+def _interrupting(after: int):
+    """fit_svm that raises KeyboardInterrupt (Ctrl-C) on its call number ``after`` + 1."""
+    calls = {"n": 0}
+
+    def fit(pos, neg, options):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise KeyboardInterrupt
+        return fit_svm(pos, neg, options)
+
+    return fit
+
+
+@pytest.mark.parametrize("after", [0, 1, 5])
+def test_mining_interrupted_and_resumed_equals_an_uninterrupted_run(after, monkeypatch):
+    from deepfeat.tasks.detection import svm
+
+    ds, regions, rf = _scene(seed=5)
+    opts = SVMOptions(retrain_limit=40, C=0.01, epochs=2)
+    whole = train_svms(ds, regions, rf, opts, progress=False)
+    saved = []
+    monkeypatch.setattr(svm, "fit_svm", _interrupting(after))
+    with pytest.raises(KeyboardInterrupt):
+        train_svms(ds, regions, rf, opts, progress=False, on_state=saved.append, save_every=1e9)
+    monkeypatch.setattr(svm, "fit_svm", fit_svm)
+    state = saved[-1]  # on the interrupt: the state before the interrupted image
+    resumed = train_svms(ds, regions, rf, opts, progress=False, resume=state)
+    np.testing.assert_array_equal(resumed.weights, whole.weights)
+    np.testing.assert_array_equal(resumed.biases, whole.biases)
+    assert resumed.history == whole.history
+    # states saved along the way resume exactly too
+    periodic = []
+    train_svms(ds, regions, rf, opts, progress=False, on_state=periodic.append, save_every=0)
+    middle = periodic[len(periodic) // 2]
+    assert 0 < middle.step < 2 * len(ds)
+    again = train_svms(ds, regions, rf, opts, progress=False, resume=middle)
+    np.testing.assert_array_equal(again.weights, whole.weights)
+    assert again.history == whole.history
+
+
+def test_the_detection_job_resumes_its_svm_stage_after_ctrl_c(tmp_path, monkeypatch):
+    from deepfeat.tasks.detection import svm
+    from deepfeat.tasks.detection.job import DetectionOptions, _svms
+
+    ds, regions, rf = _scene(seed=6)
+    options = DetectionOptions(svm=SVMOptions(retrain_limit=40, C=0.01))
+    whole = train_svms(ds, regions, rf, options.svm, progress=False)
+    monkeypatch.setattr(svm, "fit_svm", _interrupting(3))
+    with pytest.raises(KeyboardInterrupt):
+        _svms(ds, regions, rf, options, tmp_path, progress=False)
+    assert (tmp_path / "work" / "svms-mining.pt").is_file() and not (tmp_path / "work" / "svms.pt").exists()
+    monkeypatch.setattr(svm, "fit_svm", fit_svm)
+    resumed = _svms(ds, regions, rf, options, tmp_path, progress=False)
+    np.testing.assert_array_equal(resumed.weights, whole.weights)
+    assert resumed.history == whole.history
+    assert (tmp_path / "work" / "svms.pt").is_file() and not (tmp_path / "work" / "svms-mining.pt").exists()

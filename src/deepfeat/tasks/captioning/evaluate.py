@@ -187,7 +187,9 @@ def evaluate(
     meteor = Meteor() if "meteor" in job.metrics and meteor_unavailable() is None else None
     opts = {"metrics": job.metrics, "meteor": meteor}
     try:
-        rows, retrievals, images, refs = _run(job, models, labels, data, ids, device, opts, progress, echo)
+        rows, retrievals, images, refs, cache = _run(
+            job, models, labels, data, ids, device, opts, progress, echo
+        )
     finally:
         if meteor is not None:
             meteor.close()
@@ -198,6 +200,7 @@ def evaluate(
         "on": job.on,
         "n_images": len(images),
         "n_references": sum(len(r) for r in refs),
+        "skipped": _skipped(data, ids, images, cache),
         "models": [
             {
                 "name": label,
@@ -274,7 +277,15 @@ def _run(job, models, labels, data, ids, device, opts, progress, echo):
     refs = [tokens[data.index(i)] for i in images]
     if job.baselines:
         rows += _baselines(job, models[0], data, images, refs, cache, progress, echo, opts)
-    return rows, retrievals, images, refs
+    return rows, retrievals, images, refs, cache
+
+
+def _skipped(data: CaptionData, ids: list[str], images: list[str], cache: dict) -> list[list[str]]:
+    """[path, reason] of every asked-for image that got no caption (its file could not be used)."""
+    reasons = {path: reason for feats in cache.values() for path, reason in feats.failures}
+    kept = set(images)
+    paths = [str(data.paths[data.index(i)]) for i in ids if i not in kept]
+    return [[path, reasons.get(path, "no features")] for path in paths]
 
 
 def _baselines(

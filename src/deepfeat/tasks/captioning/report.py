@@ -97,6 +97,9 @@ def build_report(evaluation: CaptionEvaluation, title: str, context: dict | None
     facts["images"] = (
         f"{about['n_images']} ({about['on']} of {about['data']}), {about['n_references']} reference captions"
     )
+    skipped = about.get("skipped") or []
+    if skipped:
+        facts["images"] += f"; {len(skipped)} skipped (their files could not be used; listed below)"
     for m in about["models"]:
         c, f = m["decoder"], m["features"]
         tr = m["training"].get("training", {})
@@ -121,6 +124,11 @@ def build_report(evaluation: CaptionEvaluation, title: str, context: dict | None
         doc.heading("Retrieval (ranking by caption log-likelihood)")
         doc.table(*retrieval_table(evaluation))
         doc.text("R@K: % of queries whose first correct item ranks K or better; Medr: median of that rank.")
+    if skipped:
+        doc.heading("Images skipped")
+        doc.table(["file", "reason"], [list(f) for f in skipped[:50]])
+        if len(skipped) > 50:
+            doc.text(f"... and {len(skipped) - 50} more, all in results.json.")
     if evaluation.examples:
         doc.heading("Examples")
         doc.image("examples.png", "generated and reference captions")

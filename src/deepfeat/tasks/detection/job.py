@@ -31,7 +31,7 @@ from deepfeat.tasks.detection.finetune import FinetuneOptions, finetune_detector
 from deepfeat.tasks.detection.model import DetectorModel, TestOptions
 from deepfeat.tasks.detection.proposals import ProposalOptions, compute_proposals, proposal_recall
 from deepfeat.tasks.detection.regions import RegionEncoder, RegionOptions, output_key, parse_output
-from deepfeat.tasks.detection.svm import SVMOptions, SVMResult, train_svms
+from deepfeat.tasks.detection.svm import MiningState, SVMOptions, SVMResult, train_svms
 from deepfeat.validation import check_device, check_int
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,12 @@ def train(
 
 
 def _svms(dataset, regions, features, options: DetectionOptions, out: Path, progress: bool) -> SVMResult:
-    """The SVM stage, resumed from ``<out>/work/svms.pt`` when it finished before on the same features."""
+    """The SVM stage, resumed from ``<out>/work/svms.pt`` when it finished before on the same features,
+    else from the mining state in ``<out>/work/svms-mining.pt`` (saved every minute and on Ctrl-C)."""
+    import torch
+
     path = out / "work" / "svms.pt"
+    partial = out / "work" / "svms-mining.pt"
     key = {"features": features.provenance, "svm": options.svm.to_dict(), "classes": dataset.classes}
     key = to_jsonable(key)
     if path.exists():
@@ -259,10 +263,39 @@ def _svms(dataset, regions, features, options: DetectionOptions, out: Path, prog
                 s["trained"].numpy().astype(bool),
                 ck.meta.get("history") or {},
             )
-    result = train_svms(dataset, regions, features, options.svm, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import torch
+    resume = None
+    if partial.exists():
+        ck = load_checkpoint(partial, kind="rcnn-svm-mining")
+        if ck.meta.get("key") == key:
+            s, m = ck.state, ck.meta
+            resume = MiningState(
+                int(m["step"]),
+                bool(m["first"]),
+                s["weights"].numpy().copy(),
+                s["biases"].numpy().copy(),
+                s["added"].numpy().copy(),
+                [s[f"neg_keys_{c}"].numpy().copy() for c in range(len(dataset.classes))],
+                {c: list(h) for c, h in m["history"].items()},
+                float(m["seconds"]),
+            )
 
+    def save(state: MiningState) -> None:
+        tensors = {
+            "weights": torch.from_numpy(state.weights),
+            "biases": torch.from_numpy(state.biases),
+            "added": torch.from_numpy(state.added),
+            **{f"neg_keys_{c}": torch.from_numpy(k) for c, k in enumerate(state.neg_keys)},
+        }
+        meta = {"key": key, "step": state.step, "first": state.first, "history": state.history}
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(
+            partial, tensors, kind="rcnn-svm-mining", meta={**meta, "seconds": state.seconds}, rng=False
+        )
+
+    result = train_svms(
+        dataset, regions, features, options.svm, progress=progress, resume=resume, on_state=save
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "weights": torch.from_numpy(result.weights),
         "biases": torch.from_numpy(result.biases),
@@ -275,4 +308,5 @@ def _svms(dataset, regions, features, options: DetectionOptions, out: Path, prog
         meta={"key": key, "scale": result.scale, "history": result.history},
         rng=False,
     )
+    partial.unlink(missing_ok=True)
     return result

@@ -23,6 +23,7 @@ implementation trains them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -82,6 +83,22 @@ class SVMResult:
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Scores (N, K) of raw (unscaled) features."""
         return (np.asarray(features, np.float32) * self.scale) @ self.weights + self.biases
+
+
+@dataclass
+class MiningState:
+    """Where hard-negative mining stands before step ``step`` of its pass(es) over the images: the
+    SVMs so far, each class's cache as row keys into the region features (its rows are those rows
+    times the scale), negatives added since each class's last training, and the record."""
+
+    step: int
+    first: bool
+    weights: np.ndarray
+    biases: np.ndarray
+    added: np.ndarray
+    neg_keys: list[np.ndarray]
+    history: dict[str, list[dict]]
+    seconds: float = 0.0
 
 
 def feature_scale(features: RegionFeatures, options: SVMOptions) -> float:
@@ -150,8 +167,15 @@ def train_svms(
     options: SVMOptions = SVMOptions(),
     *,
     progress: bool = True,
+    resume: MiningState | None = None,
+    on_state: Callable[[MiningState], None] | None = None,
+    save_every: float = 60.0,
 ) -> SVMResult:
-    """Train one SVM per class with hard-negative mining (see the module docstring)."""
+    """Train one SVM per class with hard-negative mining (see the module docstring).
+
+    ``on_state`` receives the mining state every ``save_every`` seconds and, on an interrupt, the
+    state before the interrupted step; mining given that state as ``resume`` continues exactly as an
+    uninterrupted run would."""
     options.validate()
     start = time.perf_counter()
     K, D = len(dataset.classes), features.dim
@@ -170,48 +194,94 @@ def train_svms(
                 pos[c].append(X[sel])
     pos_x = [np.concatenate(p) if p else np.zeros((0, D), np.float32) for p in pos]
     trained = np.array([len(p) > 0 for p in pos_x])
-    W = np.zeros((D, K), np.float32)
-    b = np.zeros(K, np.float32)
-    neg_x = [np.zeros((0, D), np.float32) for _ in range(K)]
-    neg_keys: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(K)]
-    added = np.zeros(K, dtype=np.int64)
-    history: dict[str, list[dict]] = {c: [] for c in dataset.classes}
-    first = True
     valid = [i for i in range(len(dataset)) if features.image_valid(i)]
     order = [(epoch, i) for epoch in range(options.epochs) for i in valid]
-    bar = tqdm(order, desc="svm mining", unit="img", disable=not progress, dynamic_ncols=True)
-    for step, (epoch, i) in enumerate(bar):
-        X = features.image_rows(i) * scale
-        ov = class_overlaps(dataset.images[i], regions.boxes[i], K)
-        z = X @ W + b
-        base = features.offsets[i]
-        last = step == len(order) - 1
-        for c in np.flatnonzero(trained):
-            cand = ov[:, c] < options.neg_iou
-            if not first:
-                cand &= z[:, c] > options.hard_threshold
-            keys = base + np.flatnonzero(cand)
-            keys = keys[~np.isin(keys, neg_keys[c])]
-            if len(keys):
-                neg_x[c] = np.concatenate([neg_x[c], X[keys - base]])
-                neg_keys[c] = np.concatenate([neg_keys[c], keys])
-                added[c] += len(keys)
-            if (first or added[c] > options.retrain_limit or last) and len(neg_x[c]):
-                w, bias = fit_svm(pos_x[c], neg_x[c], options)
-                W[:, c], b[c] = w, bias
-                added[c] = 0
-                record = objective(w, bias, pos_x[c], neg_x[c], options)
-                zn = neg_x[c] @ w + bias
-                keep = zn >= options.evict_threshold
-                record.update(
-                    epoch=epoch + 1,
-                    image=step - epoch * len(valid) + 1,
-                    n_pos=len(pos_x[c]),
-                    n_neg=len(neg_x[c]),
-                    evicted=int((~keep).sum()),
-                )
-                history[dataset.classes[c]].append(record)
-                neg_x[c], neg_keys[c] = neg_x[c][keep], neg_keys[c][keep]
-        first = False
+    if resume is None:
+        state = MiningState(
+            0,
+            True,
+            np.zeros((D, K), np.float32),
+            np.zeros(K, np.float32),
+            np.zeros(K, dtype=np.int64),
+            [np.zeros(0, np.int64) for _ in range(K)],
+            {c: [] for c in dataset.classes},
+        )
+    else:
+        state = resume
+        if state.weights.shape != (D, K) or len(state.neg_keys) != K or state.step > len(order):
+            raise ConfigError("the saved mining state does not fit these region features and classes")
+    W, b, added, neg_keys, history = state.weights, state.biases, state.added, state.neg_keys, state.history
+    neg_x = [np.asarray(features.data[k], dtype=np.float32) * scale for k in neg_keys]
+    first, before = state.first, state.seconds
+    bar = tqdm(
+        total=len(order),
+        initial=state.step,
+        desc="svm mining",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    saved = time.perf_counter()
+
+    def snapshot(step: int) -> MiningState:
+        return MiningState(
+            step,
+            first,
+            W.copy(),
+            b.copy(),
+            added.copy(),
+            list(neg_keys),
+            {c: list(h) for c, h in history.items()},
+            before + time.perf_counter() - start,
+        )
+
+    at_start = snapshot(state.step) if on_state is not None else None
+    try:
+        for step in range(state.step, len(order)):
+            epoch, i = order[step]
+            X = features.image_rows(i) * scale
+            ov = class_overlaps(dataset.images[i], regions.boxes[i], K)
+            z = X @ W + b
+            base = features.offsets[i]
+            last = step == len(order) - 1
+            for c in np.flatnonzero(trained):
+                cand = ov[:, c] < options.neg_iou
+                if not first:
+                    cand &= z[:, c] > options.hard_threshold
+                keys = base + np.flatnonzero(cand)
+                keys = keys[~np.isin(keys, neg_keys[c])]
+                if len(keys):
+                    neg_x[c] = np.concatenate([neg_x[c], X[keys - base]])
+                    neg_keys[c] = np.concatenate([neg_keys[c], keys])
+                    added[c] += len(keys)
+                if (first or added[c] > options.retrain_limit or last) and len(neg_x[c]):
+                    w, bias = fit_svm(pos_x[c], neg_x[c], options)
+                    W[:, c], b[c] = w, bias
+                    added[c] = 0
+                    record = objective(w, bias, pos_x[c], neg_x[c], options)
+                    zn = neg_x[c] @ w + bias
+                    keep = zn >= options.evict_threshold
+                    record.update(
+                        epoch=epoch + 1,
+                        image=step - epoch * len(valid) + 1,
+                        n_pos=len(pos_x[c]),
+                        n_neg=len(neg_x[c]),
+                        evicted=int((~keep).sum()),
+                    )
+                    history[dataset.classes[c]].append(record)
+                    neg_x[c], neg_keys[c] = neg_x[c][keep], neg_keys[c][keep]
+            first = False
+            bar.update(1)
+            if on_state is not None:
+                at_start = snapshot(step + 1)
+                if time.perf_counter() - saved >= save_every and not last:
+                    on_state(at_start)
+                    saved = time.perf_counter()
+    except KeyboardInterrupt:
+        if on_state is not None and at_start is not None:
+            on_state(at_start)  # the state before the interrupted step: resuming repeats it
+        raise
+    finally:
+        bar.close()
     b[~trained] = -1e6  # a class never seen in training never fires
-    return SVMResult(W, b, scale, trained, history, time.perf_counter() - start)
+    return SVMResult(W, b, scale, trained, history, before + time.perf_counter() - start)
