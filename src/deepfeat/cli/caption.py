@@ -32,6 +32,7 @@ from deepfeat.tasks.captioning import (
     train,
     write_report,
 )
+from deepfeat.tasks.captioning.evaluate import empty_note
 from deepfeat.tasks.captioning.report import generation_table, retrieval_table
 from deepfeat.tasks.captioning.train import SMALL_EMBED, SMALL_HIDDEN
 from deepfeat.tasks.text.metrics import FAMILIES
@@ -88,12 +89,16 @@ def _extraction(batch_size, workers, on_bad_image, max_pixels, device) -> Extrac
     )
 
 
-def _strategies(beam: str | None, samples: str | None, temperature: str | None) -> list[Strategy]:
-    out = [Strategy(beam=b) for b in ints(beam, "--beam", minimum=1)] if beam else []
+def _strategies(
+    beam: str | None, samples: str | None, temperature: str | None, min_length: int = 0
+) -> list[Strategy]:
+    out = [Strategy(beam=b, min_length=min_length) for b in ints(beam, "--beam", minimum=1)] if beam else []
     if samples:
         temps = [float(t) for t in names(temperature or "1.5", "--temperature")]
         out += [
-            Strategy(samples=n, temperature=t) for n in ints(samples, "--samples", minimum=1) for t in temps
+            Strategy(samples=n, temperature=t, min_length=min_length)
+            for n in ints(samples, "--samples", minimum=1)
+            for t in temps
         ]
     if not out:
         raise ConfigError("no generation strategy: give --beam and/or --samples")
@@ -219,6 +224,11 @@ def evaluate_command(
         "100", help="Sampling: numbers of samples N, comma-separated; empty for none."
     ),
     temperature: str = typer.Option("1.5", help="Sampling: inverse temperatures T, comma-separated."),
+    min_length: int = typer.Option(
+        0,
+        min=0,
+        help="Fewest words of a generated caption (0: the exact search; 1 rules out the empty caption).",
+    ),
     metrics: str = typer.Option(",".join(FAMILIES), help="Metric families: bleu, cider_d, meteor, rouge_l."),
     retrieval: bool = typer.Option(True, "--retrieval/--no-retrieval", help="Rank images and captions."),
     baselines: bool = typer.Option(
@@ -246,7 +256,7 @@ def evaluate_command(
         models=list(model),
         on=on.value,
         split=split,
-        strategies=_strategies(beam or None, samples or None, temperature),
+        strategies=_strategies(beam or None, samples or None, temperature, min_length),
         metrics=names(metrics, "--metrics"),
         retrieval=retrieval,
         baselines=baselines,
@@ -278,6 +288,11 @@ def generate_command(
     beam: int = typer.Option(None, min=1, help="Beam width (default 5 unless --samples is given)."),
     samples: int = typer.Option(None, min=1, help="Best of N samples (the thesis: 100)."),
     temperature: float = typer.Option(1.5, help="Inverse temperature of the samples (the thesis: 1.5)."),
+    min_length: int = typer.Option(
+        0,
+        min=0,
+        help="Fewest words of a generated caption (0: the exact search; 1 rules out the empty caption).",
+    ),
     seed: int = typer.Option(0, min=0, help="Sampling seed."),
     device: str = _DEVICE,
     threads: int = THREADS,
@@ -288,13 +303,20 @@ def generate_command(
     set_threads(threads)
     if beam is not None and samples is not None:
         raise ConfigError("give --beam or --samples, not both")
-    strategy = Strategy(samples=samples, temperature=temperature) if samples else Strategy(beam=beam or 5)
+    strategy = (
+        Strategy(samples=samples, temperature=temperature, min_length=min_length)
+        if samples
+        else Strategy(beam=beam or 5, min_length=min_length)
+    )
     strategy.validate()
     loaded = CaptionModel.load(model)
     ids, captions, log_probs, failures = caption_images(
         loaded, image, strategy, seed=seed, extraction=ExtractionOptions(device=device), echo=lambda _: None
     )
     for i, words, lp in zip(ids, captions, log_probs):
-        typer.echo(f"{i}\t{' '.join(words)}\t(log p {lp:.2f}, {strategy.name})")
+        typer.echo(f"{i}\t{' '.join(words) or '(empty)'}\t(log p {lp:.2f}, {strategy.name})")
+    empty = sum(1 for words in captions if not words)
+    if empty:
+        typer.secho(empty_note(empty, len(captions)), err=True, fg=typer.colors.YELLOW)
     for path, reason in failures:
         typer.secho(f"skipped {path}: {reason}", err=True, fg=typer.colors.YELLOW)

@@ -153,6 +153,8 @@ def test_images_that_cannot_be_used_are_recorded_in_results_and_report(trained, 
         progress=False,
     )
     assert ev.images == ["100", "102"]
+    model_rows = [r for r in ev.rows if r["kind"] == "model"]
+    assert all(r["empty_captions"] == sum(not c for c in r["captions"].values()) for r in model_rows)
     assert [path for path, _ in ev.about["skipped"]] == [str(bad)]
     assert "PIL" in ev.about["skipped"][0][1] or "image" in ev.about["skipped"][0][1]
     paths = write_report(ev, tmp_path / "report")

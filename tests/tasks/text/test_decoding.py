@@ -144,3 +144,24 @@ def test_pair_scores_equal_one_pair_at_a_time(arch, unit):
     for i in range(5):
         want = sequence_log_likelihood(dec, cond[i : i + 1].expand(len(sents), -1), sents)
         np.testing.assert_allclose(got[i], want.numpy(), atol=1e-5)
+
+
+def test_a_minimum_length_reaches_beam_search_and_sampling_through_the_strategy():
+    from deepfeat.tasks.text.decoding import Strategy, generate
+
+    dec = make(seed=4)
+    with torch.no_grad():  # a model that prefers to end at once, as a briefly trained one does
+        dec.out.bias.zero_()
+        dec.out.bias[EOS_ID] = 8.0
+    cond = torch.randn(5, 4)
+    assert not any(generate(dec, cond, Strategy(beam=3), max_length=6).tokens[i] for i in range(5))
+    for strategy in (Strategy(beam=3, min_length=2), Strategy(samples=8, min_length=2)):
+        got = generate(dec, cond, strategy, max_length=6)
+        assert all(len(t) >= 2 for t in got.tokens), strategy
+    drawn = sample(dec, cond, n_samples=8, seeds=range(5), max_length=6, min_length=1, keep_all=True)
+    assert all(s for row in drawn.samples for s in row)
+    assert Strategy(beam=3, min_length=1).name == "beam 3, at least 1 word"
+    assert Strategy(samples=8, min_length=2).to_dict()["min_length"] == 2
+    assert "min_length" not in Strategy().to_dict()  # results of the exact search keep their keys
+    with pytest.raises(Exception, match="min_length"):
+        Strategy(min_length=-1).validate()

@@ -257,11 +257,17 @@ def _run(job, models, labels, data, ids, device, opts, progress, echo):
             words, _ = model.caption(values, strategy, ids=kept, seed=job.seed, progress=progress)
             seconds = time.perf_counter() - t0
             row = _row(label, "model", words, refs, kept, strategy=strategy.to_dict(), **opts)
+            empty = sum(1 for w in words if not w)
             row.update(
-                strategy_name=strategy.name, seconds=seconds, images_per_second=len(kept) / max(seconds, 1e-9)
+                strategy_name=strategy.name,
+                seconds=seconds,
+                images_per_second=len(kept) / max(seconds, 1e-9),
+                empty_captions=empty,
             )
             rows.append(row)
             echo(f"{label}, {strategy.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["corpus"].items()))
+            if empty:
+                echo(f"  {empty_note(empty, len(words))}")
         if job.retrieval:
             t0 = time.perf_counter()
             captions = [model.vocabulary.encode(t) for caps in refs for t in caps]
@@ -278,6 +284,14 @@ def _run(job, models, labels, data, ids, device, opts, progress, echo):
     if job.baselines:
         rows += _baselines(job, models[0], data, images, refs, cache, progress, echo, opts)
     return rows, retrievals, images, refs, cache
+
+
+def empty_note(empty: int, total: int) -> str:
+    """The warning for generated sentences without a word."""
+    return (
+        f"{empty} of {total} generated captions are empty (the model ends the sentence at once); "
+        "a minimum length of 1 (Strategy(min_length=1), --min-length 1) rules the empty sentence out"
+    )
 
 
 def _skipped(data: CaptionData, ids: list[str], images: list[str], cache: dict) -> list[list[str]]:

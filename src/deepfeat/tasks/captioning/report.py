@@ -14,7 +14,7 @@ import numpy as np
 from deepfeat.report import plots
 from deepfeat.report.document import Report
 from deepfeat.report.writer import write_result
-from deepfeat.tasks.captioning.evaluate import CaptionEvaluation
+from deepfeat.tasks.captioning.evaluate import CaptionEvaluation, empty_note
 from deepfeat.tasks.text.metrics import LABELS, METRICS
 
 
@@ -119,6 +119,11 @@ def build_report(evaluation: CaptionEvaluation, title: str, context: dict | None
         "B1-B4: BLEU, C: CIDEr-D, M: METEOR, R: ROUGE-L, corpus level as the COCO caption evaluation "
         "computes them; per-image scores and every caption are in results.json."
     )
+    for r in evaluation.rows:
+        if r.get("empty_captions"):
+            doc.text(
+                f"{r['name']}, {r['strategy_name']}: {empty_note(r['empty_captions'], len(r['captions']))}."
+            )
     doc.image("cider_d.png", "CIDEr-D per model, strategy and baseline")
     if evaluation.retrieval:
         doc.heading("Retrieval (ranking by caption log-likelihood)")

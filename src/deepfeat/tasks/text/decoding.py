@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from deepfeat.errors import ConfigError
+from deepfeat.report.wording import counted
 from deepfeat.tasks.text.decoders import ConditionedDecoder, reorder_state, word_log_probs
 from deepfeat.tasks.text.vocabulary import BOS_ID, EOS_ID, PAD_ID
 from deepfeat.validation import check_float, check_int
@@ -127,13 +128,18 @@ def sample(
     seeds: Sequence[int],
     max_length: int = 20,
     keep_all: bool = False,
+    min_length: int = 0,
 ) -> Decoded:
     """For every row of ``cond``: ``n_samples`` sentences sampled at inverse temperature
     ``temperature`` (logits x T before the softmax), the most probable under the model kept
-    (``keep_all``: every sample returned as well)."""
+    (``keep_all``: every sample returned as well). ``<eos>`` is not drawn before ``min_length``
+    words."""
     check_int("samples", n_samples, 1)
     check_float("temperature (inverse)", temperature, 0.0, low_open=True)
     check_int("max_length", max_length, 1)
+    check_int("min_length", min_length, 0)
+    if min_length > max_length:
+        raise ConfigError(f"min_length {min_length} is above max_length {max_length}")
     if len(seeds) != len(cond):
         raise ConfigError(f"{len(seeds)} seeds for {len(cond)} inputs")
     decoder.eval()
@@ -150,6 +156,9 @@ def sample(
             chosen = torch.full((batch * n,), EOS_ID, dtype=torch.long)
         else:
             u = torch.cat([torch.rand(n, generator=g, dtype=torch.float64) for g in generators])
+            if t < min_length:
+                tempered = tempered.clone()
+                tempered[:, EOS_ID] = NEG
             cdf = tempered.double().exp().cpu().cumsum(dim=-1)
             chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
             chosen = chosen.clamp_max(cdf.shape[-1] - 1)
@@ -265,13 +274,17 @@ def pair_log_likelihood(
 @dataclass(frozen=True)
 class Strategy:
     """How sentences are generated: beam search of width ``beam`` (1 = greedy), or, with ``samples``
-    set, the best of ``samples`` samples at inverse temperature ``temperature``."""
+    set, the best of ``samples`` samples at inverse temperature ``temperature``. ``min_length``:
+    sentences have at least this many words (default 0: the exact search, which a briefly trained
+    model often ends at once with the empty sentence; 1 rules that out)."""
 
     beam: int = 1
     samples: int | None = None
     temperature: float = 1.5
+    min_length: int = 0
 
     def validate(self) -> Strategy:
+        check_int("min_length", self.min_length, 0)
         if self.samples is None:
             check_int("beam width", self.beam, 1)
         else:
@@ -281,14 +294,16 @@ class Strategy:
 
     @property
     def name(self) -> str:
+        at_least = f", at least {counted(self.min_length, 'word')}" if self.min_length else ""
         if self.samples is None:
-            return "greedy (beam 1)" if self.beam == 1 else f"beam {self.beam}"
-        return f"sample N={self.samples} T={self.temperature:g}"
+            return ("greedy (beam 1)" if self.beam == 1 else f"beam {self.beam}") + at_least
+        return f"sample N={self.samples} T={self.temperature:g}{at_least}"
 
     def to_dict(self) -> dict:
+        at_least = {"min_length": self.min_length} if self.min_length else {}
         if self.samples is None:
-            return {"strategy": "beam", "beam": self.beam}
-        return {"strategy": "sample", "samples": self.samples, "temperature": self.temperature}
+            return {"strategy": "beam", "beam": self.beam, **at_least}
+        return {"strategy": "sample", "samples": self.samples, "temperature": self.temperature, **at_least}
 
 
 def generate(
@@ -313,7 +328,11 @@ def generate(
     for start in tqdm(range(0, len(cond), step), desc=strategy.name, unit="batch", disable=not progress):
         block = cond[start : start + step]
         if strategy.samples is None:
-            parts.append(beam_search(decoder, block, width=strategy.beam, max_length=max_length))
+            parts.append(
+                beam_search(
+                    decoder, block, width=strategy.beam, max_length=max_length, min_length=strategy.min_length
+                )
+            )
         else:
             parts.append(
                 sample(
@@ -323,6 +342,7 @@ def generate(
                     temperature=strategy.temperature,
                     seeds=seeds[start : start + step],
                     max_length=max_length,
+                    min_length=strategy.min_length,
                 )
             )
     return Decoded(
