@@ -284,3 +284,37 @@ def test_a_vector_layer_is_found_by_its_feature_key_or_any_pooling(store_with_fa
         assert find_entry(FeatureStore(store), name) == folder
     with pytest.raises(ConfigError, match="no entry 'stage3/max'"):  # a spatial layer: its own pooling only
         find_entry(FeatureStore(store), "stage3/max")
+
+
+@pytest.mark.parametrize("to", FORMATS)
+def test_a_multilabel_entry_exports_to_every_format(tmp_path, to):
+    """(The hf export declared uint8 targets over an int64 column and crashed on every multi-label entry.)"""
+    from PIL import Image
+
+    from deepfeat.data.manifests import manifest_dataset
+    from tests.conftest import photo, save
+
+    if to == "hf":
+        datasets = pytest.importorskip("datasets")
+    for i in range(3):
+        save(Image.fromarray(photo(i)), tmp_path / f"{i}.png")
+    lines = [("0.png", ["person", "car"]), ("1.png", ["car"]), ("2.png", ["dog"])]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"path": p, "labels": ls}) + "\n" for p, ls in lines))
+    data = manifest_dataset(manifest)
+    bb = load_backbone("efficientnet_lite0", weights="random")
+    extract(data, bb, [LayerActivations(["stage3"])], store=tmp_path / "s", preprocess=SMALL, progress=False)
+    path = export_entry(tmp_path / "s", "stage3/avg", to, tmp_path / f"out.{to}")
+    want = np.asarray(data.targets, dtype=np.uint8)
+    if to == "parquet":
+        got = np.array(pq.read_table(path).column("target").to_pylist())
+    elif to == "npz":
+        got = np.load(path, allow_pickle=False)["targets"]
+    elif to == "hdf5":
+        with h5py.File(path, "r") as f:
+            got = f["targets"][:]
+    else:
+        ds = datasets.load_from_disk(str(path))
+        got = np.array(ds["target"])
+        assert ds[0]["label"] == sorted(["person", "car"], key=data.classes.index)
+    np.testing.assert_array_equal(got, want)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deepfeat.data.datasets import folder_dataset
-from deepfeat.errors import StoreError
+from deepfeat.errors import ConfigError, StoreError
 from deepfeat.features.activations import LayerActivations
 from deepfeat.features.pipeline import extract, load_features
 from tests.reliability.conftest import TINY, make_tree
@@ -123,3 +123,14 @@ def test_failed_images_are_nan_rows_with_a_mask(tree, effnet, tmp_path):
     meta = json.loads((entry / "meta.json").read_text())
     assert (meta["n_valid"], meta["n_failed"]) == (12, 1)
     assert res["stage6/avg"].class_counts().tolist() == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("device", ["garbage", "mps", "meta", ""])
+def test_reading_the_store_refuses_a_device_that_is_not_one(tree, effnet, tmp_path, device):
+    store = tmp_path / "store"
+    clean = run(tree, effnet, store)["stage6/avg"]
+    ds = folder_dataset(tree)
+    with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:<index>'"):
+        load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY, device=device)
+    got = load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY, device="cpu")
+    assert got["stage6/avg"].ids == clean.ids

@@ -7,8 +7,9 @@ Every format holds the same things:
   one row per item in dataset order; rows of items whose image could not be used are NaN (as in the
   store's ``features.npy``);
 - ``valid``: bool (n_items,), True where the row holds features;
-- ``id``, ``target`` (class index; for multi-label data a 0/1 vector), ``label`` (class name(s)) and
-  ``split`` (when the data has splits);
+- Parquet and hf columns ``id``, ``target`` (class index; for multi-label data a 0/1 uint8 vector),
+  ``label`` (class name(s)) and ``split`` (when the data has splits); NPZ and HDF5 arrays ``ids``,
+  ``targets`` (the same values), ``classes`` (the class names ``targets`` index) and ``splits``;
 - the provenance (dataset fingerprint, backbone and weights id, layer, method and parameters,
   preprocessing, versions), the class names, the layer shape and the export schema version, as JSON:
   Parquet schema metadata ``deepfeat``, NPZ array ``deepfeat_json``, HDF5 attribute ``deepfeat``,
@@ -187,7 +188,9 @@ def arrow_table(table: ExportTable, layout: str = "list", rows: slice = slice(No
     targets = table.targets[rows]
     columns = {
         "id": pa.array(table.ids[rows], type=pa.string()),
-        "target": pa.array(targets.tolist()) if table.multilabel else pa.array(targets, pa.int64()),
+        "target": pa.array(targets.tolist(), pa.list_(pa.uint8()))
+        if table.multilabel
+        else pa.array(targets, pa.int64()),
         "label": pa.array(table.labels[rows]),
     }
     if table.splits is not None:

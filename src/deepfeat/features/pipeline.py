@@ -332,7 +332,9 @@ def read_stored(
     dataset, backbone, methods = _inputs(dataset, backbone, methods)
     store = as_store(store)
     prep = preset(preprocess, backbone.preprocess) if isinstance(preprocess, str) else preprocess
-    amp_dtype = amp_name(resolve_device(device, backbone)) if check_amp(amp) else None
+    # the device names the kind of extraction to read; it need not exist here
+    where = parse_device(device) or resolve_device(None, backbone)
+    amp_dtype = amp_name(where) if check_amp(amp) else None
     base = base_provenance(dataset, backbone, prep, max_pixels, amp_dtype)
     out: dict[str, FeatureSet] = {}
     failures: dict[int, str] = {}
