@@ -124,3 +124,52 @@ def test_labels_mixing_class_indexes_and_names_are_refused(tmp_path):
     )
     with pytest.raises(DataError, match=r"mix class indexes and class names: 'x0' in .*a-000.tar has '0'"):
         tar_dataset(str(tmp_path / "a-{000..001}.tar"))
+
+
+def test_a_shard_cut_between_members_is_reported_not_silently_short(tmp_path):
+    members = []
+    for i in range(6):
+        members += [(f"s{i}.png", encoded(i, "PNG")), (f"s{i}.cls", b"ants" if i % 2 else b"bees")]
+    whole = write_shard(tmp_path / "whole.tar", members)
+    with tarfile.open(whole) as tar:  # where the fourth sample's first header starts
+        cut = next(m.offset for m in tar.getmembers() if m.name == "s3.png")
+    cut_path = tmp_path / "cut.tar"
+    cut_path.write_bytes(whole.read_bytes()[:cut])  # a 512-byte boundary: tarfile sees an end
+    ds = tar_dataset(cut_path)
+    assert ds.ids == ["s0", "s1", "s2"]
+    assert any("without tar's end-of-archive blocks" in why for _, why in ds.ignored), ds.ignored
+    assert not tar_dataset(whole).ignored  # an intact shard ends cleanly
+
+
+def test_a_key_again_after_other_samples_is_refused_and_two_images_are_reported(tmp_path):
+    again = write_shard(
+        tmp_path / "again.tar",
+        [
+            ("a.jpg", encoded(1)),
+            ("a.cls", b"cat"),
+            ("b.jpg", encoded(2)),
+            ("b.cls", b"dog"),
+            ("a.jpg", encoded(3)),
+        ],
+    )
+    with pytest.raises(DataError, match=r"again\.tar:a\.jpg: key 'a' appears again after other samples"):
+        tar_dataset(again)
+    two = write_shard(
+        tmp_path / "two.tar",
+        [
+            ("c.jpg", encoded(1)),
+            ("c.png", encoded(2, "PNG")),
+            ("c.cls", b"cat"),
+            ("d.left.jpg", encoded(4)),  # webdataset: key d, field left.jpg
+            ("d.cls", b"dog"),
+        ],
+    )
+    ds = tar_dataset(two)
+    assert ds.ids == ["d"]
+    assert "two image members (c.jpg, c.png)" in dict(ds.ignored)[f"{two}:c"]
+
+
+def test_compressed_shards_are_named_as_such(tmp_path):
+    (tmp_path / "x.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match="compressed tar shards are not read"):
+        open_dataset(tmp_path / "x.tar.gz")

@@ -41,8 +41,15 @@ def manifest_dataset(path: str | os.PathLike) -> FileDataset:
         rows = _read_csv(path)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         rows = _read_jsonl(path)
+    elif path.name.lower().endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")):
+        raise DataError(
+            f"{where}: compressed tar shards are not read (images are read from the shard by offset); "
+            "decompress them to .tar first"
+        )
     else:
-        raise DataError(f"{where}: unknown manifest type {suffix!r}; valid: .csv, .jsonl, .ndjson, .json")
+        raise DataError(
+            f"{where}: unknown manifest type {suffix!r}; valid: .csv, .jsonl, .ndjson, .json, or .tar shards"
+        )
     if not rows:
         raise DataError(f"{where}: manifest lists no images")
     keys = set().union(*(r.keys() for _, r in rows))

@@ -1,18 +1,21 @@
 """Webdataset-style tar shards: samples stored as consecutive tar members sharing a key.
 
-A sample is every member whose name, up to the first dot of its file name, is the same key
-(``train/000017.jpg`` and ``train/000017.cls`` form sample ``train/000017``, as the webdataset
-library groups them). Its image is the member with an image extension (jpg, jpeg, png, webp, ppm, pgm,
-pbm, bmp, tif, tiff, gif); its label comes from ``.cls`` (text: a class index or name), or from a
-``.json`` object's ``label`` (also ``cls``, ``class`` or ``category``; ``labels`` for several).
-Classes are the distinct labels, sorted (numerically when every label is a whole number).
+A sample is consecutive members whose name, up to the first dot of its file name, is the same key
+(``train/000017.jpg`` and ``train/000017.cls`` form sample ``train/000017``, as the webdataset library
+groups them). Its image is the one member whose extension ends with an image type (jpg, jpeg, png, webp,
+ppm, pgm, pbm, bmp, tif, tiff, gif; ``left.jpg`` counts); its label comes from ``.cls`` (text: a class
+index or name), or from a ``.json`` object's ``label`` (also ``cls``, ``class`` or ``category``;
+``labels`` for several). Classes are the distinct labels, sorted (numerically when every label is a
+whole number).
 
-Shards are read with the standard library (``tarfile``) to index the members once; images are then
-read by offset, so nothing is extracted to disk and any number of threads can read. Bad input is
-reported, never silently dropped: a sample without an image or without a label, a member that cannot
-be parsed and a truncated or damaged shard (the members before the damage are kept) are listed in
-``ignored``; an image that does not decode is reported by the extraction with its shard and member
-name, like a bad file in a folder.
+Shards are read with the standard library (``tarfile``) to index the members once; images are then read
+by offset, so nothing is extracted to disk and any number of threads can read. Bad input is reported,
+never silently dropped: a sample without an image, with two images or without a label, a member that
+cannot be parsed and a truncated or damaged shard (the members before the damage are kept; a shard that
+stops between members, without tar's end-of-archive blocks, counts as truncated) are listed in
+``ignored``; a key that appears again after other samples is refused, as across shards; an image that
+does not decode is reported by the extraction with its shard and member name, like a bad file in a
+folder.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def _scan(shard: Path, ignored: list[tuple[str, str]]) -> dict[str, _Sample]:
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"{where}: not a readable tar file ({exc})") from None
     with tar:
-        count = 0
+        count, last = 0, None
         while True:
             try:
                 member = tar.next()
@@ -119,6 +122,13 @@ def _scan(shard: Path, ignored: list[tuple[str, str]]) -> dict[str, _Sample]:
                 ignored.append((where, f"truncated or damaged after {count} members ({exc}); rest unread"))
                 break
             if member is None:
+                if not _ends_cleanly(shard, tar.offset, size):
+                    ignored.append(
+                        (
+                            where,
+                            f"ends after {count} members without tar's end-of-archive blocks (truncated?)",
+                        )
+                    )
                 break
             count += 1
             if not member.isfile():
@@ -129,10 +139,20 @@ def _scan(shard: Path, ignored: list[tuple[str, str]]) -> dict[str, _Sample]:
                 ignored.append((f"{where}:{name}", "member name has no key.extension form"))
                 continue
             key, ext = m.group(1), m.group(2).lower()
+            if key != last and key in samples:
+                raise DataError(
+                    f"{where}:{name}: key {key!r} appears again after other samples; a sample's members "
+                    "are consecutive and each sample key may appear once"
+                )
+            last = key
             sample = samples.setdefault(key, _Sample())
             if member.offset_data + member.size > size:
                 sample.problem = f"member {name} is cut off (the shard is truncated)"
-            elif ext in IMAGE_EXTENSIONS:
+            elif ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
+                if sample.image is not None:
+                    sample.problem = (
+                        f"two image members ({sample.image[0]}, {name}); a sample holds one image"
+                    )
                 sample.image = (name, member.offset_data, member.size)
             elif ext in ("cls", "cls2", "label", "txt", "json") and sample.label is None:
                 try:
@@ -141,6 +161,15 @@ def _scan(shard: Path, ignored: list[tuple[str, str]]) -> dict[str, _Sample]:
                 except (ValueError, UnicodeDecodeError) as exc:
                     sample.problem = f"label member {name} cannot be read ({exc})"
     return samples
+
+
+def _ends_cleanly(shard: Path, offset: int, size: int) -> bool:
+    """True when the tar's end-of-archive (a zero block) follows its last member at ``offset``."""
+    if size - offset < tarfile.BLOCKSIZE:
+        return False
+    with open(shard, "rb") as fh:
+        fh.seek(offset)
+        return not any(fh.read(tarfile.BLOCKSIZE))
 
 
 def tar_dataset(spec: str | os.PathLike, name: str | None = None) -> TarDataset:
