@@ -232,3 +232,14 @@ def test_balanced_class_weights(image_tree, tmp_path):
     )
     assert refused.exit_code == 2 and "class weights apply to single-label" in refused.output
     assert not (tmp_path / "o2" / "store").exists()
+
+
+def test_dropout_with_a_probe_that_cannot_use_it_names_the_options(tmp_path):
+    for probe in ("svm-hinge", "svm,ksvm"):
+        r = CliRunner().invoke(
+            app,
+            ["evaluate", str(tmp_path), "--probe", probe, "--dropout", "0.5", "--out", str(tmp_path / "o")],
+        )
+        assert r.exit_code == 2, r.output
+        assert "--dropout trains on dropout copies" in r.output and "--probe" in r.output
+        assert "loss=" not in r.output

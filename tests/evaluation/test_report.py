@@ -114,3 +114,18 @@ def test_a_given_C_is_not_reported_as_cross_validated(tmp_path):
     assert "f/fixed: [0.5] (given)" in line and "f/sklearn: [2.0] (given)" in line and "f/knn" not in line
     assert "f/cv: [" in line and "f/sklearn_cv: [" in line and "array" not in line
     assert line.count("(given)") == 2
+
+
+def test_the_probes_line_names_dropout_and_class_weights(tmp_path):
+    X, y = blobs(n_per_class=12, n_classes=2)
+    probes = {
+        "svm": LinearProbe(loss="squared_hinge", C=1.0, dropout=0.5),
+        "logreg": LinearProbe(C=1.0, class_weight="balanced"),
+        "plain": LinearProbe(C=1.0),
+    }
+    res = evaluate({"f": feature_set(X, y)}, KShot(k=5, n_splits=1), probes, progress=False)
+    report = write_report(res, tmp_path, title="t")["report"].read_text()
+    line = next(ln for ln in report.splitlines() if "**probes**" in ln)
+    assert "svm (squared_hinge, C=1.0, dropout 0.5)" in line
+    assert "logreg (logistic, C=1.0, class_weight=balanced)" in line
+    assert "plain (logistic, C=1.0)" in line

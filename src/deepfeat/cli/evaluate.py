@@ -254,6 +254,13 @@ def evaluate_command(
     setup_logging(verbose)
     set_threads(threads)
     layer_names = names(layers, "--layers")
+    asked = names(probe, "--probe") if dropout and probe else []
+    no_dropout = [p for p in asked if p in ("svm-hinge", "ksvm")]
+    if no_dropout:
+        raise ConfigError(
+            f"--dropout trains on dropout copies of the features, which --probe {', '.join(no_dropout)} "
+            "cannot use; use --probe svm / logreg with --dropout, or leave --dropout out"
+        )
     recipe = make_recipe(
         method,
         layer_names,

@@ -334,7 +334,7 @@ class DomainAdaptation(Protocol):
         if key not in self.k_source:
             raise ConfigError(
                 f"k_source gives counts for the source domains {sorted(self.k_source)}; the source is "
-                f"{source_name!r}: give k_source as a number"
+                f"{source_name!r}: give k_source as a number (on the command line: --protocol da:KS:KT)"
             )
         return self.k_source[key]
 

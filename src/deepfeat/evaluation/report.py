@@ -37,6 +37,8 @@ def build_report(result: EvaluationResult, title: str, context: dict | None = No
         f"{k} ({v.get('loss', v.get('class'))}, C={v.get('C')}"
         + (", features L2-normalised per image" if v.get("normalize") is True else "")
         + (f", kernel normalisation {v['normalize']}" if isinstance(v.get("normalize"), str) else "")
+        + (f", dropout {v['dropout']:g}" if v.get("dropout") else "")
+        + (f", class_weight={v['class_weight']}" if v.get("class_weight") is not None else "")
         + ")"
         for k, v in result.probes.items()
     )

@@ -26,10 +26,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     backbone: backbone name (see ``list_backbones``) or a loaded :class:`Backbone`.
-    layers: layer names, a list or comma-separated string.
+    layers: layer names, a list (``["stage6", "pool"]``) or one name.
     pool: pooling / ablation, one or several (avg, max, unroll, sp-shuffle, bin, sp-max-bin).
     weights: weights file for the backbone (None: its default).
-    preprocess: ``"backbone"``, ``"decaf"`` or a :class:`Preprocess`.
+    preprocess: ``"backbone"``, ``"decaf"``, ``"interactive"``, ``"warp"`` or a :class:`Preprocess`.
     store: folder of a FeatureStore (None: keep features in memory only).
     batch_size, workers: images per forward pass, and decoding threads.
     on_error: ``"skip"`` or ``"fail"`` for images that cannot be decoded.
