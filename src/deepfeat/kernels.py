@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from deepfeat.errors import ConfigError, DataError, UnknownNameError
@@ -52,7 +53,7 @@ class FactoredLayout:
         positions = int(layer_shape[1]) if layer_shape is not None and len(layer_shape) > 1 else 1
         return cls(d_in, d_out, positions)
 
-    def split(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward factors (n, P, d_in) and backward factors (n, P, d_out) of rows (n, row_dim)."""
         t = torch.from_numpy(np.array(rows, dtype=np.float32))  # a copy: blocks of memmaps are read-only
         if t.dim() != 2 or t.shape[1] != self.row_dim:
@@ -104,8 +105,8 @@ def self_kernel(rows, layout: FactoredLayout, normalize: str = "none") -> np.nda
 
 
 def factored_kernel(
-    A,
-    B=None,
+    A: ArrayLike | torch.Tensor,
+    B: ArrayLike | torch.Tensor | None = None,
     *,
     layout: FactoredLayout,
     normalize: str = "gradient",

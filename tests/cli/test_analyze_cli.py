@@ -94,6 +94,7 @@ def test_ablations_and_checkpoints(tmp_path):
         f"{p} (svm)" for p in ("unroll", "sp-shuffle", "sp-max", "sp-max-bin", "bin")
     }
     # the table is printed too, as the JSON holds it (one split: the mean alone)
+    assert "accuracy (%), one split:" in r.output or "(%), one split:" in r.output
     printed = next(line for line in r.output.splitlines() if line.startswith("stage6"))
     assert f"{100 * table['stage6']['bin (svm)']['mean']:.2f}" in printed
 

@@ -229,3 +229,30 @@ def test_with_classes_keeps_a_subset_in_its_order(tmp_path):
     assert swapped.images[0].labels.tolist() == [0, 1]  # relabelled: dog first
     with pytest.raises(DataError, match="no class 'cat'"):
         ds.with_classes(["cat"])
+
+
+def test_coco_entries_without_their_keys_are_named_and_shared_stems_keep_apart(tmp_path):
+    path = _coco(tmp_path)
+    good = json.loads(path.read_text())
+
+    def load(change):
+        data = json.loads(json.dumps(good))
+        change(data)
+        path.write_text(json.dumps(data))
+        return coco_dataset(path)
+
+    with pytest.raises(DataError, match=r"images\[1\] .* has no file_name; every entry of images needs id"):
+        load(lambda d: d["images"][1].pop("file_name"))
+    with pytest.raises(DataError, match=r"categories\[2\] .* has no id"):
+        load(lambda d: d["categories"].append({"name": "noid"}))
+    with pytest.raises(DataError, match="images id 7 appears more than once"):
+        load(lambda d: d["images"].append({"id": 7, "file_name": "2.jpg"}))
+    ds = load(lambda d: d["annotations"].append("junk"))
+    assert any("annotation #3" in w and "not an object" in r for w, r in ds.ignored)
+    for folder in ("a", "b"):
+        (tmp_path / "val2017" / folder).mkdir()
+        Image.new("RGB", (64, 48)).save(tmp_path / "val2017" / folder / "x.jpg")
+    ds = load(
+        lambda d: d["images"].extend([{"id": 20, "file_name": "a/x.jpg"}, {"id": 21, "file_name": "b/x.jpg"}])
+    )
+    assert [t.image_id for t in ds.images] == ["1", "2", "a/x", "b/x"]

@@ -134,3 +134,65 @@ def test_reading_the_store_refuses_a_device_that_is_not_one(tree, effnet, tmp_pa
         load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY, device=device)
     got = load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY, device="cpu")
     assert got["stage6/avg"].ids == clean.ids
+
+
+def _edit_meta(entry: Path, **changes) -> None:
+    meta = json.loads((entry / "meta.json").read_text())
+    meta.update(changes)
+    (entry / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda e: _edit_meta(e, n_valid=13, n_failed=0), "meta.json says n_valid 13, the journal 12"),
+        (lambda e: _edit_meta(e, dim=191), "meta.json says dim 191, features.npy holds"),
+        (lambda e: _edit_meta(e, layer_shape=[1, 2, 3]), "meta.json says layer_shape [1, 2, 3]"),
+        (lambda e: _edit_meta(e, ids_sha256="0" * 64), "other item ids"),
+    ],
+)
+def test_edits_of_a_complete_entrys_bookkeeping_are_named_and_repaired(tree, effnet, tmp_path, damage, named):
+    """(Only provenance edits were caught: store list said complete after n_valid / dim / layer_shape
+    edits or without valid.npy, export went ahead, and extraction never corrected the counts.)"""
+    from deepfeat.features.store import FeatureStore
+
+    store = tmp_path / "store"
+    clean = run(tree, effnet, store)["stage6/avg"]
+    entry = only_entry(store)
+    before = json.loads((entry / "meta.json").read_text())
+    damage(entry)
+    (state,) = [s for m, s in FeatureStore(store).check_entries() if m["path"] == str(entry)]
+    assert any(named in p for p in state.problems), state.problems
+    ds = folder_dataset(tree)
+    with pytest.raises(StoreError, match="damaged store entry"):
+        load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY)
+    again = run(tree, effnet, store)
+    assert again.repaired and again["stage6/avg"].ids == clean.ids
+    np.testing.assert_array_equal(np.asarray(again["stage6/avg"].features), np.asarray(clean.features))
+    after = json.loads((entry / "meta.json").read_text())
+    for key in ("n_valid", "n_failed", "dim", "layer_shape", "complete", "ids_sha256"):
+        assert after[key] == before[key], key
+    if "ids" not in named:
+        assert again.n_forward == 0  # the bookkeeping was rebuilt, no row recomputed
+
+
+def test_a_missing_mask_is_listed_as_unfinished_and_rebuilt_without_computing(tree, effnet, tmp_path):
+    """(store list called the entry complete, and a reader of valid.npy found no file.)"""
+    from typer.testing import CliRunner
+
+    from deepfeat.cli.main import app
+
+    store = tmp_path / "store"
+    run(tree, effnet, store)
+    entry = only_entry(store)
+    mask = np.load(entry / "valid.npy")
+    (entry / "valid.npy").unlink()
+    listed = CliRunner().invoke(app, ["store", "list", str(store)])
+    assert (
+        listed.exit_code == 0
+        and " unfinished " in listed.output
+        and "1 entry holds every row" in listed.output
+    )
+    again = run(tree, effnet, store)
+    assert again.n_forward == 0 and not again.repaired
+    np.testing.assert_array_equal(np.load(entry / "valid.npy"), mask)

@@ -116,7 +116,7 @@ def embed(
     if project_dim is not None and input_dim > project_dim:
         X = random_projection(X, project_dim, random_state)
         projected = int(project_dim)
-    if not (X != X[:1]).any():  # t-SNE's PCA start is NaN there, and its Barnes-Hut code then crashes
+    if not (X[:1] != X).any():  # t-SNE's PCA start is NaN there, and its Barnes-Hut code then crashes
         raise DataError(
             f"all {n} rows of the features are identical (a constant layer, or one image repeated); "
             "an embedding needs rows that differ"

@@ -200,7 +200,7 @@ def selectivity_command(
     }
     plot = {"precision": lambda p: plot_precision_curves(curves, p, top=top, class_names=fs.classes)}
     paths = write_result(out, f"selectivity_{layer}", result, provenance={**prov, "layer": layer}, plots=plot)
-    typer.echo(f"wrote {paths['json']}")
+    typer.echo(f"wrote {paths['json']} and {paths['precision']}")
 
 
 @analyze_app.command("filters")
@@ -237,7 +237,7 @@ def filters_command(
     )
     for row in _named({"table": res.table()}, fs.classes)["table"]:
         typer.echo("  ".join(f"{k}={v}" for k, v in row.items()))
-    typer.echo(f"wrote {paths['json']}")
+    typer.echo(f"wrote {paths['json']} and {', '.join(str(paths[k]) for k in plots)}")
 
 
 @analyze_app.command("embed")
@@ -305,13 +305,14 @@ def ablations_command(
     check_output_dir(out, "--out")
     result, table = ablation_table(job)
     report = write_report(result, out / "ablations", title="Ablations (Agrawal Table 5.1)")
-    prov = {"results": str(report["results"]), "protocol": protocol_name, "splits": splits}
+    prov = {"results": str(report["results"]), "protocol": protocol_name, "splits": result.splits_per_cell}
     paths = write_result(out, "ablations", table, provenance=prov)
     columns = list(dict.fromkeys(c for row in table["table"].values() for c in row))
-    rows = [
-        [layer] + [format_score(row.get(c), splits) for c in columns] for layer, row in table["table"].items()
-    ]
-    typer.echo(f"{table['metric']} (%), mean ± std over {splits} splits:")
+    n = result.splits_per_cell
+    rows = [[layer] + [format_score(row.get(c), n) for c in columns] for layer, row in table["table"].items()]
+    typer.echo(
+        f"{table['metric']} (%), " + (f"mean ± std over {result.splits_text()}:" if n != 1 else "one split:")
+    )
     typer.echo(text_table(rows, ["layer", *columns]))
     typer.echo(f"wrote {paths['json']}; report and plots in {out / 'ablations'}")
 

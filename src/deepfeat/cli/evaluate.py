@@ -222,7 +222,9 @@ def evaluate_command(
     out: Path = typer.Option(Path("deepfeat-out"), "--out", "-o", help="Output folder (results, report)."),
     store: Path = typer.Option(None, help="Feature store (default: OUT/store)."),
     preprocess: PreprocessName = typer.Option(
-        None, help="Input preprocessing (default: interactive for --method interactive, else backbone)."
+        None,
+        help="Input preprocessing: backbone, decaf, interactive or warp (see deepfeat extract --help; "
+        "default: interactive for --method interactive, else backbone).",
     ),
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
     workers: int = typer.Option(2, min=0, help="Image decoding threads."),

@@ -29,6 +29,7 @@ from deepfeat.features.pipeline import extract
 from deepfeat.features.store import KEY_MISMATCH, FeatureStore
 from deepfeat.fileio import check_output_dir
 from deepfeat.report.tables import text_table
+from deepfeat.report.wording import counted
 
 
 @friendly
@@ -50,8 +51,9 @@ def extract_command(
     store: Path = typer.Option(Path("deepfeat-out/store"), "--store", "-s", help="Feature store folder."),
     preprocess: PreprocessName = typer.Option(
         PreprocessName.backbone,
-        help="backbone (its own resize and crop), decaf (256 warp, 224 crop) or interactive "
-        "(whole image, area about 512^2, aspect kept, sides multiples of 32).",
+        help="backbone (its own resize and crop), decaf (256 warp, 224 crop), interactive "
+        "(whole image, area about 512^2, aspect kept, sides multiples of 32) or warp (whole image "
+        "warped to the input size, no crop: InterActive's ORIG).",
     ),
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
     workers: int = typer.Option(2, min=0, help="Image decoding threads (0: decode in the main thread)."),
@@ -150,7 +152,7 @@ def store_list_command(
         raise ConfigError(f"{store}: not a folder; give the folder of a feature store")
     if not (store / "entries").is_dir():
         raise ConfigError(f"{store}: not a feature store (no entries/ folder); give the folder of --store")
-    rows, problems = [], []
+    rows, problems, unfinished = [], [], 0
     for meta, state in FeatureStore(store).check_entries(checksums=checksums):
         prov = meta["provenance"]
         n_rows = meta.get("n_rows")
@@ -160,7 +162,10 @@ def store_list_command(
         else:
             n_done = int(state.status.done.sum())
             done = f"{n_rows}" if n_done == n_rows else f"{n_done}/{n_rows}"
-            status = "damaged" if state.problems else "complete" if state.complete else "partial"
+            status = "damaged" if state.problems else "partial" if not state.complete else "complete"
+            if status == "complete" and not state.finished:
+                status = "unfinished"
+                unfinished += 1
             problems += [f"{Path(meta['path']).name}: {p}" for p in state.problems]
         rows.append(
             (
@@ -193,6 +198,11 @@ def store_list_command(
             ],
         )
     )
+    if unfinished:
+        typer.echo(
+            f"unfinished: {counted(unfinished, 'entry holds', 'entries hold')} every row but no valid.npy or "
+            "no 'complete' mark; the next extraction into this store writes them, computing nothing"
+        )
     for problem in problems:
         typer.echo(f"damaged: {problem}")
     if any(KEY_MISMATCH not in problem for problem in problems):

@@ -28,7 +28,9 @@ def heatmap_command(
     collect: str = typer.Option(
         "weighted", help="How a neuron collects its connections' activeness: weighted or unweighted."
     ),
-    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", "-b"),
+    backbone: str = typer.Option(
+        DEFAULT_BACKBONE, "--backbone", "-b", help="Backbone name (deepfeat backbones)."
+    ),
     weights: str = typer.Option(None, help="Weights file (default: the backbone's own)."),
     preprocess: PreprocessName = typer.Option(PreprocessName.interactive, help="Input preprocessing."),
     out: Path = typer.Option(Path("heatmaps"), "--out", "-o", help="Output folder."),

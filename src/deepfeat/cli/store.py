@@ -35,7 +35,9 @@ def store_export_command(
     to: ExportFormat = typer.Option(..., "--to", help="Format of the export."),
     out: Path = typer.Option(None, "--out", "-o", help="Output file (default: STORE/exports/<entry>)."),
     compression: str = typer.Option(
-        None, help="Compression: parquet zstd, snappy, gzip, brotli, lz4; hdf5 gzip, lzf (default none)."
+        None,
+        help="Compression: parquet zstd, snappy, gzip, brotli, lz4 (those this pyarrow has); hdf5 gzip, lzf "
+        "(default none).",
     ),
     parquet_layout: ParquetLayout = typer.Option(
         ParquetLayout.columns, help="Parquet: one column per dimension (f0, f1, ...) or one list column."

@@ -22,6 +22,30 @@ def _coco_size(img: dict) -> tuple[int, int] | None:
         return None
 
 
+def _check_entries(path: Path, data: dict) -> None:
+    """Images and categories as COCO has them: objects with the keys everything else relies on."""
+    where = printable(path)
+    for field, keys in (("images", ("id", "file_name")), ("categories", ("id", "name"))):
+        if not isinstance(data[field], list):
+            raise DataError(f"{where}: {field} must be a list, got {type(data[field]).__name__}")
+        for k, item in enumerate(data[field]):
+            missing = [key for key in keys if not isinstance(item, dict) or key not in item]
+            if missing:
+                raise DataError(
+                    f"{where}: {field}[{k}] ({str(item)[:60]}) has no {' or '.join(missing)}; every entry of "
+                    f"{field} needs {', '.join(keys)}"
+                )
+    if not isinstance(data["annotations"], list):
+        raise DataError(f"{where}: annotations must be a list, got {type(data['annotations']).__name__}")
+    seen: dict = {}
+    for field in ("images", "categories"):
+        seen.clear()
+        for item in data[field]:
+            if item["id"] in seen:
+                raise DataError(f"{where}: {field} id {item['id']!r} appears more than once")
+            seen[item["id"]] = True
+
+
 def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | None = None) -> DetectionDataset:
     """A COCO instances file; ``images`` is the image folder (default: the folder named after the
     file's split beside its ``annotations/`` folder, e.g. ``val2017/`` for ``instances_val2017.json``).
@@ -41,12 +65,16 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
     img_dir = Path(images)
     if not img_dir.is_dir():
         raise DataError(f"{printable(img_dir)}: image folder not found; give it with images= / --images")
+    _check_entries(path, data)
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     per_image: dict = {img["id"]: [] for img in data["images"]}
     sizes = {img["id"]: _coco_size(img) for img in data["images"]}
     ignored: list[tuple[str, str]] = []
-    for ann in data["annotations"]:
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            ignored.append((f"{printable(path)} annotation #{k}", f"not an object ({type(ann).__name__})"))
+            continue
         where = f"{printable(path)} annotation {ann.get('id')}"
         bbox = ann.get("bbox")
         if ann.get("image_id") not in per_image or ann.get("category_id") not in cat_index:
@@ -69,6 +97,9 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
         area = float(area) if isinstance(area, (int, float)) and np.isfinite(area) and area > 0 else np.nan
         crowd = bool(ann.get("iscrowd", 0))
         per_image[ann["image_id"]].append((box, cat_index[ann["category_id"]], crowd, area))
+    stems = [Path(img["file_name"]).stem for img in data["images"]]
+    # image ids are file stems, unless two files share one (a/x.jpg, b/x.jpg): then the paths without suffix
+    by_path = len(set(stems)) < len(stems)
     tables = []
     for img in sorted(data["images"], key=lambda i: i["id"]):
         file = img_dir / img["file_name"]
@@ -79,7 +110,9 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
         size = sizes[img["id"]]
         tables.append(
             BoxTable(
-                image_id=Path(img["file_name"]).stem,
+                image_id=str(Path(img["file_name"]).with_suffix(""))
+                if by_path
+                else Path(img["file_name"]).stem,
                 path=file,
                 boxes=np.array([o[0] for o in objs], dtype=np.float32).reshape(-1, 4),
                 labels=np.array([o[1] for o in objs], dtype=np.int64),

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from deepfeat.errors import ConfigError, DataError
 from deepfeat.report.wording import counted, listed
@@ -127,11 +129,13 @@ class Protocol:
         (:class:`DomainAdaptation`)."""
         raise NotImplementedError
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: Any = None, y: ArrayLike | None = None, groups: ArrayLike | None = None) -> int:
         """Number of splits (scikit-learn splitter API)."""
         raise NotImplementedError
 
-    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def split(
+        self, X: Any, y: ArrayLike | None = None, groups: ArrayLike | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(train rows, test rows) of X per split (scikit-learn splitter API); see the module docstring
         for what ``groups`` means per protocol."""
         if y is None:
@@ -172,10 +176,18 @@ class KShot(Protocol):
     def name(self) -> str:
         return f"kshot{self.k}"
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: Any = None, y: ArrayLike | None = None, groups: ArrayLike | None = None) -> int:
         return self.n_splits
 
-    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
+    def splits(
+        self,
+        targets: np.ndarray,
+        classes: list[str] | None = None,
+        *,
+        split_names: np.ndarray | None = None,
+        target_targets: np.ndarray | None = None,
+        source_name: str | None = None,
+    ) -> list[Split]:
         counts = _class_counts(targets, classes)
         _check_classes(counts, classes, self.k + 1, f"{self.k}-shot protocol (k train + at least 1 test)")
         out = []
@@ -196,10 +208,18 @@ class FixedSplit(Protocol):
     def name(self) -> str:
         return "fixed"
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: Any = None, y: ArrayLike | None = None, groups: ArrayLike | None = None) -> int:
         return 1
 
-    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
+    def splits(
+        self,
+        targets: np.ndarray,
+        classes: list[str] | None = None,
+        *,
+        split_names: np.ndarray | None = None,
+        target_targets: np.ndarray | None = None,
+        source_name: str | None = None,
+    ) -> list[Split]:
         if split_names is None:
             raise DataError(
                 "the data defines no train/test split (no split folders or 'split' column; as a "
@@ -246,10 +266,18 @@ class RandomSplit(Protocol):
     def name(self) -> str:
         return f"random{self.test_size:g}"
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: Any = None, y: ArrayLike | None = None, groups: ArrayLike | None = None) -> int:
         return self.n_splits
 
-    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
+    def splits(
+        self,
+        targets: np.ndarray,
+        classes: list[str] | None = None,
+        *,
+        split_names: np.ndarray | None = None,
+        target_targets: np.ndarray | None = None,
+        source_name: str | None = None,
+    ) -> list[Split]:
         from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
         if targets.ndim == 1:
@@ -315,7 +343,7 @@ class DomainAdaptation(Protocol):
     def name(self) -> str:
         return "da"
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: Any = None, y: ArrayLike | None = None, groups: ArrayLike | None = None) -> int:
         return self.n_splits * len(self.modes)
 
     def source_count(self, source_name: str | None) -> int | None:
@@ -338,7 +366,9 @@ class DomainAdaptation(Protocol):
             )
         return self.k_source[key]
 
-    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def split(
+        self, X: Any, y: ArrayLike | None = None, groups: ArrayLike | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if y is None or groups is None:
             raise ConfigError("domain adaptation splits need y and groups ('source' / 'target' per row)")
         (y, classes), groups = label_codes(y), np.asarray(groups).astype(str)
@@ -350,7 +380,15 @@ class DomainAdaptation(Protocol):
             train = np.concatenate([rows[d][idx] for d, idx in s.train.items()])
             yield np.sort(train), rows["target"][s.test["target"]]
 
-    def splits(self, targets, classes=None, *, split_names=None, target_targets=None, source_name=None):
+    def splits(
+        self,
+        targets: np.ndarray,
+        classes: list[str] | None = None,
+        *,
+        split_names: np.ndarray | None = None,
+        target_targets: np.ndarray | None = None,
+        source_name: str | None = None,
+    ) -> list[Split]:
         """Splits over two domains, ``source`` (``targets``) and ``target`` (``target_targets``),
         with the same class list in both."""
         if target_targets is None:

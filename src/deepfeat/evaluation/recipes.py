@@ -119,7 +119,7 @@ class ActivationsRecipe(Recipe):
     def methods(self) -> list[FeatureMethod]:
         return [LayerActivations(self.layers, self.pool, random_state=self.random_state)]
 
-    def combine(self, features):
+    def combine(self, features: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
         return {**features, **(_concat_by_kind(features) if self.concat else {})}
 
 
@@ -148,7 +148,7 @@ class GradientRecipe(Recipe):
     def probe_params(self) -> dict:
         return {"kernel_normalize": self.kernel_normalize}
 
-    def combine(self, features):
+    def combine(self, features: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
         out: dict[str, FeatureSet] = {}
         for key, fs in features.items():
             out[key] = fs
@@ -206,7 +206,7 @@ class InteractiveRecipe(Recipe):
     def probe_params(self) -> dict:
         return {"normalize": True} if self.normalize else {}
 
-    def combine(self, features):
+    def combine(self, features: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
         return {**features, **(_concat_by_kind(features) if self.concat else {})}
 
 
@@ -255,7 +255,7 @@ class FisherRecipe(Recipe):
     def rename(self, key: str) -> str:
         return f"{key.partition('/')[0]}/fv{self.components}"
 
-    def encoders(self, features):
+    def encoders(self, features: Mapping[str, FeatureSet]) -> dict[str, object]:
         return {key: self.encoder() for key in features}
 
     def preprocesses(self, base: Preprocess) -> list[Preprocess]:
@@ -269,7 +269,7 @@ class FisherRecipe(Recipe):
                 out.append(replace(base, size=side))
         return out
 
-    def merge_scales(self, per_scale):
+    def merge_scales(self, per_scale: list[dict[str, FeatureSet]]) -> dict[str, FeatureSet]:
         if len(per_scale) == 1:
             return per_scale[0]
         return {key: pool_positions([f[key] for f in per_scale], key) for key in per_scale[0]}

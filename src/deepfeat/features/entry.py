@@ -181,6 +181,8 @@ class StoreEntry:
         mask = self._read_mask()
         if mask is not None and (mask.shape != status.valid.shape or not np.array_equal(mask, status.valid)):
             problems.append("valid.npy does not match the journal")
+        if claimed and not problems:  # what a complete entry's meta.json states, against its files
+            problems += _meta_disagreements(meta, dim, shape, status)
         finished = (
             claimed
             and not problems
@@ -408,3 +410,18 @@ def _tuple(shape) -> tuple[int, ...] | None:
 
 def _list(shape) -> list[int] | None:
     return None if shape is None else [int(s) for s in shape]
+
+
+def _meta_disagreements(meta: dict, dim, shape, status: RowStatus) -> list[str]:
+    """Where a complete entry's meta.json disagrees with its data file and journal (an edit; a missing
+    valid.npy is not damage: it is rebuilt from the journal)."""
+    out = []
+    if dim is not None and meta.get("dim") != dim:
+        out.append(f"meta.json says dim {meta.get('dim')!r}, features.npy holds {dim}")
+    if shape is not None and _tuple(meta.get("layer_shape")) != shape:
+        out.append(f"meta.json says layer_shape {meta.get('layer_shape')!r}, the journal {list(shape)}")
+    counts = {"n_valid": int(status.valid.sum()), "n_failed": len(status.failed)}
+    for key, value in counts.items():
+        if key in meta and meta[key] != value:
+            out.append(f"meta.json says {key} {meta[key]!r}, the journal {value}")
+    return out

@@ -277,7 +277,8 @@ def _check_compression(to: str, compression: str | None) -> str | None:
         return None
     if to == "parquet":
         pa = _need("pyarrow", "export")
-        valid = [c for c in ("snappy", "gzip", "brotli", "lz4", "zstd", "bz2") if pa.Codec.is_available(c)]
+        # parquet's codecs (pyarrow also has bz2, which parquet does not take)
+        valid = [c for c in ("snappy", "gzip", "brotli", "lz4", "zstd") if pa.Codec.is_available(c)]
     elif to == "hdf5":
         h5z = _need("h5py", "export").h5z
         valid = ["gzip", "lzf"] + (["szip"] if h5z.filter_avail(h5z.FILTER_SZIP) else [])

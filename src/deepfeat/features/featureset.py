@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ class FeatureSet:
             kind=kind,
         )
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         """A pandas DataFrame indexed by item id: ``label`` (class name; a list when multi-label),
         ``target`` (class index; 0/1 vector when multi-label), ``split`` when the data has splits, then
         one float32 column per feature dimension (``f0``, ``f1``, ...). The provenance, key, kind and

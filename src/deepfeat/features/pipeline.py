@@ -149,7 +149,7 @@ def extract(
     device: str | torch.device | None = None,
     amp: bool = False,
     loader: str | None = None,
-    cluster=None,
+    cluster: str | object | None = None,
 ) -> Extraction:
     """Extract the outputs of ``methods`` for every item of ``dataset`` (a dataset or its spelling)
     through ``backbone`` (a backbone or its name).

@@ -182,21 +182,22 @@ class FeatureStore:
         (rows done, damage; ``checksums``: also verify every row against its journal, which reads all
         the data) and its dataset index checked; None where either is damaged. Reads only."""
         out = []
-        index_damage: dict[str, str | None] = {}  # dataset fingerprint -> its index's damage (read once)
+        indexes: dict[str, dict | str] = {}  # dataset fingerprint -> its index, or its damage (read once)
         for meta in self.entries():
             state = None
             if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
                 dataset = str(meta["provenance"].get("dataset", ""))
-                if dataset not in index_damage:
-                    try:  # the entry's labels come from its dataset index
-                        self.load_dataset_index(dataset)
-                        index_damage[dataset] = None
+                if dataset not in indexes:
+                    try:  # the entry's labels and item ids come from its dataset index
+                        indexes[dataset] = self.load_dataset_index(dataset)
                     except StoreError as exc:
-                        index_damage[dataset] = str(exc)
-                if index_damage[dataset] is not None:
-                    meta["damaged"] = index_damage[dataset]
+                        indexes[dataset] = str(exc)
+                index = indexes[dataset]
+                if isinstance(index, str):
+                    meta["damaged"] = index
                 else:
-                    entry = StoreEntry(Path(meta["path"]), meta.get("provenance") or {}, meta["n_rows"])
+                    path, provenance = Path(meta["path"]), meta.get("provenance") or {}
+                    entry = StoreEntry(path, provenance, meta["n_rows"], index.get("ids"))
                     state = entry.check(checksums=checksums)
             out.append((meta, state))
         return out

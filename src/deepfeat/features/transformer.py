@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from deepfeat.backbones.backbone import Backbone
@@ -70,7 +72,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
-    def fit(self, X=None, y=None) -> FeatureExtractor:
+    def fit(self, X: Any = None, y: ArrayLike | None = None) -> FeatureExtractor:
         """Load the backbone and validate every parameter (no learning happens)."""
         if self.on_error not in ON_ERROR:
             check_choice("on_error", self.on_error, ON_ERROR)
@@ -112,7 +114,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             progress=self.progress,
         )
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: Any) -> np.ndarray:
         """Features of ``X`` (an ImageDataset, image paths: a list, a 1-D array or a Series, or a uint8
         image array), layers side by side."""
         dataset = _as_images(X)
@@ -124,7 +126,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.output_dims_ = {s.key: b.shape[1] for s, b in zip(self.outputs_, blocks)}
         return np.hstack(blocks)
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """``<layer>/<pooling>_<i>`` for every column of :meth:`transform`'s output. Pooled outputs have
         one column per channel; unrolled maps depend on the input size and are known after a transform."""
         if self._params_changed():

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
@@ -118,7 +119,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         check_scoring(self.scoring)
         resolve_device(self.device)
 
-    def compute_kernel(self, A, B=None) -> np.ndarray:
+    def compute_kernel(self, A: ArrayLike, B: ArrayLike | None = None) -> np.ndarray:
         """The probe's kernel between rows A and B (B=None: A with itself), float64."""
         if self.kernel == "factored":
             return factored_kernel(A, B, layout=self.layout, normalize=self.normalize).astype(np.float64)
@@ -133,7 +134,13 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         return torch.mm(a, b.t()).double().cpu().numpy()
 
     # -- fitting -------------------------------------------------------------------------------
-    def fit(self, X, y, ignore=None, sample_weight=None) -> KernelProbe:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        ignore: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> KernelProbe:
         """Fit on rows ``X`` (n, d) and labels ``y`` (n,) or an indicator matrix (n, K).
 
         ``ignore`` (multi-label only): (n, K) mask of entries left out of their label's problem;
@@ -184,19 +191,26 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         return dual, intercept
 
     # -- the C-path protocol (deepfeat.probes.selection.PathProbe) ------------------------------
-    def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask) -> np.ndarray:
+    def prepare_path(self, X: np.ndarray, codes: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """The kernel between all training rows, computed once for every fold."""
         if self.kernel == "linear" and self.normalize == "none":
             check_products(np.asarray(X, dtype=np.float32))
         return self.compute_kernel(X)
 
-    def fit_path(self, prepared: np.ndarray, rows, codes, mask, Cs) -> Iterator[tuple]:
+    def fit_path(
+        self,
+        prepared: np.ndarray,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        mask: np.ndarray | None,
+        Cs: Sequence[float],
+    ) -> Iterator[tuple]:
         """(rows, dual coefficients, intercepts) on the training rows ``rows`` for each C of ``Cs``."""
         K = prepared[np.ix_(rows, rows)]
         for C in Cs:
             yield (rows, *self._fit_kernel(K, codes, mask, C))
 
-    def decision_on(self, prepared: np.ndarray, model: tuple, rows) -> np.ndarray:
+    def decision_on(self, prepared: np.ndarray, model: tuple, rows: np.ndarray) -> np.ndarray:
         """Decision values of the training rows ``rows`` under a fit of :meth:`fit_path`."""
         train, dual, intercept = model
         return self._apply(prepared[np.ix_(rows, train)], dual, intercept)
@@ -206,7 +220,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     # -- prediction ----------------------------------------------------------------------------
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
         classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("dual_coef_", "X_fit_"))
@@ -215,7 +229,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         check_n_features(X.shape[1], self.n_features_in_, self)
         return self._apply(self.compute_kernel(X, self.X_fit_), self.dual_coef_, self.intercept_)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
         scores = self.decision_function(X)
         if self.multilabel_:
@@ -224,7 +238,7 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
             return self.classes_[(scores > 0).astype(np.int64)]
         return self.classes_[scores.argmax(axis=1)]
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
         if getattr(self, "multilabel_", False):
             refuse_weighted_map(sample_weight)

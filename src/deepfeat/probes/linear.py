@@ -35,6 +35,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
@@ -177,7 +178,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         resolve_device(self.device)
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X, y, ignore=None, sample_weight=None) -> LinearProbe:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        ignore: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> LinearProbe:
         """Fit on features ``X`` (n, d) and labels ``y`` (n,) or an indicator matrix (n, K).
 
         ``ignore`` (multi-label only): (n, K) mask of entries left out of their class's loss;
@@ -224,7 +231,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self
 
     # -- the C-path protocol (deepfeat.probes.selection.PathProbe) ----------------------------
-    def prepare_path(self, X: np.ndarray, codes: np.ndarray, weights) -> PreparedFeatures:
+    def prepare_path(self, X: np.ndarray, codes: np.ndarray, weights: np.ndarray | None) -> PreparedFeatures:
         """Normalised features on the device and, without dropout, one basis for every fold."""
         device = resolve_device(self.device)
         X = self._normalized(np.asarray(X, dtype=np.float32))
@@ -245,7 +252,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             Xt, basis, basis.own_coordinates(Xt), gram if self.loss == "squared_hinge" else None
         )
 
-    def fit_path(self, prepared: PreparedFeatures, rows, codes, weights, Cs) -> Iterator[FittedPath]:
+    def fit_path(
+        self,
+        prepared: PreparedFeatures,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        weights: np.ndarray | None,
+        Cs: Sequence[float],
+    ) -> Iterator[FittedPath]:
         """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started
         (``weights``: the rows' entry weights or None)."""
         if self.loss == "hinge":
@@ -281,7 +295,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             W, b = sol.W.reshape(F, K, -1), sol.b.reshape(F, K)
             yield [FittedPath(C, W[f], b[f], basis, sol.n_iter) for f in range(F)]
 
-    def decision_on(self, prepared: PreparedFeatures, model: FittedPath, rows) -> np.ndarray:
+    def decision_on(self, prepared: PreparedFeatures, model: FittedPath, rows: np.ndarray) -> np.ndarray:
         """Decision values of the prepared rows ``rows`` under a fit of :meth:`fit_path`."""
         idx = torch.as_tensor(rows, device=prepared.X.device)
         if model.basis is not None and model.basis is prepared.basis:
@@ -367,7 +381,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return FittedPath(C, torch.from_numpy(coef), torch.from_numpy(intercept), None, n_iter)
 
     # -- prediction --------------------------------------------------------------------------
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
         classes (the score of ``classes_[1]``)."""
         check_is_fitted(self, ("coef_", "intercept_"))
@@ -381,7 +395,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         ).numpy()
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
         scores = self.decision_function(X)
         if self.multilabel_:
@@ -403,7 +417,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return (p if self.multilabel_ else p / p.sum(1, keepdim=True)).numpy()
         return scores.softmax(dim=1).numpy()
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
         if getattr(self, "multilabel_", False):
             refuse_weighted_map(sample_weight)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -214,7 +216,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
     def _capped(self, sets):
         return subsample_descriptors(sets, int(self.max_descriptors), self.random_state)
 
-    def fit(self, X, y=None) -> FisherEncoder:
+    def fit(self, X: Any, y: ArrayLike | None = None) -> FisherEncoder:
         """Fit the PCA and the GMM on the descriptors of the training images ``X`` (``y`` is ignored)."""
         device = self._validate_params()
         k, max_desc = int(self.n_components), int(self.max_descriptors)
@@ -272,7 +274,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
         )
         return self
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: Any) -> np.ndarray:
         """Fisher vectors (n, (2D + 1) K), float32."""
         check_is_fitted(self, "gmm_")
         device = self._validate_params()
@@ -315,7 +317,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
 
         return one(sets) if isinstance(sets, torch.Tensor) else [one(s) for s in sets]
 
-    def descriptors(self, X) -> torch.Tensor | list[torch.Tensor]:
+    def descriptors(self, X: Any) -> torch.Tensor | list[torch.Tensor]:
         """The (sampled, PCA-projected) descriptor sets the encoder turns into Fisher vectors: a dense
         (n, T, D) tensor or a list of (T_i, D) tensors, float64 on the CPU."""
         check_is_fitted(self, "gmm_")
@@ -327,7 +329,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
             return torch.cat(parts)
         return [s for p in parts for s in (list(p) if isinstance(p, torch.Tensor) else p)]
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """Names of the Fisher-vector entries, in their order: ``fisherencoder_w_k{k}`` (K weight
         entries), ``fisherencoder_mu_k{k}_d{d}`` and ``fisherencoder_sigma2_k{k}_d{d}`` (K x D each,
         component-major; d counts PCA axes when there is a PCA). ``input_features`` is only checked

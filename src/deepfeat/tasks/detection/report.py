@@ -20,6 +20,11 @@ from deepfeat.tasks.detection.voc_eval import COCO_STATS, Detections
 VARIANT_NAMES = {"bbox": "R-CNN BB (with box regression)", "plain": "R-CNN (no box regression)"}
 
 
+def file_stem(image_id: str) -> str:
+    """A file name for an image id (COCO ids of files that share a stem hold their folders: a/x)."""
+    return image_id.replace("/", "__").replace("\\", "__")
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -67,7 +72,7 @@ def example_images(
             image = load_image(table.path)
         except ImageError:
             continue
-        path = out / "examples" / f"{table.image_id}.png"
+        path = out / "examples" / f"{file_stem(table.image_id)}.png"
         draw_detections(image, d, result.classes, path, ground_truth=table.boxes, threshold=threshold)
         written.append((table.image_id, path))
     return written
@@ -200,7 +205,7 @@ def write_predictions(
         except ImageError:
             continue
         pictures[table.image_id] = draw_detections(
-            image, det, classes, out / f"{table.image_id}.png", threshold=threshold
+            image, det, classes, out / f"{file_stem(table.image_id)}.png", threshold=threshold
         )
     body = {
         "classes": classes,
