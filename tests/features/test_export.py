@@ -140,8 +140,9 @@ def test_bad_targets_and_compressions_are_refused_by_name(store_with_failures, t
         export_entry(store, "stage3/max", "npz", tmp_path / "file" / "x.npz")
     with pytest.raises(ConfigError, match=r"compression 'foo' is not available for parquet .*valid: snappy"):
         export_entry(store, "stage3/max", "parquet", tmp_path / "a.parquet", compression="foo")
-    with pytest.raises(ConfigError, match=r"compression 'bz2' is not available for parquet"):  # pyarrow has it,
-        export_entry(store, "stage3/max", "parquet", tmp_path / "a.parquet", compression="bz2")  # parquet not
+    # pyarrow has bz2, parquet does not
+    with pytest.raises(ConfigError, match=r"compression 'bz2' is not available for parquet"):
+        export_entry(store, "stage3/max", "parquet", tmp_path / "a.parquet", compression="bz2")
     with pytest.raises(ConfigError, match=r"compression 'zstd' is not available for hdf5 .*valid: gzip, lzf"):
         export_entry(store, "stage3/max", "hdf5", tmp_path / "a.h5", compression="zstd")
     with pytest.raises(ConfigError, match="compression applies to parquet and hdf5"):
