@@ -256,3 +256,15 @@ def test_coco_entries_without_their_keys_are_named_and_shared_stems_keep_apart(t
         lambda d: d["images"].extend([{"id": 20, "file_name": "a/x.jpg"}, {"id": 21, "file_name": "b/x.jpg"}])
     )
     assert [t.image_id for t in ds.images] == ["1", "2", "a/x", "b/x"]
+
+
+def test_the_summary_counts_clipped_boxes_apart_from_ignored_entries(tmp_path):
+    path = _coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"].append({"id": 4, "image_id": 9, "category_id": 1, "bbox": [50, 40, 30, 30]})
+    path.write_text(json.dumps(data))
+    ds = coco_dataset(path)
+    reasons = [r for _, r in ds.ignored]
+    assert any("clipped to" in r for r in reasons)  # kept: not "ignored"
+    text = ds.summary()
+    assert "1 box clipped to their image" in text and f"{len(reasons) - 1} entr" in text

@@ -68,8 +68,9 @@ class BoxTable:
 
 @dataclass
 class DetectionDataset:
-    """Images with their box tables, the class names, and what could not be read (``ignored``:
-    (file, reason) pairs). ``category_ids``: the annotation file's id of every class (COCO)."""
+    """Images with their box tables, the class names, and what could not be read or was changed
+    (``ignored``: (file, reason) pairs; boxes clipped to their image are kept and listed there too).
+    ``category_ids``: the annotation file's id of every class (COCO)."""
 
     name: str
     classes: list[str]
@@ -153,8 +154,11 @@ class DetectionDataset:
         counts = self.class_counts(include_difficult=True)
         n_boxes = sum(counts.values())
         text = f"{self.name}: {len(self)} images, {n_boxes} boxes, {len(self.classes)} classes"
-        if self.ignored:
-            text += f"; {counted(len(self.ignored), 'entry', 'entries')} ignored"
+        clipped = sum("clipped to" in reason for _, reason in self.ignored)  # kept, and reported
+        if len(self.ignored) > clipped:
+            text += f"; {counted(len(self.ignored) - clipped, 'entry', 'entries')} ignored"
+        if clipped:
+            text += f"; {counted(clipped, 'box', 'boxes')} clipped to their image"
         return text
 
 

@@ -174,7 +174,10 @@ def video_folder(
 
 
 def _is_split_list(path: Path) -> bool:
+    """The split lists beside the class folders, and the description deepfeat's generator writes."""
     name = path.name.lower()
+    if name == "moving_digits.json":
+        return True
     return path.suffix == ".txt" and name.startswith(("trainlist", "testlist", "classind"))
 
 

@@ -142,6 +142,23 @@ def test_out_of_domain_data_is_evaluated_on_all_images(trained, coco_json):
         evaluate(CaptionEvalJob(coco_json, models=[out], on="test", strategies=[Strategy()]), progress=False)
 
 
+def test_all_images_of_the_training_data_are_flagged_as_not_held_out(trained, shapes_csv, shapes_split):
+    _, out = trained
+    said = []
+    job = CaptionEvalJob(
+        shapes_csv, models=[out], on="all", strategies=[Strategy()], metrics=["cider_d"], retrieval=False
+    )
+    ev = evaluate(job, progress=False, echo=said.append)
+    n_train = len(shapes_split["train"])
+    assert ev.about["training_images_evaluated"] == n_train
+    assert any(f"{n_train} of {len(ev.images)} evaluated images are training images" in s for s in said)
+    held_out = evaluate(
+        CaptionEvalJob(shapes_csv, models=[out], on="test", strategies=[Strategy()], metrics=["cider_d"]),
+        progress=False,
+    )
+    assert held_out.about["training_images_evaluated"] == 0
+
+
 def test_images_that_cannot_be_used_are_recorded_in_results_and_report(trained, coco_json, tmp_path):
     _, out = trained
     bad = coco_json.parent.parent / "val2017" / f"{1:012d}.jpg"

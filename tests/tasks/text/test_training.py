@@ -82,6 +82,8 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
         resumed, data, options=opts(), val=data, checkpoint_dir=tmp_path / "b", progress=False
     )
     assert r_res.resumed_from == 3
+    # the training time counts the earlier run's epochs too (it counted only the last run's)
+    assert r_res.seconds >= sum(h["seconds"] for h in r_res.history) > 0
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert [h["train_loss"] for h in r_res.history] == [h["train_loss"] for h in r_full.history]

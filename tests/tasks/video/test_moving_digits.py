@@ -95,3 +95,10 @@ def test_mnist_digits_as_source(tmp_path: Path):
     assert pools["train"][0].shape[1:] == (28, 28) and "mnist.npz" in source
     record = make_moving_digits(tmp_path / "m", MovingDigits(digits=(7,), clips_per_class=2, frames=4), mnist)
     assert record["n_train"] == 4 and record["settings"]["digit_source"].startswith("mnist.npz")
+
+
+def test_the_generators_own_description_is_not_reported_as_a_stray_file(tiny_videos):
+    from deepfeat.data.videosets import video_folder
+
+    assert (tiny_videos / "moving_digits.json").is_file()
+    assert not any("moving_digits.json" in where for where, _ in video_folder(tiny_videos).ignored)

@@ -184,6 +184,12 @@ def evaluate(
         ids = list(split[job.on])
     if job.max_images is not None:
         ids = ids[: job.max_images]
+    overlap = _training_overlap(job, models, data, ids)
+    if overlap:
+        echo(
+            f"warning: {overlap} of {len(ids)} evaluated images are training images of a model "
+            "(on='all' on its own training data): their scores are not held-out"
+        )
     meteor = Meteor() if "meteor" in job.metrics and meteor_unavailable() is None else None
     opts = {"metrics": job.metrics, "meteor": meteor}
     try:
@@ -200,6 +206,7 @@ def evaluate(
         "on": job.on,
         "n_images": len(images),
         "n_references": sum(len(r) for r in refs),
+        "training_images_evaluated": overlap,
         "skipped": _skipped(data, ids, images, cache),
         "models": [
             {
@@ -292,6 +299,22 @@ def empty_note(empty: int, total: int) -> str:
         f"{empty} of {total} generated captions are empty (the model ends the sentence at once); "
         "a minimum length of 1 (Strategy(min_length=1), --min-length 1) rules the empty sentence out"
     )
+
+
+def _training_overlap(
+    job: CaptionEvalJob, models: list[CaptionModel], data: CaptionData, ids: list[str]
+) -> int:
+    """How many of ``ids`` some model was trained on (known where the model records this data and split)."""
+    asked, most = set(ids), 0
+    for model in models:
+        if model.about.get("data_fingerprint") != data.fingerprint() or not model.about.get("split_file"):
+            continue
+        try:
+            split = read_split(model.about["split_file"], data)
+        except DataError:
+            continue
+        most = max(most, len(asked & set(split.get("train", []))))
+    return most
 
 
 def _skipped(data: CaptionData, ids: list[str], images: list[str], cache: dict) -> list[list[str]]:

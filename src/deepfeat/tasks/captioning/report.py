@@ -100,6 +100,10 @@ def build_report(evaluation: CaptionEvaluation, title: str, context: dict | None
     skipped = about.get("skipped") or []
     if skipped:
         facts["images"] += f"; {len(skipped)} skipped (their files could not be used; listed below)"
+    if about.get("training_images_evaluated"):
+        facts["images"] += (
+            f"; {about['training_images_evaluated']} of them are a model's training images (not held-out)"
+        )
     for m in about["models"]:
         c, f = m["decoder"], m["features"]
         tr = m["training"].get("training", {})

@@ -343,6 +343,9 @@ def train_decoder(
         stopped_early=bool(history) and waited >= options.patience,
         resumed_from=start_epoch,
         options=options.to_dict(),
-        seconds=time.perf_counter() - started,
-        cpu_seconds=time.process_time() - cpu_started,
+        # the epochs of earlier runs this one resumed count too
+        seconds=sum(r.get("seconds", 0.0) for r in history[:start_epoch]) + time.perf_counter() - started,
+        cpu_seconds=sum(r.get("cpu_seconds", 0.0) for r in history[:start_epoch])
+        + time.process_time()
+        - cpu_started,
     )
