@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from deepfeat.errors import ConfigError
 
 #: Version of the layout of every JSON result file deepfeat writes (``"schema"`` key).
 SCHEMA_VERSION = 1
+
+
+#: temporary files of this module's writers and of the feature store: ``.<name>.<pid>.tmp[.npy]``
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.npy)?$")
 
 
 def _tmp_path(path: Path) -> Path:
@@ -144,3 +149,24 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
         raise ConfigError(f"{what} {path}: cannot write there ({reason}); choose a writable folder") from None
     mark_output_dir(path)
     return path
+
+
+def remove_dead_temp_files(folder: Path) -> None:
+    """Delete temporary files (``.<name>.<pid>.tmp``) left in ``folder`` by processes that died."""
+    for path in folder.glob(".*.tmp*"):
+        found = _TEMP.match(path.name)
+        if found and not _alive(int(found.group(1))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

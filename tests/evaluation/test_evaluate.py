@@ -7,8 +7,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.evaluation.domain_adaptation import DomainAdaptation
 from deepfeat.evaluation.evaluate import evaluate
-from deepfeat.evaluation.protocols import DomainAdaptation, KShot, RandomSplit
+from deepfeat.evaluation.protocols import KShot, RandomSplit
 from deepfeat.evaluation.records import content_hash
 from deepfeat.features.featureset import FeatureSet
 from deepfeat.probes.linear import LinearProbe

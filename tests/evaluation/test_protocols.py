@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from deepfeat.errors import ConfigError, DataError
+from deepfeat.evaluation.domain_adaptation import OFFICE31_SOURCE_COUNTS, DomainAdaptation
 from deepfeat.evaluation.protocols import (
-    OFFICE31_SOURCE_COUNTS,
-    DomainAdaptation,
     FixedSplit,
     KShot,
     RandomSplit,

@@ -48,7 +48,8 @@ def test_report_files_tables_and_provenance(tmp_path):
 def test_split_counts_are_per_score(tmp_path):
     """Domain adaptation runs n_splits per mode: its scores are over n_splits, not over all of them
     (a report said "over 6 splits" for 2 splits x 3 modes); one split has no spread to show."""
-    from deepfeat.evaluation.protocols import DomainAdaptation, FixedSplit
+    from deepfeat.evaluation.domain_adaptation import DomainAdaptation
+    from deepfeat.evaluation.protocols import FixedSplit
 
     Xs, ys = blobs(n_per_class=24, n_classes=3)
     Xt, yt = blobs(n_per_class=12, n_classes=3, seed=5, shift=1.5, spread=0.8)

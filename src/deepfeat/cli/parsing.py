@@ -8,9 +8,8 @@ from __future__ import annotations
 from enum import Enum
 
 from deepfeat.errors import ConfigError
+from deepfeat.evaluation.domain_adaptation import OFFICE31_SOURCE_COUNTS, DomainAdaptation
 from deepfeat.evaluation.protocols import (
-    OFFICE31_SOURCE_COUNTS,
-    DomainAdaptation,
     FixedSplit,
     KShot,
     Protocol,

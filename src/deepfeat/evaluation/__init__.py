@@ -1,10 +1,9 @@
 """Transfer evaluation: protocols, recipes, the evaluation job, its result and report."""
 
+from deepfeat.evaluation.domain_adaptation import OFFICE31_SOURCE_COUNTS, DomainAdaptation
 from deepfeat.evaluation.evaluate import evaluate
 from deepfeat.evaluation.job import EvaluationJob, ExtractionOptions, run
 from deepfeat.evaluation.protocols import (
-    OFFICE31_SOURCE_COUNTS,
-    DomainAdaptation,
     FixedSplit,
     KShot,
     Protocol,

@@ -193,7 +193,7 @@ def evaluate(
     ``probes``: unfitted estimators by name (cloned for every fit), or probe names such as
     ``["svm", "logreg"]`` (:func:`deepfeat.probes.probe_for` with its defaults). ``target``: the
     target domain's feature sets, same names, for
-    :class:`~deepfeat.evaluation.protocols.DomainAdaptation`. ``encoders``: per feature set name, an
+    :class:`~deepfeat.evaluation.domain_adaptation.DomainAdaptation`. ``encoders``: per feature set name, an
     unfitted transformer fitted on each split's training rows before the probes (needed for unrolled
     conv maps). ``checkpoint``: a JSON-lines file of finished records, read first and appended to,
     so a rerun resumes. ``n_jobs``: worker processes for the fits (1: in this process).

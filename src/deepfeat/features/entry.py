@@ -3,13 +3,11 @@ crash-safe write protocol (see :mod:`deepfeat.features.store` for the format).""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,13 +27,12 @@ from deepfeat.features.journal import (
     status_of,
     trim_torn_line,
 )
-from deepfeat.fileio import atomic_write_text, atomic_write_with
+from deepfeat.fileio import atomic_write_text, atomic_write_with, remove_dead_temp_files
 from deepfeat.report.provenance import summary
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-_TEMP = re.compile(r"^\..+\.(\d+)\.tmp(\.npy)?$")
 _HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -381,27 +378,6 @@ class StoreEntry:
         atomic_write_text(self.path / "environment.json", json.dumps(environment, indent=1))
         atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))
         return True
-
-
-def remove_dead_temp_files(folder: Path) -> None:
-    """Delete temporary files (``.<name>.<pid>.tmp``) left in ``folder`` by processes that died."""
-    for path in folder.glob(".*.tmp*"):
-        found = _TEMP.match(path.name)
-        if found and not _alive(int(found.group(1))):
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tuple(shape) -> tuple[int, ...] | None:

@@ -49,10 +49,9 @@ from deepfeat.features.entry import (
     StoreEntry,
     json_default,
     plain_provenance,
-    remove_dead_temp_files,
 )
 from deepfeat.features.journal import RowStatus
-from deepfeat.fileio import atomic_write_text, mark_output_dir
+from deepfeat.fileio import atomic_write_text, mark_output_dir, remove_dead_temp_files
 
 __all__ = ["EntryState", "FeatureStore", "MemoryEntry", "RowStatus", "StoreEntry", "provenance_key"]
 

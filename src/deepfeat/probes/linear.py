@@ -20,11 +20,7 @@ problems by Newton methods: exact Hessians for few per-output problems, Newton-C
 hinge and the softmax). ``C="cv"`` picks C from ``Cs`` by stratified k-fold cross-validation on the
 training data only (see :mod:`deepfeat.probes.selection`), every fold walking the C path from its
 previous solution, solved to ``cv_tol``; small searches solve the folds together as one problem.
-
-Dropout on features (DeCAF): at training, every sample is repeated ``dropout_copies`` times with a
-fresh random mask zeroing each feature with probability ``dropout``, and each copy's loss is weighted
-by 1/``dropout_copies``: the data term is the mean over the masks, so C means what it means without
-dropout. At test time, features are multiplied by the keep probability ``1 - dropout``.
+DeCAF's dropout on features (``dropout``, ``dropout_copies``): see :mod:`deepfeat.probes.dropout`.
 """
 
 from __future__ import annotations
@@ -150,7 +146,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
 
-    # -- validation --------------------------------------------------------------------------
     def _validate_params(self) -> None:
         check_choice("loss", self.loss, LOSSES)
         check_choice("multi_class", self.multi_class, MULTI_CLASS)
@@ -177,7 +172,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_class_weight(self.class_weight)
         resolve_device(self.device)
 
-    # -- fitting -----------------------------------------------------------------------------
     def fit(
         self,
         X: ArrayLike,
@@ -307,7 +301,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         scores = scores.cpu().numpy()
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
-    # -- internals ---------------------------------------------------------------------------
     def _normalized(self, X: np.ndarray) -> np.ndarray:
         return unit_rows(X) if self.normalize else X
 
@@ -405,7 +398,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[scores.argmax(axis=1)]
 
     @available_if(_logistic)
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (logistic loss only: for other losses the method is absent, as on
         LinearSVC, so scikit-learn's ensembles and calibration use ``decision_function``)."""
         scores = torch.from_numpy(np.ascontiguousarray(self.decision_function(X), dtype=np.float64))

@@ -4,8 +4,9 @@ forcing; captions by beam search or the thesis' sampling; retrieval by caption l
 caption metrics with constant, nearest-neighbour and human baselines."""
 
 from deepfeat.tasks.captioning.data import CaptionData, read_captions, read_split, seeded_split, write_split
-from deepfeat.tasks.captioning.evaluate import CaptionEvalJob, CaptionEvaluation, caption_images, evaluate
+from deepfeat.tasks.captioning.evaluate import CaptionEvalJob, CaptionEvaluation, evaluate
 from deepfeat.tasks.captioning.features import FeatureSpec
+from deepfeat.tasks.captioning.generate import caption_images
 from deepfeat.tasks.captioning.model import CaptionModel
 from deepfeat.tasks.captioning.report import write_report
 from deepfeat.tasks.captioning.train import CaptionTrainJob, CaptionTrainResult, SequenceOptions, train
