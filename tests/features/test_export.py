@@ -321,3 +321,13 @@ def test_a_multilabel_entry_exports_to_every_format(tmp_path, to):
         got = np.array(ds["target"])
         assert ds[0]["label"] == sorted(["person", "car"], key=data.classes.index)
     np.testing.assert_array_equal(got, want)
+
+
+def test_an_entry_whose_meta_is_unreadable_is_named_when_asked_for_by_layer(store_with_failures, tmp_path):
+    store, _ = store_with_failures
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    (entry,) = [p for p in (copy / "entries").iterdir() if "-max-" in p.name]
+    (entry / "meta.json").write_text("{ not json")
+    with pytest.raises(ConfigError, match=rf"{entry.name}: meta.json unreadable, so not found by layer/pool"):
+        export_entry(copy, "stage3/max", "npz", tmp_path / "x.npz")

@@ -112,8 +112,10 @@ def find_entry(store: FeatureStore, entry: str) -> Path:
     if entry in names:
         return store.root / "entries" / entry
     by_prefix = [p for p in folders if p.name.startswith(entry)]
-    by_key = []
+    by_key, unreadable = [], []
     for meta in store.entries():
+        if "damaged" in meta and not meta.get("provenance"):  # only its folder name can find it
+            unreadable.append(Path(meta["path"]).name)
         prov = meta.get("provenance") or {}
         key = "/".join(str(prov[k]) for k in ("layer", "pool") if prov.get(k) is not None)
         keys = {key}
@@ -132,7 +134,13 @@ def find_entry(store: FeatureStore, entry: str) -> Path:
         )
     close = close_matches(entry, names)
     valid = ", ".join(close + [n for n in names if n not in close]) or "none"
-    raise ConfigError(f"no entry {entry!r} in the store {store.root}; valid: {valid}")
+    damaged = (
+        f" ({', '.join(unreadable)}: meta.json unreadable, so not found by layer/pool; the next extraction "
+        "repairs it)"
+        if unreadable
+        else ""
+    )
+    raise ConfigError(f"no entry {entry!r} in the store {store.root}; valid: {valid}{damaged}")
 
 
 def from_store(store: FeatureStore | str | os.PathLike, entry: str) -> ExportTable:
