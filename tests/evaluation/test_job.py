@@ -64,6 +64,12 @@ def test_validation_happens_before_any_work(image_tree, tmp_path):
         EvaluationJob(image_tree, protocol=DomainAdaptation()).validate()
     with pytest.raises(ConfigError, match=r"goes with the domain-adaptation protocol .* only"):
         EvaluationJob(image_tree, target=image_tree, protocol=KShot(2)).validate()
+    with pytest.raises(ConfigError, match=r"weights file 'nope\.pth' not found \(weights= / --weights\)"):
+        EvaluationJob(image_tree, weights="nope.pth").validate()
+    with pytest.raises(DataError, match=r"target data \(target= / --target\): .*nosuch"):
+        run(
+            EvaluationJob(image_tree, target=tmp_path / "nosuch", protocol=DomainAdaptation()), progress=False
+        )
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"out .*file: exists and is not a folder"):
         run(EvaluationJob(image_tree, out=tmp_path / "file"), progress=False)

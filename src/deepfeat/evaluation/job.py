@@ -42,6 +42,9 @@ from deepfeat.validation import as_names, check_choice, check_device, check_int
 
 log = logging.getLogger(__name__)
 
+#: weights given as a path with one of these endings are checked to exist before any work
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
 
 @dataclass
 class ExtractionOptions:
@@ -209,6 +212,13 @@ class EvaluationJob:
                 "target data (target= / --target) goes with the domain-adaptation protocol (--protocol da) "
                 f"only; this job's protocol is {type(self.protocol).__name__}"
             )
+        weights = self.weights if isinstance(self.weights, str | os.PathLike) else None
+        if (
+            weights is not None
+            and str(weights).lower().endswith(WEIGHT_FILE_SUFFIXES)
+            and not os.path.isfile(weights)
+        ):
+            raise ConfigError(f"weights file {os.fspath(weights)!r} not found (weights= / --weights)")
         self.extraction.validate()
         check_int("n_jobs", self.n_jobs, 1)
         check_int("seed (random state of the probes)", self.seed, 0, 2**32 - 1)
@@ -311,7 +321,10 @@ def run(
     probes = job.make_probes()
     datasets = {"source": as_dataset(job.data)}
     if job.target is not None:
-        datasets["target"] = as_dataset(job.target)
+        try:
+            datasets["target"] = as_dataset(job.target)
+        except DataError as exc:
+            raise DataError(f"target data (target= / --target): {exc}") from None
     for ds in datasets.values():
         echo(ds.summary())
     weighted = sorted(name for name, p in probes.items() if getattr(p, "class_weight", None) is not None)
