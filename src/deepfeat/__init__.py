@@ -7,6 +7,7 @@ models), so ``import deepfeat`` and the command line start fast.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from deepfeat._version import __version__
@@ -110,6 +111,8 @@ _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 def __getattr__(name: str) -> Any:
     module = _ORIGIN.get(name)
     if module is None:
+        if not name.startswith("_") and importlib.util.find_spec(f"deepfeat.{name}") is not None:
+            return importlib.import_module(f"deepfeat.{name}")  # a subpackage: deepfeat.features...
         raise AttributeError(f"module 'deepfeat' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

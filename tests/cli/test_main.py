@@ -79,5 +79,7 @@ def test_the_package_imports_its_names_on_first_use():
     for name in deepfeat.__all__:
         assert getattr(deepfeat, name) is not None
     assert set(deepfeat.__all__) <= set(dir(deepfeat))
+    assert deepfeat.features.store.FeatureStore is deepfeat.FeatureStore  # subpackages too, as before
+    assert deepfeat.data.folder_dataset is deepfeat.folder_dataset
     with pytest.raises(AttributeError, match="no attribute 'LinearProbes'"):
         deepfeat.LinearProbes  # noqa: B018

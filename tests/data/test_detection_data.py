@@ -268,3 +268,12 @@ def test_the_summary_counts_clipped_boxes_apart_from_ignored_entries(tmp_path):
     assert any("clipped to" in r for r in reasons)  # kept: not "ignored"
     text = ds.summary()
     assert "1 box clipped to their image" in text and f"{len(reasons) - 1} entr" in text
+
+
+def test_coco_files_sharing_a_stem_in_one_folder_keep_apart(tmp_path):
+    path = _coco(tmp_path)
+    data = json.loads(path.read_text())
+    Image.new("RGB", (64, 48)).save(tmp_path / "val2017" / "1.png")
+    data["images"].append({"id": 30, "file_name": "1.png"})
+    path.write_text(json.dumps(data))
+    assert [t.image_id for t in coco_dataset(path).images] == ["1.jpg", "2.jpg", "1.png"]

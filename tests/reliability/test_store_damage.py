@@ -125,8 +125,11 @@ def test_failed_images_are_nan_rows_with_a_mask(tree, effnet, tmp_path):
     assert res["stage6/avg"].class_counts().tolist() == [3, 3, 3, 3]
 
 
-@pytest.mark.parametrize("device", ["garbage", "mps", "meta", ""])
+@pytest.mark.parametrize("device", ["garbage", "mps", "meta", "", "torch.device('meta')"])
 def test_reading_the_store_refuses_a_device_that_is_not_one(tree, effnet, tmp_path, device):
+    import torch
+
+    device = torch.device("meta") if device.startswith("torch.") else device
     store = tmp_path / "store"
     clean = run(tree, effnet, store)["stage6/avg"]
     ds = folder_dataset(tree)

@@ -22,6 +22,16 @@ def _coco_size(img: dict) -> tuple[int, int] | None:
         return None
 
 
+def _image_ids(file_names: list[str]) -> list[str]:
+    """Image ids: the file stems, unless two files share one (a/x.jpg, b/x.jpg: the paths without
+    suffix; x.jpg, x.png: the file names)."""
+    for form in (lambda n: Path(n).stem, lambda n: str(Path(n).with_suffix("")), str):
+        ids = [form(n) for n in file_names]
+        if len(set(ids)) == len(ids):
+            return ids
+    return file_names  # the same file twice: refused by the dataset, naming the id
+
+
 def _check_entries(path: Path, data: dict) -> None:
     """Images and categories as COCO has them: objects with the keys everything else relies on."""
     where = printable(path)
@@ -97,9 +107,8 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
         area = float(area) if isinstance(area, (int, float)) and np.isfinite(area) and area > 0 else np.nan
         crowd = bool(ann.get("iscrowd", 0))
         per_image[ann["image_id"]].append((box, cat_index[ann["category_id"]], crowd, area))
-    stems = [Path(img["file_name"]).stem for img in data["images"]]
-    # image ids are file stems, unless two files share one (a/x.jpg, b/x.jpg): then the paths without suffix
-    by_path = len(set(stems)) < len(stems)
+    names = _image_ids([str(img["file_name"]) for img in data["images"]])
+    image_ids = {img["id"]: name for img, name in zip(data["images"], names)}
     tables = []
     for img in sorted(data["images"], key=lambda i: i["id"]):
         file = img_dir / img["file_name"]
@@ -110,9 +119,7 @@ def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
         size = sizes[img["id"]]
         tables.append(
             BoxTable(
-                image_id=str(Path(img["file_name"]).with_suffix(""))
-                if by_path
-                else Path(img["file_name"]).stem,
+                image_id=image_ids[img["id"]],
                 path=file,
                 boxes=np.array([o[0] for o in objs], dtype=np.float32).reshape(-1, 4),
                 labels=np.array([o[1] for o in objs], dtype=np.int64),

@@ -43,8 +43,8 @@ _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 def is_shard_spec(spec: str | os.PathLike) -> bool:
     """True when ``spec`` names tar shards: a .tar path, a brace range or a wildcard ending in .tar."""
-    text = os.fspath(spec)
-    return text.endswith(".tar") or bool(_BRACES.search(text) and text.endswith(".tar"))
+    text = os.fspath(spec).lower()
+    return text.endswith(".tar")
 
 
 def expand_shards(spec: str | os.PathLike) -> list[Path]:

@@ -100,7 +100,8 @@ class Extraction:
             lines += [f"  {path}: {reason}" for path, reason in self.failures]
         if self.repaired:
             lines.append(
-                f"repaired {len(self.repaired)} damaged store entries (their untrusted rows recomputed):"
+                f"repaired {len(self.repaired)} damaged store entries (untrusted rows computed again, "
+                "bookkeeping rebuilt):"
             )
             lines += [f"  {path}: {damage}" for path, damage in self.repaired]
         if self.ignored:

@@ -64,10 +64,10 @@ def resolve_device(device, backbone: Backbone) -> torch.device:
 
 def parse_device(device) -> torch.device | None:
     """``device`` as a torch device without checking that it exists here (a cluster worker's device)."""
-    if device is None or isinstance(device, torch.device):
-        return device
+    if device is None:
+        return None
     try:
-        dev = torch.device(device)
+        dev = device if isinstance(device, torch.device) else torch.device(device)
     except (TypeError, RuntimeError) as exc:
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r} ({exc})") from None
     if dev.type not in ("cpu", "cuda"):

@@ -221,6 +221,10 @@ def test_command_line(trained, tmp_path):
     assert (model / "model.pt").is_file() and "model:" in res.output
     n = len(det.DetectorModel.load(model).classes)
     assert f"trained {n} of {n} class SVMs" in res.output and "never fire" not in res.output
+    # the store of region features lists as complete (its rows are regions, not a dataset's items:
+    # there is no dataset index to check them against, and none is missing)
+    listed = runner.invoke(app, ["store", "list", str(model / "store")])
+    assert listed.exit_code == 0 and "damaged" not in listed.output and " complete " in listed.output
     res = runner.invoke(
         app,
         [

@@ -327,3 +327,10 @@ def test_coco_metrics_equal_pycocotools_on_the_annotation_file_itself(tmp_path):
     assert all(v >= 0 for v in ev.stats)  # every size range holds objects
     for key, want in zip(COCO_STATS, ev.stats):
         assert got[key] == pytest.approx(want, abs=1e-9), key
+
+
+def test_report_file_names_are_distinct_for_ids_that_flatten_alike():
+    from deepfeat.tasks.detection.report import file_stems
+
+    stems = file_stems(["a/x", "a__x", "b/x", "a/x"[:1]])
+    assert stems == {"a/x": "a__x", "a__x": "a__x-2", "b/x": "b__x", "a": "a"}

@@ -5,6 +5,7 @@ proposal recall, timings), precision-recall plots and example detections drawn o
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from deepfeat.data.images import load_image
@@ -20,9 +21,19 @@ from deepfeat.tasks.detection.voc_eval import COCO_STATS, Detections
 VARIANT_NAMES = {"bbox": "R-CNN BB (with box regression)", "plain": "R-CNN (no box regression)"}
 
 
-def file_stem(image_id: str) -> str:
-    """A file name for an image id (COCO ids of files that share a stem hold their folders: a/x)."""
-    return image_id.replace("/", "__").replace("\\", "__")
+def file_stems(image_ids: Iterable[str]) -> dict[str, str]:
+    """A distinct file name stem per image id (COCO ids of files that share a stem hold their folders,
+    a/x -> a__x; a name taken already gets -2, -3, ...)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for image_id in image_ids:
+        stem = image_id.replace("/", "__").replace("\\", "__")
+        name, k = stem, 2
+        while name in used:
+            name, k = f"{stem}-{k}", k + 1
+        used.add(name)
+        out[image_id] = name
+    return out
 
 
 def _pct(v: float | None) -> str:
@@ -62,6 +73,7 @@ def example_images(
     """Detections of the primary variant drawn on the first ``n`` images that have any."""
     written = []
     dets = result.detections()
+    stems = file_stems(t.image_id for t in result.dataset.images)
     for table in result.dataset.images:
         if len(written) >= n:
             break
@@ -72,7 +84,7 @@ def example_images(
             image = load_image(table.path)
         except ImageError:
             continue
-        path = out / "examples" / f"{file_stem(table.image_id)}.png"
+        path = out / "examples" / f"{stems[table.image_id]}.png"
         draw_detections(image, d, result.classes, path, ground_truth=table.boxes, threshold=threshold)
         written.append((table.image_id, path))
     return written
@@ -196,6 +208,7 @@ def write_predictions(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pictures = {}
+    stems = file_stems(t.image_id for t in dataset.images)
     for table in dataset.images:
         det = detections.get(table.image_id)
         if det is None:
@@ -205,7 +218,7 @@ def write_predictions(
         except ImageError:
             continue
         pictures[table.image_id] = draw_detections(
-            image, det, classes, out / f"{file_stem(table.image_id)}.png", threshold=threshold
+            image, det, classes, out / f"{stems[table.image_id]}.png", threshold=threshold
         )
     body = {
         "classes": classes,
