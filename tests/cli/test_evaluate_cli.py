@@ -243,3 +243,8 @@ def test_dropout_with_a_probe_that_cannot_use_it_names_the_options(tmp_path):
         assert r.exit_code == 2, r.output
         assert "--dropout trains on dropout copies" in r.output and "--probe" in r.output
         assert "loss=" not in r.output
+    r = CliRunner().invoke(
+        app,
+        ["evaluate", str(tmp_path), "--method", "gradient", "--dropout", "0.5", "--out", str(tmp_path / "o")],
+    )
+    assert r.exit_code == 2 and "--probe ksvm (the default of --method gradient) cannot use" in r.output

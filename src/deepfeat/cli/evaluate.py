@@ -256,13 +256,6 @@ def evaluate_command(
     setup_logging(verbose)
     set_threads(threads)
     layer_names = names(layers, "--layers")
-    asked = names(probe, "--probe") if dropout and probe else []
-    no_dropout = [p for p in asked if p in ("svm-hinge", "ksvm")]
-    if no_dropout:
-        raise ConfigError(
-            f"--dropout trains on dropout copies of the features, which --probe {', '.join(no_dropout)} "
-            "cannot use; use --probe svm / logreg with --dropout, or leave --dropout out"
-        )
     recipe = make_recipe(
         method,
         layer_names,
@@ -278,6 +271,14 @@ def evaluate_command(
         kernel_normalize="gradient" if kernel_normalize is None else kernel_normalize.value,
         seed=seed,
     )
+    asked = (names(probe, "--probe") if probe else list(recipe.default_probes)) if dropout else []
+    no_dropout = [p for p in asked if p in ("svm-hinge", "ksvm")]
+    if no_dropout:
+        given = "" if probe else f" (the default of --method {method.value})"
+        raise ConfigError(
+            f"--dropout trains on dropout copies of the features, which --probe {', '.join(no_dropout)}"
+            f"{given} cannot use; use --probe svm / logreg with --dropout, or leave --dropout out"
+        )
     job = EvaluationJob(
         data=data,
         recipe=recipe,

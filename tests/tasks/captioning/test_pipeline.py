@@ -159,6 +159,20 @@ def test_all_images_of_the_training_data_are_flagged_as_not_held_out(trained, sh
     assert held_out.about["training_images_evaluated"] == 0
 
 
+def test_a_minimum_length_above_the_models_limit_is_refused_before_any_extraction(
+    trained, coco_json, tmp_path
+):
+    _, out = trained
+    model = CaptionModel.load(out)
+    too_long = Strategy(min_length=model.vocabulary.max_length + 1)
+    job = CaptionEvalJob(coco_json, models=[out], on="all", strategies=[too_long], store=tmp_path / "s")
+    with pytest.raises(ConfigError, match=r"min_length \(--min-length\) \d+ is above this model's caption"):
+        evaluate(job, progress=False)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="caption length limit"):
+        caption_images(model, [tmp_path / "never-read.jpg"], too_long)
+
+
 def test_images_that_cannot_be_used_are_recorded_in_results_and_report(trained, coco_json, tmp_path):
     _, out = trained
     bad = coco_json.parent.parent / "val2017" / f"{1:012d}.jpg"

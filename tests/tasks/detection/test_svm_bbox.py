@@ -186,6 +186,8 @@ def test_mining_interrupted_and_resumed_equals_an_uninterrupted_run(after, monke
     again = train_svms(ds, regions, rf, opts, progress=False, resume=middle)
     np.testing.assert_array_equal(again.weights, whole.weights)
     assert again.history == whole.history
+    twice = train_svms(ds, regions, rf, opts, progress=False, resume=middle)  # the state is not used up
+    np.testing.assert_array_equal(twice.weights, whole.weights)
 
 
 def test_the_detection_job_resumes_its_svm_stage_after_ctrl_c(tmp_path, monkeypatch):

@@ -169,6 +169,9 @@ def evaluate(
     job.validate()
     models = [m if isinstance(m, CaptionModel) else CaptionModel.load(m) for m in job.models]
     labels = model_labels(job.models, models)
+    for model in models:  # before any extraction
+        for strategy in job.strategies:
+            model.check_strategy(strategy)
     device = check_device(job.device)
     data = load_data(job.data, job.images)
     echo(data.summary())

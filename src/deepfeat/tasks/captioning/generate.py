@@ -31,6 +31,7 @@ def caption_images(
 ) -> tuple[list[str], list[list[str]], list[float], list[tuple[str, str]]]:
     """Captions of image files (features computed in memory): (ids, captions, log-probabilities,
     failures)."""
+    model.check_strategy(strategy)
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("no image given")

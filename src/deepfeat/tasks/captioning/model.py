@@ -19,7 +19,7 @@ from torch import nn
 
 from deepfeat.backbones import Backbone
 from deepfeat.checkpoint import keeps_rng, load_checkpoint, save_checkpoint
-from deepfeat.errors import CheckpointError
+from deepfeat.errors import CheckpointError, ConfigError
 from deepfeat.tasks.captioning.features import FeatureSpec, conditioner
 from deepfeat.tasks.text.decoders import ConditionedDecoder, DecoderConfig
 from deepfeat.tasks.text.decoding import Decoded, Strategy, generate
@@ -90,6 +90,16 @@ class CaptionModel:
             progress=progress,
         )
         return [self.vocabulary.decode(t) for t in decoded.tokens], decoded
+
+    def check_strategy(self, strategy: Strategy) -> Strategy:
+        """``strategy`` validated for this model: its minimum length within the model's caption limit."""
+        strategy.validate()
+        if strategy.min_length > self.vocabulary.max_length:
+            raise ConfigError(
+                f"min_length (--min-length) {strategy.min_length} is above this model's caption length limit "
+                f"{self.vocabulary.max_length} (its vocabulary's max_length); give at most that"
+            )
+        return strategy
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model atomically (no random states: a model, not a training checkpoint)."""

@@ -206,8 +206,17 @@ def train_svms(
             [np.zeros(0, np.int64) for _ in range(K)],
             {c: [] for c in dataset.classes},
         )
-    else:
-        state = resume
+    else:  # a copy: the caller's state stays as it was, and can be resumed again
+        state = MiningState(
+            resume.step,
+            resume.first,
+            resume.weights.copy(),
+            resume.biases.copy(),
+            resume.added.copy(),
+            list(resume.neg_keys),
+            {c: list(h) for c, h in resume.history.items()},
+            resume.seconds,
+        )
         if state.weights.shape != (D, K) or len(state.neg_keys) != K or state.step > len(order):
             raise ConfigError("the saved mining state does not fit these region features and classes")
     W, b, added, neg_keys, history = state.weights, state.biases, state.added, state.neg_keys, state.history
