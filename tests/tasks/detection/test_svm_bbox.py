@@ -206,3 +206,7 @@ def test_the_detection_job_resumes_its_svm_stage_after_ctrl_c(tmp_path, monkeypa
     np.testing.assert_array_equal(resumed.weights, whole.weights)
     assert resumed.history == whole.history
     assert (tmp_path / "work" / "svms.pt").is_file() and not (tmp_path / "work" / "svms-mining.pt").exists()
+    # a relabelled box (same coordinates, so the same region features) is not served the saved SVMs
+    ds.images[0].labels[0] = 1 - ds.images[0].labels[0]
+    relabelled = _svms(ds, regions, rf, options, tmp_path, progress=False)
+    assert not np.array_equal(relabelled.weights, whole.weights)

@@ -250,7 +250,13 @@ def _svms(dataset, regions, features, options: DetectionOptions, out: Path, prog
 
     path = out / "work" / "svms.pt"
     partial = out / "work" / "svms-mining.pt"
-    key = {"features": features.provenance, "svm": options.svm.to_dict(), "classes": dataset.classes}
+    # the annotations too: a relabelled box (same coordinates, same region features) changes the SVMs
+    key = {
+        "features": features.provenance,
+        "svm": options.svm.to_dict(),
+        "classes": dataset.classes,
+        "annotations": dataset.fingerprint(),
+    }
     key = to_jsonable(key)
     if path.exists():
         ck = load_checkpoint(path, kind="rcnn-svms")
