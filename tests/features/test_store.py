@@ -200,16 +200,32 @@ def test_changed_rows_fail_their_checksum(tmp_path):
     assert entry.status().done.tolist() == [True, True, False, False, False, True]  # batch 2 to redo
 
 
-def test_truncated_or_foreign_feature_file_drops_every_row(tmp_path):
-    entry, _ = complete_entry(tmp_path)
+def test_a_feature_file_cut_short_keeps_its_whole_rows_and_a_foreign_one_drops_every_row(tmp_path):
+    entry, values = complete_entry(tmp_path)
     path = entry.path / "features.npy"
-    path.write_bytes(path.read_bytes()[:-8])
+    full = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:-8])  # inside row 5 (failed, NaN): rows 0-4 whole
     state = entry.check()
-    assert state.data_bad and "bytes, expected" in "; ".join(state.problems)
+    assert state.cut_short and not state.data_bad and "cut short" in "; ".join(state.problems)
     entry.lock()
     entry.repair()
     entry.unlock()
-    assert not path.exists() and entry.status().done.tolist() == [False] * 5 + [True]
+    assert path.stat().st_size == full and entry.status().done.all()  # nothing lost
+    np.testing.assert_array_equal(np.load(path)[:5], values[:5])
+    path.write_bytes(path.read_bytes()[: full - 3 * 12 - 4])  # inside row 3: the batch [2, 3, 4] is lost
+    entry.lock()
+    entry.repair()
+    entry.unlock()
+    assert path.stat().st_size == full and entry.status().done.tolist() == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    path.write_bytes(path.read_bytes()[:40])  # inside the header: nothing can be read
+    assert entry.check().data_bad
     complete_entry(tmp_path / "b")
     found = FeatureStore(tmp_path / "b").find(PROV, 6, IDS[1:7])  # other items than it holds
     assert "other item ids" in "; ".join(found.check().problems)

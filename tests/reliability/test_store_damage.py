@@ -4,6 +4,7 @@ meta.json is recoverable; failed images are NaN rows with a validity mask."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,28 @@ def test_a_missing_mask_is_listed_as_unfinished_and_rebuilt_without_computing(tr
     again = run(tree, effnet, store)
     assert again.n_forward == 0 and not again.repaired
     np.testing.assert_array_equal(np.load(entry / "valid.npy"), mask)
+
+
+def test_a_features_file_cut_short_keeps_the_batches_before_the_cut(tree, effnet, tmp_path):
+    """(A truncated features.npy was deleted whole: every row computed again, the intact ones too.)"""
+    store = tmp_path / "store"
+    clean = run(tree, effnet, store)["stage6/avg"]
+    entry = only_entry(store)
+    path = entry / "features.npy"
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        np.lib.format.read_array_header_1_0(fh)
+        offset = fh.tell()
+    dim = np.asarray(clean.features).shape[1]
+    os.truncate(path, offset + 5 * dim * 4 + 10)  # rows 0-4 whole: the first batch of 4 survives
+    ds = folder_dataset(tree)
+    with pytest.raises(StoreError, match=r"cut short"):
+        load_features(ds, effnet, [LayerActivations("stage6", "avg")], store, preprocess=TINY)
+    again = run(tree, effnet, store)
+    assert again.repaired and "cut short" in again.repaired[0][1]
+    # only the batches past the cut went through the network (the broken file's row holds no data)
+    assert again.n_forward == len(ds) - 4 - 1
+    np.testing.assert_allclose(
+        np.asarray(again["stage6/avg"].features), np.asarray(clean.features), atol=1e-5
+    )
+    assert run(tree, effnet, store).n_forward == 0

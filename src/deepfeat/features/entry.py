@@ -4,7 +4,6 @@ crash-safe write protocol (see :mod:`deepfeat.features.store` for the format).""
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat.errors import StoreError
+from deepfeat.features.entry_meta import as_shape, ids_digest, meta_disagreements, plain_provenance
 from deepfeat.features.journal import (
     Record,
     RowStatus,
@@ -39,21 +39,6 @@ _HEADER_READERS = {
 }
 
 
-def ids_digest(ids: Sequence[str]) -> str:
-    """sha256 of the item ids in order."""
-    return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def json_default(obj):
-    """What ``json`` cannot write itself, in provenance: NumPy scalars as their Python value (so a
-    parameter given as ``np.int64(3)`` keys the same entry as ``3``), anything else as text."""
-    return obj.item() if isinstance(obj, np.generic) else str(obj)
-
-
-def plain_provenance(provenance: dict) -> dict:
-    return json.loads(json.dumps(provenance, default=json_default))
-
-
 @dataclass
 class EntryState:
     """What :meth:`StoreEntry.check` found: the rows that can be trusted and any damage."""
@@ -66,6 +51,7 @@ class EntryState:
     data_bad: bool = False  # features.npy unusable: every row is computed again
     meta_ok: bool = True
     finished: bool = False  # complete, with meta.json and valid.npy written
+    cut_short: bool = False  # features.npy lost its tail: repair restores its length
 
     @property
     def complete(self) -> bool:
@@ -115,7 +101,13 @@ class StoreEntry:
         }
 
     def _header(self) -> tuple[int | None, str | None]:
-        """(dim, problem) from the header and size of features.npy; (None, None) when absent."""
+        """(dim, problem) from the header and size of features.npy; (None, None) when absent. A file
+        cut short keeps its dim (its whole rows are read by :meth:`_short_rows`)."""
+        dim, problem, _ = self._layout()
+        return dim, problem
+
+    def _layout(self) -> tuple[int | None, str | None, tuple[int, int] | None]:
+        """(dim, problem, (data offset, whole rows present) for a file cut short, else None)."""
         path = self.path / "features.npy"
         try:
             with open(path, "rb") as fh:
@@ -127,14 +119,22 @@ class StoreEntry:
                 offset = fh.tell()
             size = path.stat().st_size
         except FileNotFoundError:
-            return None, None
+            return None, None, None
         except (OSError, ValueError, EOFError) as exc:
-            return None, f"features.npy has no readable header ({exc})"
+            return None, f"features.npy has no readable header ({exc})", None
         if dtype != np.float32 or fortran or len(shape) != 2 or shape[0] != self.n_rows:
-            return None, f"features.npy holds {dtype} {shape}, expected float32 ({self.n_rows}, dim)"
-        if size != offset + shape[0] * shape[1] * 4:
-            return None, f"features.npy is {size} bytes, expected {offset + shape[0] * shape[1] * 4}"
-        return int(shape[1]), None
+            return None, f"features.npy holds {dtype} {shape}, expected float32 ({self.n_rows}, dim)", None
+        expected = offset + shape[0] * shape[1] * 4
+        if size < expected and shape[1] > 0:  # cut short (a full disk, a copy stopped): keep whole rows
+            rows = (size - offset) // (shape[1] * 4)
+            return (
+                int(shape[1]),
+                f"features.npy is {size} bytes, expected {expected} (cut short)",
+                (offset, rows),
+            )
+        if size != expected:
+            return None, f"features.npy is {size} bytes, expected {expected}", None
+        return int(shape[1]), None, None
 
     def check(self, *, checksums: bool = True) -> EntryState:
         """Verify the entry against its journal (counts, ranges, ids, data file, row checksums);
@@ -143,10 +143,10 @@ class StoreEntry:
         journal = read_journal(self.path / "journal.jsonl", self.n_rows)
         problems = list(journal.problems)
         records = journal.records
-        dim, data_problem = self._header()
+        dim, data_problem, short = self._layout()
         bad: set[int] = set()
         with_rows = {i for i, r in enumerate(records) if r.rows}
-        data_bad = data_problem is not None
+        data_bad = data_problem is not None and short is None
         foreign = self._foreign(meta)
         if foreign:  # the entry holds features of other items: nothing of it can be kept
             problems.append(foreign)
@@ -159,9 +159,13 @@ class StoreEntry:
         elif dim is None and with_rows:
             problems.append(f"features.npy is missing but the journal lists {len(with_rows)} batches")
             bad |= with_rows
-        elif checksums and with_rows:
-            data = self.read()
-            wrong = {i for i in with_rows if records[i].crc is not None}
+        else:
+            if short is not None:  # the batches past the cut are lost; those before it are checked
+                bad |= {i for i in with_rows if max(b for _, b in records[i].rows) > short[1]}
+            data = None
+            if checksums and with_rows - bad:
+                data = self.read() if short is None else self._short_rows(dim, *short)
+            wrong = {i for i in with_rows - bad if data is not None and records[i].crc is not None}
             wrong = {i for i in wrong if crc_of_ranges(data, records[i].rows) != records[i].crc}
             if wrong:
                 rows = sum(b - a for i in wrong for a, b in records[i].rows)
@@ -170,7 +174,7 @@ class StoreEntry:
         good = [r for i, r in enumerate(records) if i not in bad]
         status = status_of(good, self.n_rows)
         shapes = [r.shape for r in good if r.shape is not None]
-        shape = shapes[-1] if shapes else _tuple((meta or {}).get("layer_shape"))
+        shape = shapes[-1] if shapes else as_shape((meta or {}).get("layer_shape"))
         claimed = bool(meta and meta.get("complete"))
         if claimed and not status.done.all():
             covered = int(status.done.sum())
@@ -179,15 +183,22 @@ class StoreEntry:
         if mask is not None and (mask.shape != status.valid.shape or not np.array_equal(mask, status.valid)):
             problems.append("valid.npy does not match the journal")
         if claimed and not problems:  # what a complete entry's meta.json states, against its files
-            problems += _meta_disagreements(meta, dim, shape, status)
+            problems += meta_disagreements(meta, dim, shape, status)
         finished = (
             claimed
             and not problems
             and mask is not None
             and meta.get("dim") == dim
-            and _tuple(meta.get("layer_shape")) == shape
+            and as_shape(meta.get("layer_shape")) == shape
         )
-        return EntryState(status, dim, shape, problems, bad, data_bad, meta is not None, bool(finished))
+        return EntryState(
+            status, dim, shape, problems, bad, data_bad, meta is not None, bool(finished), short is not None
+        )
+
+    def _short_rows(self, dim: int, offset: int, rows: int) -> np.ndarray:
+        """The whole rows present in a features.npy cut short, memory-mapped read-only."""
+        path = self.path / "features.npy"
+        return np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=(rows, dim))
 
     def _foreign(self, meta: dict | None) -> str | None:
         """Why meta.json shows the entry was written for other items (None: it was not)."""
@@ -272,6 +283,9 @@ class StoreEntry:
             log.warning("store entry %s is damaged: %s", self.path, "; ".join(state.problems))
             if state.data_bad:
                 (self.path / "features.npy").unlink(missing_ok=True)
+            elif state.cut_short:  # back to full length; the rows past the cut are computed again
+                _, _, (offset, _) = self._layout()
+                os.truncate(self.path / "features.npy", offset + self.n_rows * state.dim * 4)
             records = read_journal(journal_path, self.n_rows).records
             rewrite_journal(journal_path, [r for i, r in enumerate(records) if i not in state.bad_records])
             (self.path / "valid.npy").unlink(missing_ok=True)
@@ -380,24 +394,5 @@ class StoreEntry:
         return True
 
 
-def _tuple(shape) -> tuple[int, ...] | None:
-    return None if shape is None else tuple(int(s) for s in shape)
-
-
 def _list(shape) -> list[int] | None:
     return None if shape is None else [int(s) for s in shape]
-
-
-def _meta_disagreements(meta: dict, dim, shape, status: RowStatus) -> list[str]:
-    """Where a complete entry's meta.json disagrees with its data file and journal (an edit; a missing
-    valid.npy is not damage: it is rebuilt from the journal)."""
-    out = []
-    if dim is not None and meta.get("dim") != dim:
-        out.append(f"meta.json says dim {meta.get('dim')!r}, features.npy holds {dim}")
-    if shape is not None and _tuple(meta.get("layer_shape")) != shape:
-        out.append(f"meta.json says layer_shape {meta.get('layer_shape')!r}, the journal {list(shape)}")
-    counts = {"n_valid": int(status.valid.sum()), "n_failed": len(status.failed)}
-    for key, value in counts.items():
-        if key in meta and meta[key] != value:
-            out.append(f"meta.json says {key} {meta[key]!r}, the journal {value}")
-    return out

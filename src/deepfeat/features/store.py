@@ -44,12 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat.errors import ConfigError, StoreError
-from deepfeat.features.entry import (
-    EntryState,
-    StoreEntry,
-    json_default,
-    plain_provenance,
-)
+from deepfeat.features.entry import EntryState, StoreEntry
+from deepfeat.features.entry_meta import json_default, plain_provenance
 from deepfeat.features.journal import RowStatus
 from deepfeat.fileio import atomic_write_text, mark_output_dir, remove_dead_temp_files
 
