@@ -18,6 +18,8 @@ runner = CliRunner()
 def test_backbones_all_and_typos():
     result = runner.invoke(app, ["backbones", "--all", "--match", "resnet18.*"])
     assert result.exit_code == 0 and "timm:resnet18.a1_in1k" in result.output
+    tags = [line for line in result.output.splitlines() if line.startswith("timm:resnet18.")]
+    assert f"{len(tags)} pretrained tags of 1 model," in result.output  # tags, not models, counted
     result = runner.invoke(app, ["backbones", "--all", "--match", "resnt18.a1*"])
     assert result.exit_code == 2 and "did you mean" in result.output and "resnet18.a1_in1k" in result.output
     # names that match, none cached: said so (it claimed no model matched, and offered look-alikes)

@@ -173,3 +173,12 @@ def test_compressed_shards_are_named_as_such(tmp_path):
     (tmp_path / "x.tar.gz").write_bytes(b"\x1f\x8b")
     with pytest.raises(DataError, match="compressed tar shards are not read"):
         open_dataset(tmp_path / "x.tar.gz")
+
+
+def test_a_compressed_shard_named_tar_is_named_as_compressed(tmp_path):
+    import gzip
+
+    plain = write_shard(tmp_path / "plain.tar", [("a.jpg", encoded(1)), ("a.cls", b"cat")])
+    (tmp_path / "packed.tar").write_bytes(gzip.compress(plain.read_bytes()))
+    with pytest.raises(DataError, match=r"packed\.tar: a compressed tar .* decompress it to a plain \.tar"):
+        tar_dataset(tmp_path / "packed.tar")

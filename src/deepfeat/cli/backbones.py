@@ -12,6 +12,7 @@ from deepfeat.cli.common import friendly
 from deepfeat.data.images import load_image, printable
 from deepfeat.errors import ConfigError, ImageError
 from deepfeat.report.tables import text_table
+from deepfeat.report.wording import counted
 from deepfeat.validation import check_int, close_matches
 
 
@@ -43,7 +44,12 @@ def backbones_command(
         raise ConfigError(f"no timm model matches --match {match!r}{hint}")
     for name, is_cached in rows:
         typer.echo(f"timm:{name}" + ("  (cached)" if is_cached else ""))
-    typer.echo(f"{len(rows)} models, {sum(c for _, c in rows)} with weights in the local caches", err=True)
+    n_models = len({name.split(".", 1)[0] for name, _ in rows})
+    typer.echo(
+        f"{counted(len(rows), 'pretrained tag')} of {counted(n_models, 'model')}, "
+        f"{sum(c for _, c in rows)} with weights in the local caches",
+        err=True,
+    )
 
 
 @friendly

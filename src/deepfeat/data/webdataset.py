@@ -112,6 +112,13 @@ def _scan(shard: Path, ignored: list[tuple[str, str]]) -> dict[str, _Sample]:
     try:
         tar = tarfile.open(shard, mode="r:")  # noqa: SIM115 - closed by the with block below
     except (tarfile.TarError, OSError) as exc:
+        with open(shard, "rb") as fh:
+            magic = fh.read(6)
+        if magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
+            raise DataError(
+                f"{where}: a compressed tar (gzip, bzip2, xz or zstd); images are read from the shard by "
+                "offset, so decompress it to a plain .tar first"
+            ) from None
         raise DataError(f"{where}: not a readable tar file ({exc})") from None
     with tar:
         count, last = 0, None
