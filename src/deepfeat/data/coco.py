@@ -47,13 +47,12 @@ def _check_entries(path: Path, data: dict) -> None:
                 )
     if not isinstance(data["annotations"], list):
         raise DataError(f"{where}: annotations must be a list, got {type(data['annotations']).__name__}")
-    seen: dict = {}
     for field in ("images", "categories"):
-        seen.clear()
+        seen = set()
         for item in data[field]:
             if item["id"] in seen:
                 raise DataError(f"{where}: {field} id {item['id']!r} appears more than once")
-            seen[item["id"]] = True
+            seen.add(item["id"])
 
 
 def coco_dataset(annotations: str | os.PathLike, images: str | os.PathLike | None = None) -> DetectionDataset:

@@ -182,11 +182,10 @@ class FeatureStore:
             state = None
             if "damaged" not in meta and isinstance(meta.get("n_rows"), int):
                 dataset = str(meta["provenance"].get("dataset", ""))
-                if not dataset:  # rows that are not a dataset's items (R-CNN regions): no index to check
-                    indexes[dataset] = {}
                 if dataset not in indexes:
-                    try:  # the entry's labels and item ids come from its dataset index
-                        indexes[dataset] = self.load_dataset_index(dataset)
+                    try:  # the entry's labels and item ids come from its dataset index (R-CNN's region
+                        # rows are no dataset's items: no index to check them against)
+                        indexes[dataset] = self.load_dataset_index(dataset) if dataset else {}
                     except StoreError as exc:
                         indexes[dataset] = str(exc)
                 index = indexes[dataset]

@@ -277,10 +277,10 @@ def _svms(dataset, regions, features, options: DetectionOptions, out: Path, prog
             resume = MiningState(
                 int(m["step"]),
                 bool(m["first"]),
-                s["weights"].numpy().copy(),
-                s["biases"].numpy().copy(),
-                s["added"].numpy().copy(),
-                [s[f"neg_keys_{c}"].numpy().copy() for c in range(len(dataset.classes))],
+                s["weights"].numpy(),  # train_svms works on its own copy
+                s["biases"].numpy(),
+                s["added"].numpy(),
+                [s[f"neg_keys_{c}"].numpy() for c in range(len(dataset.classes))],
                 {c: list(h) for c, h in m["history"].items()},
                 float(m["seconds"]),
             )

@@ -100,6 +100,19 @@ class MiningState:
     history: dict[str, list[dict]]
     seconds: float = 0.0
 
+    def copy(self) -> MiningState:
+        """A copy sharing nothing the mining changes in place."""
+        return MiningState(
+            self.step,
+            self.first,
+            self.weights.copy(),
+            self.biases.copy(),
+            self.added.copy(),
+            list(self.neg_keys),
+            {c: list(h) for c, h in self.history.items()},
+            self.seconds,
+        )
+
 
 def feature_scale(features: RegionFeatures, options: SVMOptions) -> float:
     """target_norm / mean L2 norm of a seeded sample of regions (reference: 200 x 200)."""
@@ -207,16 +220,7 @@ def train_svms(
             {c: [] for c in dataset.classes},
         )
     else:  # a copy: the caller's state stays as it was, and can be resumed again
-        state = MiningState(
-            resume.step,
-            resume.first,
-            resume.weights.copy(),
-            resume.biases.copy(),
-            resume.added.copy(),
-            list(resume.neg_keys),
-            {c: list(h) for c, h in resume.history.items()},
-            resume.seconds,
-        )
+        state = resume.copy()
         if state.weights.shape != (D, K) or len(state.neg_keys) != K or state.step > len(order):
             raise ConfigError("the saved mining state does not fit these region features and classes")
     W, b, added, neg_keys, history = state.weights, state.biases, state.added, state.neg_keys, state.history
@@ -233,16 +237,8 @@ def train_svms(
     saved = time.perf_counter()
 
     def snapshot(step: int) -> MiningState:
-        return MiningState(
-            step,
-            first,
-            W.copy(),
-            b.copy(),
-            added.copy(),
-            list(neg_keys),
-            {c: list(h) for c, h in history.items()},
-            before + time.perf_counter() - start,
-        )
+        now = MiningState(step, first, W, b, added, neg_keys, history, before + time.perf_counter() - start)
+        return now.copy()
 
     at_start = snapshot(state.step) if on_state is not None else None
     try:
