@@ -13,10 +13,12 @@ computed independently by scikit-learn's ``LogisticRegression(solver="newton-cho
 
 Then the searches are timed as whole fits (C search + refit), interleaved, medians of ``--repeats``
 (benchmarks/_timing.py), threads pinned alike, with test accuracy. Two-class shapes only: the
-exact reference is scikit-learn's binary objective.
+exact reference is scikit-learn's binary objective. ``--torch-too`` adds deepfeat's default search
+through its torch solvers, which two-class logistic fits on the CPU no longer take (they go to the
+NumPy solver of ``deepfeat.probes.binary_logistic``).
 
 Usage: python benchmarks/probe_precision.py [--shapes 2x300x192 2x1200x192] [--cv-tols 1e-4 1e-3]
-       [--repeats 7] [--threads N] [--out benchmarks/results/probe_precision.json]
+       [--repeats 7] [--threads N] [--torch-too] [--out benchmarks/results/probe_precision.json]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +42,33 @@ from sklearn.linear_model import LogisticRegression
 
 from deepfeat.fileio import write_json
 from deepfeat.probes import LinearProbe
+from deepfeat.probes.binary_logistic import BinaryLogistic
 
 SHAPES = ("2x300x192", "2x1200x192")
 CV_TOLS = (1e-4, 1e-3)  # deepfeat's default, and ten times looser
+TORCH = "deepfeat logistic, torch solvers"
+
+
+@contextmanager
+def torch_solvers():
+    """Two-class logistic fits on the CPU through the torch solvers (the path the NumPy solver of
+    :mod:`deepfeat.probes.binary_logistic` replaced there; GPUs and larger problems still take it)."""
+    import deepfeat.probes.linear as linear
+
+    real = linear.applies
+    linear.applies = lambda *args: False
+    try:
+        yield
+    finally:
+        linear.applies = real
+
+
+class TorchSolversProbe(LinearProbe):
+    """LinearProbe fitted through :func:`torch_solvers`."""
+
+    def fit(self, *args, **kwargs):
+        with torch_solvers():
+            return super().fit(*args, **kwargs)
 
 
 def objective(X: np.ndarray, t: np.ndarray, coef: np.ndarray, intercept: float, C: float) -> float:
@@ -78,15 +105,18 @@ def deepfeat_path(probe: LinearProbe, X: np.ndarray, codes: np.ndarray, folds, C
     probe = clone(probe)
     probe.classes_, probe.multilabel_ = np.unique(codes), False
     out = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_solvers() if isinstance(probe, TorchSolversProbe) else nullcontext():
         prepared = probe.prepare_path(X, codes, None)
         per_C = probe.fit_folds_path(prepared, folds, codes, None, Cs)
         if per_C is None:
             per_C = zip(*[list(probe.fit_path(prepared, train, codes, None, Cs)) for train, _ in folds])
         for C, models in zip(Cs, per_C):
             for f, model in enumerate(models):
-                coef, intercept = probe._coefficients(model)
-                out[f, C] = (coef.double().cpu().numpy().ravel(), float(intercept.double().cpu().numpy()[0]))
+                if isinstance(prepared, BinaryLogistic):  # two-class logistic on the CPU: NumPy
+                    coef, intercept = (np.asarray(v, np.float64) for v in prepared.coefficients(model))
+                else:
+                    coef, intercept = (v.double().cpu().numpy() for v in probe._coefficients(model))
+                out[f, C] = (coef.ravel(), float(intercept[0]))
     return out
 
 
@@ -113,7 +143,7 @@ def precision(solutions: dict, exact: dict, X: np.ndarray, t: np.ndarray, folds,
     }
 
 
-def run_shape(key: str, cv_tols, repeats: int) -> dict:
+def run_shape(key: str, cv_tols, repeats: int, torch_too: bool = False) -> dict:
     k, n, d = (int(v) for v in key.split("x"))
     if k != 2:
         raise SystemExit(f"shape {key}: two classes only (the exact reference is the binary objective)")
@@ -127,6 +157,10 @@ def run_shape(key: str, cv_tols, repeats: int) -> dict:
         templates[f"deepfeat logistic cv_tol={tol:g}"] = LinearProbe(
             loss="logistic", Cs=GRID, cv=3, path_patience=None, random_state=SEED, cv_tol=tol
         )
+    if torch_too:  # the default tolerance through the torch solvers
+        templates[TORCH] = TorchSolversProbe(
+            loss="logistic", Cs=GRID, cv=3, path_patience=None, random_state=SEED
+        )
     rows = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -135,11 +169,10 @@ def run_shape(key: str, cv_tols, repeats: int) -> dict:
             sklearn_path(sk, folds, GRID, d), exact, X64, t, folds, GRID
         )
         assert np.allclose(rows["sklearn LogisticRegressionCV"]["validation_mean"], mean_scores(sk))
-        for tol in cv_tols:
-            name = f"deepfeat logistic cv_tol={tol:g}"
-            rows[name] = precision(
-                deepfeat_path(templates[name], Xtr, codes, folds, GRID), exact, X64, t, folds, GRID
-            )
+        for name in templates:
+            if name.startswith("deepfeat"):
+                path = deepfeat_path(templates[name], Xtr, codes, folds, GRID)
+                rows[name] = precision(path, exact, X64, t, folds, GRID)
         rows["exact"] = precision(exact, exact, X64, t, folds, GRID)
 
         def runner(name):
@@ -180,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch and BLAS threads (default: all cores)"
     )
+    parser.add_argument(
+        "--torch-too", action="store_true", help="also the torch solvers at the default cv_tol"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "probe_precision.json")
     args = parser.parse_args(argv)
     with pinned_threads(args.threads) as threads:
-        results = {key: run_shape(key, args.cv_tols, args.repeats) for key in args.shapes}
+        results = {key: run_shape(key, args.cv_tols, args.repeats, args.torch_too) for key in args.shapes}
     write_json(
         args.out,
         {

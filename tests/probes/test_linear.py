@@ -33,6 +33,12 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def torch_solvers_only(monkeypatch) -> None:
+    """Two-class logistic fits on the CPU through the torch solvers too (they serve GPUs and larger
+    problems; on the CPU small ones go to :mod:`deepfeat.probes.binary_logistic`)."""
+    monkeypatch.setattr(linear_module, "applies", lambda *args: False)
+
+
 def blobs(n: int, d: int, k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n float32 points in d dims around k Gaussian centres of scale ``sep``; labels 0..k-1."""
     rng = np.random.default_rng(seed)
@@ -729,7 +735,9 @@ def test_stacked_folds_have_each_folds_optimum(loss):
 )
 def test_batched_fold_search_equals_the_per_fold_search(loss, k, monkeypatch):
     """Folds solved as one problem (Newton-CG / L-BFGS, or exact Newton for two classes) give the
-    per-fold search's scores, C and final fit."""
+    per-fold search's scores, C and final fit (the torch solvers: two-class logistic problems on the
+    CPU go to NumPy, tests/probes/test_binary_logistic.py)."""
+    torch_solvers_only(monkeypatch)
     if loss == "squared_hinge" and k > 2:  # Newton-CG (else exact Newton, stacked or per fold)
         monkeypatch.setattr(solver_module, "DUAL_WORK", 0)
     rng = np.random.default_rng(1)
@@ -798,6 +806,7 @@ def test_searches_of_one_output_or_few_softmax_classes_stack_their_folds_at_any_
 ):
     """Above FOLD_BATCH_WORK the folds are still solved as one problem for two classes (one output)
     and multinomial problems of few classes, not for one-vs-rest outputs; same search and fit."""
+    torch_solvers_only(monkeypatch)
     rng = np.random.default_rng(2)
     X = (rng.normal(size=(k, 30))[np.arange(300) % k] * 0.4 + rng.normal(size=(300, 30))).astype(np.float32)
     y = np.arange(300) % k
@@ -829,6 +838,7 @@ def test_two_class_probes_with_fewer_rows_than_dimensions_take_the_cholesky_basi
     """One output: Newton steps, indifferent to correlated coordinates, so the rows' Cholesky factor;
     several outputs keep the principal directions their first-order solvers scale by. Both reach
     the same fit."""
+    torch_solvers_only(monkeypatch)
     seen = []
     original = Basis.of.__func__
 

@@ -228,3 +228,5 @@ class FittedPath:
     b: torch.Tensor
     basis: Basis | None
     n_iter: int = 0
+    grad_max: float = 0.0
+    converged: bool = True  # a final fit's; the C search's fits are not checked

@@ -17,9 +17,11 @@ class. ``sample_weight`` and ``class_weight`` weight the loss as in scikit-learn
 The smooth losses are minimised in torch (on ``device``) by a batched L-BFGS in a centred, row-space,
 curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`; small
 problems by Newton methods: exact Hessians for few per-output problems, Newton-CG for the squared
-hinge and the softmax). ``C="cv"`` picks C from ``Cs`` by stratified k-fold cross-validation on the
-training data only (see :mod:`deepfeat.probes.selection`), every fold walking the C path from its
-previous solution, solved to ``cv_tol``; small searches solve the folds together as one problem.
+hinge and the softmax), except two-class logistic problems on the CPU of at most 10,000 x 256,
+solved in NumPy (:mod:`deepfeat.probes.binary_logistic`). ``C="cv"`` picks C from ``Cs`` by
+stratified k-fold cross-validation on the training data only (see :mod:`deepfeat.probes.selection`),
+every fold walking the C path from its previous solution, solved to ``cv_tol``; small searches
+solve the folds together as one problem.
 DeCAF's dropout on features (``dropout``, ``dropout_copies``): see :mod:`deepfeat.probes.dropout`.
 """
 
@@ -34,8 +36,6 @@ import torch
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.errors import ConfigError
 from deepfeat.probes.base import (
@@ -53,32 +53,26 @@ from deepfeat.probes.base import (
     unit_rows,
 )
 from deepfeat.probes.basis import Basis, FittedPath, PreparedFeatures
+from deepfeat.probes.binary_logistic import BinaryLogistic, applies
 from deepfeat.probes.dropout import dropout_copies
 from deepfeat.probes.exact import DUAL_ROWS, DUAL_ROWS_FLOAT32
 from deepfeat.probes.hinge import fit_hinge, iteration_limits
 from deepfeat.probes.objectives import make_problem, stack_folds
+from deepfeat.probes.predictions import LinearPredictions
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.solver import solve, solve_path, stacks_folds
 from deepfeat.probes.weights import (
     check_class_weight,
     check_sample_weight,
     entry_weights,
-    refuse_weighted_map,
 )
-from deepfeat.validation import check_bool, check_choice, check_float, check_int, check_n_features
+from deepfeat.validation import check_bool, check_choice, check_float, check_int
 
 LOSSES = ("logistic", "squared_hinge", "hinge")
 MULTI_CLASS = ("multinomial", "ovr")
 
 
-def _logistic(probe: LinearProbe) -> bool:
-    """Whether ``predict_proba`` exists: an AttributeError naming the loss otherwise."""
-    if probe.loss != "logistic":
-        raise AttributeError(f"predict_proba needs loss='logistic', this probe uses {probe.loss!r}")
-    return True
-
-
-class LinearProbe(ClassifierMixin, BaseEstimator):
+class LinearProbe(LinearPredictions, ClassifierMixin, BaseEstimator):
     """Linear classifier on fixed features, multi-class or multi-label, C by cross-validation.
 
     Parameters
@@ -202,24 +196,31 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         work = len(X) * min(X.shape) * (K if self.multilabel_ or K > 2 else 1)
         with thread_budget(work), torch.inference_mode():
             prepared = self.prepare_path(X, codes, weights)
-            init = None
+            init = fold_models = None
             if isinstance(self.C, str):
                 self.C_, self.cv_results_, fold_models = select_C(
                     self, prepared, codes, weights, sample_weight
                 )
-                if fold_models and prepared.basis is not None and self.loss != "hinge":
+                if fold_models and getattr(prepared, "basis", None) is not None and self.loss != "hinge":
                     init = (
                         torch.stack([m.W for m in fold_models]).mean(0),
                         torch.stack([m.b for m in fold_models]).mean(0),
                     )
             else:
                 self.C_, self.cv_results_ = float(self.C), None
-            fitted = self._fit_rows(prepared, np.arange(len(X)), codes, weights, self.C_, init, final=True)
-        coef, intercept = self._coefficients(fitted)
+            if isinstance(prepared, BinaryLogistic):  # NumPy, from the folds' own fits
+                fitted = prepared.final_fit(self.C_, fold_models, *self._limits()[::-1])
+                coef, intercept = prepared.coefficients(fitted)
+            else:
+                every = np.arange(len(X))
+                fitted = self._fit_rows(prepared, every, codes, weights, self.C_, init, final=True)
+                coef, intercept = (v.cpu().numpy() for v in self._coefficients(fitted))
+        if not fitted.converged:
+            self._warn_unconverged(fitted)
         if self._multinomial():  # softmax is unchanged by a common shift: zero-sum, as scikit-learn's
             intercept = intercept - intercept.mean()
-        self.coef_ = coef.cpu().numpy().astype(np.float32)
-        self.intercept_ = intercept.cpu().numpy().astype(np.float32)
+        self.coef_ = coef.astype(np.float32)
+        self.intercept_ = intercept.astype(np.float32)
         self.n_iter_ = fitted.n_iter
         self.n_features_in_ = X.shape[1]
         return self
@@ -230,6 +231,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         X = self._normalized(np.asarray(X, dtype=np.float32))
         check_products(X)
+        if applies(self.loss, len(self.classes_), self.multilabel_, self.dropout, device.type, X.shape):
+            return BinaryLogistic(X, codes, weights)
         Xt = tensor_of(X, device)
         if self.loss == "hinge" or self.dropout > 0:
             return PreparedFeatures(Xt, None, None)
@@ -256,6 +259,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     ) -> Iterator[FittedPath]:
         """Fits on the training rows ``rows`` for each C of the increasing ``Cs``, warm-started
         (``weights``: the rows' entry weights or None)."""
+        if isinstance(prepared, BinaryLogistic):
+            for fits in prepared.folds_path([rows], Cs, *self._limits(search=True)[::-1], whole=False):
+                yield fits[0]
+            return
         if self.loss == "hinge":
             X = prepared.X[torch.as_tensor(rows, device=prepared.X.device)].cpu().numpy()
             for C in Cs:
@@ -273,6 +280,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         increasing ``Cs`` (a generator of one list per C), all folds solved as one problem whose
         groups of outputs see their fold's training rows only; None where :meth:`fit_path` per fold
         is the better way (large problems, the hinge, dropout)."""
+        if isinstance(prepared, BinaryLogistic):
+            return prepared.folds_path([train for train, _ in folds], Cs, *self._limits(search=True)[::-1])
         if self.loss == "hinge" or prepared.basis is None:
             return None
         loss = "multinomial" if self._multinomial() else self.loss
@@ -291,6 +300,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def decision_on(self, prepared: PreparedFeatures, model: FittedPath, rows: np.ndarray) -> np.ndarray:
         """Decision values of the prepared rows ``rows`` under a fit of :meth:`fit_path`."""
+        if isinstance(prepared, BinaryLogistic):
+            return prepared.decision(model, rows)
         idx = torch.as_tensor(rows, device=prepared.X.device)
         if model.basis is not None and model.basis is prepared.basis:
             scores = torch.addmm(model.b, prepared.Z[idx], model.W.t())
@@ -351,14 +362,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         problem, basis = self._problem(prepared, rows, codes, weights)
         max_iter, tol = self._limits()
         sol = solve(problem, C, max_iter=max_iter, tol=tol, init=init, polish=final)
-        if final and not sol.converged:
-            warnings.warn(
-                f"LinearProbe(loss={self.loss!r}, C={C:g}) stopped after {sol.n_iter} iterations with "
-                f"scaled gradient {sol.grad_max:.2g} > tol={tol:g}; raise max_iter or tol",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return FittedPath(C, sol.W, sol.b, basis, sol.n_iter)
+        return FittedPath(C, sol.W, sol.b, basis, sol.n_iter, sol.grad_max, sol.converged or not final)
+
+    def _warn_unconverged(self, fitted) -> None:
+        warnings.warn(
+            f"LinearProbe(loss={self.loss!r}, C={fitted.C:g}) stopped after {fitted.n_iter} iterations with "
+            f"scaled gradient {fitted.grad_max:.2g} > tol={self._limits()[1]:g}; raise max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
     def _coefficients(self, fitted: FittedPath) -> tuple[torch.Tensor, torch.Tensor]:
         if fitted.basis is None:
@@ -372,49 +384,3 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             X, codes, self._n_outputs(), C, weights, max_iter=max_iter, tol=tol, warn=warn
         )
         return FittedPath(C, torch.from_numpy(coef), torch.from_numpy(intercept), None, n_iter)
-
-    # -- prediction --------------------------------------------------------------------------
-    def decision_function(self, X: ArrayLike) -> np.ndarray:
-        """Scores (n, K): one column per class (multi-class) or label (multi-label); (n,) for two
-        classes (the score of ``classes_[1]``)."""
-        check_is_fitted(self, ("coef_", "intercept_"))
-        check_feature_names(self, X, reset=False)
-        X = self._normalized(check_features(X))
-        check_n_features(X.shape[1], self.n_features_in_, self)
-        if self.dropout > 0:
-            X = X * np.float32(1.0 - self.dropout)
-        scores = torch.addmm(
-            torch.from_numpy(self.intercept_), tensor_of(X), torch.from_numpy(self.coef_).t()
-        ).numpy()
-        return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
-
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
-        scores = self.decision_function(X)
-        if self.multilabel_:
-            return (scores > 0).astype(np.int64)
-        if scores.ndim == 1:
-            return self.classes_[(scores > 0).astype(np.int64)]
-        return self.classes_[scores.argmax(axis=1)]
-
-    @available_if(_logistic)
-    def predict_proba(self, X: ArrayLike) -> np.ndarray:
-        """Class probabilities (logistic loss only: for other losses the method is absent, as on
-        LinearSVC, so scikit-learn's ensembles and calibration use ``decision_function``)."""
-        scores = torch.from_numpy(np.ascontiguousarray(self.decision_function(X), dtype=np.float64))
-        if scores.dim() == 1:
-            p = scores.sigmoid()
-            return torch.stack([1 - p, p], 1).numpy()
-        if self.multilabel_ or self.multi_class == "ovr":
-            p = scores.sigmoid()
-            return (p if self.multilabel_ else p / p.sum(1, keepdim=True)).numpy()
-        return scores.softmax(dim=1).numpy()
-
-    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-        """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
-        if getattr(self, "multilabel_", False):
-            refuse_weighted_map(sample_weight)
-            from deepfeat.metrics import mean_average_precision
-
-            return mean_average_precision(np.asarray(y), self.decision_function(X))
-        return super().score(X, y, sample_weight)
