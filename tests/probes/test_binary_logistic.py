@@ -16,7 +16,7 @@ import deepfeat.probes.binary_logistic as binary_module
 import deepfeat.probes.linear as linear_module
 from deepfeat.probes import LinearProbe
 from deepfeat.probes.basis import PreparedFeatures
-from deepfeat.probes.binary_logistic import MAX_DIM, MAX_ROWS, BinaryLogistic, applies
+from deepfeat.probes.binary_logistic import MAX_DIM, MAX_ENTRIES, BinaryLogistic, applies
 from deepfeat.probes.selection import make_folds
 
 GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
@@ -163,7 +163,8 @@ def test_unconverged_final_fit_warns():
 
 def test_which_fits_are_solved_here():
     assert applies("logistic", 2, False, 0.0, "cpu", (300, 192))
-    assert applies("logistic", 2, False, 0.0, "cpu", (MAX_ROWS, MAX_DIM))
+    assert applies("logistic", 2, False, 0.0, "cpu", (MAX_ENTRIES // (MAX_DIM + 1), MAX_DIM))
+    assert applies("logistic", 2, False, 0.0, "cpu", (MAX_ENTRIES // 193, 192))
     for args in [
         ("squared_hinge", 2, False, 0.0, "cpu", (300, 192)),
         ("logistic", 3, False, 0.0, "cpu", (300, 192)),
@@ -171,7 +172,7 @@ def test_which_fits_are_solved_here():
         ("logistic", 2, False, 0.5, "cpu", (300, 192)),
         ("logistic", 2, False, 0.0, "cuda", (300, 192)),
         ("logistic", 2, False, 0.0, "cpu", (300, MAX_DIM + 1)),
-        ("logistic", 2, False, 0.0, "cpu", (MAX_ROWS + 1, 192)),
+        ("logistic", 2, False, 0.0, "cpu", (MAX_ENTRIES // 193 + 1, 192)),
     ]:
         assert not applies(*args), args
     X, y = two_blobs(60, MAX_DIM + 1, seed=7)
@@ -207,3 +208,30 @@ def test_cuda_fits_take_the_torch_solvers_and_agree():
     np.testing.assert_allclose(gpu.cv_results_["mean"], cpu.cv_results_["mean"], atol=2 / 400)
     S = cpu.decision_function(X)
     np.testing.assert_allclose(gpu.decision_function(X), S, atol=2e-3 * np.abs(S).max())
+
+
+def test_fits_run_numpy_on_one_blas_thread_and_restore_it(monkeypatch):
+    """NumPy's BLAS runs on one thread during a fit solved here (its idle workers would spin beside
+    torch's), and gets its thread count back afterwards; torch-solved fits leave it alone."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return sorted(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+    seen = []
+    real = BinaryLogistic.folds_path
+
+    def recording(self, *args, **kwargs):
+        seen.append(blas_threads())
+        yield from real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BinaryLogistic, "folds_path", recording)
+    X, y = two_blobs(120, 10, seed=10)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        LinearProbe(Cs=GRID).fit(X, y)
+        assert seen and all(set(threads) == {1} for threads in seen)
+        assert blas_threads() == before
+        seen.clear()
+        LinearProbe(Cs=GRID, loss="squared_hinge").fit(X, y)
+        assert not seen and blas_threads() == before

@@ -241,6 +241,22 @@ def dense_threads(work: float, factor: bool = False) -> Iterator[int]:
         yield n
 
 
+_BLAS: list = []  # threadpoolctl's controller of the loaded BLAS libraries, made on first use
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """NumPy's (and SciPy's) BLAS on one thread inside, the previous counts restored on exit: for
+    solvers of many small NumPy products, whose BLAS worker threads would otherwise keep spinning
+    after each call beside torch's (see :mod:`deepfeat.probes.binary_logistic`)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    with _BLAS[0].limit(limits=1, user_api="blas"):
+        yield
+
+
 def prepare_targets(
     y, ignore=None, n_samples: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:

@@ -22,7 +22,11 @@ starts from the whole set's solution at the chosen C and runs in float64 to ``PO
 
 NumPy and torch keep separate thread pools, whose idle workers spin for a while after each call; a
 solver that alternated between them per operation would fight itself, so the work here is NumPy's
-(the one torch call, a Cholesky inverse, runs on one thread).
+(the one torch call, a Cholesky inverse, runs on one thread), and LinearProbe runs it on one BLAS
+thread (:func:`deepfeat.probes.base.one_blas_thread`): two threads gained at most 1.05x at these
+sizes, and their idle workers slowed the torch fits that followed (a logistic and a squared-hinge
+fit in turn, two classes x 300 / 1,200 x 192: 74.6 / 177.5 ms a round on two threads, 67.9 / 141.6
+ms on one, 83.8 / 172.4 ms with torch's solvers for both: benchmarks/probe_threads.py).
 """
 
 from __future__ import annotations
@@ -38,8 +42,13 @@ from deepfeat.probes.base import thread_budget
 
 #: problems of at most this many dimensions (the Hessians are (d + 1)^2 per fold) ...
 MAX_DIM = 256
-#: ... and at most this many rows take this solver (the largest measured: PROBES.md run (bl))
-MAX_ROWS = 10_000
+#: ... and at most this many entries n x (d + 1) take this solver, on one BLAS thread (LinearProbe).
+#: Whole fits against the torch solvers, two classes x 192 (benchmarks/probe_threads.py, PROBES.md
+#: run (bl)), alone / in rounds of a logistic fit then a squared-hinge one (torch): 300 rows 2.23x /
+#: 1.23x, 1,200 rows 1.66x / 1.22x, but 2,000 rows 1.25x / 0.91x and 3,060 rows 0.87x / 0.94x (one
+#: BLAS thread is slower there, and on two their idle workers spin beside torch's); 8,000 rows on
+#: two BLAS threads 1.67x / 1.21x (not taken: a second rule for one measured shape)
+MAX_ENTRIES = 250_000
 #: Newton steps that take more CG products than this (on average, at one C) switch the
 #: preconditioner to the folds' exact Hessians, or refresh those (PROBES.md run (bl))
 HESSIAN_SWITCH = 6
@@ -74,8 +83,8 @@ REL_RANK = 1e-6
 
 
 def applies(loss: str, n_classes: int, multilabel: bool, dropout: float, device_type: str, shape) -> bool:
-    """Whether a fit is solved here: logistic, two classes, single-label, no dropout, on the CPU,
-    at most ``MAX_ROWS`` x ``MAX_DIM``."""
+    """Whether a fit is solved here: logistic, two classes, single-label, no dropout, on the CPU, at
+    most ``MAX_DIM`` dimensions and ``MAX_ENTRIES`` entries."""
     n, d = shape
     return (
         loss == "logistic"
@@ -84,7 +93,8 @@ def applies(loss: str, n_classes: int, multilabel: bool, dropout: float, device_
         and dropout == 0
         and device_type == "cpu"
         and d <= MAX_DIM
-        and 2 <= n <= MAX_ROWS
+        and n >= 2
+        and n * (d + 1) <= MAX_ENTRIES
     )
 
 

@@ -17,8 +17,9 @@ class. ``sample_weight`` and ``class_weight`` weight the loss as in scikit-learn
 The smooth losses are minimised in torch (on ``device``) by a batched L-BFGS in a centred, row-space,
 curvature-scaled basis (exact reparametrisations, see :mod:`deepfeat.probes.solver`; small
 problems by Newton methods: exact Hessians for few per-output problems, Newton-CG for the squared
-hinge and the softmax), except two-class logistic problems on the CPU of at most 10,000 x 256,
-solved in NumPy (:mod:`deepfeat.probes.binary_logistic`). ``C="cv"`` picks C from ``Cs`` by
+hinge and the softmax), except small two-class logistic problems on the CPU (at most 256
+dimensions and 250,000 entries: 1,295 rows at d = 192), solved in NumPy
+(:mod:`deepfeat.probes.binary_logistic`). ``C="cv"`` picks C from ``Cs`` by
 stratified k-fold cross-validation on the training data only (see :mod:`deepfeat.probes.selection`),
 every fold walking the C path from its previous solution, solved to ``cv_tol``; small searches
 solve the folds together as one problem.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from functools import partial
 
 import numpy as np
@@ -46,6 +48,7 @@ from deepfeat.probes.base import (
     check_features,
     check_products,
     check_scoring,
+    one_blas_thread,
     prepare_targets,
     resolve_device,
     tensor_of,
@@ -194,7 +197,9 @@ class LinearProbe(LinearPredictions, ClassifierMixin, BaseEstimator):
         # 192 1.15x / 1.07x, 102 x 3,060 x 192 1.08x / 1.12x (medians of 3)); the caller's mode is
         # restored on exit and the coefficients leave as NumPy arrays
         work = len(X) * min(X.shape) * (K if self.multilabel_ or K > 2 else 1)
-        with thread_budget(work), torch.inference_mode():
+        device = resolve_device(self.device).type
+        numpy = applies(self.loss, K, self.multilabel_, self.dropout, device, X.shape)  # one BLAS thread
+        with thread_budget(work), torch.inference_mode(), one_blas_thread() if numpy else nullcontext():
             prepared = self.prepare_path(X, codes, weights)
             init = fold_models = None
             if isinstance(self.C, str):
