@@ -235,3 +235,86 @@ def test_fits_run_numpy_on_one_blas_thread_and_restore_it(monkeypatch):
         seen.clear()
         LinearProbe(Cs=GRID, loss="squared_hinge").fit(X, y)
         assert not seen and blas_threads() == before
+
+
+def test_large_C_on_separable_data_reaches_the_optimum():
+    """C = 1e6 on separable blobs: the line search once stopped past the line minimum and the fit
+    ran away (objective 7e8 times the optimum); every step now lowers the objective."""
+    rng = np.random.default_rng(7)
+    y = np.arange(200) % 2
+    X = rng.normal(size=(200, 20)) * rng.uniform(0.2, 3.0, size=20) + 0.6 * y[:, None] * rng.normal(size=20)
+    X = (X + 2.0).astype(np.float32)
+    for C in (1e5, 1e6, 1e7):
+        probe = LinearProbe(C=C).fit(X, y)
+        best = objective(X, y, *optimum(X, y, C), C)
+        assert objective(X, y, probe.coef_, probe.intercept_, C) / best < 1.02, C
+
+
+@pytest.mark.parametrize("scale", [1e-50, 1e-6, 1e6, 1e10])
+def test_uniform_weights_far_from_one_act_as_a_change_of_C(scale):
+    """Weights w on every row are C x w: the same fit as scikit-learn's at that C, without overflow
+    or underflow (1e-50 gave NaN coefficients, 1e6 spoiled validation scores at large C)."""
+    X, y = two_blobs(160, 12, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning (overflow, invalid value)
+        fixed = LinearProbe(C=1.0).fit(X, y, sample_weight=np.full(len(y), scale))
+        searched = LinearProbe(Cs=GRID).fit(X, y, sample_weight=np.full(len(y), scale))
+    coef, intercept = optimum(X, y, scale)
+    scale_of_coef = max(np.abs(coef).max(), 1e-30)
+    np.testing.assert_allclose(fixed.coef_.ravel(), coef, rtol=2e-4, atol=1e-4 * scale_of_coef)
+    np.testing.assert_allclose(fixed.intercept_, intercept, rtol=2e-4, atol=1e-4)
+    unweighted = LinearProbe(Cs=[c * scale for c in GRID]).fit(X, y)
+    np.testing.assert_allclose(searched.cv_results_["mean"], unweighted.cv_results_["mean"], atol=1 / 160)
+
+
+OVERLAPPING_FITS = """
+import threading
+import numpy as np
+from threadpoolctl import threadpool_info
+import deepfeat.probes.binary_logistic as binary_module
+from deepfeat.probes import LinearProbe
+
+def blas_threads():
+    return sorted(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+rng = np.random.default_rng(0)
+X, y = rng.normal(size=(120, 10)).astype(np.float32), np.arange(120) % 2
+before = blas_threads()
+first_in, second_in, first_gone = threading.Event(), threading.Event(), threading.Event()
+real = binary_module._newton
+
+def gated(*args, **kwargs):
+    if threading.current_thread().name == "first":
+        first_in.set()
+        second_in.wait(10)
+    else:
+        second_in.set()
+        first_gone.wait(10)
+    return real(*args, **kwargs)
+
+binary_module._newton = gated
+first = threading.Thread(target=lambda: LinearProbe(C=1.0).fit(X, y), name="first")
+first.start()
+first_in.wait(10)
+second = threading.Thread(target=lambda: LinearProbe(C=1.0).fit(X, y), name="second")
+second.start()
+first.join()
+first_gone.set()
+second.join()
+print(before, blas_threads())
+"""
+
+
+def test_overlapping_fits_in_threads_leave_the_blas_threads_alone():
+    """Fits in two threads of a fresh process (no thread controls OpenBLAS yet), the first ending
+    and its thread gone while the second runs: the BLAS thread counts are those from before (the
+    second once restored the one thread it had found, for good: threadpoolctl lets only one live
+    thread set OpenBLAS's threads)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", OVERLAPPING_FITS]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = out.stdout.strip().splitlines()[-1].split("] [")
+    assert before + "]" == "[" + after, out.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -248,7 +249,13 @@ _BLAS: list = []  # threadpoolctl's controller of the loaded BLAS libraries, mad
 def one_blas_thread() -> Iterator[None]:
     """NumPy's (and SciPy's) BLAS on one thread inside, the previous counts restored on exit: for
     solvers of many small NumPy products, whose BLAS worker threads would otherwise keep spinning
-    after each call beside torch's (see :mod:`deepfeat.probes.binary_logistic`)."""
+    after each call beside torch's (see :mod:`deepfeat.probes.binary_logistic`). The setting is the
+    process's, so it is taken in the main thread only: threadpoolctl lets one thread control
+    OpenBLAS, and a fit in another thread could neither be sure to set it nor to restore it (two
+    overlapping fits in threads left it at one thread for good)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     if not _BLAS:
         from threadpoolctl import ThreadpoolController
 

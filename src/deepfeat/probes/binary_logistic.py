@@ -68,6 +68,10 @@ FLOOR = 1e-2
 CG_REL = 1e-2
 ABSOLUTE_STOP = 0.9
 MAX_NEWTON = 50
+#: C x N is taken as at least this (the penalty's weight 1 / (C N) stays within float32; coefficients
+#: are under about 1e-20 either way: C = 1e-4 with sample weights of 1e-50, rescaled to a mean of 1)
+MIN_CN = 1e-20
+LINE_SEARCH_STEPS = 30
 #: the whole set's column of a search stops at this multiple of the folds' tolerance: it only starts
 #: the final fit, and held to the folds' it set the pace at large C (two classes x 1,200 x 192: a
 #: second set of Hessians built at C = 100; PROBES.md run (bl))
@@ -127,7 +131,14 @@ class BinaryLogistic:
         self.Za[:, r] = 1.0
         self.Z2a = self.Za * self.Za
         self.t = np.asarray(codes, dtype=np.float32)
-        self.weight = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(n)
+        # weights rescaled to a mean of 1 over the counted entries and C by the same factor (the same
+        # objective up to that factor): weights of 1e6 or 1e-50 stay in float32's range
+        self.weight, self.c_scale = None, 1.0
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64).reshape(n)
+            if (w > 0).any():
+                self.c_scale = float(w[w > 0].mean())
+            self.weight = (w / self.c_scale).astype(np.float32)
         self.N = float(n)
         self._za64: np.ndarray | None = None
         self._whole: dict = {}  # C -> (the whole set's coefficients (1, r + 1), its inverse Hessian)
@@ -146,16 +157,17 @@ class BinaryLogistic:
         self._whole = {}
         previous = logits = None
         for C in Cs:
+            c = C * self.c_scale  # the C of the rescaled weights
             start = W
             if PREDICT and previous is not None:
                 guess = W + PREDICT * (W - previous)
-                start, logits = _predicted(self.Za, self.t, M, self.N, W, logits, guess, C)
+                start, logits = _predicted(self.Za, self.t, M, self.N, W, logits, guess, c)
             previous = W
             goal = np.full(M.shape[1], SEARCH_TOL_FACTOR * tol)
             if whole:  # only the final fit's start: a looser stop, so it does not set the pace
                 goal[-1] *= WHOLE_LOOSER
             W, logits, steps, products, grad = _newton(
-                self.Za, self.Z2a, self.t, M, self.N, start, free, C, goal, max_iter, state, logits
+                self.Za, self.Z2a, self.t, M, self.N, start, free, c, goal, max_iter, state, logits
             )
             if whole:
                 inverse = None if state.inverse is None or not state.hessian else state.inverse[-1:]
@@ -189,7 +201,7 @@ class BinaryLogistic:
         state.inverse = inverse
         W, _, more, _, grad = _newton(
             Za, Za * Za, self.t.astype(np.float64), M.astype(np.float64), self.N, W.astype(np.float64),
-            free, C, POLISH * tol, max_iter, state,
+            free, C * self.c_scale, POLISH * tol, max_iter, state,
         )  # fmt: skip
         return BinaryFit(C, W[0].astype(np.float32), steps + more, float(grad[0]), bool(grad[0] <= tol))
 
@@ -244,7 +256,7 @@ def _newton(Za, Z2a, t, M, N, W, free, C, tol, max_iter, state: _Preconditioner,
     Columns not ``free`` stay where they are; ``logits``: W's where the caller has them."""
     dtype = Za.dtype
     F, r1 = W.shape
-    ridge = np.full(r1, 1.0 / (C * N), dtype=dtype)
+    ridge = np.full(r1, 1.0 / max(C * N, MIN_CN), dtype=dtype)
     ridge[-1] = 0.0
     floor = (FLOOR * 0.25) * M
     keep = free.astype(dtype)[:, None]
@@ -339,8 +351,10 @@ def _inverse_hessians(Za, h, N, ridge) -> np.ndarray | None:
 
 
 def _step_lengths(logits, Za, t, M, N, W, d, ridge, slope0):
-    """Per column, 1 where the objective still falls at the full Newton step, else the root of the
-    directional derivative in (0, 1) by regula falsi (at most 20 evaluations); and Z d."""
+    """Per column, 1 where the objective still falls at the full Newton step, else a root of the
+    directional derivative in (0, 1) by the Illinois variant of regula falsi (at most
+    ``LINE_SEARCH_STEPS`` evaluations; a column left unsettled takes the bracket's descending end,
+    where the objective has fallen); and Z d."""
     Zd = Za @ d.T
     wd, dd = (W * ridge * d).sum(1), (d * ridge * d).sum(1)
 
@@ -350,20 +364,25 @@ def _step_lengths(logits, Za, t, M, N, W, d, ridge, slope0):
 
     hi = np.ones(len(W), dtype=logits.dtype)
     s_hi = slope(hi)
-    if not (s_hi > 0).any():
+    open_ = s_hi > 0
+    if not open_.any():
         return hi, Zd
+    step = hi.copy()
     lo, s_lo = np.zeros_like(hi), slope0.astype(logits.dtype)
-    for _ in range(20):
-        open_ = s_hi > 0
+    side = np.zeros(len(W), dtype=np.int8)  # the bracket end moved last: -1 lo, +1 hi
+    for _ in range(LINE_SEARCH_STEPS):
+        trial = lo - s_lo * (hi - lo) / np.where(open_, s_hi - s_lo, 1)
+        s_trial = slope(np.where(open_, trial, step))
+        settled = open_ & (np.abs(s_trial) <= 1e-3 * np.abs(slope0))
+        step = np.where(settled, trial, step)
+        open_ &= ~settled
         if not open_.any():
-            break
-        trial = np.where(open_, lo - s_lo * (hi - lo) / np.where(open_, s_hi - s_lo, 1), hi)
-        s_trial = slope(trial)
-        down = open_ & (s_trial < 0)
-        up = open_ & ~(s_trial < 0)
+            return step, Zd
+        down, up = open_ & (s_trial < 0), open_ & ~(s_trial < 0)
+        # Illinois: an end kept twice in a row has its slope halved, so the bracket closes from both sides
+        s_hi = np.where(down & (side == -1), 0.5 * s_hi, s_hi)
+        s_lo = np.where(up & (side == 1), 0.5 * s_lo, s_lo)
         lo, s_lo = np.where(down, trial, lo), np.where(down, s_trial, s_lo)
         hi, s_hi = np.where(up, trial, hi), np.where(up, s_trial, s_hi)
-        if (np.abs(s_trial[open_]) <= 1e-3 * np.abs(slope0[open_])).all():
-            hi = np.where(open_, trial, hi)
-            break
-    return hi, Zd
+        side = np.where(down, -1, np.where(up, 1, side)).astype(np.int8)
+    return np.where(open_, lo, step), Zd

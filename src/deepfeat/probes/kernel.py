@@ -39,19 +39,19 @@ from deepfeat.probes.base import (
     tensor_of,
     unit_rows,
 )
+from deepfeat.probes.predictions import LabelPredictions
 from deepfeat.probes.selection import select_C
 from deepfeat.probes.weights import (
     check_class_weight,
     check_sample_weight,
     entry_weights,
-    refuse_weighted_map,
 )
 from deepfeat.validation import check_choice, check_float, check_n_features
 
 KERNELS = ("linear", "factored")
 
 
-class KernelProbe(ClassifierMixin, BaseEstimator):
+class KernelProbe(LabelPredictions, ClassifierMixin, BaseEstimator):
     """One-vs-rest SVMs on a precomputed kernel of the features, C by cross-validation.
 
     Parameters
@@ -228,21 +228,3 @@ class KernelProbe(ClassifierMixin, BaseEstimator):
         X = check_features(X)
         check_n_features(X.shape[1], self.n_features_in_, self)
         return self._apply(self.compute_kernel(X, self.X_fit_), self.dual_coef_, self.intercept_)
-
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
-        scores = self.decision_function(X)
-        if self.multilabel_:
-            return (scores > 0).astype(np.int64)
-        if scores.ndim == 1:
-            return self.classes_[(scores > 0).astype(np.int64)]
-        return self.classes_[scores.argmax(axis=1)]
-
-    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-        """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
-        if getattr(self, "multilabel_", False):
-            refuse_weighted_map(sample_weight)
-            from deepfeat.metrics import mean_average_precision
-
-            return mean_average_precision(np.asarray(y), self.decision_function(X))
-        return super().score(X, y, sample_weight)

@@ -1,4 +1,5 @@
-"""Predictions of a fitted linear probe: decision values, labels, probabilities and its score."""
+"""Predictions of fitted probes: labels and the score from decision values (every probe), and a linear
+probe's decision values and probabilities."""
 
 from __future__ import annotations
 
@@ -20,7 +21,30 @@ def _logistic(probe: LinearPredictions) -> bool:
     return True
 
 
-class LinearPredictions:
+class LabelPredictions:
+    """Labels and the score of a fitted probe from its ``decision_function`` (n, K) or, for two
+    classes, (n,), its ``classes_`` and ``multilabel_`` (mixed into the estimators)."""
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
+        scores = self.decision_function(X)
+        if self.multilabel_:
+            return (scores > 0).astype(np.int64)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(np.int64)]
+        return self.classes_[scores.argmax(axis=1)]
+
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
+        if getattr(self, "multilabel_", False):
+            refuse_weighted_map(sample_weight)
+            from deepfeat.metrics import mean_average_precision
+
+            return mean_average_precision(np.asarray(y), self.decision_function(X))
+        return super().score(X, y, sample_weight)
+
+
+class LinearPredictions(LabelPredictions):
     """What a fitted :class:`~deepfeat.probes.LinearProbe` predicts from ``coef_`` (K, d),
     ``intercept_`` (K,), ``classes_`` and ``multilabel_`` (mixed into the estimator, which also
     supplies ``loss``, ``dropout``, ``multi_class`` and ``_normalized``)."""
@@ -39,15 +63,6 @@ class LinearPredictions:
         ).numpy()
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """Class labels (multi-class) or a 0/1 indicator matrix (multi-label)."""
-        scores = self.decision_function(X)
-        if self.multilabel_:
-            return (scores > 0).astype(np.int64)
-        if scores.ndim == 1:
-            return self.classes_[(scores > 0).astype(np.int64)]
-        return self.classes_[scores.argmax(axis=1)]
-
     @available_if(_logistic)
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (logistic loss only: for other losses the method is absent, as on
@@ -60,12 +75,3 @@ class LinearPredictions:
             p = scores.sigmoid()
             return (p if self.multilabel_ else p / p.sum(1, keepdim=True)).numpy()
         return scores.softmax(dim=1).numpy()
-
-    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-        """Accuracy (multi-class) or mean average precision (multi-label, without sample weights)."""
-        if getattr(self, "multilabel_", False):
-            refuse_weighted_map(sample_weight)
-            from deepfeat.metrics import mean_average_precision
-
-            return mean_average_precision(np.asarray(y), self.decision_function(X))
-        return super().score(X, y, sample_weight)
