@@ -17,16 +17,19 @@ preconditioned conjugate gradients (CG): while CG needs few products per Newton 
 preconditioner is the curvature's diagonal (as in :mod:`deepfeat.probes.newton`); once it needs more
 than ``HESSIAN_SWITCH`` (larger C, where the Hessian is ill-conditioned), the inverses of the
 columns' exact Hessians, formed once and kept along the path until CG slows down again. Step lengths
-come from regula falsi on each column's directional derivative (the loss is convex). The final fit
-starts from the whole set's solution at the chosen C and runs in float64 to ``POLISH`` x ``tol``.
+come from the Illinois variant of regula falsi on each column's directional derivative (the loss is
+convex; every step lowers the objective). The final fit starts from the whole set's solution at the
+chosen C and runs in float64 to ``POLISH`` x ``tol``. Sample weights are rescaled to a mean of 1
+and C by the same factor (the same minimiser; weights of 1e6 or 1e-50 stay within float32).
 
 NumPy and torch keep separate thread pools, whose idle workers spin for a while after each call; a
 solver that alternated between them per operation would fight itself, so the work here is NumPy's
 (the one torch call, a Cholesky inverse, runs on one thread), and LinearProbe runs it on one BLAS
-thread (:func:`deepfeat.probes.base.one_blas_thread`): two threads gained at most 1.05x at these
-sizes, and their idle workers slowed the torch fits that followed (a logistic and a squared-hinge
-fit in turn, two classes x 300 / 1,200 x 192: 74.6 / 177.5 ms a round on two threads, 67.9 / 141.6
-ms on one, 83.8 / 172.4 ms with torch's solvers for both: benchmarks/probe_threads.py).
+thread when fitting in the main thread (:func:`deepfeat.probes.base.one_blas_thread`): two threads
+gained at most 1.05x at these sizes, and their idle workers slowed the torch fits that followed
+(a logistic and a squared-hinge fit in turn, two classes x 300 / 1,200 x 192: 74.6 / 177.5 ms a
+round on two threads, 67.9 / 141.6 ms on one, 83.8 / 172.4 ms with torch's solvers for both:
+benchmarks/probe_threads.py).
 """
 
 from __future__ import annotations
