@@ -318,3 +318,27 @@ def test_overlapping_fits_in_threads_leave_the_blas_threads_alone():
     assert out.returncode == 0, out.stderr[-2000:]
     before, after = out.stdout.strip().splitlines()[-1].split("] [")
     assert before + "]" == "[" + after, out.stdout
+
+
+def test_weights_scale_with_C_also_from_a_cold_start():
+    """C = 1e-4 with weights of 1e10 on every row is C = 1e6 unweighted, the same rescaled problem, so
+    the same fit: the final fit's short path towards a large C follows the rescaled C (the user's C,
+    under 1, skipped it, and the fit stopped elsewhere)."""
+    X, y = two_blobs(60, 100, sep=0.3, seed=1)
+    weighted = LinearProbe(C=1e-4).fit(X, y, sample_weight=np.full(len(y), 1e10))
+    unweighted = LinearProbe(C=1e6).fit(X, y)
+    np.testing.assert_allclose(
+        weighted.coef_, unweighted.coef_, rtol=1e-4, atol=1e-5 * np.abs(unweighted.coef_).max()
+    )
+
+
+def test_weights_spanning_many_decades_stay_positive_in_float32():
+    """Weights from 1e-25 to 1e23 are rescaled around their geometric midpoint: none flushes to zero
+    (rescaled to a mean of 1, a whole class's weights once did, and its fit stayed at the start)."""
+    X, y = two_blobs(100, 8, seed=13)
+    weights = np.where(y == 1, 1e-25, 1e23)[:, None]
+    problem = BinaryLogistic(X, y, weights)
+    assert (problem.weight > 0).all() and np.isfinite(problem.weight).all()
+    assert problem.weight.max() / problem.weight.min() == pytest.approx(1e48, rel=1e-5)
+    probe = LinearProbe(C=1.0).fit(X, y, sample_weight=weights.ravel())
+    assert np.isfinite(probe.coef_).all() and np.abs(probe.coef_).max() > 0

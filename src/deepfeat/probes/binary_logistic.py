@@ -19,8 +19,9 @@ than ``HESSIAN_SWITCH`` (larger C, where the Hessian is ill-conditioned), the in
 columns' exact Hessians, formed once and kept along the path until CG slows down again. Step lengths
 come from the Illinois variant of regula falsi on each column's directional derivative (the loss is
 convex; every step lowers the objective). The final fit starts from the whole set's solution at the
-chosen C and runs in float64 to ``POLISH`` x ``tol``. Sample weights are rescaled to a mean of 1
-and C by the same factor (the same minimiser; weights of 1e6 or 1e-50 stay within float32).
+chosen C and runs in float64 to ``POLISH`` x ``tol``. Sample weights are rescaled by the geometric
+midpoint of their positive range and C by the same factor (the same minimiser; weights of 1e6 or
+1e-50, or from 1e-25 to 1e23, stay within float32).
 
 NumPy and torch keep separate thread pools, whose idle workers spin for a while after each call; a
 solver that alternated between them per operation would fight itself, so the work here is NumPy's
@@ -134,13 +135,13 @@ class BinaryLogistic:
         self.Za[:, r] = 1.0
         self.Z2a = self.Za * self.Za
         self.t = np.asarray(codes, dtype=np.float32)
-        # weights rescaled to a mean of 1 over the counted entries and C by the same factor (the same
-        # objective up to that factor): weights of 1e6 or 1e-50 stay in float32's range
+        # weights rescaled by the geometric midpoint of their positive range, C by the same factor (the
+        # same minimiser): weights of 1e6 or 1e-50, or from 1e-25 to 1e23, stay in float32's range
         self.weight, self.c_scale = None, 1.0
         if weights is not None:
             w = np.asarray(weights, dtype=np.float64).reshape(n)
             if (w > 0).any():
-                self.c_scale = float(w[w > 0].mean())
+                self.c_scale = float(np.sqrt(w[w > 0].min()) * np.sqrt(w.max()))
             self.weight = (w / self.c_scale).astype(np.float32)
         self.N = float(n)
         self._za64: np.ndarray | None = None
@@ -194,7 +195,7 @@ class BinaryLogistic:
             W, inverse = self._whole[C]
         elif inits:
             W = np.mean([f.w for f in inits], axis=0, dtype=np.float64)[None].astype(np.float32)
-        elif C > 1:
+        elif C * self.c_scale > 1:  # a cold start at a large (rescaled) C: along a short path
             path = [C / 1000, C / 100, C / 10]
             for fits in self.folds_path([np.arange(n)], path, tol, max_iter, whole=False):
                 W, steps = fits[0].w[None], steps + fits[0].n_iter
