@@ -71,10 +71,12 @@ FLOOR = 1e-2
 #: entries are all under ``ABSOLUTE_STOP`` x the tolerance (as :mod:`deepfeat.probes.newton`)
 CG_REL = 1e-2
 ABSOLUTE_STOP = 0.9
+#: Newton steps at one C at most (besides the product budget of 4 x ``max_iter``)
 MAX_NEWTON = 50
 #: C x N is taken as at least this (the penalty's weight 1 / (C N) stays within float32; coefficients
-#: are under about 1e-20 either way: C = 1e-4 with sample weights of 1e-50, rescaled to a mean of 1)
+#: are under about 1e-20 either way: C = 1e-4 with sample weights of 1e-50 on every row)
 MIN_CN = 1e-20
+#: directional-derivative evaluations of one line search at most
 LINE_SEARCH_STEPS = 30
 #: the whole set's column of a search stops at this multiple of the folds' tolerance: it only starts
 #: the final fit, and held to the folds' it set the pace at large C (two classes x 1,200 x 192: a
