@@ -201,22 +201,23 @@ class LinearProbe(LinearPredictions, ClassifierMixin, BaseEstimator):
         numpy = applies(self.loss, K, self.multilabel_, self.dropout, device, X.shape)  # one BLAS thread
         with thread_budget(work), torch.inference_mode(), one_blas_thread() if numpy else nullcontext():
             prepared = self.prepare_path(X, codes, weights)
-            init = fold_models = None
+            fold_models = None
             if isinstance(self.C, str):
                 self.C_, self.cv_results_, fold_models = select_C(
                     self, prepared, codes, weights, sample_weight
                 )
-                if fold_models and getattr(prepared, "basis", None) is not None and self.loss != "hinge":
+            else:
+                self.C_, self.cv_results_ = float(self.C), None
+            if isinstance(prepared, BinaryLogistic):  # NumPy, from the search's own fits
+                fitted = prepared.final_fit(self.C_, fold_models, *self._limits()[::-1])
+                coef, intercept = prepared.coefficients(fitted)
+            else:
+                init = None
+                if fold_models and prepared.basis is not None and self.loss != "hinge":
                     init = (
                         torch.stack([m.W for m in fold_models]).mean(0),
                         torch.stack([m.b for m in fold_models]).mean(0),
                     )
-            else:
-                self.C_, self.cv_results_ = float(self.C), None
-            if isinstance(prepared, BinaryLogistic):  # NumPy, from the folds' own fits
-                fitted = prepared.final_fit(self.C_, fold_models, *self._limits()[::-1])
-                coef, intercept = prepared.coefficients(fitted)
-            else:
                 every = np.arange(len(X))
                 fitted = self._fit_rows(prepared, every, codes, weights, self.C_, init, final=True)
                 coef, intercept = (v.cpu().numpy() for v in self._coefficients(fitted))
